@@ -1,0 +1,120 @@
+"""The unit every operator works on: a micro-batch of events.
+
+A :class:`MicroBatch` holds the rows still in flight (``valid``) and the rows refused so
+far (``rejected``).  Operators are plain functions ``MicroBatch -> MicroBatch`` (or
+``DataFrame -> DataFrame``) over Polars frames; ``flows/`` only wires them into Bytewax.
+
+Column contract of ``valid`` (``EVENT_SCHEMA`` plus what later stages add):
+
+- the input fields of ``schemas/text_event.avsc``;
+- ``src_topic``, ``src_partition``, ``src_offset``, ``src_timestamp``: the Kafka
+  coordinates, which form the natural key of the enriched and rejected datasets;
+- ``raw``: the original payload bytes, kept for the dead-letter topic, never written
+  to a dataset;
+- ``payload_format``: ``json`` or ``avro``;
+- ``field_errors``: codes such as ``missing_field:text`` or ``wrong_type:event_time``
+  found while decoding (the field is then null); the schema check refuses such rows;
+- ``warnings``: names of validation rules that warned.
+
+Column contract of ``rejected`` (``REJECT_SCHEMA``): the coordinates, ``raw``, the
+event fields that could be read (nullable), the ``stage`` that refused it, and
+``reason_codes`` (machine-readable) and ``reasons`` (human-readable) lists.  ``text``
+is raw user text until the privacy stage masks it; the flows mask it before any sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import polars as pl
+
+ATTRIBUTES_DTYPE = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
+TIME_DTYPE = pl.Datetime("ms", "UTC")
+
+COORDINATE_SCHEMA: dict[str, pl.DataType] = {
+    "src_topic": pl.Utf8,
+    "src_partition": pl.Int32,
+    "src_offset": pl.Int64,
+    "src_timestamp": TIME_DTYPE,
+}
+
+EVENT_FIELDS_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.Utf8,
+    "event_time": TIME_DTYPE,
+    "source": pl.Utf8,
+    "tenant": pl.Utf8,
+    "user_id": pl.Utf8,
+    "text": pl.Utf8,
+    "attributes": ATTRIBUTES_DTYPE,
+}
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    **EVENT_FIELDS_SCHEMA,
+    **COORDINATE_SCHEMA,
+    "raw": pl.Binary,
+    "payload_format": pl.Utf8,
+    "field_errors": pl.List(pl.Utf8),
+    "warnings": pl.List(pl.Utf8),
+}
+
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    **COORDINATE_SCHEMA,
+    "raw": pl.Binary,
+    "event_id": pl.Utf8,
+    "event_time": TIME_DTYPE,
+    "source": pl.Utf8,
+    "tenant": pl.Utf8,
+    "text": pl.Utf8,
+    "stage": pl.Utf8,
+    "reason_codes": pl.List(pl.Utf8),
+    "reasons": pl.List(pl.Utf8),
+}
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def reject_rows(rows: pl.DataFrame, stage: str, codes: pl.Series | list[list[str]], reasons: pl.Series | list[list[str]]) -> pl.DataFrame:
+    """Build ``REJECT_SCHEMA`` rows from event rows refused at ``stage``."""
+    n = rows.height
+    out = rows.select([c for c in REJECT_SCHEMA if c in rows.columns and c not in ("stage", "reason_codes", "reasons")])
+    out = out.with_columns(
+        pl.lit(stage, pl.Utf8).alias("stage"),
+        pl.Series("reason_codes", codes, dtype=pl.List(pl.Utf8)) if n else pl.Series("reason_codes", [], pl.List(pl.Utf8)),
+        pl.Series("reasons", reasons, dtype=pl.List(pl.Utf8)) if n else pl.Series("reasons", [], pl.List(pl.Utf8)),
+    )
+    for name, dtype in REJECT_SCHEMA.items():
+        if name not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype).alias(name))
+    return out.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
+
+
+@dataclass(slots=True)
+class MicroBatch:
+    """Rows in flight plus rows refused so far; ``now`` is the processing time of the poll."""
+
+    valid: pl.DataFrame = field(default_factory=empty_events)
+    rejected: pl.DataFrame = field(default_factory=empty_rejects)
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.valid.height == 0 and self.rejected.height == 0
+
+    def refuse(self, mask: pl.Series, stage: str, codes: list[list[str]], reasons: list[list[str]]) -> MicroBatch:
+        """Move the ``valid`` rows where ``mask`` is true to ``rejected``.
+
+        ``codes`` and ``reasons`` are given for the refused rows only, in order.
+        """
+        if not mask.any():
+            return self
+        refused = self.valid.filter(mask)
+        kept = self.valid.filter(~mask)
+        new_rejects = reject_rows(refused, stage, codes, reasons)
+        return MicroBatch(valid=kept, rejected=pl.concat([self.rejected, new_rejects], how="vertical"), now=self.now)
