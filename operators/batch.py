@@ -9,6 +9,7 @@ Column contract of ``valid`` (``EVENT_SCHEMA`` plus what later stages add):
 - the input fields of ``schemas/text_event.avsc``;
 - ``src_topic``, ``src_partition``, ``src_offset``, ``src_timestamp``: the Kafka
   coordinates, which form the natural key of the enriched and rejected datasets;
+  ``src_key``: the message key (bytes), kept for the dead-letter topic;
 - ``raw``: the original payload bytes, kept for the dead-letter topic, never written
   to a dataset;
 - ``payload_format``: ``json`` or ``avro``;
@@ -33,6 +34,7 @@ ATTRIBUTES_DTYPE = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
 TIME_DTYPE = pl.Datetime("ms", "UTC")
 
 COORDINATE_SCHEMA: dict[str, pl.DataType] = {
+    "src_key": pl.Binary,
     "src_topic": pl.Utf8,
     "src_partition": pl.Int32,
     "src_offset": pl.Int64,

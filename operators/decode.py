@@ -42,6 +42,7 @@ DECODE_REASONS: dict[str, str] = {
     "truncated_avro": "the Avro single-object payload ends early",
     "unknown_schema": "the Avro single-object fingerprint matches no known schema",
     "bad_avro": "the Avro datum does not match its schema",
+    "unsupported_value": "a field holds a value the decoder cannot represent",
 }
 
 REQUIRED = ("event_id", "event_time", "source", "text")
@@ -106,13 +107,31 @@ def _parse_payload(value: bytes | None, limit: int) -> tuple[dict[str, Any], str
     return obj, "json"
 
 
+# Timestamps must fall in years 1..9999 so every consumer can turn them into a datetime.
+MIN_EVENT_TIME_MS = -62_135_596_800_000
+MAX_EVENT_TIME_MS = 253_402_300_799_999
+
+
 def _coerce_time(value: Any) -> int | None:
-    """Epoch milliseconds from an int/float (ms), a datetime, or an ISO-8601 string."""
+    """Epoch milliseconds from an int/float (ms), a datetime, or an ISO-8601 string.
+
+    Returns None for anything else, including non-finite numbers and instants outside
+    years 1..9999 (which would overflow the Int64 millisecond column or its readers).
+    """
+    ms = _time_ms(value)
+    if ms is None or not MIN_EVENT_TIME_MS <= ms <= MAX_EVENT_TIME_MS:
+        return None
+    return ms
+
+
+def _time_ms(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
         return int(value)
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -127,7 +146,10 @@ def _coerce_time(value: Any) -> int | None:
             return None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        return int(dt.timestamp() * 1000)
+        try:
+            return int(dt.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 
@@ -151,48 +173,67 @@ def _coerce_attributes(value: Any, errors: list[str]) -> list[dict[str, str]]:
     return out
 
 
+def _event_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The event fields of one decoded object, plus ``field_errors`` codes."""
+    errors: list[str] = []
+    fields: dict[str, Any] = {}
+    for name in ("event_id", "source", "text", *OPTIONAL):
+        v = obj.get(name)
+        if v is None:
+            if name in REQUIRED:
+                errors.append(f"missing_field:{name}")
+            fields[name] = None
+        elif isinstance(v, str):
+            fields[name] = v
+        else:
+            errors.append(f"wrong_type:{name}")
+            fields[name] = None
+    t = obj.get("event_time")
+    if t is None:
+        errors.append("missing_field:event_time")
+        fields["event_time"] = None
+    else:
+        ms = _coerce_time(t)
+        if ms is None:
+            errors.append("wrong_type:event_time")
+        fields["event_time"] = ms
+    fields["attributes"] = _coerce_attributes(obj.get("attributes"), errors)
+    return fields, errors
+
+
 def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
     """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order."""
     limit = (config or DecodeConfig()).max_payload_bytes
     now = now or datetime.now(timezone.utc)
     cols: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA}
-    bad: dict[str, list[Any]] = {"src_topic": [], "src_partition": [], "src_offset": [], "src_timestamp": [], "raw": []}
+    bad: dict[str, list[Any]] = {"src_key": [], "src_topic": [], "src_partition": [], "src_offset": [], "src_timestamp": [], "raw": []}
     bad_codes: list[list[str]] = []
     bad_reasons: list[list[str]] = []
+
+    def refuse(rec: RawRecord, code: str, message: str) -> None:
+        bad["src_key"].append(rec.key)
+        bad["src_topic"].append(rec.topic)
+        bad["src_partition"].append(rec.partition)
+        bad["src_offset"].append(rec.offset)
+        bad["src_timestamp"].append(rec.timestamp_ms)
+        bad["raw"].append(rec.value)
+        bad_codes.append([code])
+        bad_reasons.append([message])
+
     for rec in records:
         try:
             obj, fmt = _parse_payload(rec.value, limit)
         except _Undecodable as exc:
-            bad["src_topic"].append(rec.topic)
-            bad["src_partition"].append(rec.partition)
-            bad["src_offset"].append(rec.offset)
-            bad["src_timestamp"].append(rec.timestamp_ms)
-            bad["raw"].append(rec.value)
-            bad_codes.append([exc.code])
-            bad_reasons.append([exc.message])
+            refuse(rec, exc.code, exc.message)
             continue
-        errors: list[str] = []
-        for name in ("event_id", "source", "text", *OPTIONAL):
-            v = obj.get(name)
-            if v is None:
-                if name in REQUIRED:
-                    errors.append(f"missing_field:{name}")
-                cols[name].append(None)
-            elif isinstance(v, str):
-                cols[name].append(v)
-            else:
-                errors.append(f"wrong_type:{name}")
-                cols[name].append(None)
-        t = obj.get("event_time")
-        if t is None:
-            errors.append("missing_field:event_time")
-            cols["event_time"].append(None)
-        else:
-            ms = _coerce_time(t)
-            if ms is None:
-                errors.append("wrong_type:event_time")
-            cols["event_time"].append(ms)
-        cols["attributes"].append(_coerce_attributes(obj.get("attributes"), errors))
+        try:
+            fields, errors = _event_fields(obj)
+        except Exception as exc:  # never let one odd value stop the batch
+            refuse(rec, "unsupported_value", f"{DECODE_REASONS['unsupported_value']}: {type(exc).__name__}")
+            continue
+        for name, value in fields.items():
+            cols[name].append(value)
+        cols["src_key"].append(rec.key)
         cols["src_topic"].append(rec.topic)
         cols["src_partition"].append(rec.partition)
         cols["src_offset"].append(rec.offset)

@@ -1,11 +1,203 @@
-"""Configuration section `models` (fleshed out by its issue)."""
+"""Configuration section ``models``: backends, fallback chain, tasks, prices, budgets.
+
+The defaults run fully offline: the chain is ``local`` (VADER sentiment on the CPU)
+then ``rules`` (keywords), the task is ``sentiment``, and every price is zero.  A
+remote tier is one more entry under ``backends`` plus its name in ``chain``:
+
+.. code-block:: yaml
+
+    models:
+      chain: [primary, local, rules]
+      backends:
+        primary: {kind: openai, model: gpt-4o-mini, base_url: https://api.openai.com/v1,
+                  api_key_env: OPENAI_API_KEY}
+      pricing:
+        gpt-4o-mini: {input_per_mtok: 0.15, cached_input_per_mtok: 0.075, output_per_mtok: 0.60}
+      budgets:
+        per_tenant_daily_usd: {acme: 25.0}
+
+Every error names the bad key (``models.chain[0]: unknown backend 'primry'``).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskKind = Literal["sentiment", "classification", "summarization", "extraction"]
+BackendKind = str  # validated against the backend registry at start-up
 
 
-class ModelsConfig(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryConfig(_Strict):
+    """Retries of one request to a remote backend (timeouts, connection errors, 429, 5xx)."""
+
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per request, the first included; 1 disables retries.")
+    base_delay_s: float = Field(0.2, ge=0, description="Delay before the first retry; doubled (times `multiplier`) each further retry.")
+    multiplier: float = Field(2.0, ge=1, description="Growth factor of the backoff delay.")
+    max_delay_s: float = Field(10.0, ge=0, description="Upper bound of one backoff delay.")
+    jitter: float = Field(0.25, ge=0, le=1, description="Each delay is multiplied by a uniform factor in [1 - jitter, 1 + jitter].")
+    max_retry_after_s: float = Field(30.0, ge=0, description="A Retry-After longer than this is not waited for: the request fails as rate_limit and the chain moves on.")
+
+
+class CircuitConfig(_Strict):
+    """Circuit breaker of one backend: closed -> open -> half-open -> closed."""
+
+    failure_threshold: int = Field(5, ge=1, description="Consecutive failed attempts (timeout, network, rate_limit, server_error) that open the circuit.")
+    cooldown_s: float = Field(30.0, ge=0, description="Time the circuit stays open before letting probe requests through (half-open).")
+    half_open_successes: int = Field(2, ge=1, description="Successful probes in half-open that close the circuit again; one failure re-opens it.")
+
+
+class BackendConfig(_Strict):
+    """One tier of the chain."""
+
+    kind: BackendKind = Field(..., description="Registered backend kind: local, openai or rules (or any registered extension).")
+    model: str | None = Field(None, description="Model name sent to the provider and used to look up prices; defaults per kind (local: vader, rules: keywords).")
+    base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (openai kind only).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key; unset means no Authorization header (vLLM, Ollama, llama.cpp).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers, e.g. api-version for Azure OpenAI. Never put secrets here: use api_key_env.")
+    timeout_s: float = Field(20.0, gt=0, description="Read/write timeout of one HTTP request.")
+    connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout of one HTTP request.")
+    max_in_flight: int = Field(16, ge=1, le=512, description="Cap on concurrent requests to this backend.")
+    max_output_tokens: int = Field(256, ge=1, description="max_tokens sent with each request; also the output estimate used for budgets.")
+    json_mode: bool = Field(True, description="Send response_format={type: json_object}; turn off for servers that reject it.")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    positive_threshold: float = Field(0.05, description="local kind: VADER compound score at or above which the label is positive.")
+    negative_threshold: float = Field(-0.05, description="local kind: compound score at or below which the label is negative.")
+
+
+class TaskConfig(_Strict):
+    """A task: what the model is asked and how its answer is checked."""
+
+    kind: TaskKind = Field("sentiment", description="sentiment, classification, summarization or extraction.")
+    categories: list[str] = Field(default_factory=list, description="classification: the allowed labels.")
+    default_category: str = Field("other", description="classification: label the rules tier gives when no keyword matches.")
+    keywords: dict[str, list[str]] = Field(default_factory=dict, description="rules tier: label -> keywords (lower-case, whole words). Empty uses built-in sentiment words.")
+    json_schema: dict[str, Any] | None = Field(None, description="extraction: JSON schema the output must satisfy (compiled at start-up).")
+    system_prompt: str | None = Field(None, description="Override of the built-in system prompt; may use {categories} and {schema}.")
+    user_prompt: str = Field("Text:\n{text}", description="User message template; {text} is the masked, sanitized input.")
+    prompt_version: str = Field("v1", description="Bump when a prompt changes: part of the cache and ledger keys.")
+    summary_words: int = Field(30, ge=1, description="summarization: words kept by the rules tier.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.kind == "classification" and not self.categories:
+            raise ValueError("a classification task needs `categories`")
+        if self.kind == "extraction" and self.json_schema is None:
+            raise ValueError("an extraction task needs `json_schema`")
+        if self.json_schema is not None:
+            import fastjsonschema
+
+            try:
+                fastjsonschema.compile(self.json_schema)
+            except fastjsonschema.JsonSchemaDefinitionException as exc:
+                raise ValueError(f"json_schema is not a valid JSON schema: {exc}") from None
+        return self
+
+
+class PriceConfig(_Strict):
+    """Prices of one model, in US dollars per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0, description="Uncached input (prompt) tokens.")
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="Cached input tokens; defaults to the input price.")
+    output_per_mtok: float = Field(0.0, ge=0, description="Output tokens, reasoning tokens included.")
+
+
+class BudgetConfig(_Strict):
+    """Daily spending limits (UTC day of processing time)."""
+
+    per_tenant_daily_usd: dict[str, float] = Field(default_factory=dict, description="tenant -> daily limit in USD.")
+    default_tenant_daily_usd: float | None = Field(None, ge=0, description="Limit of tenants not listed; null means unlimited.")
+    per_source_daily_usd: dict[str, float] = Field(default_factory=dict, description="source -> daily limit in USD.")
+    default_source_daily_usd: float | None = Field(None, ge=0, description="Limit of sources not listed; null means unlimited.")
+    on_exhausted: Literal["next_tier", "local"] = Field(
+        "next_tier", description="next_tier: try the next tier of the chain (skipping tiers that are not cheaper); local: go straight to the first non-remote tier."
+    )
+
+
+class CacheConfig(_Strict):
+    """In-process response cache of remote tiers."""
+
+    enabled: bool = Field(True, description="Cache answers of remote backends.")
+    ttl_s: float = Field(3600.0, gt=0, description="Age after which an entry is no longer used.")
+    max_entries: int = Field(100_000, ge=1, description="Least recently used entries are evicted beyond this.")
+
+
+class BatchingConfig(_Strict):
+    """How rows are grouped before the models are called."""
+
+    max_rows: int = Field(64, ge=1, description="A batch is called as soon as it holds this many rows.")
+    max_wait_ms: float = Field(200.0, ge=0, description="...or when its oldest row has waited this long.")
+
+
+class LedgerConfig(_Strict):
+    """The replay-safe call ledger (SQLite, fsynced before results leave the step)."""
+
+    enabled: bool = Field(True, description="Record results by source coordinates so replayed events are not billed twice.")
+    path: str = Field("state/model_ledger.sqlite", description="SQLite file; shared by the workers of one host.")
+    retention_s: float = Field(6 * 3600.0, gt=0, description="Entries older than this are pruned; must exceed the recovery snapshot interval plus the backup interval.")
+    prune_every: int = Field(200, ge=1, description="Prune once every this many batch commits.")
+
+
+def _default_backends() -> dict[str, BackendConfig]:
+    return {"local": BackendConfig(kind="local"), "rules": BackendConfig(kind="rules")}
+
+
+class ModelsConfig(_Strict):
     """Settings of the models stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    task: str = Field("sentiment", description="Task run on every event unless `task_by_source` names another.")
+    task_by_source: dict[str, str] = Field(default_factory=dict, description="source -> task name.")
+    tasks: dict[str, TaskConfig] = Field(default_factory=lambda: {"sentiment": TaskConfig(kind="sentiment")}, description="Named tasks.")
+    backends: dict[str, BackendConfig] = Field(default_factory=_default_backends, description="Named tiers; the name is what `model_tier` records.")
+    chain: list[str] = Field(default_factory=lambda: ["local", "rules"], description="Fallback order. A rules tier is appended if the chain does not end with one.")
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict, description="model -> prices; models not listed cost zero (and log a warning once if remote).")
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    chars_per_token: float = Field(4.0, gt=0, description="Token estimate (characters per token) used when a provider reports no usage and for budget checks.")
+
+    @field_validator("chain")
+    @classmethod
+    def _chain_not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("the chain needs at least one tier")
+        if len(set(v)) != len(v):
+            raise ValueError("a tier appears twice in the chain")
+        return v
+
+    @model_validator(mode="after")
+    def _check_names(self) -> ModelsConfig:
+        for i, name in enumerate(self.chain):
+            if name not in self.backends:
+                raise ValueError(f"chain[{i}]: unknown backend {name!r} (known: {sorted(self.backends)})")
+        if self.task not in self.tasks:
+            raise ValueError(f"task: unknown task {self.task!r} (known: {sorted(self.tasks)})")
+        for src, t in self.task_by_source.items():
+            if t not in self.tasks:
+                raise ValueError(f"task_by_source.{src}: unknown task {t!r}")
+        for name, b in self.backends.items():
+            if b.kind == "openai" and not b.base_url:
+                raise ValueError(f"backends.{name}.base_url: required for kind openai")
+            if b.kind == "openai" and not b.model:
+                raise ValueError(f"backends.{name}.model: required for kind openai")
+        return self
+
+    def config_hash(self) -> str:
+        """Hash of what decides a result (task, prompts, chain, backends' models): the ledger's key part."""
+        relevant = {
+            "task": self.task,
+            "task_by_source": self.task_by_source,
+            "tasks": {k: v.model_dump(mode="json") for k, v in self.tasks.items()},
+            "chain": self.chain,
+            "backends": {k: {"kind": b.kind, "model": b.model, "base_url": b.base_url} for k, b in self.backends.items() if k in self.chain},
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,8 +1,50 @@
-"""Output settings: where datasets land and when files are committed."""
+"""Output settings: where datasets land, their layout, and when files are committed.
+
+Per-dataset overrides live under ``sinks.datasets.<name>``; a key left unset falls
+back to the section default.  Settings that contradict each other (e.g. ``hour``
+partitions without ``date``) fail at start-up with a message naming the key.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_PARTITION_FIELDS = ("date", "hour")
+
+
+def _check_partition_by(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return value
+    for p in value:
+        if p not in _PARTITION_FIELDS:
+            raise ValueError(f"unknown partition field {p!r} (choose from {list(_PARTITION_FIELDS)})")
+    if len(set(value)) != len(value):
+        raise ValueError(f"a partition field is listed twice: {value}")
+    if "hour" in value and "date" not in value:
+        raise ValueError("'hour' partitions need 'date' before them (hour alone repeats every day)")
+    if value != [p for p in _PARTITION_FIELDS if p in value]:
+        raise ValueError(f"partition fields must be ordered coarse to fine {list(_PARTITION_FIELDS)}, got {value}")
+    return value
+
+
+class DatasetSinkConfig(BaseModel):
+    """Overrides for one dataset (unset keys use the ``sinks`` defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition_by: list[str] | None = Field(
+        None, description="Hive partition fields from the dataset's time column: any ordered subset of [date, hour]; [] for none. Default: the dataset's own (date, hour)."
+    )
+    flush_rows: int | None = Field(None, ge=1, description="Override of sinks.flush_rows for this dataset.")
+    flush_bytes: int | None = Field(None, ge=1024, description="Override of sinks.flush_bytes for this dataset.")
+    flush_seconds: float | None = Field(None, gt=0, description="Override of sinks.flush_seconds for this dataset.")
+
+    @field_validator("partition_by")
+    @classmethod
+    def _v_partition(cls, value: list[str] | None) -> list[str] | None:
+        return _check_partition_by(value)
 
 
 class SinksConfig(BaseModel):
@@ -10,7 +52,34 @@ class SinksConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    root: str = Field("var/output", description="Folder or fsspec URI (s3://bucket/prefix) holding every dataset.")
-    flush_rows: int = Field(50_000, ge=1, description="Commit a file once it holds this many rows.")
-    flush_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Commit a file once its buffered rows reach this many bytes.")
-    flush_seconds: float = Field(10.0, gt=0, description="Commit a file once its oldest buffered row has waited this long.")
+    root: str = Field("var/output", description="Folder or fsspec URI (s3://bucket/prefix, gs://, abfs://, memory://) holding every dataset.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Options passed to the fsspec file system of a URI root (e.g. endpoint_url, key); ignored for local folders."
+    )
+    flush_rows: int = Field(50_000, ge=1, description="Commit a file once its topic-partition (or dataset) buffer holds this many rows.")
+    flush_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Commit once the buffered rows reach this many bytes (in-memory Arrow size, before compression).")
+    flush_seconds: float = Field(10.0, gt=0, description="Commit once the oldest buffered row has waited this long, so Parquet lags Kafka by a bounded time.")
+    row_group_rows: int = Field(122_880, ge=1_024, description="Rows per Parquet row group (DuckDB's scan unit); files smaller than this hold one row group.")
+    compression: Literal["zstd"] = Field("zstd", description="Parquet compression codec (zstd only: the datasets promise it).")
+    compression_level: int = Field(3, ge=1, le=22, description="zstd level for Parquet pages.")
+    partitions: int = Field(
+        1, ge=1, le=256, description="Sink partitions per dataset (Kafka-keyed rows are routed by topic-partition). Do not change while a recovery folder holds state."
+    )
+    fsync: bool = Field(True, description="fsync files, manifest entries and folders on local disks (turning it off loses the crash guarantee on power loss).")
+    datasets: dict[str, DatasetSinkConfig] = Field(default_factory=dict, description="Per-dataset overrides keyed by dataset name.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SinksConfig:
+        if not self.root.strip():
+            raise ValueError("root must not be empty")
+        return self
+
+    def for_dataset(self, name: str) -> DatasetSinkConfig:
+        """Effective settings of dataset ``name`` (overrides merged over defaults, partition_by left None if unset)."""
+        ds = self.datasets.get(name, DatasetSinkConfig())
+        return DatasetSinkConfig(
+            partition_by=ds.partition_by,
+            flush_rows=ds.flush_rows or self.flush_rows,
+            flush_bytes=ds.flush_bytes or self.flush_bytes,
+            flush_seconds=ds.flush_seconds or self.flush_seconds,
+        )

@@ -1,0 +1,258 @@
+"""A real, single-node Apache Kafka broker in KRaft mode, run from Maven Central jars.
+
+No Docker engine is needed: ``deploy/kafka/pom.xml`` lists the broker; its jars are
+resolved once with ``mvn dependency:copy-dependencies`` into ``deploy/kafka/lib``.
+Each broker lives in a state folder (``$DRIFTLINE_HOME/kafka-<port>``, default
+``.driftline/kafka-<port>``) holding its KRaft storage, configuration, log file and
+pid file.
+
+>>> broker = LocalKafka(port=9092)      # doctest: +SKIP
+>>> broker.start()                       # doctest: +SKIP
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be prepared, started or stopped."""
+
+
+def _home() -> Path:
+    return Path(os.environ.get("DRIFTLINE_HOME", ".driftline")).resolve()
+
+
+def kafka_lib_dir() -> Path:
+    """Folder holding the broker jars ($DRIFTLINE_KAFKA_LIBS or deploy/kafka/lib)."""
+    override = os.environ.get("DRIFTLINE_KAFKA_LIBS")
+    return Path(override).resolve() if override else DEFAULT_POM.parent / "lib"
+
+
+def fetch_jars(lib_dir: Path | None = None, pom: Path = DEFAULT_POM, *, quiet: bool = True) -> Path:
+    """Resolve the broker jars with Maven once; later calls reuse the folder."""
+    lib_dir = lib_dir or kafka_lib_dir()
+    marker = lib_dir / ".complete"
+    if marker.exists():
+        return lib_dir
+    if not pom.is_file():
+        raise BrokerError(f"broker pom not found at {pom}; set DRIFTLINE_KAFKA_LIBS to a folder of Kafka jars")
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is required to fetch the Kafka broker jars; install it or set DRIFTLINE_KAFKA_LIBS")
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [mvn, "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={lib_dir}", "-DincludeScope=runtime"]
+    if quiet:
+        cmd.insert(1, "-q")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BrokerError(f"mvn failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    if not any(lib_dir.glob("kafka_2.13-*.jar")):
+        raise BrokerError(f"mvn ran but no kafka_2.13 jar is in {lib_dir}")
+    marker.write_text("ok\n")
+    return lib_dir
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    state_dir: Path
+    log_file: Path
+
+    def __str__(self) -> str:
+        if self.running:
+            return f"running pid={self.pid} bootstrap={self.bootstrap} log={self.log_file}"
+        return f"stopped bootstrap={self.bootstrap} state={self.state_dir}"
+
+
+class LocalKafka:
+    """Start, stop and inspect one local KRaft broker (broker and controller in one JVM)."""
+
+    def __init__(self, port: int = 9092, *, host: str = "127.0.0.1", controller_port: int | None = None, state_dir: Path | None = None, heap: str = "768m") -> None:
+        self.host = host
+        self.port = port
+        self.controller_port = controller_port or port + 1
+        self.state_dir = (state_dir or _home() / f"kafka-{port}").resolve()
+        self.heap = heap
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self._pid()
+        return BrokerStatus(pid is not None and _port_open(self.host, self.port), pid, self.bootstrap, self.state_dir, self.log_file)
+
+    def _write_properties(self) -> Path:
+        props = self.state_dir / "server.properties"
+        data = self.state_dir / "data"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
+                    f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=3",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "message.max.bytes=2097152",
+                    "auto.create.topics.enable=true",
+                    "",
+                ]
+            )
+        )
+        return props
+
+    def start(self, *, timeout: float = 90.0) -> str:
+        """Start the broker if it is not running; return the bootstrap address (idempotent)."""
+        st = self.status()
+        if st.running:
+            return self.bootstrap
+        if st.pid is not None:  # process alive but not yet listening: wait for it
+            self._wait_ready(st.pid, timeout)
+            return self.bootstrap
+        if _port_open(self.host, self.port):
+            raise BrokerError(f"port {self.port} is already in use by another process; choose another with --port")
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("Java 17+ is required to run the local Kafka broker")
+        libs = fetch_jars()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        props = self._write_properties()
+        classpath = f"{libs}/*"
+        if not (self.state_dir / "data" / "meta.properties").exists():
+            cluster_id = uuid.uuid4().hex[:22]
+            fmt = subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(cluster_id), "-c", str(props)],
+                capture_output=True,
+                text=True,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout[-1500:]}\n{fmt.stderr[-1500:]}")
+        log = open(self.log_file, "ab")
+        proc = subprocess.Popen(
+            [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-cp", classpath, "kafka.Kafka", str(props)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state_dir,
+        )
+        log.close()
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._wait_ready(proc.pid, timeout)
+        return self.bootstrap
+
+    def _wait_ready(self, pid: int, timeout: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                tail = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+                raise BrokerError(f"the broker exited during start-up; log tail:\n{tail}")
+            if _port_open(self.host, self.port):
+                try:
+                    md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=5)
+                    if md.brokers:
+                        return
+                except Exception:  # not ready yet
+                    pass
+            time.sleep(0.25)
+        raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, *, timeout: float = 30.0) -> bool:
+        """Stop the broker; returns False if it was not running."""
+        pid = self._pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                if not _pid_alive(pid):
+                    break
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _kafka_cluster_id(seed_hex: str) -> str:
+    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 characters)."""
+    import base64
+
+    raw = bytes.fromhex((seed_hex + "0" * 32)[:32])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

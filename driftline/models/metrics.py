@@ -1,0 +1,63 @@
+"""Prometheus metrics of the models stage, defined once.
+
+Labels are low-cardinality: backend kind, model name, tier name, outcome, error class,
+token kind, budget scope.  Never an event id, a tenant or any text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+CALLS = Counter(
+    "driftline_model_calls_total",
+    "Requests handled per tier, by outcome (success, error, cached, replayed, skipped).",
+    ["backend", "model", "tier", "outcome"],
+)
+ERRORS = Counter(
+    "driftline_model_errors_total",
+    "Failed requests per tier by error class (after retries).",
+    ["backend", "model", "tier", "error_class"],
+)
+RETRIES = Counter(
+    "driftline_model_retries_total",
+    "Retries of remote requests by the error class that caused them.",
+    ["backend", "model", "tier", "error_class"],
+)
+LATENCY = Histogram(
+    "driftline_model_call_latency_seconds",
+    "Latency of one request to a tier, retries included.",
+    ["backend", "model", "tier"],
+    buckets=LATENCY_BUCKETS,
+)
+TOKENS = Counter(
+    "driftline_model_tokens_total",
+    "Tokens billed, by kind (input, output, cached, reasoning).",
+    ["backend", "model", "tier", "kind"],
+)
+COST = Counter(
+    "driftline_model_cost_usd_total",
+    "Cost in US dollars of model calls.",
+    ["backend", "model", "tier"],
+)
+COST_SAVED = Counter(
+    "driftline_model_cost_saved_usd_total",
+    "Cost avoided by response-cache hits.",
+    ["backend", "model", "tier"],
+)
+CIRCUIT_STATE = Gauge(
+    "driftline_model_circuit_state",
+    "Circuit breaker state per tier: 0 closed, 1 half-open, 2 open.",
+    ["backend", "model", "tier"],
+)
+FALLBACKS = Counter(
+    "driftline_model_fallbacks_total",
+    "Requests a tier passed on to the next, by reason (error class, privacy, budget).",
+    ["tier", "reason"],
+)
+BUDGET_EVENTS = Counter(
+    "driftline_model_budget_events_total",
+    "Budget exhaustion events by scope (tenant or source).",
+    ["scope"],
+)

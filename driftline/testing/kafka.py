@@ -1,0 +1,48 @@
+"""Read whole topics back from a real broker (for tests and checks)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+
+@dataclass(frozen=True)
+class ConsumedMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def consume_all(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[ConsumedMessage]:
+    """Every message currently in ``topic``, from the beginning to the end of each partition."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "driftline-test-reader", "enable.auto.commit": False, "enable.partition.eof": True})
+    parts = sorted(t.partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    remaining = set(parts)
+    out: list[ConsumedMessage] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
+                        continue
+                    raise RuntimeError(f"reading {topic}: {err}")
+                out.append(ConsumedMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), dict(msg.headers() or [])))
+    finally:
+        consumer.close()
+    if remaining:
+        raise TimeoutError(f"did not reach the end of {topic} partitions {sorted(remaining)} within {timeout}s")
+    return out

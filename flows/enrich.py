@@ -1,0 +1,108 @@
+"""The enrich flow: Kafka text events in; validated, masked, enriched, model-scored
+rows out to Parquet and Kafka; refusals to the dead-letter topic and the ``rejected``
+dataset.
+
+This module only wires Bytewax steps; the logic lives in ``driftline.operators`` and
+``driftline.sinks`` as plain functions over micro-batches.  Step ids are part of the
+recovery contract: never rename one.
+
+Run it with ``driftline run enrich`` (add ``--drain`` to stop at the end of the topic).
+Without Kafka, inject an in-memory source and sinks:
+
+>>> from driftline.config import load_config
+>>> from driftline.testing import InMemorySink, micro_batch_source, raw_batches
+>>> from bytewax.testing import run_main
+>>> import tempfile
+>>> cfg = load_config(None, env={"DRIFTLINE__SINKS__ROOT": tempfile.mkdtemp()})
+>>> dlq = InMemorySink()
+>>> io = EnrichIO(micro_batch_source(raw_batches([b"not json"])), dlq, None)
+>>> run_main(build_enrich_flow(cfg, io=io))
+>>> [dict(h)["driftline.reason_codes"] for _, _, h in dlq.items[0]]
+[b'["bad_json"]']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from driftline import __version__
+from driftline.clock import Clock, SystemClock
+from driftline.config import PipelineConfig
+from driftline.kafka_io import MicroBatchKafkaSource
+from driftline.operators.batch import MicroBatch
+from driftline.operators.decode import RawRecord, decode_batch
+from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
+from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
+from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
+from driftline.flows.datasets import enriched_spec, rejected_spec
+
+FLOW = "enrich"
+
+
+@dataclass
+class EnrichIO:
+    """The flow's edges: where micro-batches come from and where Kafka-bound records go.
+
+    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and ``output`` take
+    lists of ``(key, value, headers)``.  Parquet datasets are always written under
+    ``cfg.sinks.root``.
+    """
+
+    source: Source[list[RawRecord]]
+    dead_letter: Sink[Any]
+    output: Sink[Any] | None
+
+
+def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
+    k = cfg.kafka
+    source = MicroBatchKafkaSource(
+        k.bootstrap_servers,
+        [k.input_topic],
+        drain=drain,
+        batch_size=k.poll_batch_size,
+        poll_timeout_ms=k.poll_timeout_ms,
+        idle_tick_ms=k.idle_tick_ms,
+        extra=k.extra,
+    )
+    return EnrichIO(
+        source=source,
+        dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),
+        output=KafkaRecordsSink(k.bootstrap_servers, k.output_topic, extra=k.extra),
+    )
+
+
+def build_enrich_flow(cfg: PipelineConfig, *, io: EnrichIO | None = None, drain: bool = False, clock: Clock | None = None) -> Dataflow:
+    """Wire the enrich dataflow.  Everything heavy (rule compilation, pattern
+    compilation, model loading) happens here, at start-up, so bad configuration fails
+    before the first record."""
+    clock = clock or SystemClock()
+    io = io or kafka_io(cfg, drain=drain)
+    validator = Validator.from_config(cfg.validation)
+    run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={})
+
+    flow = Dataflow("driftline_enrich")
+    raw = op.input("kafka_in", flow, io.source)
+    batches = op.map("decode", raw, lambda recs: decode_batch(recs, cfg.decode, clock.now()))
+    batches = op.map("validate", batches, lambda b: validate_batch(b, validator, clock.now()))
+
+    rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
+    valid = op.map("valid_rows", batches, _valid_rows)
+
+    op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
+    parquet_output("rejected_parquet", rejected, ParquetDatasetSink(rejected_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
+    parquet_output("enriched_parquet", valid, ParquetDatasetSink(enriched_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
+    if io.output is not None:
+        columns = list(enriched_spec(cfg).schema.names)
+        op.output("output_topic_out", op.map("output_records", valid, lambda f: json_records(f, columns, "event_id")), io.output)
+    return flow
+
+
+def _valid_rows(batch: MicroBatch) -> pl.DataFrame:
+    return batch.valid

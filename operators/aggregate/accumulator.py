@@ -1,0 +1,272 @@
+"""Per-window, per-key accumulators built from micro-batch frames.
+
+A micro-batch is cut, with one Polars ``partition_by``, into *slices*: the rows of one
+key (``monitoring.key_dims``) and one *pane* (the slide of a sliding window, or the
+whole tumbling window).  Each slice becomes a :class:`WindowAccumulator`: counts and
+sums, error classes, tiers and labels as category counts, latency, confidence and
+numeric features as :class:`~driftline.operators.aggregate.sketch.QuantileSketch`,
+categorical features as :class:`~driftline.operators.aggregate.sketch.CategoryCounts`.
+Accumulators merge associatively and commutatively, so a window's result is the same
+whatever the arrival order or the micro-batch boundaries.
+
+>>> import polars as pl
+>>> from datetime import datetime, timezone
+>>> from driftline.config.monitoring import MonitoringConfig
+>>> cfg = MonitoringConfig()
+>>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+>>> frame = pl.DataFrame({"event_time": [t, t], "source": ["a", "a"], "model_name": ["m", "m"],
+...                       "model_latency_ms": [100.0, 300.0]})
+>>> [(p.key, p.acc.events, p.acc.latency.quantile(0.5)) for p in slice_frame(frame, cfg)]
+[(('a', 'm'), 2, 200.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+import numpy as np
+import polars as pl
+
+from driftline.config.monitoring import DriftFeature, MonitoringConfig
+from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch
+
+UNKNOWN = "unknown"
+
+
+def align_origin(cfg: MonitoringConfig) -> datetime:
+    """The UTC instant window boundaries are aligned to."""
+    return datetime.fromisoformat(cfg.align_to).astimezone(timezone.utc)
+
+
+def key_column(cfg: MonitoringConfig, dim: str) -> str:
+    """Input column holding key dimension ``dim`` (``model`` maps to ``columns.model``)."""
+    return cfg.columns.model if dim == "model" else dim
+
+
+@dataclass(slots=True)
+class WindowAccumulator:
+    """Mergeable statistics of one key over one pane or window."""
+
+    exact_limit: int = 1024
+    relative_accuracy: float = 0.01
+    category_cap: int = 50
+    events: int = 0
+    model_calls: int = 0
+    errors: CategoryCounts = field(default_factory=lambda: CategoryCounts(cap=64))
+    latency: QuantileSketch = field(default_factory=QuantileSketch)
+    confidence: QuantileSketch = field(default_factory=QuantileSketch)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+    cache_saved_usd: float = 0.0
+    tiers: CategoryCounts = field(default_factory=lambda: CategoryCounts(cap=64))
+    labels: CategoryCounts = field(default_factory=lambda: CategoryCounts(cap=50))
+    pii_total: int = 0
+    pii_events: int = 0
+    injection_events: int = 0
+    budget_exhausted_calls: int = 0
+    numeric: dict[str, QuantileSketch] = field(default_factory=dict)
+    categorical: dict[str, CategoryCounts] = field(default_factory=dict)
+    first_event_time: datetime | None = None
+    last_event_time: datetime | None = None
+
+    @classmethod
+    def empty(cls, cfg: MonitoringConfig) -> WindowAccumulator:
+        lim, acc = cfg.exact_quantile_limit, cfg.sketch_relative_accuracy
+        cap = cfg.drift.categorical_top_k
+        return cls(
+            exact_limit=lim,
+            relative_accuracy=acc,
+            category_cap=cap,
+            latency=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
+            confidence=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
+            labels=CategoryCounts(cap=cap),
+        )
+
+    def _sketch(self) -> QuantileSketch:
+        return QuantileSketch(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy)
+
+    def merge(self, other: WindowAccumulator) -> WindowAccumulator:
+        """Fold ``other`` into this accumulator and return ``self``."""
+        self.events += other.events
+        self.model_calls += other.model_calls
+        self.errors.merge(other.errors)
+        self.latency.merge(other.latency)
+        self.confidence.merge(other.confidence)
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.cache_hits += other.cache_hits
+        self.cache_saved_usd += other.cache_saved_usd
+        self.tiers.merge(other.tiers)
+        self.labels.merge(other.labels)
+        self.pii_total += other.pii_total
+        self.pii_events += other.pii_events
+        self.injection_events += other.injection_events
+        self.budget_exhausted_calls += other.budget_exhausted_calls
+        for name, sk in other.numeric.items():
+            self.numeric.setdefault(name, self._sketch()).merge(sk)
+        for name, cc in other.categorical.items():
+            self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
+        for t in (other.first_event_time,):
+            if t is not None and (self.first_event_time is None or t < self.first_event_time):
+                self.first_event_time = t
+        for t in (other.last_event_time,):
+            if t is not None and (self.last_event_time is None or t > self.last_event_time):
+                self.last_event_time = t
+        return self
+
+    @property
+    def errors_total(self) -> int:
+        return self.errors.total
+
+
+@dataclass(slots=True)
+class Slice:
+    """The rows of one key and one pane of a micro-batch, summarized."""
+
+    key: tuple[str, ...]
+    pane: int
+    max_time: datetime
+    first_id: str | None
+    acc: WindowAccumulator
+
+
+def _value_counts(frame: pl.DataFrame, col: str, *, explode: bool = False) -> dict[str, int]:
+    s = frame.get_column(col)
+    if explode:
+        s = s.explode()
+    s = s.drop_nulls()
+    if s.len() == 0:
+        return {}
+    vc = s.cast(pl.Utf8).value_counts()
+    return dict(zip(vc.get_column(s.name).to_list(), vc.get_column("count").to_list()))
+
+
+def _floats(frame: pl.DataFrame, col: str) -> np.ndarray:
+    return frame.get_column(col).cast(pl.Float64).drop_nulls().to_numpy()
+
+
+def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> WindowAccumulator:
+    """Summarize ``frame`` (rows of one key and pane) into a fresh accumulator.
+
+    Columns named in ``cfg.columns`` that the frame lacks are treated as absent
+    (zero counts, empty sketches), so telemetry with fewer columns works too.
+    """
+    c = cfg.columns
+    feats = cfg.drift.features if features is None else features
+    acc = WindowAccumulator.empty(cfg)
+    has = set(frame.columns)
+    exprs: list[pl.Expr] = [pl.len().alias("events")]
+    called = None
+    if c.model in has:
+        called = pl.col(c.model).is_not_null()
+    if c.error_class in has:
+        err = pl.col(c.error_class).is_not_null()
+        called = err if called is None else (called | err)
+        exprs.append((pl.col(c.error_class) == c.budget_error_class).sum().alias("budget"))
+    if called is not None:
+        exprs.append(called.sum().alias("calls"))
+    for name, col in (("in_tok", c.input_tokens), ("out_tok", c.output_tokens), ("pii", c.pii_total)):
+        if col in has:
+            exprs.append(pl.col(col).cast(pl.Int64).sum().alias(name))
+    if c.pii_total in has:
+        exprs.append((pl.col(c.pii_total) > 0).sum().alias("pii_events"))
+    for name, col in (("cost", c.cost_usd), ("saved", c.cost_saved_usd)):
+        if col in has:
+            exprs.append(pl.col(col).cast(pl.Float64).sum().alias(name))
+    if c.cached in has:
+        exprs.append(pl.col(c.cached).cast(pl.Boolean).sum().alias("hits"))
+    if c.injection_score in has:
+        exprs.append((pl.col(c.injection_score) >= c.injection_threshold).sum().alias("inj"))
+    if cfg.columns.event_time in has:
+        exprs.append(pl.col(c.event_time).min().alias("t0"))
+        exprs.append(pl.col(c.event_time).max().alias("t1"))
+    row = frame.select(exprs).row(0, named=True)
+    acc.events = int(row["events"])
+    acc.model_calls = int(row.get("calls") or 0)
+    acc.budget_exhausted_calls = int(row.get("budget") or 0)
+    acc.input_tokens = int(row.get("in_tok") or 0)
+    acc.output_tokens = int(row.get("out_tok") or 0)
+    acc.pii_total = int(row.get("pii") or 0)
+    acc.pii_events = int(row.get("pii_events") or 0)
+    acc.cost_usd = float(row.get("cost") or 0.0)
+    acc.cache_saved_usd = float(row.get("saved") or 0.0)
+    acc.cache_hits = int(row.get("hits") or 0)
+    acc.injection_events = int(row.get("inj") or 0)
+    acc.first_event_time = row.get("t0")
+    acc.last_event_time = row.get("t1")
+    if c.error_class in has:
+        acc.errors.add_counts(_value_counts(frame, c.error_class))
+    if c.tier in has:
+        acc.tiers.add_counts(_value_counts(frame, c.tier))
+    if c.label in has:
+        acc.labels.add_counts(_value_counts(frame, c.label))
+    if c.latency_ms in has:
+        acc.latency.add(_floats(frame, c.latency_ms))
+    if c.confidence in has:
+        acc.confidence.add(_floats(frame, c.confidence))
+    for f in feats:
+        if f.name not in has:
+            continue
+        if f.kind == "numeric":
+            sk = acc._sketch()
+            sk.add(_floats(frame, f.name))
+            acc.numeric[f.name] = sk
+        else:
+            cc = CategoryCounts(cap=acc.category_cap)
+            cc.add_counts(_value_counts(frame, f.name, explode=f.kind == "list"))
+            acc.categorical[f.name] = cc
+    return acc
+
+
+def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
+    """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
+
+    Rows without an event time are skipped (the validation stage refuses them before).
+    Slices are returned newest first, so the newest event time of a micro-batch moves
+    the watermark before older slices of the same batch are judged late or not.
+    """
+    tcol = cfg.columns.event_time
+    if frame.height == 0 or tcol not in frame.columns:
+        return []
+    origin_ms = int(align_origin(cfg).timestamp() * 1000)
+    pane_ms = cfg.pane_seconds * 1000
+    key_cols = []
+    prep: list[pl.Expr] = [
+        ((pl.col(tcol).dt.epoch("ms") - origin_ms) // pane_ms).alias("__pane"),
+    ]
+    for i, dim in enumerate(cfg.key_dims):
+        col = key_column(cfg, dim)
+        name = f"__k{i}"
+        key_cols.append(name)
+        if col in frame.columns:
+            prep.append(pl.col(col).cast(pl.Utf8).fill_null(UNKNOWN).alias(name))
+        else:
+            prep.append(pl.lit(UNKNOWN, pl.Utf8).alias(name))
+    idcol = cfg.columns.event_id
+    df = frame.filter(pl.col(tcol).is_not_null()).with_columns(prep)
+    out: list[Slice] = []
+    for keys, part in df.partition_by([*key_cols, "__pane"], as_dict=True, maintain_order=True).items():
+        *kvals, pane = keys
+        first_id = part.get_column(idcol).cast(pl.Utf8).min() if idcol in part.columns else None
+        out.append(
+            Slice(
+                key=tuple(str(k) for k in kvals),
+                pane=int(pane),
+                max_time=part.get_column(tcol).max(),
+                first_id=first_id,
+                acc=accumulate(part, cfg, features),
+            )
+        )
+    out.sort(key=lambda s: s.max_time, reverse=True)
+    return out
+
+
+def window_bounds(cfg: MonitoringConfig, window_id: int) -> tuple[datetime, datetime]:
+    """Start and end of Bytewax window ``window_id`` (ids count slides from ``align_to``)."""
+    start = align_origin(cfg) + timedelta(seconds=cfg.pane_seconds) * window_id
+    return start, start + timedelta(seconds=cfg.window_seconds)
+

@@ -1,0 +1,51 @@
+"""TEST-ONLY fault injection for the crash tests.
+
+``DRIFTLINE_FAULT`` holds comma-separated ``point[@dataset]:n`` items; the process
+exits with status 137 (as after SIGKILL) the ``n``-th time it reaches ``point``
+(counting from 1, per point and dataset filter).  Points, in commit order:
+
+- ``mid_write``: half of a staged Parquet file is on disk;
+- ``before_manifest``: every staged file is durable, no manifest entry yet;
+- ``after_manifest``: the manifest entry is durable, files not yet published;
+- ``after_publish``: the commit is complete, Bytewax has not snapshotted since.
+
+Never set it in production; unset, :func:`reached` costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
+_counts: dict[tuple[str, str | None], int] = {}
+
+
+def _plan() -> list[tuple[str, str | None, int]]:
+    raw = os.environ.get("DRIFTLINE_FAULT", "").strip()
+    out = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        where, _, n = item.rpartition(":")
+        point, _, dataset = where.partition("@")
+        if point not in POINTS or not n.isdigit():
+            raise ValueError(f"DRIFTLINE_FAULT item {item!r}: expected point[@dataset]:n with point in {POINTS}")
+        out.append((point, dataset or None, int(n)))
+    return out
+
+
+_PLAN = _plan()
+
+
+def reached(point: str, dataset: str) -> None:
+    """Exit abruptly if the plan says so (test-only)."""
+    if not _PLAN:
+        return
+    for p, ds, n in _PLAN:
+        if p != point or (ds is not None and ds != dataset):
+            continue
+        key = (p, ds)
+        _counts[key] = _counts.get(key, 0) + 1
+        if _counts[key] == n:
+            sys.stderr.write(f'{{"event": "fault_injected", "point": "{point}", "dataset": "{dataset}", "n": {n}}}\n')
+            sys.stderr.flush()
+            os._exit(137)

@@ -1,0 +1,139 @@
+"""Dataset specifications and the dataset registry.
+
+A dataset is one folder under ``sinks.root`` holding immutable Parquet files plus a
+manifest.  Adding a dataset is registering one :class:`DatasetSpec`:
+
+>>> import pyarrow as pa
+>>> spec = register_dataset(DatasetSpec(
+...     name="doc_example",
+...     schema=pa.schema([("window_start", pa.timestamp("ms", "UTC"), False), ("key", pa.string(), False), ("n", pa.int64())]),
+...     key_columns=("window_start", "key"),
+...     time_column="window_start",
+... ))
+>>> get_dataset("doc_example").key_kind
+'exact'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+KAFKA_KEY: tuple[str, str, str] = ("src_topic", "src_partition", "src_offset")
+"""Key columns of datasets keyed by Kafka coordinates (enriched, rejected, telemetry)."""
+
+PARTITION_FIELDS: tuple[str, ...] = ("date", "hour")
+"""Hive partition fields derived from the dataset's time column."""
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A short stable hash of field names, types and nullability (metadata ignored)."""
+    parts = [f"{f.name}:{f.type}:{'null' if f.nullable else 'notnull'}" for f in schema]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset holds and how it is keyed.
+
+    ``schema`` is the explicit Arrow schema written to every file (published by the
+    operators, never inferred from data).  ``key_columns`` is the natural key; when it
+    starts with :data:`KAFKA_KEY` the dataset is *Kafka-keyed* (exactly-once state is a
+    per topic-partition offset watermark), otherwise keys are tracked exactly.
+    ``time_column`` drives the default Hive partitions ``date=YYYY-MM-DD/hour=HH``.
+    """
+
+    name: str
+    schema: pa.Schema
+    key_columns: tuple[str, ...]
+    time_column: str
+    partition_by: tuple[str, ...] = ("date", "hour")
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"dataset name {self.name!r} must match {_NAME_RE.pattern} (it names a folder and a SQL view)")
+        if not isinstance(self.schema, pa.Schema):
+            raise TypeError(f"dataset {self.name!r}: schema must be a pyarrow.Schema, got {type(self.schema).__name__}")
+        object.__setattr__(self, "key_columns", tuple(self.key_columns))
+        object.__setattr__(self, "partition_by", tuple(self.partition_by))
+        names = set(self.schema.names)
+        if not self.key_columns:
+            raise ValueError(f"dataset {self.name!r}: key_columns must not be empty")
+        for col in (*self.key_columns, self.time_column):
+            if col not in names:
+                raise ValueError(f"dataset {self.name!r}: column {col!r} is not in the schema (columns: {sorted(names)})")
+        for col in self.key_columns:
+            if self.schema.field(col).nullable:
+                raise ValueError(f"dataset {self.name!r}: key column {col!r} must be declared non-nullable")
+        if not pa.types.is_timestamp(self.schema.field(self.time_column).type):
+            raise ValueError(f"dataset {self.name!r}: time column {self.time_column!r} must be a timestamp, got {self.schema.field(self.time_column).type}")
+        check_partition_by(self.partition_by, self.schema, f"dataset {self.name!r}")
+
+    @property
+    def key_kind(self) -> Literal["kafka", "exact"]:
+        """``kafka`` when keyed by Kafka coordinates (offset watermarks), else ``exact``."""
+        return "kafka" if self.key_columns[:3] == KAFKA_KEY else "exact"
+
+    @property
+    def fingerprint(self) -> str:
+        return schema_fingerprint(self.schema)
+
+    def with_partition_by(self, partition_by: tuple[str, ...] | list[str]) -> DatasetSpec:
+        return DatasetSpec(self.name, self.schema, self.key_columns, self.time_column, tuple(partition_by), self.description)
+
+
+def check_partition_by(partition_by: tuple[str, ...] | list[str], schema: pa.Schema | None, where: str) -> None:
+    """Refuse partition layouts that contradict themselves; the message names ``where``."""
+    seen: set[str] = set()
+    for p in partition_by:
+        if p not in PARTITION_FIELDS:
+            raise ValueError(f"{where}: partition field {p!r} is unknown (choose from {list(PARTITION_FIELDS)})")
+        if p in seen:
+            raise ValueError(f"{where}: partition field {p!r} is listed twice")
+        seen.add(p)
+        if schema is not None and p in schema.names:
+            raise ValueError(f"{where}: partition field {p!r} clashes with a column of the same name")
+    if "hour" in seen and "date" not in seen:
+        raise ValueError(f"{where}: partition field 'hour' needs 'date' before it (hour alone repeats every day)")
+    if list(partition_by) != [p for p in PARTITION_FIELDS if p in seen]:
+        raise ValueError(f"{where}: partition fields must be ordered coarse to fine ({list(PARTITION_FIELDS)}), got {list(partition_by)}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Lineage recorded in every manifest entry."""
+
+    pipeline_version: str
+    config_hash: str
+    model_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Register ``spec`` under its name; registering the same spec again is a no-op."""
+    old = _REGISTRY.get(spec.name)
+    if old is not None and (old.fingerprint != spec.fingerprint or old.key_columns != spec.key_columns or old.time_column != spec.time_column):
+        raise ValueError(f"dataset {spec.name!r} is already registered with a different schema or key")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no dataset named {name!r} is registered (known: {sorted(_REGISTRY)})") from None
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
