@@ -99,6 +99,8 @@ def _parse_payload(value: bytes | None, limit: int) -> tuple[dict[str, Any], str
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if value.startswith(b"\xef\xbb\xbf"):
+            raise _Undecodable("bad_json", "a UTF-8 byte order mark precedes the JSON") from None
         if "UTF-8" in str(exc):
             raise _Undecodable("invalid_utf8", str(exc)) from None
         raise _Undecodable("bad_json", str(exc)) from None

@@ -2,7 +2,8 @@
 
 The broker is ``$KAFKA_BOOTSTRAP_SERVERS`` when set; otherwise the project's local
 KRaft broker (``driftline.broker.LocalKafka``) on port ``$DRIFTLINE_TEST_KAFKA_PORT``
-(default 19092), started for the session and stopped at its end.  Where a Docker
+(default: two free ports, so parallel sessions never collide), started for the session
+and stopped at its end.  Where a Docker
 engine is reachable and ``DRIFTLINE_TEST_KAFKA=testcontainers``, testcontainers'
 Kafka module is used instead (not on this project's CI machine, which has no Docker).
 """
@@ -10,6 +11,7 @@ Kafka module is used instead (not on this project's CI machine, which has no Doc
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,17 @@ from pathlib import Path
 import pytest
 
 from driftline.broker import LocalKafka
+
+
+def _free_ports(n: int) -> tuple[int, ...]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return tuple(s.getsockname()[1] for s in socks)
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +44,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port = int(os.environ.get("DRIFTLINE_TEST_KAFKA_PORT", "19092"))
-    broker = LocalKafka(port=port, state_dir=tmp_path_factory.mktemp("kafka"))
+    port, controller = (int(os.environ["DRIFTLINE_TEST_KAFKA_PORT"]),) * 2 if os.environ.get("DRIFTLINE_TEST_KAFKA_PORT") else _free_ports(2)
+    broker = LocalKafka(port=port, controller_port=controller if controller != port else None, state_dir=tmp_path_factory.mktemp("kafka"))
     broker.start(timeout=120)
     try:
         yield broker.bootstrap

@@ -40,15 +40,21 @@ def compile_loose(pattern: str) -> re.Pattern[str]:
     return re.compile(loosen(pattern), re.IGNORECASE)
 
 
-def loosen(pattern: str) -> str:
-    """Replace each unescaped literal space in ``pattern`` by ``\\s+``."""
+def loosen(pattern: str, *, ascii_word_boundary: bool = False) -> str:
+    """Replace each unescaped literal space in ``pattern`` by ``\\s+`` (``" ?"`` and ``" *"`` by ``\\s*``).
+
+    With ``ascii_word_boundary`` every ``\\b`` becomes ``(?-u:\\b)`` (Rust regex syntax): an
+    ASCII word boundary keeps the engine on its fast automaton for non-ASCII text
+    (measured 40 us -> 1 us per event for the default pattern set).
+    """
     out: list[str] = []
     i = 0
     in_class = False
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\" and i + 1 < len(pattern):
-            out.append(pattern[i : i + 2])
+            pair = pattern[i : i + 2]
+            out.append(r"(?-u:\b)" if ascii_word_boundary and pair == r"\b" and not in_class else pair)
             i += 2
             continue
         if ch == "[":
@@ -59,7 +65,13 @@ def loosen(pattern: str) -> str:
             j = i
             while j < len(pattern) and pattern[j] == " ":
                 j += 1
-            out.append(r"\s+")
+            if j < len(pattern) and pattern[j] in "?*":  # "a ?b": optional white space
+                out.append(r"\s*")
+                j += 1
+            else:
+                out.append(r"\s+")
+                if j < len(pattern) and pattern[j] == "+":
+                    j += 1
             i = j
             continue
         out.append(ch)
@@ -110,7 +122,6 @@ class LanguageConfig(BaseModel):
     min_chars: int = Field(
         12, ge=0, description="Texts shorter than this many characters get f_lang='und' and f_lang_conf=0 without detection."
     )
-    threads: int = Field(1, ge=1, description="Threads for lingua's parallel batch API (ignored by cld2).")
 
     @field_validator("languages")
     @classmethod
@@ -228,7 +239,7 @@ class PiiFeaturesConfig(BaseModel):
 
     enabled: bool = Field(True, description="Publish the privacy stage's per-type counts and classification as features.")
     types: list[str] = Field(
-        default_factory=lambda: ["email", "phone", "credit_card", "iban", "address", "person"],
+        default_factory=lambda: ["email", "phone", "credit_card", "iban", "ssn", "ip_address", "person", "address", "url"],
         description="PII types to publish as f_pii_<type> (read from the column pii_<type>; 0 when absent).",
     )
     default_classification: str = Field(
@@ -245,7 +256,10 @@ class InjectionPattern(BaseModel):
     family: str = Field(description="Pattern family, e.g. instruction_override, role_injection, sql_injection.")
     severity: Severity = Field(description="low, medium, high or critical; weighted by injection.severity_weights.")
     pattern: str = Field(
-        description="Regular expression; matched case-insensitively and every literal space matches any run of white space."
+        description=(
+            "Regular expression (the common subset of Python re and Rust regex: no look-around or back-references); "
+            "matched case-insensitively, every literal space matches any run of white space, and \\b is an ASCII word boundary."
+        )
     )
 
     @field_validator("name")
@@ -266,7 +280,7 @@ class InjectionPattern(BaseModel):
         except re.error as exc:
             raise ValueError(f"pattern {v!r} is not a valid regular expression: {exc}") from None
         try:  # the engine matches with Polars (Rust regex): no look-around, no back-references
-            pl.Series([""], dtype=pl.Utf8).str.contains("(?i)" + loosen(v))
+            pl.Series([""], dtype=pl.Utf8).str.contains("(?i)" + loosen(v, ascii_word_boundary=True))
         except Exception as exc:  # polars raises ComputeError on a bad pattern
             raise ValueError(f"pattern {v!r} is not supported by the Rust regex engine: {exc}") from None
         return v
@@ -295,7 +309,7 @@ def default_injection_patterns() -> list[InjectionPattern]:
         _p("reveal_prompt", "instruction_override", "medium",
            r"\b(?:reveal|show|print|repeat|output|tell me) (?:me )?(?:your |the )(?:system |hidden |initial |original )(?:prompt|instructions)\b"),
         # role injection
-        _p("role_system", "role_injection", "high", r"(?:^|[\n\r]|\s)(?:system|assistant|developer) ?: "),
+        _p("role_system", "role_injection", "high", r"(?:^|[\n\r.!?\"'\]>]) *(?:system|assistant|developer) ?: "),
         _p("role_tag", "role_injection", "high", r"< ?/? ?(?:system|assistant|im_start|im_end|instructions?) ?>|\brole ?: ?(?:system|developer)\b"),
         _p("markdown_instruction", "role_injection", "high", r"#{2,} ?(?:instruction|instructions|system|system prompt|new task)\b|```\s*system\b"),
         # special tokens

@@ -69,6 +69,12 @@ class DriftFeature(BaseModel):
         None, gt=0, description="Drift threshold of the method (p-value for ks/chisquare, distance otherwise); default per method."
     )
 
+    @model_validator(mode="after")
+    def _check_method(self) -> DriftFeature:
+        if self.kind != "numeric" and self.method in ("psi", "ks", "wasserstein"):
+            raise ValueError(f"method {self.method!r} needs a numeric feature; {self.name!r} is {self.kind}")
+        return self
+
 
 class DriftConfig(BaseModel):
     """How the per-window distributions are compared with a reference."""

@@ -1,11 +1,220 @@
-"""Configuration section `privacy` (fleshed out by its issue)."""
+"""Configuration section ``privacy``: PII detection, masking, classification and DLP rules.
+
+>>> cfg = PrivacyConfig(strategies={"EMAIL": "redact"})
+>>> cfg.strategy_for("EMAIL"), cfg.strategy_for("PHONE"), cfg.strategy_for("SECRET")
+('redact', 'pseudonymize', 'redact')
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Strategy = Literal["redact", "pseudonymize", "partial", "drop"]
+Level = Literal["public", "internal", "confidential", "restricted"]
+Action = Literal["block", "mask", "warn", "route_local"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+#: Ordered from least to most sensitive.
+LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+#: Classification implied by a rule's severity when the rule names none.
+SEVERITY_LEVELS: dict[str, str] = {"low": "internal", "medium": "internal", "high": "confidential", "critical": "restricted"}
+
+_ENTITY = re.compile(r"[A-Z][A-Z0-9_]*")
+_RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
+
+
+def check_rust_regex(pattern: str) -> None:
+    """Raise ``ValueError`` when ``pattern`` is not valid for Polars' (Rust) regex engine
+    or for Python's :mod:`re` (both read it: Polars to find candidate rows, Python to locate spans)."""
+    import polars as pl
+
+    try:
+        pl.Series([""], dtype=pl.Utf8).str.contains(pattern)
+    except Exception as exc:  # polars raises ComputeError with the regex crate's message
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r} for Python: {exc}") from None
+
+
+class DlpRule(BaseModel):
+    """A data-loss-prevention rule: a regex ``pattern`` or whole-word ``keywords`` (case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Rule name (lower case, digits, _ . -); recorded in dlp_rules and the audit.")
+    pattern: str | None = Field(None, description="Regular expression (common subset of Rust and Python syntax).")
+    keywords: list[str] = Field(default_factory=list, description="Words or phrases matched whole-word, case-insensitively.")
+    action: Action = Field(..., description="block refuses the record; mask replaces the matches with <DLP:name>; warn only records it; route_local restricts it to local models.")
+    severity: Severity = Field("medium", description="low, medium, high or critical.")
+    classification: Level | None = Field(None, description="Level the record gets when the rule fires; default from severity (low/medium internal, high confidential, critical restricted).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _RULE_NAME.fullmatch(value):
+            raise ValueError(f"rule name {value!r} must match {_RULE_NAME.pattern}")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_rust_regex(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> DlpRule:
+        if (self.pattern is None) == (not self.keywords):
+            raise ValueError(f"rule {self.name!r} needs exactly one of pattern or keywords")
+        if self.action == "mask" and self.pattern is None:
+            raise ValueError(f"rule {self.name!r}: action mask needs a pattern")
+        return self
+
+    @property
+    def level(self) -> str:
+        return self.classification or SEVERITY_LEVELS[self.severity]
+
+    def regex(self) -> str:
+        """The rule as one regular expression."""
+        if self.pattern is not None:
+            return self.pattern
+        words = "|".join(re.escape(k.strip()) for k in self.keywords if k.strip())
+        return rf"(?i)\b(?:{words})\b"
+
+
+class CustomRecognizer(BaseModel):
+    """A pattern-only recognizer declared in configuration (no validator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Recognizer name, lower_snake_case, unique.")
+    entity: str = Field(..., description="Entity type it reports, UPPER_SNAKE_CASE (gets its own pii_<entity> column).")
+    pattern: str = Field(..., description="Regular expression (common subset of Rust and Python syntax).")
+    priority: int = Field(50, ge=0, le=1000, description="Higher wins when spans overlap.")
+
+    @field_validator("entity")
+    @classmethod
+    def _entity(cls, value: str) -> str:
+        if not _ENTITY.fullmatch(value):
+            raise ValueError(f"entity {value!r} must be UPPER_SNAKE_CASE")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        check_rust_regex(value)
+        return value
+
+
+class PersonConfig(BaseModel):
+    """Optional PERSON-name detection with a spaCy NER pipeline (off by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Detect PERSON names with spaCy; the default detector set finds no names.")
+    model: str = Field("en_core_web_sm", description="Installed spaCy package name or pipeline directory; loaded once at start-up.")
+    labels: list[str] = Field(default_factory=lambda: ["PERSON", "PER"], description="NER labels reported as PERSON.")
+
+
+def _default_rules() -> list[DlpRule]:
+    return [
+        DlpRule(name="medical_local", keywords=["diagnosis", "prescription", "patient", "medical record"], action="route_local", severity="high"),
+        DlpRule(name="confidential_marker", keywords=["confidential", "internal only", "proprietary"], action="warn", severity="high"),
+    ]
+
+
+#: Built-in strategies; ``privacy.strategies`` entries override them one by one.
+DEFAULT_STRATEGIES: dict[str, str] = {"SECRET": "redact", "URL_CREDENTIALS": "redact"}
+
+#: Built-in classification per entity type; ``privacy.entity_levels`` entries override them.
+DEFAULT_ENTITY_LEVELS: dict[str, str] = {
+        "EMAIL": "confidential",
+        "PHONE": "confidential",
+        "IP_ADDRESS": "confidential",
+        "PERSON": "confidential",
+        "CREDIT_CARD": "restricted",
+        "US_SSN": "restricted",
+        "IBAN": "restricted",
+        "SECRET": "restricted",
+        "URL_CREDENTIALS": "restricted",
+}  # fmt: skip
 
 
 class PrivacyConfig(BaseModel):
-    """Settings of the privacy stage."""
+    """Settings of the privacy stage (masking runs before features, models and every sink)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    disabled_recognizers: list[str] = Field(default_factory=list, description="Names of built-in recognizers to switch off (see docs/privacy.md).")
+    custom_recognizers: list[CustomRecognizer] = Field(default_factory=list, description="Extra pattern recognizers.")
+    default_strategy: Strategy = Field("pseudonymize", description="Masking strategy for entity types not listed in strategies.")
+    strategies: dict[str, Strategy] = Field(
+        default_factory=dict,
+        description="Masking strategy per entity type, over the built-ins (SECRET and URL_CREDENTIALS: redact): redact (<TYPE>), pseudonymize (<TYPE:hmac>), partial (keep the last partial_keep characters), drop (refuse the record).",
+    )
+    partial_keep: int = Field(4, ge=0, le=8, description="Characters (letters/digits) the partial strategy leaves visible at the end.")
+    token_hex_chars: int = Field(12, ge=8, le=64, description="Hex characters of HMAC-SHA256 kept in a pseudonym token (12 = 48 bits).")
+    key_env: str = Field("DRIFTLINE_PII_KEY", description="Environment variable holding the pseudonymization key (at least 16 bytes).")
+    key_file: str | None = Field(None, description="File holding the pseudonymization key; used when key_env is unset.")
+    pseudonymize_user_id: bool = Field(True, description="Replace user_id with <USER_ID:hmac> (same key and scheme as text tokens).")
+    mask_attributes: bool = Field(True, description="Mask the values of event attributes like text.")
+    mask_dead_letter: bool = Field(False, description="Mask the original payload bytes written to the dead-letter topic (they are then no longer byte-exact for replay).")
+    phone_regions: list[str] = Field(default_factory=list, description="ISO regions (e.g. DE, FR) whose national phone layouts (leading 0, no +) are also detected; empty = only North American and +international.")
+    phone_reject_context: list[str] = Field(
+        default_factory=lambda: list(
+            ("order", "invoice", "ticket", "tracking", "shipment", "parcel", "reference", "ref", "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build")
+        ),
+        description="Words that, in the 24 characters before a bare digit run, mark it as not a phone or card number (unless a phone or card word is there too).",
+    )
+    default_level: Level = Field("internal", description="Classification of a record with no findings and no fired rule.")
+    source_levels: dict[str, Level] = Field(default_factory=dict, description="Base classification per event source (overrides default_level).")
+    entity_levels: dict[str, Level] = Field(
+        default_factory=dict,
+        description="Classification implied by each entity type found, over the built-ins (EMAIL, PHONE, IP_ADDRESS, PERSON: confidential; CREDIT_CARD, US_SSN, IBAN, SECRET, URL_CREDENTIALS: restricted; others: confidential).",
+    )
+    route_local_at: Level | None = Field("restricted", description="Records at or above this level are marked route_local (null: only route_local rules do).")
+    dlp_rules: list[DlpRule] = Field(default_factory=_default_rules, description="DLP rules (pattern or keywords; action block, mask, warn or route_local; severity).")
+    person: PersonConfig = Field(default_factory=PersonConfig)
+
+    @field_validator("strategies", "entity_levels")
+    @classmethod
+    def _entity_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENTITY.fullmatch(key):
+                raise ValueError(f"entity type {key!r} must be UPPER_SNAKE_CASE")
+        return value
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        import phonenumbers
+
+        known = phonenumbers.SUPPORTED_REGIONS
+        for region in value:
+            if region.upper() not in known:
+                raise ValueError(f"unknown phone region {region!r}")
+        return [r.upper() for r in value]
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> PrivacyConfig:
+        names = [r.name for r in self.dlp_rules]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"dlp_rules: duplicate rule names {sorted(dup)}")
+        return self
+
+    def strategy_for(self, entity: str) -> str:
+        """The masking strategy for ``entity``."""
+        return self.strategies.get(entity) or DEFAULT_STRATEGIES.get(entity) or self.default_strategy
+
+    def level_for(self, entity: str) -> str:
+        """The classification implied by finding ``entity``."""
+        return self.entity_levels.get(entity) or DEFAULT_ENTITY_LEVELS.get(entity) or "confidential"
+
+
+__all__ = ["DEFAULT_ENTITY_LEVELS", "DEFAULT_STRATEGIES", "LEVELS", "SEVERITY_LEVELS", "CustomRecognizer", "DlpRule", "PersonConfig", "PrivacyConfig", "check_rust_regex"]

@@ -85,6 +85,13 @@ class WindowAccumulator:
             labels=CategoryCounts(cap=cap),
         )
 
+    def copy(self) -> WindowAccumulator:
+        """An independent copy (merging into it never changes ``self``)."""
+        fresh = WindowAccumulator(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy, category_cap=self.category_cap)
+        fresh.latency, fresh.confidence = self._sketch(), self._sketch()
+        fresh.labels = CategoryCounts(cap=self.labels.cap)
+        return fresh.merge(self)
+
     def _sketch(self) -> QuantileSketch:
         return QuantileSketch(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy)
 
@@ -226,8 +233,9 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
     """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
 
     Rows without an event time are skipped (the validation stage refuses them before).
-    Slices are returned newest first, so the newest event time of a micro-batch moves
-    the watermark before older slices of the same batch are judged late or not.
+    Slices are returned oldest first (by their newest event time), the order an in-order
+    stream would have delivered them, so an in-order micro-batch that spans a window
+    boundary never makes its own older slice late.
     """
     tcol = cfg.columns.event_time
     if frame.height == 0 or tcol not in frame.columns:
@@ -261,7 +269,7 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
                 acc=accumulate(part, cfg, features),
             )
         )
-    out.sort(key=lambda s: s.max_time, reverse=True)
+    out.sort(key=lambda s: s.max_time)
     return out
 
 

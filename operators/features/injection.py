@@ -34,6 +34,10 @@ from driftline.operators.features.registry import FeatureKind, FeatureSpec, regi
 SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
+def _engine_regex(pattern: str) -> str:
+    return loosen(pattern, ascii_word_boundary=True)
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledPattern:
     name: str
@@ -48,10 +52,10 @@ class InjectionMatcher:
 
     def __init__(self, cfg: InjectionConfig) -> None:
         self.patterns = [
-            CompiledPattern(p.name, p.family, p.severity, cfg.severity_weights[p.severity], "(?i)" + loosen(p.pattern))
+            CompiledPattern(p.name, p.family, p.severity, cfg.severity_weights[p.severity], "(?i)" + _engine_regex(p.pattern))
             for p in cfg.patterns
         ]
-        self.any_regex = "(?i)" + "|".join(f"(?:{loosen(p.pattern)})" for p in cfg.patterns) if cfg.patterns else None
+        self.any_regex = "(?i)" + "|".join(f"(?:{_engine_regex(p.pattern)})" for p in cfg.patterns) if cfg.patterns else None
         self.flag_threshold = cfg.flag_threshold
         self.families = sorted({p.family for p in self.patterns})
 
@@ -63,39 +67,36 @@ class InjectionMatcher:
     def match_frame(self, texts: pl.Series) -> pl.DataFrame:
         """``inj_risk_score``, ``inj_patterns``, ``inj_families``, ``inj_flag`` for each text."""
         n = texts.len()
-        empty = pl.DataFrame(
-            {
-                "inj_risk_score": pl.Series([0.0] * n, dtype=pl.Float64),
-                "inj_patterns": pl.Series([[]] * n, dtype=pl.List(pl.Utf8)),
-                "inj_families": pl.Series([[]] * n, dtype=pl.List(pl.Utf8)),
-                "inj_flag": pl.Series([False] * n, dtype=pl.Boolean),
-            }
-        )
-        if self.any_regex is None or n == 0:
-            return empty
-        frame = pl.DataFrame({"t": texts}).with_row_index("__row")
-        hit = frame.filter(pl.col("t").str.contains(self.any_regex).fill_null(False))
-        if hit.height == 0:
-            return empty
-        t = pl.col("t")
-        matches = [t.str.contains(p.regex).fill_null(False) for p in self.patterns]
-        keep = 1.0
-        for p, m in zip(self.patterns, matches):
-            keep = keep * (1.0 - m.cast(pl.Float64) * p.weight)  # type: ignore[assignment]
-        fams = {f: pl.any_horizontal([m for p, m in zip(self.patterns, matches) if p.family == f]) for f in self.families}
-        scored = hit.select(
+        frame = pl.DataFrame({"t": texts})
+        hits = frame.select(pl.col("t").str.contains(self.any_regex).fill_null(False)).to_series() if self.any_regex and n else None
+        if hits is None or not hits.any():
+            return frame.with_columns(
+                pl.lit(0.0, pl.Float64).alias("inj_risk_score"),
+                pl.lit([], pl.List(pl.Utf8)).alias("inj_patterns"),
+                pl.lit([], pl.List(pl.Utf8)).alias("inj_families"),
+                pl.lit(False).alias("inj_flag"),
+            ).drop("t")
+        hit = frame.with_row_index("__row").filter(hits)
+        # One column per pattern first (each regex runs once, on the hit rows only), then the signals.
+        names = [f"__m{i}" for i in range(len(self.patterns))]
+        flags = hit.with_columns([pl.col("t").str.contains(p.regex).fill_null(False).alias(c) for p, c in zip(self.patterns, names)])
+        keep: pl.Expr = pl.lit(1.0)
+        for p, c in zip(self.patterns, names):
+            keep = keep * (1.0 - pl.col(c).cast(pl.Float64) * p.weight)
+        fams = {f: pl.any_horizontal([pl.col(c) for p, c in zip(self.patterns, names) if p.family == f]) for f in self.families}
+        scored = flags.select(
             "__row",
-            (1.0 - keep).round(6).alias("inj_risk_score"),  # type: ignore[operator]
-            pl.concat_list([pl.when(m).then(pl.lit(p.name)) for p, m in zip(self.patterns, matches)]).list.drop_nulls().alias("inj_patterns"),
+            (1.0 - keep).round(6).alias("inj_risk_score"),
+            pl.concat_list([pl.when(pl.col(c)).then(pl.lit(p.name)) for p, c in zip(self.patterns, names)]).list.drop_nulls().alias("inj_patterns"),
             pl.concat_list([pl.when(m).then(pl.lit(f)) for f, m in fams.items()]).list.drop_nulls().alias("inj_families"),
         )
         out = (
-            empty.with_row_index("__row")
-            .join(scored, on="__row", how="left", suffix="_hit")
+            frame.with_row_index("__row")
+            .join(scored, on="__row", how="left", maintain_order="left")
             .select(
-                pl.coalesce("inj_risk_score_hit", "inj_risk_score").alias("inj_risk_score"),
-                pl.coalesce("inj_patterns_hit", "inj_patterns").alias("inj_patterns"),
-                pl.coalesce("inj_families_hit", "inj_families").alias("inj_families"),
+                pl.col("inj_risk_score").fill_null(0.0),
+                pl.col("inj_patterns").fill_null(pl.lit([], pl.List(pl.Utf8))),
+                pl.col("inj_families").fill_null(pl.lit([], pl.List(pl.Utf8))),
             )
         )
         return out.with_columns((pl.col("inj_risk_score") >= self.flag_threshold).alias("inj_flag"))

@@ -93,7 +93,7 @@ def register_feature(name: str) -> Callable[[K], K]:
 
     def deco(cls: K) -> K:
         existing = FEATURE_KINDS.get(name)
-        if existing is not None and existing is not cls:
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
             raise ValueError(f"feature kind {name!r} is already registered by {existing.__qualname__}")
         cls.kind_name = name
         FEATURE_KINDS[name] = cls

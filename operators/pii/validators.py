@@ -7,7 +7,7 @@ table-tested on its own.  Recognizers call them only on regex candidates.
 (True, False)
 >>> iban_ok("DE89 3704 0044 0532 0130 00"), iban_ok("DE88 3704 0044 0532 0130 00")
 (True, False)
->>> ssn_ok("123-45-6789"), ssn_ok("666-45-6789")
+>>> ssn_ok("884-08-1501"), ssn_ok("666-45-6789")
 (True, False)
 """
 
@@ -56,7 +56,7 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("6011", "6011", frozenset({16, 17, 18, 19})),  # Discover
     ("644", "649", frozenset({16, 17, 18, 19})),
     ("65", "65", frozenset({16, 17, 18, 19})),
-    ("3528", "3589", frozenset({16, 17, 18, 19})),  # JCB
+    ("3500", "3599", frozenset({16, 17, 18, 19})),  # JCB (assigned 3528-3589; the whole 35 block is taken)
     ("1800", "1800", frozenset({15})),  # JCB 15
     ("2131", "2131", frozenset({15})),
     ("300", "305", frozenset({14, 15, 16, 17, 18, 19})),  # Diners
@@ -64,7 +64,8 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("38", "39", frozenset({14, 15, 16, 17, 18, 19})),
     ("50", "50", frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # Maestro
     ("56", "58", frozenset({12, 13, 14, 15, 16, 17, 18, 19})),
-    ("6", "6", frozenset({16, 17, 18, 19})),  # other 6-series (Maestro, UnionPay, RuPay)
+    ("6", "6", frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # other 6-series (Maestro, UnionPay, RuPay)
+    ("0604", "0604", frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # Maestro (legacy range)
 )
 
 
@@ -86,7 +87,7 @@ _CARD_GROUPS_OK = (
 
 
 def card_ok(value: str) -> bool:
-    """A payment card number: 13-19 digits, one kind of separator in card-like groups,
+    """A payment card number: 12-19 digits (12 only for Maestro), one kind of separator in card-like groups,
     a known issuer range and a valid Luhn digit."""
     seps = {c for c in value if not c.isdigit()}
     if len(seps) > 1 or not seps <= {" ", "-"}:
@@ -95,7 +96,7 @@ def card_ok(value: str) -> bool:
     if 0 in groups or not any(rule(groups) for rule in _CARD_GROUPS_OK):
         return False
     digits = digits_of(value)
-    return 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits)
+    return 12 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits)
 
 
 # IBAN lengths per country (ISO 13616 registry).
@@ -165,7 +166,8 @@ def ipv6_ok(value: str) -> bool:
 def nanp_ok(value: str) -> bool:
     """A North American (NANP) number as people write it: ``(NXX) NXX-XXXX``, ``NXX-NXX-XXXX``,
     ``NXX.NXX.XXXX``, ``NXX NXX XXXX``, ten digits in a row, optionally led by ``1``.
-    Area and exchange codes start with 2-9 and are not N11 service codes."""
+    Area and exchange codes start with 2-9 (N11 codes are accepted: masking an unassigned
+    number costs nothing, missing a real one leaks it)."""
     core = value.strip()
     groups = [g for g in re.split(r"[\s().\-]+", core) if g]
     lens = [len(g) for g in groups]
@@ -179,7 +181,7 @@ def nanp_ok(value: str) -> bool:
     if not digits.isascii() or not digits.isdigit():
         return False
     area, exchange = digits[:3], digits[3:6]
-    return not (area[0] in "01" or exchange[0] in "01" or area[1:] == "11" or exchange[1:] == "11")
+    return area[0] not in "01" and exchange[0] not in "01"
 
 
 def shannon_entropy(value: str) -> float:

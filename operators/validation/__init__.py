@@ -1,9 +1,11 @@
-"""Validation stage: schema, data-quality and business-rule layers with a dead-letter path.
+"""Validation stage: schema, data-quality and business-rule layers over micro-batches.
+
+Refused rows leave in ``MicroBatch.rejected``; ``driftline.sinks.kafka.dead_letter_records``
+turns them into dead-letter messages (original bytes, reason headers, ``VALIDATOR_VERSION``).
 
 >>> from driftline.operators.validation import Validator, validate_batch, VALIDATOR_VERSION
 """
 
-from driftline.operators.validation.dead_letter import DeadLetterMessage, dead_letter_messages, parse_dead_letter_headers
 from driftline.operators.validation.rules import RuleError, compile_rule
 from driftline.operators.validation.validator import (
     VALIDATOR_VERSION,
@@ -15,13 +17,10 @@ from driftline.operators.validation.validator import (
 
 __all__ = [
     "VALIDATOR_VERSION",
-    "DeadLetterMessage",
     "RuleError",
     "ValidationSetupError",
     "Validator",
     "compile_rule",
-    "dead_letter_messages",
-    "parse_dead_letter_headers",
     "validate_batch",
     "validate_records_one_by_one",
 ]

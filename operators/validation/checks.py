@@ -6,9 +6,11 @@ break it (never null).  The schema checks are built from :data:`SCHEMA_CHECK_BUI
 checks from :data:`QUALITY_CHECKS` (one entry per kind of per-field check).  Adding a
 check is registering one function.
 
+Checks that depend on the processing time read it from the column :data:`NOW_COLUMN`,
+which the operator adds to each batch, so the expressions are built once at start-up.
+
 >>> from driftline.config.validation import ValidationConfig
->>> from datetime import datetime, timezone
->>> [c.code for c in schema_checks(ValidationConfig(), datetime(2026, 1, 1, tzinfo=timezone.utc))][:2]
+>>> [c.code for c in schema_checks(ValidationConfig())][:2]
 ['schema.missing_field.event_id', 'schema.missing_field.event_time']
 """
 
@@ -16,15 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-
 import polars as pl
 
 from driftline.config.validation import FieldQuality, ValidationConfig
-from driftline.operators.batch import TIME_DTYPE
 from driftline.operators.validation.rules import FieldRef
 
 __all__ = [
+    "NOW_COLUMN",
     "QUALITY_CHECKS",
     "REQUIRED_FIELDS",
     "SCHEMA_CHECK_BUILDERS",
@@ -37,6 +37,8 @@ __all__ = [
     "schema_checks",
 ]
 
+#: Column holding the processing time (``TIME_DTYPE``) while a batch is validated.
+NOW_COLUMN = "__now__"
 #: Fields every text event must carry (``schemas/text_event.avsc``).
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "event_time", "source", "text")
 #: Fields whose type the decoder checks (codes ``wrong_type:<field>`` in ``field_errors``).
@@ -52,7 +54,7 @@ class RowCheck:
     violated: pl.Expr
 
 
-SchemaCheckBuilder = Callable[[ValidationConfig, datetime], Iterable[RowCheck]]
+SchemaCheckBuilder = Callable[[ValidationConfig], Iterable[RowCheck]]
 #: Builders of the schema layer's checks, in reporting order.
 SCHEMA_CHECK_BUILDERS: list[SchemaCheckBuilder] = []
 
@@ -68,7 +70,7 @@ def _field_error(code: str) -> pl.Expr:
 
 
 @register_schema_check
-def _required(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
+def _required(cfg: ValidationConfig) -> Iterable[RowCheck]:
     for name in REQUIRED_FIELDS:
         # Null without a decode error (wrong type) means the field was absent.
         missing = pl.col(name).is_null() & ~_field_error(f"wrong_type:{name}")
@@ -76,7 +78,7 @@ def _required(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
 
 
 @register_schema_check
-def _types(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
+def _types(cfg: ValidationConfig) -> Iterable[RowCheck]:
     for name in TYPED_FIELDS:
         what = "is not a timestamp (epoch milliseconds or ISO-8601)" if name == "event_time" else "has the wrong type"
         if name == "attributes":
@@ -85,21 +87,21 @@ def _types(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
 
 
 @register_schema_check
-def _other_field_errors(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
+def _other_field_errors(cfg: ValidationConfig) -> Iterable[RowCheck]:
     known = [f"missing_field:{n}" for n in REQUIRED_FIELDS] + [f"wrong_type:{n}" for n in TYPED_FIELDS]
     other = pl.col("field_errors").list.eval(~pl.element().is_in(pl.lit(pl.Series(known, dtype=pl.Utf8)).implode())).list.any()
     yield RowCheck("schema.field_error", "the decoder reported a field error", other.fill_null(False))
 
 
 @register_schema_check
-def _event_id_nonempty(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
+def _event_id_nonempty(cfg: ValidationConfig) -> Iterable[RowCheck]:
     empty = pl.col("event_id").str.strip_chars().str.len_bytes() == 0
     yield RowCheck("schema.event_id_nonempty", "event_id is empty", empty.fill_null(False))
 
 
 @register_schema_check
-def _event_time_future(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
-    limit = pl.lit(now + timedelta(seconds=cfg.max_future_skew_seconds)).cast(TIME_DTYPE)
+def _event_time_future(cfg: ValidationConfig) -> Iterable[RowCheck]:
+    limit = pl.col(NOW_COLUMN) + pl.duration(milliseconds=round(cfg.max_future_skew_seconds * 1000))
     yield RowCheck(
         "schema.event_time_future",
         f"event_time is more than {cfg.max_future_skew_seconds:g} s after the processing time",
@@ -108,7 +110,7 @@ def _event_time_future(cfg: ValidationConfig, now: datetime) -> Iterable[RowChec
 
 
 @register_schema_check
-def _text(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
+def _text(cfg: ValidationConfig) -> Iterable[RowCheck]:
     text = pl.col("text")
     yield RowCheck("schema.text_nonempty", "text is empty or only whitespace", (text.str.strip_chars().str.len_bytes() == 0).fill_null(False))
     yield RowCheck(
@@ -118,9 +120,9 @@ def _text(cfg: ValidationConfig, now: datetime) -> Iterable[RowCheck]:
     )
 
 
-def schema_checks(cfg: ValidationConfig, now: datetime) -> list[RowCheck]:
-    """All schema-layer row checks for processing time ``now`` (``event_id`` uniqueness is separate)."""
-    return [check for builder in SCHEMA_CHECK_BUILDERS for check in builder(cfg, now)]
+def schema_checks(cfg: ValidationConfig) -> list[RowCheck]:
+    """All schema-layer row checks (``event_id`` uniqueness is separate: it needs their verdict)."""
+    return [check for builder in SCHEMA_CHECK_BUILDERS for check in builder(cfg)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,9 +255,10 @@ class _Compiler:
         return _Val(op(left, right), "num")
 
     def _Call(self, node: ast.Call) -> _Val:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else type(node.func).__name__
-            raise RuleError(f"unknown function {name!r}{_where(node)}; known: {', '.join(FUNCTIONS)}")
+        if not isinstance(node.func, ast.Name):
+            raise RuleError(f"method calls are not supported{_where(node)}; call a function such as lower(x); known: {', '.join(FUNCTIONS)}")
+        if node.func.id not in FUNCTIONS:
+            raise RuleError(f"unknown function {node.func.id!r}{_where(node)}; known: {', '.join(FUNCTIONS)}")
         fn = FUNCTIONS[node.func.id]
         if node.keywords or len(node.args) != len(fn.args):
             raise RuleError(f"{node.func.id}() takes {len(fn.args)} positional argument(s){_where(node)}")

@@ -26,7 +26,6 @@ one by one.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -38,9 +37,9 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from driftline.config.validation import ValidationConfig
-from driftline.operators.batch import EVENT_SCHEMA, MicroBatch
+from driftline.operators.batch import EVENT_SCHEMA, TIME_DTYPE, MicroBatch
 from driftline.operators.validation import metrics
-from driftline.operators.validation.checks import RowCheck, quality_checks, schema_checks
+from driftline.operators.validation.checks import NOW_COLUMN, RowCheck, quality_checks, schema_checks
 from driftline.operators.validation.rules import RuleError, attribute_column, attribute_value, compile_rule, parse_field_ref
 
 __all__ = ["VALIDATOR_VERSION", "Validator", "ValidationSetupError", "validate_batch", "validate_records_one_by_one"]
@@ -83,17 +82,31 @@ def _structure_schema() -> pa.DataFrameSchema:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A compiled check of one layer; its verdict lands in column ``column``."""
+
+    layer: str
+    severity: str
+    code: str
+    message: str
+    column: str
+
+
 class Validator:
     """Compiled validation rules; build once with :meth:`from_config`, share across batches.
 
     ``engine`` selects how the schema layer's row checks run: ``polars`` (default) evaluates
-    them as one vectorized Polars selection; ``pandera`` runs the same expressions as
-    pandera.polars checks (``lazy=True``) and reads the per-row ``failure_cases``.  Both
-    produce identical results; pandera is slower (see docs/validation.md).  The column and
-    dtype contract is always checked with pandera.
+    them, with the quality and business checks, as one vectorized Polars selection;
+    ``pandera`` runs the same schema expressions as pandera.polars dataframe checks
+    (``lazy=True``) and reads the per-row ``failure_cases``.  Both give identical results;
+    pandera is slower (see docs/validation.md).  The column and dtype contract is always
+    checked with pandera.
     """
 
     def __init__(self, config: ValidationConfig, *, engine: Engine = "polars") -> None:
+        if engine not in ("polars", "pandera"):
+            raise ValidationSetupError(f"unknown validation engine {engine!r}; use 'polars' or 'pandera'")
         self.config = config
         self.engine: Engine = engine
         self.dataset = config.dataset
@@ -117,6 +130,28 @@ class Validator:
             message = rule.message or f"business rule {rule.name} matched: {rule.expr}"
             self.business.append(_BusinessRule(f"business.{rule.name}", message, rule.severity, compiled.expr))
         self.attributes: tuple[str, ...] = tuple(sorted(attributes))
+        self.schema_checks: list[RowCheck] = schema_checks(config)
+
+        rows: list[tuple[str, str, RowCheck]] = [("schema", "error", c) for c in self.schema_checks]
+        rows += [("quality", q.severity, c) for q in self.quality for c in q.checks]
+        rows += [("business", r.severity, RowCheck(r.code, r.message, r.expr)) for r in self.business]
+        self._checks = [_Check(layer, sev, c.code, c.message, f"__c{i}") for i, (layer, sev, c) in enumerate(rows)]
+        exprs = [c.violated.alias(k.column) for (_, _, c), k in zip(rows, self._checks)]
+        self._schema_exprs = [e for e, k in zip(exprs, self._checks) if k.layer == "schema"]
+        self._rule_exprs = [e for e, k in zip(exprs, self._checks) if k.layer != "schema"]
+        self._prepare = [attribute_value(key) for key in self.attributes]
+        self._group: dict[tuple[str, str], list[_Check]] = {}
+        for k in self._checks:
+            self._group.setdefault((k.layer, k.severity), []).append(k)
+        # Expressions reused on every batch, built once.
+        self._any_error = {layer: _any(self.checks(layer, "error")) for layer in ("schema", "quality", "business")}
+        self._reason_lists = {
+            layer: (_lists(self.checks(layer, "error"), "code").alias("c"), _lists(self.checks(layer, "error"), "message").alias("m"))
+            for layer in ("schema", "quality", "business")
+        }
+        warn = self.checks("quality", "warn") + self.checks("business", "warn")
+        self._warn_any = _any(warn)
+        self._warn_codes = _lists(warn, "code") if warn else None
         self._structure = _structure_schema()
         self._structure_ok: set[tuple[tuple[str, str], ...]] = set()
 
@@ -124,6 +159,10 @@ class Validator:
     def from_config(cls, config: ValidationConfig, *, engine: Engine = "polars") -> Validator:
         """Compile every quality check and business rule of ``config`` (raises :class:`ValidationSetupError`)."""
         return cls(config, engine=engine)
+
+    def checks(self, layer: str, severity: str) -> list[_Check]:
+        """The compiled checks of one layer and severity, in reporting order."""
+        return self._group.get((layer, severity), [])
 
     def check_structure(self, frame: pl.DataFrame, step_id: str = "validate") -> None:
         """Check the frame's columns and dtypes against ``EVENT_SCHEMA`` with pandera.
@@ -137,81 +176,39 @@ class Validator:
         try:
             self._structure.validate(frame.head(0), lazy=True)
         except SchemaErrors as exc:
-            problems = "; ".join(sorted(set(exc.failure_cases["failure_case"].cast(pl.Utf8).to_list())))
+            fc = exc.failure_cases.select(pl.col("column").cast(pl.Utf8), pl.col("check").cast(pl.Utf8), pl.col("failure_case").cast(pl.Utf8))
+            problems = "; ".join(sorted({f"{col or '<frame>'}: expected {check}, got {got}" for col, check, got in fc.iter_rows()}))
             raise TypeError(f"step {step_id!r}: the micro-batch does not match EVENT_SCHEMA: {problems}") from None
         self._structure_ok.add(key)
 
 
-def _codes_and_messages(checks: list[RowCheck] | tuple[RowCheck, ...]) -> tuple[pl.Expr, pl.Expr]:
+def _lists(checks: list[_Check], attr: Literal["code", "message"]) -> pl.Expr:
+    """Per row, the codes (or messages) of the checks whose verdict column is true."""
     if not checks:
-        empty = pl.lit([], pl.List(pl.Utf8))
-        return empty, empty
-    codes = pl.concat_list([pl.when(c.violated).then(pl.lit(c.code, pl.Utf8)) for c in checks]).list.drop_nulls()
-    messages = pl.concat_list([pl.when(c.violated).then(pl.lit(c.message, pl.Utf8)) for c in checks]).list.drop_nulls()
-    return codes, messages
+        return pl.lit([], pl.List(pl.Utf8))
+    return pl.concat_list([pl.when(pl.col(k.column)).then(pl.lit(getattr(k, attr), pl.Utf8)) for k in checks]).list.drop_nulls()
 
 
-def _schema_layer_pandera(frame: pl.DataFrame, checks: list[RowCheck]) -> pl.DataFrame:
-    """Run the schema checks as pandera.polars dataframe checks; return codes/messages per row."""
+def _any(checks: list[_Check]) -> pl.Expr:
+    return pl.any_horizontal([pl.col(k.column) for k in checks]) if checks else pl.lit(False)
+
+
+def _schema_verdicts_pandera(frame: pl.DataFrame, validator: Validator) -> pl.DataFrame:
+    """Run the schema checks as pandera.polars dataframe checks; return one boolean column per check."""
+    checks = validator.schema_checks
+    columns = [k.column for k in validator.checks("schema", "error")]
     needed = sorted({name for c in checks for name in c.violated.meta.root_names()})
     schema = pa.DataFrameSchema(
-        checks=[pa.Check(lambda data, v=c.violated: data.lazyframe.select(~v), name=c.code) for c in checks],
+        checks=[pa.Check(lambda data, v=c.violated: data.lazyframe.select(~v), name=col) for c, col in zip(checks, columns)],
         name="text_event_schema_layer",
     )
-    n = frame.height
-    order = {c.code: i for i, c in enumerate(checks)}
-    messages = {c.code: c.message for c in checks}
     try:
         schema.validate(frame.select(needed), lazy=True)
-        failures = pl.DataFrame(schema={"index": pl.Int64, "check": pl.Utf8})
+        failed = pl.DataFrame(schema={"index": pl.Int64, "check": pl.Utf8})
     except SchemaErrors as exc:
-        failures = exc.failure_cases.select(pl.col("index").cast(pl.Int64), pl.col("check").cast(pl.Utf8))
-    grouped = (
-        failures.with_columns(pl.col("check").replace_strict(order, return_dtype=pl.Int64).alias("_order"))
-        .sort("index", "_order")
-        .group_by("index", maintain_order=True)
-        .agg(pl.col("check").alias("_codes"))
-    )
-    out = pl.DataFrame({"index": pl.int_range(0, n, eager=True, dtype=pl.Int64)}).join(grouped, on="index", how="left")
-    out = out.with_columns(pl.col("_codes").fill_null(pl.lit([], pl.List(pl.Utf8))))
-    return out.select(
-        "_codes",
-        pl.col("_codes").list.eval(pl.element().replace_strict(messages, return_dtype=pl.Utf8)).alias("_msgs"),
-    )
-
-
-def _finish_layer(batch: MicroBatch, stage: str, codes: pl.Series, msgs: pl.Series, dataset: str) -> MicroBatch:
-    mask = codes.list.len() > 0
-    if not mask.any():
-        return batch
-    refused_codes = codes.filter(mask)
-    for rule, count in refused_codes.explode().value_counts().iter_rows():
-        metrics.REFUSALS.labels(dataset, stage, rule).inc(count)
-    return batch.refuse(mask, stage, refused_codes, msgs.filter(mask))
-
-
-def _rule_layer(batch: MicroBatch, stage: str, rules: list[tuple[RowCheck, str]], dataset: str) -> MicroBatch:
-    """Run error rules (refuse) and warn rules (append to ``warnings``) of one layer."""
-    if batch.valid.height == 0 or not rules:
-        return batch
-    errors = [c for c, sev in rules if sev == "error"]
-    warns = [c for c, sev in rules if sev == "warn"]
-    err_codes, err_msgs = _codes_and_messages(errors)
-    warn_codes, _ = _codes_and_messages(warns)
-    res = batch.valid.select(err_codes.alias("_e"), err_msgs.alias("_m"), warn_codes.alias("_w"))
-    refused = res["_e"].list.len() > 0
-    if warns:
-        new_warnings = res["_w"]
-        kept_warnings = new_warnings.filter(~refused)
-        if kept_warnings.list.len().sum():
-            for rule, count in kept_warnings.explode().drop_nulls().value_counts().iter_rows():
-                metrics.WARNINGS.labels(dataset, rule).inc(count)
-            batch = MicroBatch(
-                valid=batch.valid.with_columns(pl.col("warnings").list.concat(new_warnings)),
-                rejected=batch.rejected,
-                now=batch.now,
-            )
-    return _finish_layer(batch, stage, res["_e"], res["_m"], dataset)
+        failed = exc.failure_cases.select(pl.col("index").cast(pl.Int64), pl.col("check").cast(pl.Utf8))
+    index = pl.int_range(0, frame.height, eager=True, dtype=pl.Int64)
+    return pl.DataFrame([index.is_in(failed.filter(pl.col("check") == col)["index"].implode()).alias(col) for col in columns])
 
 
 def _null_share_breaches(frame: pl.DataFrame, validator: Validator) -> list[tuple[str, float, float]]:
@@ -222,67 +219,85 @@ def _null_share_breaches(frame: pl.DataFrame, validator: Validator) -> list[tupl
     return [(f"quality.{q.label}.max_null_share", share, q.max_null_share) for q, share in zip(fields, shares) if share > q.max_null_share]  # type: ignore[operator]
 
 
+_DUP_CODE = pl.lit(["schema.event_id_unique"], pl.List(pl.Utf8))
+_DUP_MESSAGE = pl.lit(["event_id repeats an earlier record of the same batch"], pl.List(pl.Utf8))
+
+
 def validate_batch(batch: MicroBatch, validator: Validator, now: datetime | None = None, *, step_id: str = "validate") -> MicroBatch:
     """Validate the ``valid`` rows of a decoded micro-batch; refused rows move to ``rejected``.
 
     ``now`` (default ``batch.now``) is the processing time the future-skew check uses.
     Rows refused earlier (at decode) are kept as they are.  The returned batch's
     ``valid`` rows passed every layer and carry the names of warn rules they tripped in
-    ``warnings``.  Raises ``TypeError`` naming ``step_id`` if the frame does not match
-    ``EVENT_SCHEMA`` (a wiring bug, not bad data).
+    ``warnings``; refused rows carry ``stage`` (the first layer they failed),
+    ``reason_codes`` and ``reasons``.  Raises ``TypeError`` naming ``step_id`` if the frame
+    does not match ``EVENT_SCHEMA`` (a wiring bug, not bad data).
+
+    Every check of every layer is evaluated in one vectorized pass; a record's stage is
+    the first layer with a failed error check, so later layers never judge it.
     """
     if not isinstance(batch, MicroBatch):
         raise TypeError(f"step {step_id!r}: expected a MicroBatch, received {type(batch).__name__}")
+    if batch.valid.height == 0:
+        return batch
     now = now or batch.now
     started = time.perf_counter()
     dataset = validator.dataset
     n_in = batch.valid.height
     n_rejected_before = batch.rejected.height
-    if n_in == 0:
-        return batch
     validator.check_structure(batch.valid, step_id)
-    extra = [attribute_value(key) for key in validator.attributes]
-    work = batch.valid.with_columns(extra) if extra else batch.valid
-    batch = MicroBatch(valid=work, rejected=batch.rejected, now=batch.now)
 
+    work = batch.valid.with_columns(*validator._prepare, pl.lit(now).cast(TIME_DTYPE).alias(NOW_COLUMN))
     for rule, share, limit in _null_share_breaches(work, validator):
         metrics.BATCH_BREACHES.labels(dataset, rule).inc()
-        log.warning(json.dumps({"event": "validation_batch_breach", "step": step_id, "dataset": dataset, "rule": rule, "share": round(share, 4), "limit": limit, "rows": n_in}))
+        fields = {"step": step_id, "dataset": dataset, "rule": rule, "share": round(share, 4), "limit": limit, "rows": n_in}
+        log.warning("validation batch breach", extra={"fields": fields})
 
-    # Layer 1: schema.
-    checks = schema_checks(validator.config, now)
+    # One pass: a boolean verdict column per check of every layer.
     if validator.engine == "pandera":
-        res = _schema_layer_pandera(work, checks)
+        verdicts = pl.concat([_schema_verdicts_pandera(work, validator), work.select(validator._rule_exprs)], how="horizontal")
     else:
-        codes, msgs = _codes_and_messages(checks)
-        res = work.select(codes.alias("_codes"), msgs.alias("_msgs"))
-    ok = res["_codes"].list.len() == 0
-    # event_id unique within the batch: the first otherwise-valid occurrence wins.
-    dup = work.select(
-        (pl.when(pl.lit(ok)).then(pl.col("event_id")).is_first_distinct().not_() & pl.lit(ok)).alias("dup")
-    )["dup"]
-    if dup.any():
-        res = res.with_columns(
-            pl.when(pl.lit(dup)).then(pl.lit(["schema.event_id_unique"], pl.List(pl.Utf8))).otherwise(pl.col("_codes")).alias("_codes"),
-            pl.when(pl.lit(dup)).then(pl.lit(["event_id repeats an earlier record of the same batch"], pl.List(pl.Utf8))).otherwise(pl.col("_msgs")).alias("_msgs"),
-        )
-    batch = _finish_layer(batch, "schema", res["_codes"], res["_msgs"], dataset)
+        verdicts = work.select(*validator._schema_exprs, *validator._rule_exprs)
+    verdicts = verdicts.with_columns(work["event_id"], validator._any_error["schema"].alias("_s")).with_columns(
+        # event_id unique within the batch: the first otherwise-valid occurrence wins.
+        (~pl.col("_s") & ~pl.when(~pl.col("_s")).then(pl.col("event_id")).is_first_distinct()).alias("_dup"),
+    ).with_columns(
+        pl.when(pl.col("_s") | pl.col("_dup")).then(pl.lit("schema"))
+        .when(validator._any_error["quality"]).then(pl.lit("quality"))
+        .when(validator._any_error["business"]).then(pl.lit("business"))
+        .alias("_stage")
+    )
 
-    # Layer 2: quality.
-    quality = [(check, q.severity) for q in validator.quality for check in q.checks]
-    batch = _rule_layer(batch, "quality", quality, dataset)
+    for stage in ("schema", "quality", "business"):
+        mask = (verdicts["_stage"] == stage).fill_null(False)
+        if not mask.any():
+            continue
+        reasons = verdicts.filter(mask).select(*validator._reason_lists[stage], "_dup")
+        if stage == "schema":
+            reasons = reasons.select(
+                pl.when("_dup").then(_DUP_CODE).otherwise("c").alias("c"),
+                pl.when("_dup").then(_DUP_MESSAGE).otherwise("m").alias("m"),
+            )
+        for rule, count in reasons["c"].explode().value_counts().iter_rows():
+            metrics.REFUSALS.labels(dataset, stage, rule).inc(count)
+        batch = MicroBatch(valid=work, rejected=batch.rejected, now=batch.now).refuse(mask, stage, reasons["c"], reasons["m"])
+        verdicts = verdicts.filter(~mask)
+        work = batch.valid
 
-    # Layer 3: business rules.
-    business = [(RowCheck(r.code, r.message, r.expr), r.severity) for r in validator.business]
-    batch = _rule_layer(batch, "business", business, dataset)
+    warned = 0
+    if validator._warn_codes is not None and work.height:
+        warned = int(verdicts.select(validator._warn_any).to_series().sum())
+        if warned:
+            new = verdicts.select(validator._warn_codes).to_series()
+            for rule, count in new.explode().drop_nulls().value_counts().iter_rows():
+                metrics.WARNINGS.labels(dataset, rule).inc(count)
+            work = work.with_columns(pl.col("warnings").list.concat(new))
+    valid = work.drop([attribute_column(k) for k in validator.attributes] + [NOW_COLUMN])
+    batch = MicroBatch(valid=valid, rejected=batch.rejected, now=batch.now)
 
-    if extra:
-        batch = MicroBatch(valid=batch.valid.drop([attribute_column(k) for k in validator.attributes]), rejected=batch.rejected, now=batch.now)
-    refused = batch.rejected.height - n_rejected_before
-    warned = int((batch.valid["warnings"].list.len() > 0).sum()) if batch.valid.height else 0
-    metrics.RECORDS.labels(dataset, "refused").inc(refused)
+    metrics.RECORDS.labels(dataset, "refused").inc(batch.rejected.height - n_rejected_before)
     metrics.RECORDS.labels(dataset, "warned").inc(warned)
-    metrics.RECORDS.labels(dataset, "valid").inc(batch.valid.height)
+    metrics.RECORDS.labels(dataset, "valid").inc(valid.height)
     metrics.BATCH_SECONDS.labels(dataset).observe(time.perf_counter() - started)
     return batch
 

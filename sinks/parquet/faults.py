@@ -36,6 +36,11 @@ def _plan() -> list[tuple[str, str | None, int]]:
 _PLAN = _plan()
 
 
+def armed(point: str) -> bool:
+    """True if the plan names ``point`` at all (lets callers prepare a partial write)."""
+    return any(p == point for p, _ds, _n in _PLAN)
+
+
 def reached(point: str, dataset: str) -> None:
     """Exit abruptly if the plan says so (test-only)."""
     if not _PLAN:

@@ -33,9 +33,20 @@ PARTITION_FIELDS: tuple[str, ...] = ("date", "hour")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
+def _canonical_type(t: pa.DataType) -> str:
+    """Type text that survives a Parquet round trip (list child names are not kept by Parquet)."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        prefix = "large_list" if (pa.types.is_large_list(t) or pa.types.is_large_list_view(t)) else "list"
+        return f"{prefix}<{_canonical_type(t.value_type)}>"
+    if pa.types.is_struct(t):
+        inner = ",".join(f"{t.field(i).name}:{_canonical_type(t.field(i).type)}" for i in range(t.num_fields))
+        return f"struct<{inner}>"
+    return str(t)
+
+
 def schema_fingerprint(schema: pa.Schema) -> str:
-    """A short stable hash of field names, types and nullability (metadata ignored)."""
-    parts = [f"{f.name}:{f.type}:{'null' if f.nullable else 'notnull'}" for f in schema]
+    """A short stable hash of field names, types and nullability (metadata and list child names ignored)."""
+    parts = [f"{f.name}:{_canonical_type(f.type)}:{'null' if f.nullable else 'notnull'}" for f in schema]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

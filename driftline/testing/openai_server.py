@@ -1,0 +1,390 @@
+"""A small OpenAI-compatible chat completions server for tests, on loopback.
+
+It answers ``POST /v1/chat/completions`` like a provider would (a JSON answer for the
+task found in the system prompt, a ``usage`` block) and can be told to misbehave:
+be slow, hang past the client's timeout, answer 429 with Retry-After, 500/503,
+malformed JSON content, a body that is not JSON, wrong or missing usage figures,
+reset the connection, 400/401/403, or 429 ``insufficient_quota``.  Failures are chosen
+per ``(Idempotency-Key, attempt number)`` from a seed, so a run is reproducible
+whatever order concurrent requests arrive in.  Every request is logged (key, attempt,
+outcome, status, whether it succeeded, usage) in memory and, optionally, as JSON lines.
+
+In-process::
+
+    with OpenAITestServer(Behaviour(latency_s=0.1)) as srv:
+        srv.script("rate_limit", "ok")      # next two outcomes, then the seeded mix
+        url = srv.base_url                  # http://127.0.0.1:PORT/v1
+
+As a subprocess (survives a flow killed with SIGKILL)::
+
+    python -m driftline.testing.openai_server --port 0 --log /tmp/log.jsonl --failure-rate 0.3
+
+prints ``READY http://127.0.0.1:PORT/v1`` once listening.  ``GET /_log`` returns the log,
+``POST /_behaviour`` (a JSON object of :class:`Behaviour` fields) changes the behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = (
+    "ok",
+    "slow",
+    "timeout",
+    "rate_limit",
+    "server_error",
+    "unavailable",
+    "malformed",
+    "garbage",
+    "bad_usage",
+    "no_usage",
+    "reset",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "quota",
+)
+#: Outcomes whose answer a client can use (the request "succeeded" and is billed once).
+SUCCESS_OUTCOMES = frozenset({"ok", "slow", "bad_usage", "no_usage"})
+
+DEFAULT_MIX = {"timeout": 1.0, "rate_limit": 1.0, "server_error": 1.0, "malformed": 1.0, "reset": 1.0, "unavailable": 1.0}
+
+_POS = {"good", "great", "excellent", "love", "happy", "thanks", "amazing", "awesome", "perfect", "helpful", "fast", "nice"}
+_NEG = {"bad", "terrible", "awful", "hate", "angry", "broken", "slow", "late", "worst", "poor", "useless", "rude", "refund"}
+_WORD = re.compile(r"[a-z']+")
+
+
+@dataclass(slots=True)
+class Behaviour:
+    """How the server answers; every field can be changed while it runs."""
+
+    latency_s: float = 0.0
+    failure_rate: float = 0.0
+    failure_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    seed: int = 0
+    retry_after: str = "0.05"
+    hang_s: float = 2.0
+    usage: dict[str, Any] | None = None
+    content: str | None = None
+    api_key: str | None = None
+    model_version: str = "test-model-2026-01"
+
+
+def _tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+def _answer(messages: list[dict[str, Any]]) -> str:
+    system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "").lower()
+    user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    words = _WORD.findall(user.lower())
+    if "sentiment" in system:
+        pos = sum(w in _POS for w in words)
+        neg = sum(w in _NEG for w in words)
+        label = "positive" if pos > neg else "negative" if neg > pos else "neutral"
+        return json.dumps({"label": label, "confidence": 0.9 if label != "neutral" else 0.7})
+    if "classify" in system:
+        m = re.search(r"categories: (.*?)\. ", system)
+        cats = [c.strip() for c in m.group(1).split(",")] if m else ["other"]
+        label = next((c for c in cats if c in words), cats[0])
+        return json.dumps({"label": label, "confidence": 0.8})
+    if "summarize" in system:
+        return json.dumps({"summary": " ".join(user.split()[1:13]), "confidence": 0.8})
+    return "{}"
+
+
+class OpenAITestServer:
+    """The server; a context manager that starts it on 127.0.0.1 (port 0 picks a free one)."""
+
+    def __init__(self, behaviour: Behaviour | None = None, *, port: int = 0, log_path: str | Path | None = None) -> None:
+        self.behaviour = behaviour or Behaviour()
+        self._lock = threading.Lock()
+        self._script: deque[str] = deque()
+        self._attempts: dict[str, int] = defaultdict(int)
+        self._seq = 0
+        self.log: list[dict[str, Any]] = []
+        self._log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # silence stderr access logs
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/_log":
+                    with server._lock:
+                        body = json.dumps(server.log).encode()
+                    self._send(200, body)
+                elif self.path.rstrip("/").endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": server.behaviour.model_version, "object": "model"}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if self.path.rstrip("/") == "/_behaviour":
+                    server.update(**json.loads(raw or b"{}"))
+                    self._send(200, b"{}")
+                    return
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, b'{"error": {"message": "not found"}}')
+                    return
+                server._handle_completion(self, raw)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 256
+        self._thread: threading.Thread | None = None
+
+    # -- control ----------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def update(self, **changes: Any) -> None:
+        """Change behaviour fields while running."""
+        names = {f.name for f in fields(Behaviour)}
+        with self._lock:
+            for k, v in changes.items():
+                if k not in names:
+                    raise ValueError(f"unknown behaviour field {k!r}")
+                setattr(self.behaviour, k, v)
+
+    def script(self, *outcomes: str) -> None:
+        """Force the next outcomes, in order, before the seeded mix resumes."""
+        for o in outcomes:
+            if o not in OUTCOMES:
+                raise ValueError(f"unknown outcome {o!r}; one of {OUTCOMES}")
+        with self._lock:
+            self._script.extend(outcomes)
+
+    def start(self) -> OpenAITestServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._log_file:
+            self._log_file.close()
+
+    def __enter__(self) -> OpenAITestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def successes_by_key(self) -> dict[str, int]:
+        """Successful (usable, billed) answers per idempotency key."""
+        out: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for e in self.log:
+                if e["success"]:
+                    out[e["key"]] += 1
+        return dict(out)
+
+    # -- serving ----------------------------------------------------------
+    def _choose(self, key: str, attempt: int) -> str:
+        b = self.behaviour
+        if self._script:
+            return self._script.popleft()
+        if b.failure_rate <= 0:
+            return "ok"
+        rng = random.Random(f"{b.seed}:{key}:{attempt}")
+        if rng.random() >= b.failure_rate:
+            return "ok"
+        kinds = sorted(b.failure_mix)
+        return rng.choices(kinds, weights=[b.failure_mix[k] for k in kinds])[0]
+
+    def _handle_completion(self, h: Any, raw: bytes) -> None:
+        arrived = time.time()
+        key = h.headers.get("Idempotency-Key") or ""
+        try:
+            req = json.loads(raw)
+            messages = req["messages"]
+        except (ValueError, KeyError, TypeError):
+            req, messages = {}, None
+        with self._lock:
+            b = self.behaviour
+            self._seq += 1
+            seq = self._seq
+            attempt = self._attempts[key] = self._attempts[key] + 1 if key else 1
+            if messages is None:
+                outcome = "bad_request"
+            elif b.api_key is not None and h.headers.get("Authorization") != f"Bearer {b.api_key}":
+                outcome = "unauthorized"
+            else:
+                outcome = self._choose(key or f"seq-{seq}", attempt)
+        content = b.content if b.content is not None else (_answer(messages) if messages else "")
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages or [])
+        usage: dict[str, Any] | None = dict(b.usage) if b.usage is not None else {
+            "prompt_tokens": _tokens(prompt_chars),
+            "completion_tokens": _tokens(len(content)),
+        }
+        if usage is not None and b.usage is None:
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        status = 200
+        headers: dict[str, str] = {}
+        body: bytes | None = None
+        if outcome == "rate_limit":
+            status, headers = 429, {"Retry-After": b.retry_after}
+            body = b'{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}'
+        elif outcome == "quota":
+            status, body = 429, b'{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}'
+        elif outcome == "server_error":
+            status, body = 500, b'{"error": {"message": "The server had an error", "type": "server_error"}}'
+        elif outcome == "unavailable":
+            status, headers, body = 503, {"Retry-After": b.retry_after}, b'{"error": {"message": "overloaded"}}'
+        elif outcome == "bad_request":
+            status, body = 400, b'{"error": {"message": "invalid request", "type": "invalid_request_error"}}'
+        elif outcome == "unauthorized":
+            status, body = 401, b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+        elif outcome == "forbidden":
+            status, body = 403, b'{"error": {"message": "forbidden", "type": "permission_error"}}'
+        elif outcome == "garbage":
+            body = b"<html>502 Bad Gateway</html>"
+        elif outcome == "malformed":
+            content = '{"label": "positive", "confidence": '  # truncated JSON
+        elif outcome == "bad_usage":
+            usage = {"prompt_tokens": -5, "completion_tokens": "many", "total_tokens": 3}
+        elif outcome == "no_usage":
+            usage = None
+        success = outcome in SUCCESS_OUTCOMES
+        if body is None and outcome != "reset":
+            payload: dict[str, Any] = {
+                "id": f"chatcmpl-{seq}",
+                "object": "chat.completion",
+                "created": int(arrived),
+                "model": str(req.get("model") or b.model_version),
+                "system_fingerprint": b.model_version,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            }
+            if usage is not None:
+                payload["usage"] = usage
+            body = json.dumps(payload).encode()
+        entry = {
+            "seq": seq,
+            "t": round(arrived, 4),
+            "key": key,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": 0 if outcome == "reset" else status,
+            "success": success,
+            "model": req.get("model") if isinstance(req, dict) else None,
+            "usage": usage if status == 200 and outcome not in ("garbage", "reset") else None,  # billed answers
+        }
+        with self._lock:
+            self.log.append(entry)
+            if self._log_file:
+                self._log_file.write(json.dumps(entry) + "\n")
+                self._log_file.flush()
+        delay = b.latency_s + (b.hang_s if outcome == "timeout" else 0.0) + (max(b.latency_s, 0.2) if outcome == "slow" else 0.0)
+        if delay:
+            time.sleep(delay)
+        if outcome == "reset":
+            h.close_connection = True
+            try:
+                h.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        try:
+            h._send(status, body, headers)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+            h.close_connection = True
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """Entries of a JSON-lines request log written by ``--log``."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
+
+
+def start_subprocess(*args: str, python: str = sys.executable, timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
+    """Start the server as a child process; returns it and its base URL once it listens."""
+    proc = subprocess.Popen([python, "-m", "driftline.testing.openai_server", *args], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY "):
+            return proc, line.split(" ", 1)[1].strip()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the OpenAI test server did not start")
+
+
+def _parse_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        name = name.strip()
+        if name not in OUTCOMES:
+            raise argparse.ArgumentTypeError(f"unknown outcome {name!r}; one of {', '.join(OUTCOMES)}")
+        mix[name] = float(weight or 1)
+    return mix
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m driftline.testing.openai_server", description="OpenAI-compatible test server on 127.0.0.1.")
+    p.add_argument("--port", type=int, default=0, help="port (0: a free one)")
+    p.add_argument("--log", default=None, help="append one JSON line per request to this file")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--failure-rate", type=float, default=0.0, help="share of requests that fail, in [0, 1]")
+    p.add_argument("--mix", type=_parse_mix, default=None, help="failure kinds and weights, e.g. timeout=1,rate_limit=2,server_error=1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retry-after", default="0.05", help="Retry-After header value of 429/503 answers")
+    p.add_argument("--hang-s", type=float, default=2.0, help="how long a 'timeout' answer hangs")
+    p.add_argument("--api-key", default=None, help="require this bearer token")
+    a = p.parse_args(argv)
+    b = Behaviour(latency_s=a.latency_ms / 1000.0, failure_rate=a.failure_rate, seed=a.seed, retry_after=a.retry_after, hang_s=a.hang_s, api_key=a.api_key)
+    if a.mix:
+        b.failure_mix = a.mix
+    srv = OpenAITestServer(b, port=a.port, log_path=a.log)
+    print(f"READY {srv.base_url}", flush=True)
+    try:
+        srv._httpd.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["Behaviour", "OpenAITestServer", "OUTCOMES", "SUCCESS_OUTCOMES", "read_log", "start_subprocess"]

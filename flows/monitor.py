@@ -1,0 +1,226 @@
+"""The monitor flow: model-call telemetry from services that call models elsewhere.
+
+Reads ``schemas/model_call.avsc`` events (JSON or Avro single-object) from
+``kafka.telemetry_topic``, refuses undecodable ones to the dead-letter topic, prices
+each call from ``models.pricing``, masks ``prompt`` and ``completion`` with the privacy
+engine before anything is stored, and produces the same windows, drift and alerts as
+the enrich flow (:func:`driftline.flows.windowing.window_monitor`).
+
+Outputs: the masked telemetry (``telemetry`` dataset), window rows (``metrics``
+dataset and ``kafka.metrics_topic``), late counts (``metrics_late``), alerts (``alerts``
+dataset, ``kafka.alerts_topic``, optional webhook).  Step ids are part of the recovery
+contract: never rename one.
+
+Without Kafka, inject a source and in-memory sinks:
+
+>>> from bytewax.testing import run_main
+>>> from driftline.config import load_config
+>>> from driftline.testing import InMemorySink, micro_batch_source, raw_batches
+>>> cfg = load_config(None, env={})
+>>> io = MonitorIO(micro_batch_source(raw_batches([b'{"call_id":"c1","event_time":0,"service":"s","model":"m",'
+...     b'"input_tokens":1,"output_tokens":2,"latency_ms":30}'])), InMemorySink(), frames={"metrics": InMemorySink()})
+>>> run_main(build_monitor_flow(cfg, io=io, parquet=False))
+>>> io.frames["metrics"].items[0].select("key", "model_calls").row(0)
+('source=s|model=m', 1)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from driftline.clock import Clock, SystemClock
+from driftline.config import PipelineConfig
+from driftline.config.monitoring import DriftFeature
+from driftline.operators.aggregate import late_schema, metrics_schema, pipeline_version
+from driftline.operators.alerts import alerts_schema
+from driftline.operators.decode import RawRecord
+from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA, TelemetryBatch, decode_telemetry, with_cost
+from driftline.flows.windowing import AlertWebhookSink, window_monitor
+
+FLOW = "monitor"
+TEXT_COLUMNS = ("prompt", "completion")
+log = logging.getLogger("driftline.flows.monitor")
+
+#: Columns of the ``telemetry`` dataset: decoded fields (texts masked), cost and PII counts.
+TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
+    **{k: v for k, v in TELEMETRY_SCHEMA.items() if k not in ("event_id", "source")},
+    "model_cost_usd": pl.Float64,
+    "pii_total": pl.Int64,
+    "text_masking": pl.Utf8,
+}
+
+#: Telemetry carries no feature columns; drift covers confidence and labels.
+TELEMETRY_FEATURES: list[DriftFeature] = []
+
+
+@dataclass
+class MonitorIO:
+    """Edges of the monitor flow.
+
+    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and the optional
+    ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``;
+    ``frames`` maps ``telemetry``, ``metrics``, ``alerts``, ``late`` to extra sinks of
+    Polars frames (tests use :class:`~driftline.testing.InMemorySink`).
+    """
+
+    source: Source[list[RawRecord]]
+    dead_letter: Sink[Any]
+    metrics_topic: Sink[Any] | None = None
+    alerts_topic: Sink[Any] | None = None
+    frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
+
+
+def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
+    """The production edges: the telemetry topic in, dead-letter, metrics and alerts topics out."""
+    from driftline.kafka_io import MicroBatchKafkaSource
+    from driftline.sinks.kafka import KafkaRecordsSink
+
+    k = cfg.kafka
+    source = MicroBatchKafkaSource(
+        k.bootstrap_servers,
+        [k.telemetry_topic],
+        drain=drain,
+        batch_size=k.poll_batch_size,
+        poll_timeout_ms=k.poll_timeout_ms,
+        idle_tick_ms=k.idle_tick_ms,
+        extra=k.extra,
+    )
+    return MonitorIO(
+        source=source,
+        dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),
+        metrics_topic=KafkaRecordsSink(k.bootstrap_servers, k.metrics_topic, extra=k.extra),
+        alerts_topic=KafkaRecordsSink(k.bootstrap_servers, k.alerts_topic, extra=k.extra),
+    )
+
+
+class TextMasker:
+    """Masks ``prompt``/``completion`` with the privacy engine; the one place the monitor flow touches it.
+
+    If the privacy engine cannot be built, texts are dropped (null) rather than stored
+    raw, and ``text_masking`` says ``dropped``.
+    """
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.masker: Any = None
+        self.mode = "dropped"
+        try:
+            from driftline.operators.pii.engine import PiiMasker
+            from driftline.operators.pii.masking import load_pseudonym_key
+        except ImportError as exc:  # privacy engine not installed in this build
+            log.warning(json.dumps({"event": "monitor_masker_unavailable", "error": type(exc).__name__}))
+            return
+        self.masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
+        self.mode = "masked"
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        pii = pl.Series("pii_total", [0] * frame.height, dtype=pl.Int64)
+        cols = []
+        for name in TEXT_COLUMNS:
+            s = frame.get_column(name)
+            if self.masker is None or frame.height == 0:
+                cols.append(pl.Series(name, [None] * frame.height, dtype=pl.Utf8))
+                continue
+            filled = s.fill_null("")
+            res = self.masker.scan(filled)
+            masked = res.masked.zip_with(s.is_not_null(), pl.Series([None] * frame.height, dtype=pl.Utf8)).rename(name)
+            cols.append(masked)
+            for counts in res.counts.values():
+                pii = pii + pl.Series(counts).cast(pl.Int64)
+        return frame.with_columns(*cols, pii.alias("pii_total"), pl.lit(self.mode, pl.Utf8).alias("text_masking"))
+
+
+def telemetry_rows(batch: TelemetryBatch, cfg: PipelineConfig, masker: TextMasker) -> pl.DataFrame:
+    """Valid telemetry rows, priced and masked: safe to store and to window."""
+    return masker(with_cost(batch.valid, cfg.models.pricing))
+
+
+def _arrow(columns: dict[str, pl.DataType], required: Sequence[str] = ()) -> Any:
+    import pyarrow as pa
+
+    empty = pl.DataFrame(schema=columns).to_arrow()
+    return pa.schema([f.with_nullable(f.name not in required) for f in empty.schema])
+
+
+def monitoring_specs(cfg: PipelineConfig) -> dict[str, Any]:
+    """:class:`~driftline.sinks.parquet.DatasetSpec` of ``metrics``, ``metrics_late`` and ``alerts``."""
+    from driftline.sinks.parquet import DatasetSpec
+
+    m = cfg.monitoring
+    return {
+        "metrics": DatasetSpec("metrics", _arrow(metrics_schema(m), ("window_start", "key")), ("window_start", "key"), "window_start"),
+        "metrics_late": DatasetSpec(
+            "metrics_late", _arrow(late_schema(m), ("window_start", "key", "first_id")), ("window_start", "key", "first_id"), "window_start"
+        ),
+        "alerts": DatasetSpec(
+            "alerts", _arrow(alerts_schema(m), ("rule", "key", "window_start", "state")), ("rule", "key", "window_start", "state"), "window_start"
+        ),
+    }
+
+
+def telemetry_spec(cfg: PipelineConfig) -> Any:
+    from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
+
+    return DatasetSpec("telemetry", _arrow(TELEMETRY_COLUMNS, KAFKA_KEY), KAFKA_KEY, "event_time")
+
+
+def _json_out(step_id: str, frames: Stream[pl.DataFrame], sink: Sink[Any], key_column: str) -> None:
+    from driftline.sinks.kafka import json_records
+
+    op.output(step_id, op.map(f"{step_id}_records", frames, lambda f: json_records(f, list(f.columns), key_column)), sink)
+
+
+def build_monitor_flow(
+    cfg: PipelineConfig,
+    *,
+    io: MonitorIO | None = None,
+    drain: bool = False,
+    clock: Clock | None = None,
+    parquet: bool = True,
+) -> Dataflow:
+    """Wire the monitor dataflow; configuration errors (rules, profile file, masker) fail here."""
+    clock = clock or SystemClock()
+    io = io or kafka_io(cfg, drain=drain)
+    masker = TextMasker(cfg)
+
+    flow = Dataflow("driftline_monitor")
+    raw = op.input("kafka_in", flow, io.source)
+    batches = op.map("decode", raw, lambda recs: decode_telemetry(recs, cfg.decode))
+    rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
+    rows = op.map("telemetry_rows", batches, lambda b: telemetry_rows(b, cfg, masker))
+    from driftline.sinks.kafka import dead_letter_records
+
+    op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
+
+    out = window_monitor("windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock)
+    stored = op.map("telemetry_stored", rows, lambda f: f.select([pl.col(c).cast(t) for c, t in TELEMETRY_COLUMNS.items()]))
+
+    streams = {"telemetry": stored, "metrics": out.metrics, "alerts": out.alerts, "late": out.late}
+    for name, sink in io.frames.items():
+        op.output(f"{name}_frames_out", streams[name], sink)
+    if io.metrics_topic is not None:
+        _json_out("metrics_topic_out", out.metrics, io.metrics_topic, "key")
+    if io.alerts_topic is not None:
+        _json_out("alerts_topic_out", out.alerts, io.alerts_topic, "key")
+    if cfg.monitoring.alerts.webhook_url:
+        op.output("alerts_webhook_out", out.alerts, AlertWebhookSink(cfg.monitoring))
+    if parquet:
+        from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
+
+        run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
+        specs = {**monitoring_specs(cfg), "telemetry": telemetry_spec(cfg)}
+        for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
+            parquet_output(f"{name}_parquet", stream, ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))
+    return flow
+
+
+__all__ = ["MonitorIO", "TELEMETRY_COLUMNS", "TextMasker", "build_monitor_flow", "kafka_io", "monitoring_specs", "telemetry_rows", "telemetry_spec"]

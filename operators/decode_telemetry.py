@@ -1,0 +1,199 @@
+"""Decode model-call telemetry (``schemas/model_call.avsc``) into window input rows.
+
+Payloads are JSON objects or Avro single-object encoding (``C3 01`` marker, the 8-byte
+CRC-64-AVRO fingerprint of ``model_call``, the datum), told apart by the marker as in
+:mod:`driftline.operators.decode`.  Undecodable payloads and rows missing a required
+field are refused (stage ``decode``) with the same reason codes.
+
+The valid rows use the column names the window aggregation reads
+(``monitoring.columns`` defaults): ``call_id`` is also ``event_id``, ``service`` is also
+``source``, and ``model_name``, ``model_input_tokens``, ``model_output_tokens``,
+``model_latency_ms``, ``model_confidence``, ``model_error_class``, ``model_label``
+carry the call's fields; ``prompt`` and ``completion`` are raw until masked.
+
+>>> b = decode_telemetry([RawRecord(b'{"call_id":"c1","event_time":0,"service":"s","model":"m",'
+...     b'"input_tokens":3,"output_tokens":4,"latency_ms":12.5}', "t", 0, 0, 0)])
+>>> b.valid.select("event_id", "source", "model_name", "model_latency_ms").row(0), b.rejected.height
+(('c1', 's', 'm', 12.5), 0)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import polars as pl
+from fastavro import schemaless_reader
+
+from driftline.config.kafka import DecodeConfig
+from driftline.operators.batch import TIME_DTYPE, reject_rows
+from driftline.operators.decode import AVRO_HEADER_LEN, AVRO_MAGIC, DECODE_REASONS, RawRecord, _coerce_time
+from driftline.schemas import load_schema, schema_fingerprint
+
+TELEMETRY_SCHEMA: dict[str, pl.DataType] = {
+    "call_id": pl.Utf8,
+    "event_id": pl.Utf8,
+    "event_time": TIME_DTYPE,
+    "service": pl.Utf8,
+    "source": pl.Utf8,
+    "model_name": pl.Utf8,
+    "model_input_tokens": pl.Int64,
+    "model_output_tokens": pl.Int64,
+    "model_latency_ms": pl.Float64,
+    "model_confidence": pl.Float64,
+    "model_error_class": pl.Utf8,
+    "model_label": pl.Utf8,
+    "prompt": pl.Utf8,
+    "completion": pl.Utf8,
+    "src_topic": pl.Utf8,
+    "src_partition": pl.Int32,
+    "src_offset": pl.Int64,
+    "src_timestamp": TIME_DTYPE,
+    "payload_format": pl.Utf8,
+}
+
+_REQUIRED_STR = ("call_id", "service", "model")
+_REQUIRED_NUM = ("input_tokens", "output_tokens", "latency_ms")
+
+
+class TelemetryBatch:
+    """Decoded telemetry: ``valid`` rows (:data:`TELEMETRY_SCHEMA`) and ``rejected`` rows (``REJECT_SCHEMA``)."""
+
+    __slots__ = ("valid", "rejected")
+
+    def __init__(self, valid: pl.DataFrame, rejected: pl.DataFrame) -> None:
+        self.valid = valid
+        self.rejected = rejected
+
+
+def _parse(value: bytes | None, limit: int) -> tuple[dict[str, Any] | None, str, str]:
+    """(object, format, reason code) — object None when undecodable."""
+    if not value:
+        return None, "", "empty_payload"
+    if len(value) > limit:
+        return None, "", "payload_too_large"
+    if value[:2] == AVRO_MAGIC:
+        if len(value) < AVRO_HEADER_LEN:
+            return None, "", "truncated_avro"
+        if value[2:AVRO_HEADER_LEN] != schema_fingerprint("model_call"):
+            return None, "", "unknown_schema"
+        buf = io.BytesIO(value[AVRO_HEADER_LEN:])
+        try:
+            rec = schemaless_reader(buf, load_schema("model_call"), None)
+        except EOFError:
+            return None, "", "truncated_avro"
+        except UnicodeDecodeError:
+            return None, "", "invalid_utf8"
+        except Exception:  # fastavro raises assorted errors on corrupt data
+            return None, "", "bad_avro"
+        if buf.tell() != len(value) - AVRO_HEADER_LEN:
+            return None, "", "bad_avro"
+        return rec, "avro", ""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return None, "", "invalid_utf8" if "UTF-8" in str(exc) else "bad_json"
+    if not isinstance(obj, dict):
+        return None, "", "not_an_object"
+    return obj, "json", ""
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None = None) -> TelemetryBatch:
+    """Decode a poll of telemetry messages, keeping input order."""
+    limit = (config or DecodeConfig()).max_payload_bytes
+    cols: dict[str, list[Any]] = {k: [] for k in TELEMETRY_SCHEMA}
+    bad = {"src_topic": [], "src_partition": [], "src_offset": [], "src_timestamp": [], "raw": []}  # type: dict[str, list[Any]]
+    codes: list[list[str]] = []
+    reasons: list[list[str]] = []
+    for rec in records:
+        obj, fmt, code = _parse(rec.value, limit)
+        row_codes: list[str] = []
+        if obj is not None:
+            for name in _REQUIRED_STR:
+                if not isinstance(obj.get(name), str):
+                    row_codes.append(("missing_field:" if obj.get(name) is None else "wrong_type:") + name)
+            for name in _REQUIRED_NUM:
+                if _num(obj.get(name)) is None:
+                    row_codes.append(("missing_field:" if obj.get(name) is None else "wrong_type:") + name)
+            t = _coerce_time(obj.get("event_time"))
+            if t is None:
+                row_codes.append("missing_field:event_time" if obj.get("event_time") is None else "wrong_type:event_time")
+            conf = obj.get("confidence")
+            if conf is not None and (_num(conf) is None or not 0.0 <= float(conf) <= 1.0):
+                row_codes.append("out_of_range:confidence")
+        else:
+            row_codes = [code]
+        if row_codes:
+            for k, v in (("src_topic", rec.topic), ("src_partition", rec.partition), ("src_offset", rec.offset), ("src_timestamp", rec.timestamp_ms), ("raw", rec.value)):
+                bad[k].append(v)
+            codes.append(row_codes)
+            reasons.append([DECODE_REASONS.get(c, c.replace("_", " ").replace(":", ": ")) for c in row_codes])
+            continue
+        assert obj is not None
+        opt = {k: obj.get(k) if isinstance(obj.get(k), str) else None for k in ("error_class", "label", "prompt", "completion")}
+        values = {
+            "call_id": obj["call_id"],
+            "event_id": obj["call_id"],
+            "event_time": _coerce_time(obj["event_time"]),
+            "service": obj["service"],
+            "source": obj["service"],
+            "model_name": obj["model"],
+            "model_input_tokens": int(obj["input_tokens"]),
+            "model_output_tokens": int(obj["output_tokens"]),
+            "model_latency_ms": float(obj["latency_ms"]),
+            "model_confidence": _num(obj.get("confidence")),
+            "model_error_class": opt["error_class"],
+            "model_label": opt["label"],
+            "prompt": opt["prompt"],
+            "completion": opt["completion"],
+            "src_topic": rec.topic,
+            "src_partition": rec.partition,
+            "src_offset": rec.offset,
+            "src_timestamp": rec.timestamp_ms,
+            "payload_format": fmt,
+        }
+        for k, v in values.items():
+            cols[k].append(v)
+    valid = pl.DataFrame(
+        [
+            pl.Series(k, cols[k], dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC") if t == TIME_DTYPE else pl.Series(k, cols[k], dtype=t)
+            for k, t in TELEMETRY_SCHEMA.items()
+        ]
+    )
+    if codes:
+        frame = pl.DataFrame(
+            [
+                pl.Series("src_topic", bad["src_topic"], pl.Utf8),
+                pl.Series("src_partition", bad["src_partition"], pl.Int32),
+                pl.Series("src_offset", bad["src_offset"], pl.Int64),
+                pl.Series("src_timestamp", bad["src_timestamp"], pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+                pl.Series("raw", bad["raw"], pl.Binary),
+            ]
+        )
+        rejected = reject_rows(frame, "decode", codes, reasons)
+    else:
+        rejected = reject_rows(pl.DataFrame(schema={"src_topic": pl.Utf8}), "decode", [], [])
+    return TelemetryBatch(valid, rejected)
+
+
+def with_cost(frame: pl.DataFrame, pricing: dict[str, Any]) -> pl.DataFrame:
+    """Add ``model_cost_usd`` from per-model prices (USD per million tokens; unknown models cost 0)."""
+    if frame.height == 0:
+        return frame.with_columns(pl.lit(None, pl.Float64).alias("model_cost_usd"))
+    models = list(pricing)
+    p_in = {m: float(pricing[m].input_per_mtok) for m in models}
+    p_out = {m: float(pricing[m].output_per_mtok) for m in models}
+    model = pl.col("model_name")
+    cost = (
+        pl.col("model_input_tokens") * model.replace_strict(p_in, default=0.0, return_dtype=pl.Float64)
+        + pl.col("model_output_tokens") * model.replace_strict(p_out, default=0.0, return_dtype=pl.Float64)
+    ) / 1_000_000
+    return frame.with_columns(cost.round(10).alias("model_cost_usd"))

@@ -1,0 +1,529 @@
+"""Drift of each window against a reference profile.
+
+Statistics (all vectorized numpy; scipy only for the p-value distributions):
+
+- **PSI** over ``drift.psi_bins`` bins cut at the reference's quantiles (interior edges;
+  the outer bins are open).  Shares of empty bins are replaced by ``drift.psi_epsilon``
+  (default 1e-4) before ``sum((c - r) * ln(c / r))``, so PSI stays finite.  Levels:
+  below 0.1 none, below 0.25 moderate, else significant (configurable).
+- **Kolmogorov-Smirnov** statistic (largest gap between the two empirical CDFs), equal
+  to ``scipy.stats.ks_2samp(...).statistic`` on exact data.
+- **Jensen-Shannon distance** (square root of the divergence, natural log), equal to
+  ``scipy.spatial.distance.jensenshannon`` on the two share vectors.
+- **Wasserstein** distance divided by the reference's standard deviation, and the
+  **chi-square** test, used when a feature's method is chosen automatically.
+- **Relative change of mean confidence**: ``|mean - ref_mean| / ref_mean`` with the
+  levels minor (5%), moderate (10%) and significant (15%).
+
+Automatic method choice (``method: auto``) follows Evidently: with at most
+``drift.auto_small_reference`` (1000) reference values, numeric features with more than 5
+distinct values use the KS test (drift when p < 0.05), other features chi-square (p <
+0.05); with a larger reference, numeric features use the normed Wasserstein distance and
+the others Jensen-Shannon (drift at 0.1).
+
+A :class:`ReferenceProfile` keeps fixed bins and counts (and a quantile sketch) per
+feature, so it is computed once and merged, never recomputed per window.  It is built
+from the first ``drift.warmup_windows`` windows of each key, or loaded from a
+:class:`ProfileFile` written by ``driftline profile``.
+
+>>> import numpy as np
+>>> round(psi(np.array([50, 50]), np.array([50, 50])), 6)
+0.0
+>>> round(js_distance({"a": 1, "b": 1}, {"a": 1, "b": 1}), 6)
+0.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.config.monitoring import DriftConfig, DriftFeature, MonitoringConfig
+from driftline.operators.aggregate.accumulator import WindowAccumulator
+from driftline.operators.aggregate.rows import key_string
+from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch
+
+PROFILE_FORMAT = "driftline-profile/1"
+DEFAULT_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "chisquare": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
+P_VALUE_METHODS = ("ks", "chisquare")
+
+
+# ---------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------
+def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Distinct interior edges at the ``i / bins`` quantiles (numpy ``linear``) of ``values``."""
+    qs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    return np.unique(np.quantile(np.asarray(values, dtype=np.float64), qs))
+
+
+def bin_counts(edges: np.ndarray, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Counts per bin ``(-inf, e0), [e0, e1), ..., [e_last, inf)`` of ``values``."""
+    idx = np.searchsorted(edges, np.asarray(values, dtype=np.float64), side="right")
+    return np.bincount(idx, weights=weights, minlength=len(edges) + 1).astype(np.float64)
+
+
+def psi(ref_counts: np.ndarray, cur_counts: np.ndarray, epsilon: float = 1e-4) -> float:
+    """Population Stability Index of two count vectors over the same bins."""
+    r = np.asarray(ref_counts, dtype=np.float64)
+    c = np.asarray(cur_counts, dtype=np.float64)
+    r = r / r.sum()
+    c = c / c.sum()
+    r = np.where(r > 0, r, epsilon)
+    c = np.where(c > 0, c, epsilon)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _ecdf_pair(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray | None, wb: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both right-continuous ECDFs evaluated at every distinct value of ``a`` and ``b``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    wa = np.ones_like(a) if wa is None else np.asarray(wa, dtype=np.float64)
+    wb = np.ones_like(b) if wb is None else np.asarray(wb, dtype=np.float64)
+    oa, ob = np.argsort(a, kind="stable"), np.argsort(b, kind="stable")
+    a, wa, b, wb = a[oa], wa[oa], b[ob], wb[ob]
+    grid = np.unique(np.concatenate([a, b]))
+    ca = np.concatenate([[0.0], np.cumsum(wa)]) / wa.sum()
+    cb = np.concatenate([[0.0], np.cumsum(wb)]) / wb.sum()
+    fa = ca[np.searchsorted(a, grid, side="right")]
+    fb = cb[np.searchsorted(b, grid, side="right")]
+    return grid, fa, fb
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (optionally of weighted samples)."""
+    _, fa, fb = _ecdf_pair(a, b, wa, wb)
+    return float(np.max(np.abs(fa - fb)))
+
+
+def ks_pvalue(statistic: float, n: float, m: float) -> float:
+    """Asymptotic two-sided p-value of the KS statistic for sample sizes ``n`` and ``m``."""
+    from scipy.stats import kstwo
+
+    en = max(int(round(n * m / (n + m))), 1)
+    return float(kstwo.sf(statistic, en))
+
+
+def wasserstein_normed(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
+    """First Wasserstein distance of ``b`` from ``a``, divided by ``max(std(a), 0.001)`` (as Evidently)."""
+    grid, fa, fb = _ecdf_pair(a, b, wa, wb)
+    dist = float(np.sum(np.abs(fa - fb)[:-1] * np.diff(grid))) if grid.size > 1 else 0.0
+    a = np.asarray(a, dtype=np.float64)
+    w = np.ones_like(a) if wa is None else np.asarray(wa, dtype=np.float64)
+    mean = np.average(a, weights=w)
+    std = math.sqrt(float(np.average((a - mean) ** 2, weights=w)))
+    return dist / max(std, 0.001)
+
+
+def _share_vectors(p: Mapping[str, float], q: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    keys = sorted(set(p) | set(q))
+    pv = np.array([float(p.get(k, 0)) for k in keys])
+    qv = np.array([float(q.get(k, 0)) for k in keys])
+    return pv / pv.sum(), qv / qv.sum()
+
+
+def js_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Jensen-Shannon distance (natural log) between two category count mappings."""
+    pv, qv = _share_vectors(p, q)
+    m = (pv + qv) / 2.0
+
+    def kl(x: np.ndarray) -> float:
+        nz = x > 0
+        return float(np.sum(x[nz] * np.log(x[nz] / m[nz])))
+
+    return math.sqrt(max((kl(pv) + kl(qv)) / 2.0, 0.0))
+
+
+def chisquare_pvalue(ref: Mapping[str, float], cur: Mapping[str, float], epsilon: float = 1e-4) -> float:
+    """p-value of the chi-square test of ``cur`` counts against ``ref`` shares (empty shares smoothed)."""
+    from scipy.stats import chi2
+
+    rv, _ = _share_vectors(ref, cur)
+    keys = sorted(set(ref) | set(cur))
+    observed = np.array([float(cur.get(k, 0)) for k in keys])
+    expected = np.where(rv > 0, rv, epsilon) * observed.sum()
+    stat = float(np.sum((observed - expected) ** 2 / expected))
+    dof = max(len(keys) - 1, 1)
+    return float(chi2.sf(stat, dof))
+
+
+def psi_level(value: float | None, cfg: DriftConfig) -> str | None:
+    """``none``, ``moderate`` (>= psi_moderate) or ``significant`` (>= psi_significant)."""
+    if value is None:
+        return None
+    if value >= cfg.psi_significant:
+        return "significant"
+    if value >= cfg.psi_moderate:
+        return "moderate"
+    return "none"
+
+
+def confidence_level(rel: float | None, cfg: DriftConfig) -> str | None:
+    """``none``, ``minor`` (>= 5%), ``moderate`` (>= 10%) or ``significant`` (>= 15%)."""
+    if rel is None:
+        return None
+    minor, moderate, significant = cfg.confidence_levels
+    if rel >= significant:
+        return "significant"
+    if rel >= moderate:
+        return "moderate"
+    if rel >= minor:
+        return "minor"
+    return "none"
+
+
+def choose_method(kind: str, n_reference: int, n_unique: int, cfg: DriftConfig) -> str:
+    """Evidently's automatic choice of a drift method for one feature."""
+    small = n_reference <= cfg.auto_small_reference
+    numeric = kind == "numeric" and n_unique > 5
+    if small:
+        return "ks" if numeric else "chisquare"
+    return "wasserstein" if numeric else "jensenshannon"
+
+
+# ---------------------------------------------------------------------------------
+# reference profiles
+# ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class FeatureProfile:
+    """Fixed bins and counts (numeric) or category counts of one feature in the reference."""
+
+    name: str
+    kind: str
+    edges: list[float] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)
+    sketch: QuantileSketch | None = None
+    categories: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        if self.kind == "numeric":
+            return self.sketch.count if self.sketch is not None else 0
+        return sum(self.categories.values())
+
+    @classmethod
+    def numeric(cls, name: str, sketch: QuantileSketch, bins: int) -> FeatureProfile:
+        vals, w = sketch.weighted()
+        if sketch.exact:
+            edges = quantile_edges(sketch.values, bins)  # type: ignore[arg-type]
+        else:
+            edges = np.unique(np.array(sketch.quantiles(np.linspace(0.0, 1.0, bins + 1)[1:-1]), dtype=np.float64))
+        counts = bin_counts(edges, vals, w)
+        return cls(name=name, kind="numeric", edges=edges.tolist(), counts=counts.tolist(), sketch=sketch)
+
+    def merge(self, other: FeatureProfile) -> None:
+        """Add ``other``'s counts (same bins) to this profile."""
+        if self.kind != other.kind or self.edges != other.edges:
+            raise ValueError(f"cannot merge profiles of {self.name!r}: different kinds or bins")
+        self.counts = (np.asarray(self.counts) + np.asarray(other.counts)).tolist()
+        if self.sketch is not None and other.sketch is not None:
+            self.sketch.merge(other.sketch)
+        for k, c in other.categories.items():
+            self.categories[k] = self.categories.get(k, 0) + c
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "edges": self.edges,
+            "counts": self.counts,
+            "sketch": None if self.sketch is None else self.sketch.to_dict(),
+            "categories": self.categories,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureProfile:
+        return cls(
+            name=str(d["name"]),
+            kind=str(d["kind"]),
+            edges=[float(x) for x in d.get("edges", [])],
+            counts=[float(x) for x in d.get("counts", [])],
+            sketch=None if d.get("sketch") is None else QuantileSketch.from_dict(d["sketch"]),
+            categories={str(k): int(v) for k, v in d.get("categories", {}).items()},
+        )
+
+
+@dataclass(slots=True)
+class ReferenceProfile:
+    """The reference one key's windows are compared with."""
+
+    reference_id: str
+    features: dict[str, FeatureProfile] = field(default_factory=dict)
+    confidence_mean: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference_id": self.reference_id,
+            "confidence_mean": self.confidence_mean,
+            "features": {k: v.to_dict() for k, v in self.features.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
+        return cls(
+            reference_id=str(d["reference_id"]),
+            confidence_mean=d.get("confidence_mean"),
+            features={k: FeatureProfile.from_dict(v) for k, v in d.get("features", {}).items()},
+        )
+
+
+def monitored_features(cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[DriftFeature]:
+    """The configured features plus model confidence (numeric) and label (categorical) when enabled."""
+    out = list(cfg.drift.features if features is None else features)
+    if cfg.drift.include_confidence:
+        names = {f.name for f in out}
+        if cfg.columns.confidence not in names:
+            out.append(DriftFeature(name=cfg.columns.confidence, kind="numeric"))
+        if cfg.columns.label not in names:
+            out.append(DriftFeature(name=cfg.columns.label, kind="categorical"))
+    return out
+
+
+def _feature_values(acc: WindowAccumulator, f: DriftFeature, cfg: MonitoringConfig) -> QuantileSketch | CategoryCounts | None:
+    if f.name == cfg.columns.confidence and f.kind == "numeric":
+        return acc.confidence
+    if f.name == cfg.columns.label and f.kind != "numeric":
+        return acc.labels
+    if f.kind == "numeric":
+        return acc.numeric.get(f.name)
+    return acc.categorical.get(f.name)
+
+
+def build_profile(acc: WindowAccumulator, reference_id: str, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> ReferenceProfile:
+    """Freeze an accumulator (merged reference windows or historical data) into a profile."""
+    prof = ReferenceProfile(reference_id=reference_id, confidence_mean=acc.confidence.mean)
+    for f in monitored_features(cfg, features):
+        vals = _feature_values(acc, f, cfg)
+        if vals is None:
+            continue
+        if isinstance(vals, QuantileSketch):
+            if vals.count:
+                prof.features[f.name] = FeatureProfile.numeric(f.name, vals, cfg.drift.psi_bins)
+        elif vals.total:
+            prof.features[f.name] = FeatureProfile(name=f.name, kind=f.kind, categories=dict(vals.counts))
+    return prof
+
+
+def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> dict[str, Any]:
+    """Drift columns of a metrics row: one entry per monitored feature plus the maxima."""
+    d = cfg.drift
+    entries: list[dict[str, Any]] = []
+    for f in monitored_features(cfg, features):
+        ref = profile.features.get(f.name)
+        cur = _feature_values(acc, f, cfg)
+        if ref is None or cur is None:
+            continue
+        e: dict[str, Any] = {"feature": f.name, "kind": f.kind, "psi": None, "psi_level": None, "ks": None, "wasserstein": None, "js": None}
+        if isinstance(cur, QuantileSketch):
+            if cur.count < d.min_window_values or ref.sketch is None:
+                continue
+            cv, cw = cur.weighted()
+            rv, rw = ref.sketch.weighted()
+            e["n"] = cur.count
+            e["psi"] = psi(np.asarray(ref.counts), bin_counts(np.asarray(ref.edges), cv, cw), d.psi_epsilon)
+            e["psi_level"] = psi_level(e["psi"], d)
+            e["ks"] = ks_statistic(rv, cv, rw, cw)
+            e["wasserstein"] = wasserstein_normed(rv, cv, rw, cw)
+            n_unique = len(rv)
+            method = f.method if f.method != "auto" else choose_method("numeric", ref.n, n_unique, d)
+            if method in ("jensenshannon", "chisquare"):
+                ref_cat = {str(v): c for v, c in zip(rv.tolist(), rw.tolist())}
+                cur_cat = {str(v): c for v, c in zip(cv.tolist(), cw.tolist())}
+                e["js"] = js_distance(ref_cat, cur_cat)
+        else:
+            if cur.total < d.min_window_values:
+                continue
+            e["n"] = cur.total
+            e["js"] = js_distance(ref.categories, cur.counts)
+            method = f.method if f.method != "auto" else choose_method("categorical", ref.n, len(ref.categories), d)
+            ref_cat, cur_cat = ref.categories, cur.counts
+        threshold = f.threshold if f.threshold is not None else DEFAULT_THRESHOLDS.get(method, 0.1)
+        if method == "psi":
+            score = e["psi"]
+        elif method == "ks":
+            score = ks_pvalue(e["ks"], ref.n, cur.count)  # type: ignore[union-attr]
+        elif method == "wasserstein":
+            score = e["wasserstein"]
+        elif method == "jensenshannon":
+            score = e["js"]
+        else:  # chisquare
+            score = chisquare_pvalue(ref_cat, cur_cat, d.psi_epsilon)
+        if score is None:
+            continue
+        e.update(method=method, score=score, threshold=threshold, drifted=(score < threshold) if method in P_VALUE_METHODS else (score >= threshold))
+        entries.append(e)
+
+    def top(stat: str) -> float | None:
+        vals = [e[stat] for e in entries if e.get(stat) is not None]
+        return max(vals) if vals else None
+
+    rel = None
+    cur_mean = acc.confidence.mean
+    if profile.confidence_mean and cur_mean is not None and acc.confidence.count >= d.min_window_values:
+        rel = abs(cur_mean - profile.confidence_mean) / abs(profile.confidence_mean)
+    return {
+        "reference_id": profile.reference_id,
+        "psi_max": top("psi"),
+        "ks_max": top("ks"),
+        "js_max": top("js"),
+        "drifted_features": sum(1 for e in entries if e["drifted"]),
+        "confidence_drift_rel": rel,
+        "confidence_drift_level": confidence_level(rel, d),
+        "drift": entries,
+    }
+
+
+# ---------------------------------------------------------------------------------
+# profile files
+# ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class ProfileFile:
+    """Reference profiles per key (``source=a|model=b``) plus ``*`` for every key, as JSON."""
+
+    key_dims: list[str]
+    profiles: dict[str, ReferenceProfile]
+    built_at: str = ""
+    sources: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    def for_key(self, key: str) -> ReferenceProfile | None:
+        return self.profiles.get(key) or self.profiles.get("*")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": PROFILE_FORMAT,
+                "built_at": self.built_at,
+                "sources": self.sources,
+                "rows": self.rows,
+                "key_dims": self.key_dims,
+                "profiles": {k: v.to_dict() for k, v in self.profiles.items()},
+            },
+            sort_keys=True,
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), "utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProfileFile:
+        """Read a profile file; the reference ids carry the file's content hash."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"reference profile not found: {p} (monitoring.drift.profile_path)")
+        text = p.read_text("utf-8")
+        data = json.loads(text)
+        if data.get("format") != PROFILE_FORMAT:
+            raise ValueError(f"{p}: not a {PROFILE_FORMAT} file (format={data.get('format')!r})")
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        profiles = {}
+        for k, v in data["profiles"].items():
+            prof = ReferenceProfile.from_dict(v)
+            prof.reference_id = f"profile:{digest}:{k}"
+            profiles[k] = prof
+        return cls(key_dims=list(data["key_dims"]), profiles=profiles, built_at=data.get("built_at", ""), sources=data.get("sources", []), rows=int(data.get("rows", 0)))
+
+
+# ---------------------------------------------------------------------------------
+# the stateful drift step
+# ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class DriftState:
+    """Snapshot-able state: warm-up accumulators and frozen references per key."""
+
+    warmup: dict[str, WindowAccumulator] = field(default_factory=dict)
+    warmup_windows: dict[str, int] = field(default_factory=dict)
+    warmup_first: dict[str, str] = field(default_factory=dict)
+    references: dict[str, ReferenceProfile] = field(default_factory=dict)
+
+
+class DriftMonitor:
+    """Adds drift columns to each window's metrics row.
+
+    In ``warmup`` mode the first ``drift.warmup_windows`` windows of a key are merged into
+    its reference (their rows keep null drift columns); in ``profile`` mode references
+    come from the profile file (key first, then ``*``).
+    """
+
+    def __init__(self, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None, state: DriftState | None = None) -> None:
+        self.cfg = cfg
+        self.features = list(cfg.drift.features if features is None else features)
+        self.state = state or DriftState()
+        self.profile_file: ProfileFile | None = None
+        if cfg.drift.reference == "profile":
+            assert cfg.drift.profile_path
+            self.profile_file = ProfileFile.load(cfg.drift.profile_path)
+
+    def reference_for(self, key: str) -> ReferenceProfile | None:
+        if self.profile_file is not None:
+            return self.profile_file.for_key(key)
+        return self.state.references.get(key)
+
+    def on_window(self, row: dict[str, Any], acc: WindowAccumulator) -> dict[str, Any]:
+        """Return ``row`` with its drift columns filled (or null while warming up)."""
+        key = row["key"]
+        ref = self.reference_for(key)
+        if ref is not None:
+            row.update(compare(ref, acc, self.cfg, self.features))
+            return row
+        if self.profile_file is None:
+            st = self.state
+            n = st.warmup_windows.get(key, 0) + 1
+            st.warmup_windows[key] = n
+            st.warmup_first.setdefault(key, row["window_start"].isoformat())
+            base = st.warmup.get(key)
+            merged = WindowAccumulator.empty(self.cfg).merge(acc) if base is None else base.merge(acc)
+            if n >= self.cfg.drift.warmup_windows:
+                rid = f"warmup:{key}:{st.warmup_first[key]}/{row['window_end'].isoformat()}"
+                st.references[key] = build_profile(merged, rid, self.cfg, self.features)
+                st.warmup.pop(key, None)
+            else:
+                st.warmup[key] = merged
+        return row
+
+    def snapshot(self) -> DriftState:
+        return self.state
+
+
+def profile_from_accumulators(
+    accs: Mapping[str, WindowAccumulator], cfg: MonitoringConfig, *, sources: Sequence[str] = (), rows: int = 0, features: Sequence[DriftFeature] | None = None
+) -> ProfileFile:
+    """A :class:`ProfileFile` from one accumulator per key string (``*`` for all keys)."""
+    built = datetime.now(timezone.utc).isoformat()
+    profiles = {k: build_profile(acc, f"profile:{k}", cfg, features) for k, acc in accs.items()}
+    return ProfileFile(key_dims=list(cfg.key_dims), profiles=profiles, built_at=built, sources=list(sources), rows=rows)
+
+
+__all__ = [
+    "DriftMonitor",
+    "DriftState",
+    "FeatureProfile",
+    "ProfileFile",
+    "ReferenceProfile",
+    "bin_counts",
+    "build_profile",
+    "chisquare_pvalue",
+    "choose_method",
+    "compare",
+    "confidence_level",
+    "js_distance",
+    "key_string",
+    "ks_pvalue",
+    "ks_statistic",
+    "monitored_features",
+    "profile_from_accumulators",
+    "psi",
+    "psi_level",
+    "quantile_edges",
+    "wasserstein_normed",
+]

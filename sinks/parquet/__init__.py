@@ -1,0 +1,48 @@
+"""Immutable, exactly-once Parquet datasets (see docs/datasets.md).
+
+Public API::
+
+    from driftline.sinks.parquet import DatasetSpec, ParquetDatasetSink, RunInfo, parquet_output, register_dataset, get_dataset
+"""
+
+from driftline.sinks.parquet.format import SinkSchemaError, conform, encode_parquet
+from driftline.sinks.parquet.manifest import FileEntry, ManifestEntry, ManifestError, load_entries, roll_forward
+from driftline.sinks.parquet.sink import ParquetDatasetSink, ParquetSinkPartition, parquet_output
+from driftline.sinks.parquet.spec import (
+    KAFKA_KEY,
+    DatasetSpec,
+    RunInfo,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+    schema_fingerprint,
+)
+from driftline.sinks.parquet.store import FsspecStore, LocalStore, Store, open_store
+from driftline.sinks.parquet.writer import DatasetWriter, WriterState
+
+__all__ = [
+    "KAFKA_KEY",
+    "DatasetSpec",
+    "DatasetWriter",
+    "FileEntry",
+    "FsspecStore",
+    "LocalStore",
+    "ManifestEntry",
+    "ManifestError",
+    "ParquetDatasetSink",
+    "ParquetSinkPartition",
+    "RunInfo",
+    "SinkSchemaError",
+    "Store",
+    "WriterState",
+    "conform",
+    "encode_parquet",
+    "get_dataset",
+    "list_datasets",
+    "load_entries",
+    "open_store",
+    "parquet_output",
+    "register_dataset",
+    "roll_forward",
+    "schema_fingerprint",
+]

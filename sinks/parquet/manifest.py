@@ -1,0 +1,168 @@
+"""The per-dataset manifest: an append-only log of commits, one small JSON file each.
+
+Layout of a dataset folder::
+
+    <dataset>/_manifest/<writer>-<seq:012d>.json   one entry per commit (never rewritten)
+    <dataset>/_staging/<writer>-<seq:012d>-<i>.parquet.tmp   files of a commit in progress
+    <dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet        committed, immutable files
+
+Writing an entry is the *commit point*: entries are created exclusively (never
+overwritten) and only after every staged file is durable, and files are published
+under their final names only after the entry exists.  So every visible file is listed,
+and an entry whose file is not yet visible still has its staged copy, which
+:func:`roll_forward` publishes (the approach of Delta Lake's log directory, which works
+on object stores without rename or append).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from driftline.sinks.parquet.store import Store
+
+FORMAT_VERSION = 1
+MANIFEST_DIR = "_manifest"
+STAGING_DIR = "_staging"
+
+
+class ManifestError(RuntimeError):
+    """The manifest cannot be read or contradicts the files."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One committed file; paths are relative to the dataset folder."""
+
+    path: str
+    staged: str
+    rows: int
+    bytes: int
+    sha256: str
+    key_ranges: dict[str, list[Any]]
+    partition: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One commit: its files, the keys it covers and its lineage."""
+
+    dataset: str
+    commit_id: str
+    writer: str
+    seq: int
+    created_at: str
+    files: tuple[FileEntry, ...]
+    coverage: dict[str, list[int]]
+    schema_fingerprint: str
+    pipeline_version: str
+    config_hash: str
+    model_versions: dict[str, str]
+    format: int = FORMAT_VERSION
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, origin: str) -> ManifestEntry:
+        try:
+            d = json.loads(data)
+            files = tuple(FileEntry(**f) for f in d.pop("files"))
+            return cls(files=files, **d)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ManifestError(f"manifest entry {origin} is unreadable: {exc}") from None
+
+
+def commit_id(writer: str, seq: int) -> str:
+    return f"{writer}-{seq:012d}"
+
+
+def entry_path(dataset: str, cid: str) -> str:
+    return f"{dataset}/{MANIFEST_DIR}/{cid}.json"
+
+
+def load_entries(store: Store, dataset: str) -> list[ManifestEntry]:
+    """Every committed entry of ``dataset`` in commit order (writer, then sequence)."""
+    out = []
+    for rel in store.list_files(f"{dataset}/{MANIFEST_DIR}"):
+        name = rel.rsplit("/", 1)[-1]
+        if not name.endswith(".json") or name.startswith("."):
+            continue  # in-flight temp of an entry that was never committed
+        out.append(ManifestEntry.from_json(store.read(rel), rel))
+    out.sort(key=lambda e: (e.writer, e.seq))
+    return out
+
+
+def append_entry(store: Store, entry: ManifestEntry) -> None:
+    """Record ``entry`` durably; refuses to replace an existing entry."""
+    try:
+        store.create_exclusive(entry_path(entry.dataset, entry.commit_id), entry.to_json())
+    except FileExistsError:
+        raise ManifestError(
+            f"manifest entry {entry.commit_id} of dataset {entry.dataset!r} already exists: is another pipeline writing this dataset with the same sink partition?"
+        ) from None
+
+
+@dataclass
+class RecoveryReport:
+    """What :func:`roll_forward` did."""
+
+    published: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    removed_staging: list[str] = field(default_factory=list)
+
+
+def roll_forward(store: Store, dataset: str, entries: list[ManifestEntry], writer: str | None) -> RecoveryReport:
+    """Finish interrupted commits of ``writer`` (all writers if None) and drop uncommitted temps.
+
+    A listed file that is not visible is published from its staged copy.  Staged and
+    in-flight files no entry refers to belong to commits that never happened and are
+    removed; they were never visible to readers.  Committed files are never removed.
+    """
+    report = RecoveryReport()
+    referenced: set[str] = set()
+    for e in entries:
+        if writer is not None and e.writer != writer:
+            continue
+        for f in e.files:
+            final, staged = f"{dataset}/{f.path}", f"{dataset}/{f.staged}"
+            referenced.add(staged)
+            if store.exists(final):
+                if store.exists(staged):
+                    store.remove(staged)  # crash between publish's link and unlink
+                continue
+            if store.exists(staged):
+                store.publish(staged, final)
+                report.published.append(f.path)
+            else:
+                report.missing.append(f.path)
+    for folder in (STAGING_DIR, MANIFEST_DIR):
+        for rel in store.list_files(f"{dataset}/{folder}"):
+            name = rel.rsplit("/", 1)[-1]
+            inflight = name.startswith(".") and name.endswith(".inflight")
+            staged = folder == STAGING_DIR and name.endswith(".tmp")
+            if not (inflight or staged) or rel in referenced:
+                continue
+            owner = name.lstrip(".")
+            if writer is not None and not owner.startswith(f"{writer}-"):
+                continue
+            store.remove(rel)
+            report.removed_staging.append(rel)
+    return report
+
+
+def kafka_watermarks(entries: list[ManifestEntry]) -> dict[tuple[str, int], int]:
+    """Highest committed offset per (topic, partition) of a Kafka-keyed dataset."""
+    wm: dict[tuple[str, int], int] = {}
+    for e in entries:
+        for tp, (_lo, hi) in e.coverage.items():
+            topic, _, part = tp.rpartition("+")
+            key = (topic, int(part))
+            wm[key] = max(wm.get(key, -1), int(hi))
+    return wm

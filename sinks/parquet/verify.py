@@ -1,0 +1,155 @@
+"""Integrity checks of committed datasets (the logic behind ``driftline verify``).
+
+For every dataset folder under the root it checks each manifest entry's files (present,
+size, SHA-256, row count, schema fingerprint and commit id embedded in the file), finds
+``.parquet`` files the manifest does not list and entries whose file is missing, and
+reports natural keys held by more than one row.  Interrupted commits (a manifest entry
+whose file is still staged, or staged temps no entry refers to) are *warnings*: the
+pipeline finishes or removes them when it restarts, and ``repair`` does it offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from driftline.sinks.parquet.format import read_file_metadata
+from driftline.sinks.parquet.manifest import MANIFEST_DIR, STAGING_DIR, ManifestError, load_entries, roll_forward
+from driftline.sinks.parquet.spec import schema_fingerprint
+from driftline.sinks.parquet.store import Store
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Finding:
+    kind: str
+    path: str
+    detail: str
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    commits: int = 0
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def discover_datasets(store: Store) -> list[str]:
+    """Folders under the root that hold a manifest or Parquet files."""
+    out = []
+    for name in store.list_dirs(""):
+        if name.startswith((".", "_")):
+            continue
+        if MANIFEST_DIR in store.list_dirs(name):
+            out.append(name)
+        elif any(p.endswith(".parquet") for p in store.list_files(name)):
+            out.append(name)
+    return out
+
+
+def verify_dataset(store: Store, name: str, *, repair: bool = False) -> DatasetReport:
+    """Check one dataset; with ``repair``, first finish interrupted commits and drop orphan temps."""
+    rep = DatasetReport(name)
+    try:
+        entries = load_entries(store, name)
+    except ManifestError as exc:
+        rep.problems.append(Finding("unreadable_manifest", f"{name}/{MANIFEST_DIR}", str(exc)))
+        return rep
+    if not entries and MANIFEST_DIR not in store.list_dirs(name):
+        for p in store.list_files(name):
+            if p.endswith(".parquet"):
+                rep.problems.append(Finding("unknown_file", p, "no manifest in this dataset folder lists it"))
+        return rep
+    if repair:
+        fixed = roll_forward(store, name, entries, None)
+        for p in fixed.published:
+            rep.warnings.append(Finding("repaired_publish", f"{name}/{p}", "published the staged copy of a committed file"))
+        for p in fixed.removed_staging:
+            rep.warnings.append(Finding("repaired_orphan", p, "removed a temp of a commit that never happened"))
+    rep.commits = len(entries)
+    listed: set[str] = set()
+    referenced_staged: set[str] = set()
+    key_frames: list[pl.DataFrame] = []
+    key_cols: list[str] | None = None
+    for e in entries:
+        for f in e.files:
+            path = f"{name}/{f.path}"
+            listed.add(path)
+            referenced_staged.add(f"{name}/{f.staged}")
+            if not store.exists(path):
+                if store.exists(f"{name}/{f.staged}"):
+                    rep.warnings.append(Finding("pending_publish", path, f"commit {e.commit_id} is recorded, its file is still staged (restart the pipeline or run with --repair)"))
+                else:
+                    rep.problems.append(Finding("missing_file", path, f"listed by commit {e.commit_id} but absent"))
+                continue
+            data = store.read(path)
+            rep.files += 1
+            rep.bytes += len(data)
+            rep.rows += f.rows
+            if len(data) != f.bytes:
+                rep.problems.append(Finding("size_mismatch", path, f"{len(data)} bytes, manifest says {f.bytes}"))
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != f.sha256:
+                rep.problems.append(Finding("checksum_mismatch", path, f"sha256 {digest[:16]}…, manifest says {f.sha256[:16]}…"))
+                continue
+            try:
+                rows, schema, lineage = read_file_metadata(data)
+            except Exception as exc:  # pyarrow raises several types on corrupt files
+                rep.problems.append(Finding("unreadable_file", path, str(exc)))
+                continue
+            if rows != f.rows:
+                rep.problems.append(Finding("row_count_mismatch", path, f"{rows} rows, manifest says {f.rows}"))
+            if schema_fingerprint(schema) != e.schema_fingerprint:
+                rep.problems.append(Finding("schema_mismatch", path, f"schema fingerprint {schema_fingerprint(schema)}, manifest says {e.schema_fingerprint}"))
+            if lineage.get("commit_id") != e.commit_id:
+                rep.problems.append(Finding("commit_mismatch", path, f"file says commit {lineage.get('commit_id')}, manifest says {e.commit_id}"))
+            cols = list(f.key_ranges)
+            key_cols = key_cols or cols
+            if cols == key_cols:
+                keys = pl.from_arrow(pq.read_table(io.BytesIO(data), columns=cols))
+                assert isinstance(keys, pl.DataFrame)
+                key_frames.append(keys.with_columns(pl.lit(f.path).alias("__file")))
+    for p in store.list_files(name):
+        rel = p[len(name) + 1 :]
+        if rel.startswith(f"{MANIFEST_DIR}/"):
+            continue
+        if rel.startswith(f"{STAGING_DIR}/"):
+            if p not in referenced_staged:
+                rep.warnings.append(Finding("orphan_temp", p, "temp of an unfinished commit (removed when its writer restarts, or with --repair)"))
+            continue
+        if p.endswith(".parquet") and p not in listed:
+            rep.problems.append(Finding("unknown_file", p, "not listed by the manifest (not written by a committed sink step)"))
+    if key_frames and key_cols:
+        _check_duplicates(rep, pl.concat(key_frames, how="vertical_relaxed"), key_cols)
+    return rep
+
+
+def _check_duplicates(rep: DatasetReport, keys: pl.DataFrame, key_cols: list[str]) -> None:
+    dup = keys.group_by(key_cols).agg(pl.len().alias("copies"), pl.col("__file").unique().sort().alias("files")).filter(pl.col("copies") > 1)
+    if dup.height == 0:
+        return
+    extra = int(dup["copies"].sum()) - dup.height
+    examples = []
+    for row in dup.sort(key_cols).head(MAX_EXAMPLES).iter_rows(named=True):
+        key = ", ".join(f"{c}={row[c]}" for c in key_cols)
+        examples.append(f"({key}) x{row['copies']} in {', '.join(row['files'])}")
+    rep.problems.append(Finding("duplicate_keys", rep.name, f"{dup.height} key(s) held more than once ({extra} extra row(s)); e.g. " + "; ".join(examples)))

@@ -1,0 +1,376 @@
+"""The exactly-once Parquet writer of one dataset partition (no Bytewax in here).
+
+:class:`DatasetWriter` buffers conformed rows per *group* (one group per Kafka
+topic-partition for Kafka-keyed datasets, one group otherwise), commits a group when
+it reaches ``flush_rows`` rows or ``flush_bytes`` bytes or when its oldest row has
+waited ``flush_seconds``, and exposes its uncommitted rows as a snapshot-able
+:class:`WriterState`.
+
+Commit protocol (see docs/datasets.md for the failure analysis):
+
+1. stage every file of the commit under ``_staging/`` and make it durable;
+2. create the manifest entry (exclusive create, durable): this is the commit point;
+3. publish each staged file under its final Hive path (atomic, never overwriting);
+4. remember the committed keys, so replayed rows are skipped and counted.
+
+On construction the writer reads the manifest, finishes its interrupted commits
+(roll forward), removes its uncommitted temps, learns the committed keys, and filters
+the restored buffer against them.
+
+>>> import pyarrow as pa, polars as pl, tempfile
+>>> from datetime import datetime, timezone
+>>> from driftline.clock import FakeClock
+>>> from driftline.config.sinks import SinksConfig
+>>> from driftline.sinks.parquet.spec import DatasetSpec, RunInfo
+>>> from driftline.sinks.parquet.store import LocalStore
+>>> spec = DatasetSpec("demo", pa.schema([("src_topic", pa.string(), False), ("src_partition", pa.int32(), False),
+...     ("src_offset", pa.int64(), False), ("event_time", pa.timestamp("ms", "UTC"))]), ("src_topic", "src_partition", "src_offset"), "event_time")
+>>> w = DatasetWriter(spec, SinksConfig(flush_rows=2), store=LocalStore(tempfile.mkdtemp()), run_info=RunInfo("0.1.0", "cfg"), clock=FakeClock())
+>>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+>>> w.write(pl.DataFrame({"src_topic": ["t"] * 3, "src_partition": [0] * 3, "src_offset": [0, 1, 2], "event_time": [t] * 3}))
+>>> w.flush_due(); w.rows_written, w.buffered_rows
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from driftline.clock import Clock, SystemClock
+from driftline.config.sinks import SinksConfig
+from driftline.sinks.parquet import faults
+from driftline.sinks.parquet import metrics as m
+from driftline.sinks.parquet.format import conform, encode_parquet
+from driftline.sinks.parquet.manifest import (
+    STAGING_DIR,
+    FileEntry,
+    ManifestEntry,
+    ManifestError,
+    append_entry,
+    commit_id,
+    kafka_watermarks,
+    load_entries,
+    roll_forward,
+)
+from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo
+from driftline.sinks.parquet.store import Store
+
+log = logging.getLogger("driftline.sinks.parquet")
+
+ARRIVAL = "__driftline_arrival_us"
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_PART = "__driftline_part"
+_ALL = "_all"
+_TOPIC, _PARTITION, _OFFSET = KAFKA_KEY
+
+
+def _jlog(event: str, **fields: Any) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(json.dumps({"event": event, **fields}, default=str))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v
+
+
+@dataclass(frozen=True)
+class WriterState:
+    """Snapshot of a writer: its uncommitted rows per group, as zstd Arrow IPC bytes."""
+
+    buffers: dict[str, bytes] = field(default_factory=dict)
+    version: int = 1
+
+
+@dataclass
+class _Group:
+    chunks: list[pl.DataFrame]
+    rows: int = 0
+    bytes: int = 0
+    oldest_us: int | None = None
+
+    def add(self, df: pl.DataFrame) -> None:
+        self.chunks.append(df)
+        self.rows += df.height
+        self.bytes += int(df.estimated_size())
+        first = int(df[ARRIVAL].min())  # type: ignore[arg-type]
+        self.oldest_us = first if self.oldest_us is None else min(self.oldest_us, first)
+
+    def frame(self) -> pl.DataFrame:
+        if len(self.chunks) > 1:
+            self.chunks = [pl.concat(self.chunks, how="vertical", rechunk=True)]
+        return self.chunks[0]
+
+
+class DatasetWriter:
+    """Exactly-once writer of one dataset for one sink partition (``writer_id``)."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        settings: SinksConfig,
+        *,
+        store: Store,
+        run_info: RunInfo,
+        clock: Clock | None = None,
+        writer_id: str = "p0",
+        step_id: str = "parquet",
+        resume: WriterState | None = None,
+    ) -> None:
+        ds = settings.for_dataset(spec.name)
+        if ds.partition_by is not None:
+            spec = spec.with_partition_by(tuple(ds.partition_by))
+        self.spec = spec
+        self.store = store
+        self.run_info = run_info
+        self.clock: Clock = clock or SystemClock()
+        self.writer_id = writer_id
+        self.step_id = step_id
+        self.flush_rows = int(ds.flush_rows or settings.flush_rows)
+        self.flush_bytes = int(ds.flush_bytes or settings.flush_bytes)
+        self.flush_seconds = float(ds.flush_seconds or settings.flush_seconds)
+        self.row_group_rows = settings.row_group_rows
+        self.compression_level = settings.compression_level
+        self.kafka = spec.key_kind == "kafka"
+        self.rows_written = 0
+        self.rows_replayed = 0
+        self.files_committed = 0
+        self._groups: dict[str, _Group] = {}
+        self._gauge_rows = 0
+        self._labels = m.ROWS_WRITTEN.labels(spec.name), m.ROWS_REPLAYED.labels(spec.name), m.FILES_COMMITTED.labels(spec.name)
+
+        entries = load_entries(store, spec.name)
+        report = roll_forward(store, spec.name, entries, writer_id)
+        if report.missing:
+            raise ManifestError(
+                f"step {step_id!r}, dataset {spec.name!r}: the manifest lists {len(report.missing)} committed file(s) that are gone "
+                f"(first: {report.missing[0]}); refusing to start so the loss is not hidden; run `driftline verify`"
+            )
+        if report.published or report.removed_staging:
+            _jlog("sink_recovered", dataset=spec.name, writer=writer_id, rolled_forward=len(report.published), removed_temps=len(report.removed_staging))
+        self._next_seq = 1 + max((e.seq for e in entries if e.writer == writer_id), default=-1)
+        self._watermarks: dict[tuple[str, int], int] = kafka_watermarks(entries) if self.kafka else {}
+        self._keys: pl.DataFrame | None = None if self.kafka else self._read_committed_keys(entries)
+        if resume is not None:
+            for ipc in resume.buffers.values():
+                self._accept(pl.read_ipc(io.BytesIO(ipc)))
+        self._update_gauge()
+
+    # -- committed-key bookkeeping -------------------------------------------------
+
+    def _key_schema(self) -> dict[str, pl.DataType]:
+        probe = pl.from_arrow(self.spec.schema.empty_table())
+        assert isinstance(probe, pl.DataFrame)
+        return {c: probe.schema[c] for c in self.spec.key_columns}
+
+    def _read_committed_keys(self, entries: list[ManifestEntry]) -> pl.DataFrame:
+        frames = [pl.DataFrame(schema=self._key_schema())]
+        for e in entries:
+            for f in e.files:
+                table = pq.read_table(io.BytesIO(self.store.read(f"{self.spec.name}/{f.path}")), columns=list(self.spec.key_columns))
+                df = pl.from_arrow(table)
+                assert isinstance(df, pl.DataFrame)
+                frames.append(df.cast(self._key_schema()))  # type: ignore[arg-type]
+        return pl.concat(frames, how="vertical").unique()
+
+    def _accept(self, df: pl.DataFrame) -> None:
+        """Buffer rows whose key is not committed yet; count the others as replayed."""
+        if df.height == 0:
+            return
+        if self.kafka:
+            for (topic, part), sub in df.partition_by([_TOPIC, _PARTITION], as_dict=True, maintain_order=True).items():
+                wm = self._watermarks.get((str(topic), int(part)))  # type: ignore[arg-type]
+                keep = sub if wm is None else sub.filter(pl.col(_OFFSET) > wm)
+                self._count_replayed(sub.height - keep.height)
+                if keep.height:
+                    self._groups.setdefault(f"{topic}+{part}", _Group([])).add(keep)
+        else:
+            assert self._keys is not None
+            keep = df.join(self._keys, on=list(self.spec.key_columns), how="anti", nulls_equal=True) if self._keys.height else df
+            self._count_replayed(df.height - keep.height)
+            if keep.height:
+                self._groups.setdefault(_ALL, _Group([])).add(keep)
+
+    def _count_replayed(self, n: int) -> None:
+        if n > 0:
+            self.rows_replayed += n
+            self._labels[1].inc(n)
+
+    def _update_gauge(self) -> None:
+        now = self.buffered_rows
+        m.BUFFERED_ROWS.labels(self.spec.name).inc(now - self._gauge_rows)
+        self._gauge_rows = now
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(g.rows for g in self._groups.values())
+
+    # -- public API ----------------------------------------------------------------
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Conform ``frame`` to the dataset schema and buffer its not-yet-committed rows."""
+        table = conform(frame, self.spec, self.step_id)
+        if table.num_rows == 0:
+            return
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        now_us = int(self.clock.now().timestamp() * 1_000_000)
+        self._accept(df.with_columns(pl.lit(now_us, pl.Int64).alias(ARRIVAL)))
+        self._update_gauge()
+
+    def flush_due(self) -> None:
+        """Commit every group that reached its row, byte or age threshold."""
+        now_us = int(self.clock.now().timestamp() * 1_000_000)
+        for gk in list(self._groups):
+            g = self._groups[gk]
+            while g.rows and (g.rows >= self.flush_rows or g.bytes >= self.flush_bytes):
+                fit = int(self.flush_bytes * g.rows / max(g.bytes, 1))
+                g = self._commit_group(gk, max(1, min(self.flush_rows, fit)))
+            if g.rows and g.oldest_us is not None and now_us - g.oldest_us >= self.flush_seconds * 1_000_000:
+                self._commit_group(gk, None)
+        self._update_gauge()
+
+    def flush_all(self) -> None:
+        """Commit everything buffered (end of a drained run)."""
+        for gk in list(self._groups):
+            self._commit_group(gk, None)
+        self._update_gauge()
+
+    def snapshot(self) -> WriterState:
+        """The uncommitted rows, so Bytewax's recovery covers them."""
+        out = {}
+        for gk, g in self._groups.items():
+            buf = io.BytesIO()
+            g.frame().write_ipc(buf, compression="zstd")
+            out[gk] = buf.getvalue()
+        return WriterState(buffers=out)
+
+    # -- committing ----------------------------------------------------------------
+
+    def _commit_group(self, gk: str, limit: int | None) -> _Group:
+        g = self._groups[gk]
+        df = g.frame()
+        if limit is not None and limit < df.height:
+            if self.kafka:  # cut on an offset boundary: all rows of one record commit together
+                cut = df[_OFFSET][limit - 1]
+                take, rest = df.filter(pl.col(_OFFSET) <= cut), df.filter(pl.col(_OFFSET) > cut)
+            else:
+                take, rest = df.head(limit), df.slice(limit)
+        else:
+            take, rest = df, df.clear()
+        self._commit(take, gk)
+        new = _Group([])
+        if rest.height:
+            new.add(rest)
+            self._groups[gk] = new
+        else:
+            del self._groups[gk]
+        return new
+
+    def _partition_expr(self) -> pl.Expr:
+        fmts = {"date": "date=%Y-%m-%d", "hour": "hour=%H"}
+        if not self.spec.partition_by:
+            return pl.lit("")
+        t = pl.col(self.spec.time_column)
+        tz = self.spec.schema.field(self.spec.time_column).type.tz
+        if tz not in (None, "UTC", "+00:00", "Etc/UTC"):
+            t = t.dt.convert_time_zone("UTC")
+        pattern = "/".join(fmts[p] for p in self.spec.partition_by)
+        null = "/".join(f"{p}={NULL_PARTITION}" for p in self.spec.partition_by)
+        return t.dt.strftime(pattern).fill_null(null)
+
+    def _file_name(self, sub: pl.DataFrame, cid: str) -> str:
+        if self.kafka:
+            return f"{sub[_TOPIC][0]}+{sub[_PARTITION][0]}+{int(sub[_OFFSET].min()):020d}.parquet"  # type: ignore[arg-type]
+        first = sub[self.spec.time_column].min()
+        stamp = first.strftime("%Y%m%dT%H%M%SZ") if isinstance(first, datetime) else "notime"
+        return f"{stamp}+{cid}.parquet"
+
+    def _commit(self, rows: pl.DataFrame, gk: str) -> None:
+        started = time.perf_counter()
+        before = rows.height
+        rows = rows.unique(subset=list(self.spec.key_columns), keep="first", maintain_order=True)
+        self._count_replayed(before - rows.height)
+        if rows.height == 0:
+            return
+        name = self.spec.name
+        oldest_us = int(rows[ARRIVAL].min())  # type: ignore[arg-type]
+        cid = commit_id(self.writer_id, self._next_seq)
+        self._next_seq += 1
+        parts = rows.with_columns(self._partition_expr().alias(_PART)).partition_by(_PART, as_dict=True, maintain_order=True)
+        files: list[FileEntry] = []
+        for i, (pkey, sub) in enumerate(sorted(parts.items(), key=lambda kv: str(kv[0][0]))):
+            pvalue = str(pkey[0])
+            key_ranges = {c: [_jsonable(sub[c].min()), _jsonable(sub[c].max())] for c in self.spec.key_columns}
+            table = conform(sub, self.spec, self.step_id)
+            data = encode_parquet(
+                table,
+                row_group_rows=self.row_group_rows,
+                compression_level=self.compression_level,
+                metadata={
+                    "driftline.dataset": name,
+                    "driftline.commit_id": cid,
+                    "driftline.schema_fingerprint": self.spec.fingerprint,
+                    "driftline.key_ranges": json.dumps(key_ranges, sort_keys=True),
+                    "driftline.pipeline_version": self.run_info.pipeline_version,
+                    "driftline.config_hash": self.run_info.config_hash,
+                },
+            )
+            staged = f"{STAGING_DIR}/{cid}-{i}.parquet.tmp"
+            fname = self._file_name(sub, cid)
+            path = f"{pvalue}/{fname}" if pvalue else fname
+            if faults.armed("mid_write"):
+                self.store.write_durable(f"{name}/{staged}", data[: len(data) // 2])
+                faults.reached("mid_write", name)
+            self.store.write_durable(f"{name}/{staged}", data)
+            partition = dict(kv.split("=", 1) for kv in pvalue.split("/")) if pvalue else {}
+            files.append(FileEntry(path, staged, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), key_ranges, partition))
+        coverage = {gk: [int(rows[_OFFSET].min()), int(rows[_OFFSET].max())]} if self.kafka else {}  # type: ignore[arg-type]
+        entry = ManifestEntry(
+            dataset=name,
+            commit_id=cid,
+            writer=self.writer_id,
+            seq=self._next_seq - 1,
+            created_at=self.clock.now().isoformat(),
+            files=tuple(files),
+            coverage=coverage,
+            schema_fingerprint=self.spec.fingerprint,
+            pipeline_version=self.run_info.pipeline_version,
+            config_hash=self.run_info.config_hash,
+            model_versions=dict(self.run_info.model_versions),
+        )
+        faults.reached("before_manifest", name)
+        append_entry(self.store, entry)
+        faults.reached("after_manifest", name)
+        for f in files:
+            self.store.publish(f"{name}/{f.staged}", f"{name}/{f.path}")
+        # committed: remember the keys before anything else can fail
+        if self.kafka:
+            topic, _, part = gk.rpartition("+")
+            self._watermarks[(topic, int(part))] = max(self._watermarks.get((topic, int(part)), -1), coverage[gk][1])
+        else:
+            assert self._keys is not None
+            self._keys = pl.concat([self._keys, rows.select(self.spec.key_columns)], how="vertical")
+        faults.reached("after_publish", name)
+        nbytes = sum(f.bytes for f in files)
+        self.rows_written += rows.height
+        self.files_committed += len(files)
+        self._labels[0].inc(rows.height)
+        self._labels[2].inc(len(files))
+        m.BYTES_WRITTEN.labels(name).inc(nbytes)
+        elapsed = time.perf_counter() - started
+        m.COMMIT_SECONDS.labels(name).observe(elapsed)
+        lag = self.clock.now().timestamp() - oldest_us / 1_000_000
+        m.COMMIT_LAG_SECONDS.labels(name).observe(max(lag, 0.0))
+        _jlog("sink_commit", dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4))

@@ -1,0 +1,275 @@
+"""The fallback chain end to end against the loopback server: privacy, cost, budgets, cache, ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from driftline.clock import FakeClock
+from driftline.config import ConfigError, load_config
+from driftline.config.models import ModelsConfig
+from driftline.models import MODEL_OUTPUT_SCHEMA, ModelBackend, ModelRequest, ModelResult, ModelService, register_backend
+from driftline.models import metrics
+from driftline.testing.openai_server import Behaviour, OpenAITestServer
+
+PRICES = {
+    "big-model": {"input_per_mtok": 2.5, "cached_input_per_mtok": 1.25, "output_per_mtok": 10.0},
+    "small-model": {"input_per_mtok": 0.15, "cached_input_per_mtok": 0.075, "output_per_mtok": 0.6},
+}
+FIXED_USAGE = {"prompt_tokens": 1200, "completion_tokens": 350, "total_tokens": 1550, "prompt_tokens_details": {"cached_tokens": 200}, "completion_tokens_details": {"reasoning_tokens": 100}}
+# (1000 * 2.5 + 200 * 1.25 + 350 * 10) / 1e6
+BIG_COST = 0.00625
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAITestServer]:
+    with OpenAITestServer(Behaviour()) as srv:
+        yield srv
+
+
+def config(srv: OpenAITestServer, tmp_path: Path, **over: Any) -> ModelsConfig:
+    fast = {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}
+    data: dict[str, Any] = {
+        "chain": ["primary", "local", "rules"],
+        "backends": {
+            "primary": {"kind": "openai", "model": "big-model", "base_url": srv.base_url, "timeout_s": 0.5, "retry": fast},
+            "secondary": {"kind": "openai", "model": "small-model", "base_url": srv.base_url, "timeout_s": 0.5, "retry": fast},
+            "local": {"kind": "local"},
+            "rules": {"kind": "rules"},
+        },
+        "pricing": PRICES,
+        "ledger": {"path": str(tmp_path / "ledger.sqlite")},
+    }
+    data.update(over)
+    return ModelsConfig.model_validate(data)
+
+
+def frame(texts: Sequence[str], *, start: int = 0, tenant: str = "acme", source: str = "tickets", **cols: Sequence[Any]) -> pl.DataFrame:
+    n = len(texts)
+    base = {
+        "event_id": [f"e{start + i}" for i in range(n)],
+        "model_input": list(texts),
+        "tenant": [tenant] * n,
+        "source": [source] * n,
+        "route_local": [False] * n,
+        "classification": ["internal"] * n,
+        "src_topic": ["events"] * n,
+        "src_partition": [0] * n,
+        "src_offset": list(range(start, start + n)),
+    }
+    base.update({k: list(v) for k, v in cols.items()})
+    return pl.DataFrame(base)
+
+
+def test_output_schema_and_order(server: OpenAITestServer, tmp_path: Path) -> None:
+    svc = ModelService(config(server, tmp_path))
+    texts = [f"great thanks {i}" if i % 3 else f"awful {i}" for i in range(50)]
+    out = svc.process(frame(texts)).results
+    assert out["event_id"].to_list() == [f"e{i}" for i in range(50)]
+    assert {c: out.schema[c] for c in MODEL_OUTPUT_SCHEMA} == MODEL_OUTPUT_SCHEMA
+    assert out["model_label"].to_list() == ["negative" if i % 3 == 0 else "positive" for i in range(50)]
+    assert set(out["model_tier"]) == {"primary"}
+    svc.close()
+
+
+def test_private_rows_never_reach_the_remote_backend(server: OpenAITestServer, tmp_path: Path) -> None:
+    svc = ModelService(config(server, tmp_path))
+    df = frame(["a great day"] * 4, route_local=[True, False, False, False], classification=["internal", "restricted", "public", None])
+    out = svc.process(df).results
+    assert out["model_tier"].to_list() == ["local", "local", "primary", "primary"]
+    assert out["model_fallback_reasons"].to_list()[:2] == [["primary:privacy"], ["primary:privacy"]]
+    assert out["model_error_class"].to_list()[:2] == [None, None]
+    assert sorted(e["key"] for e in server.log) == ["events:0:2", "events:0:3"]
+    svc.close()
+
+
+def test_cost_per_event_is_tokens_times_prices_to_the_cent(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(usage=FIXED_USAGE)
+    svc = ModelService(config(server, tmp_path))
+    out = svc.process(frame(["fine"] * 40)).results
+    assert out["model_cost_usd"].to_list() == [pytest.approx(BIG_COST, abs=1e-12)] * 40
+    assert round(out["model_cost_usd"].sum(), 2) == round(40 * BIG_COST, 2) == 0.25
+    row = out.row(0, named=True)
+    assert (row["model_input_tokens"], row["model_output_tokens"], row["model_cached_tokens"], row["model_reasoning_tokens"]) == (1200, 350, 200, 100)
+    assert row["model_cost_estimated"] is False
+    # the provider's own usage figures agree with what we billed
+    billed = sum((e["usage"]["prompt_tokens"] - 200) * 2.5 + 200 * 1.25 + e["usage"]["completion_tokens"] * 10 for e in server.log) / 1e6
+    assert billed == pytest.approx(out["model_cost_usd"].sum(), abs=1e-9)
+    svc.close()
+
+
+def test_cost_from_estimate_is_marked(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(usage={"prompt_tokens": "?"})
+    svc = ModelService(config(server, tmp_path))
+    row = svc.process(frame(["x" * 400])).results.row(0, named=True)
+    assert row["model_tokens_estimated"] and row["model_cost_estimated"] and row["model_cost_usd"] > 0
+    svc.close()
+
+
+def test_failures_fall_through_the_chain_with_reasons(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(failure_rate=1.0, failure_mix={"server_error": 1.0})
+    svc = ModelService(config(server, tmp_path, chain=["primary", "secondary", "local"]))
+    out = svc.process(frame(["great"], classification=["public"])).results.row(0, named=True)
+    assert out["model_tier"] == "local" and out["model_tier_index"] == 2
+    assert out["model_fallback_reasons"] == ["primary:server_error", "secondary:server_error"]
+    assert out["model_error_class"] == "server_error" and out["model_retries"] == 2
+    assert len(server.log) == 4
+    svc.close()
+
+
+def test_an_event_is_never_dropped(server: OpenAITestServer, tmp_path: Path) -> None:
+    @register_backend("test_exploding")
+    class Exploding(ModelBackend):
+        def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+            raise RuntimeError("boom")
+
+    cfg = config(server, tmp_path, chain=["boom"], backends={"boom": {"kind": "test_exploding"}}, task="topic", tasks={"topic": {"kind": "classification", "categories": ["billing", "other"]}})
+    svc = ModelService(cfg)
+    out = svc.process(frame(["my billing", "hello"])).results
+    assert out["model_tier"].to_list() == ["rules", "rules"]  # appended automatically
+    assert out["model_label"].to_list() == ["billing", "other"]
+    assert out["model_error_class"].to_list() == ["internal", "internal"]
+    svc.close()
+
+
+def test_budget_exhaustion_switches_tiers_at_the_configured_point(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(usage=FIXED_USAGE)
+    probe = ModelService(config(server, tmp_path / "probe"))
+    est = probe.estimate_cost("primary", "sentiment", "fine 00")
+    probe.close()
+    limit = 10 * BIG_COST + est - 1e-9  # events 0..9 fit (spent + estimate <= limit), event 10 does not
+    cfg = config(server, tmp_path, budgets={"per_tenant_daily_usd": {"acme": limit}})
+    svc = ModelService(cfg, FakeClock())
+    tiers, events = [], []
+    for i in range(14):
+        got = svc.process(frame([f"fine {i:02d}"], start=i))  # distinct texts: no cache hits
+        tiers.append(got.results["model_tier"][0])
+        events.append(got.budget_events)
+        if i >= 10:
+            assert got.results["model_budget_event"][0] == "tenant_daily_budget_exhausted"
+            assert got.results["model_fallback_reasons"][0].to_list() == ["primary:budget"]
+    assert tiers == ["primary"] * 10 + ["local"] * 4
+    ev = pl.concat(events)
+    assert ev.height == 1 and ev.row(0, named=True)["scope"] == "tenant" and ev.row(0, named=True)["key"] == "acme"
+    assert ev["spent_usd"][0] == pytest.approx(10 * BIG_COST)
+    # other tenants are not affected; a new day resets the budget
+    assert svc.process(frame(["fine 98"], start=100, tenant="globex")).results["model_tier"][0] == "primary"
+    svc.clock.advance(86400)  # type: ignore[attr-defined]
+    assert svc.process(frame(["fine 99"], start=200)).results["model_tier"][0] == "primary"
+    svc.close()
+
+
+def test_budget_next_tier_tries_a_cheaper_model_and_local_mode_skips_it(server: OpenAITestServer, tmp_path: Path) -> None:
+    chain = ["primary", "secondary", "local"]
+    budgets = {"per_source_daily_usd": {"tickets": 0.0005}}  # below one big-model call, above a small one
+    svc = ModelService(config(server, tmp_path / "a", chain=chain, budgets=budgets))
+    row = svc.process(frame(["fine"])).results.row(0, named=True)
+    assert row["model_tier"] == "secondary" and row["model_fallback_reasons"] == ["primary:budget"]
+    assert row["model_budget_event"] == "source_daily_budget_exhausted"
+    svc.close()
+    svc = ModelService(config(server, tmp_path / "b", chain=chain, budgets={**budgets, "on_exhausted": "local"}))
+    row = svc.process(frame(["fine"])).results.row(0, named=True)
+    assert row["model_tier"] == "local" and row["model_fallback_reasons"] == ["primary:budget", "secondary:budget"]
+    svc.close()
+
+
+def test_budget_within_one_batch_never_overspends(server: OpenAITestServer, tmp_path: Path) -> None:
+    # The server's default usage is the real prompt size and a short answer: the reservation
+    # (estimated prompt + max_output_tokens) is an upper bound, so a batch cannot overspend.
+    svc = ModelService(config(server, tmp_path, budgets={"default_tenant_daily_usd": 0.02}))
+    out = svc.process(frame([f"fine {i:02d}" for i in range(30)])).results
+    n_primary = out["model_tier"].to_list().count("primary")
+    assert 0 < n_primary < 30 and out["model_cost_usd"].sum() <= 0.02
+    assert svc.ledger is not None and svc.ledger.spend(svc.budgets.day())[("tenant", "acme")] == pytest.approx(out["model_cost_usd"].sum())
+    # reservations were replaced by actual costs, which were lower: a later batch uses the rest
+    later = svc.process(frame([f"later {i:02d}" for i in range(30)], start=100)).results
+    assert later["model_tier"].to_list().count("primary") > 0
+    assert out["model_cost_usd"].sum() + later["model_cost_usd"].sum() <= 0.02
+    svc.close()
+
+
+def test_cache_hit_records_cost_avoided(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(usage=FIXED_USAGE)
+    svc = ModelService(config(server, tmp_path))
+    first = svc.process(frame(["the same words"], start=0)).results.row(0, named=True)
+    second = svc.process(frame(["the same words"], start=1)).results.row(0, named=True)
+    assert first["model_cached"] is False and first["model_cost_usd"] == pytest.approx(BIG_COST)
+    assert second["model_cached"] is True and second["model_cost_usd"] == 0.0
+    assert second["model_cost_saved_usd"] == pytest.approx(BIG_COST) and second["model_label"] == first["model_label"]
+    assert len(server.log) == 1
+    svc.close()
+
+
+def test_replayed_event_is_not_sent_again_and_adds_no_spend(server: OpenAITestServer, tmp_path: Path) -> None:
+    server.update(usage=FIXED_USAGE)
+    cfg = config(server, tmp_path, cache={"enabled": False}, budgets={"default_tenant_daily_usd": 100.0})
+    svc = ModelService(cfg)
+    df = frame([f"text {i}" for i in range(20)])
+    first = svc.process(df).results
+    day = svc.budgets.day()
+    spend_before = svc.ledger.spend(day)  # type: ignore[union-attr]
+    svc.close()
+    cost_metric = metrics.COST.labels(backend="openai", model="big-model", tier="primary")
+    cost_before = cost_metric._value.get()
+    # a restart replays the same coordinates
+    svc2 = ModelService(cfg)
+    again = svc2.process(df).results
+    assert len(server.log) == 20  # no new request
+    assert again["model_replayed"].all() and not first["model_replayed"].any()
+    cols = [c for c in MODEL_OUTPUT_SCHEMA if c != "model_replayed"]
+    assert again.select(cols).equals(first.select(cols))
+    assert svc2.ledger.spend(day) == spend_before  # type: ignore[union-attr]
+    assert svc2.budgets.spent[(day, "tenant", "acme")] == pytest.approx(20 * BIG_COST)  # resumed from the ledger
+    assert cost_metric._value.get() == cost_before
+    # a different model configuration is a different ledger key: it calls again
+    cfg3 = config(server, tmp_path, cache={"enabled": False}, backends={**cfg.model_dump()["backends"], "primary": {**cfg.model_dump()["backends"]["primary"], "model": "small-model"}})
+    svc3 = ModelService(cfg3)
+    assert not svc3.process(df.head(2)).results["model_replayed"].any()
+    assert len(server.log) == 22
+    svc2.close()
+    svc3.close()
+
+
+def test_ledger_is_pruned_past_its_retention(server: OpenAITestServer, tmp_path: Path) -> None:
+    clock = FakeClock()
+    svc = ModelService(config(server, tmp_path, ledger={"path": str(tmp_path / "l.sqlite"), "retention_s": 60, "prune_every": 1}), clock)
+    svc.process(frame(["a"], start=0))
+    clock.advance(61)
+    svc.process(frame(["b"], start=1))
+    assert svc.ledger is not None and len(svc.ledger) == 1
+    svc.close()
+
+
+def test_local_only_rows_are_not_written_to_the_ledger(tmp_path: Path) -> None:
+    svc = ModelService(ModelsConfig.model_validate({"ledger": {"path": str(tmp_path / "l.sqlite")}}))
+    out = svc.process(pl.DataFrame({"text": ["good"], "src_topic": ["t"], "src_partition": [0], "src_offset": [1]})).results
+    assert out["model_tier"][0] == "local" and svc.ledger is not None and len(svc.ledger) == 0
+    svc.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"chain": ["primry"]}, "chain[0]: unknown backend 'primry'"),
+        ({"task": "nope"}, "task: unknown task 'nope'"),
+        ({"backends": {"x": {"kind": "openai", "model": "m"}}, "chain": ["x"]}, "backends.x.base_url"),
+        ({"tasks": {"t": {"kind": "classification"}}}, "needs `categories`"),
+        ({"tasks": {"t": {"kind": "extraction", "json_schema": {"type": "nonsense"}}}}, "not a valid JSON schema"),
+        ({"batching": {"max_rows": 0}}, "models.batching.max_rows"),
+        ({"cache": {"ttl": 5}}, "models.cache.ttl"),
+    ],
+)
+def test_config_errors_name_the_bad_key(overrides: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={}, overrides={"models": overrides})
+    assert needle in str(err.value)
+
+
+def test_unknown_backend_kind_fails_at_start_up(tmp_path: Path) -> None:
+    cfg = ModelsConfig.model_validate({"backends": {"x": {"kind": "nope"}}, "chain": ["x"], "ledger": {"enabled": False}})
+    with pytest.raises(ValueError, match=r"models.backends.x.kind: unknown backend kind 'nope'"):
+        ModelService(cfg)

@@ -1,0 +1,149 @@
+"""Alert engine state machine and the signed webhook (against a real loopback HTTP server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from driftline.clock import FakeClock
+from driftline.config import ConfigError, load_config
+from driftline.config.monitoring import MonitoringConfig
+from driftline.operators.alerts import AlertEngine, AlertWebhook, register_rule_kind, RULE_KINDS, verify
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def row(minute: int, **stats: Any) -> dict[str, Any]:
+    start = T0 + timedelta(minutes=minute)
+    base = {"key": "source=a|model=m", "source": "a", "model": "m", "window_start": start, "window_end": start + timedelta(minutes=1), "model_calls": 100, "drift": []}
+    base.update(stats)
+    return base
+
+
+def states(alerts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(a["rule"], a["state"]) for a in alerts]
+
+
+def test_fires_once_resolves_and_respects_cooldown() -> None:
+    eng = AlertEngine(MonitoringConfig(), FakeClock())
+    assert states(eng.evaluate(row(0, latency_p95_ms=100.0))) == []
+    assert states(eng.evaluate(row(1, latency_p95_ms=2500.0))) == [("latency_p95_high", "firing")]
+    assert states(eng.evaluate(row(2, latency_p95_ms=3000.0))) == []  # once
+    assert states(eng.evaluate(row(3, latency_p95_ms=None))) == []  # unknown: no change
+    assert states(eng.evaluate(row(4, latency_p95_ms=100.0))) == [("latency_p95_high", "resolved")]
+    assert states(eng.evaluate(row(5, latency_p95_ms=2500.0))) == []  # within 15 min cool-down
+    assert states(eng.evaluate(row(6, latency_p95_ms=100.0))) == []  # never re-fired: nothing to resolve
+    assert states(eng.evaluate(row(17, latency_p95_ms=2500.0))) == [("latency_p95_high", "firing")]
+
+
+def test_every_default_rule_and_drift_kind() -> None:
+    eng = AlertEngine(MonitoringConfig(), FakeClock())
+    bad = row(
+        0,
+        latency_p95_ms=2100.0,
+        latency_p99_ms=5100.0,
+        error_rate=0.06,
+        cost_per_request_usd=0.02,
+        confidence_drift_rel=0.11,
+        budget_exhausted_calls=1,
+        drift=[{"feature": "f_chars", "psi": 0.1}, {"feature": "f_lang", "psi": 0.3}],
+    )
+    fired = eng.evaluate(bad)
+    assert sorted(a["rule"] for a in fired) == sorted(r.name for r in MonitoringConfig().alerts.rules)
+    psi_alert = next(a for a in fired if a["rule"] == "feature_psi_high")
+    assert psi_alert["detail"] == "f_lang" and psi_alert["value"] == 0.3
+    good = row(1, latency_p95_ms=1.0, latency_p99_ms=1.0, error_rate=0.0, cost_per_request_usd=0.001, confidence_drift_rel=0.0, budget_exhausted_calls=0, drift=[{"feature": "f_lang", "psi": 0.01}])
+    assert sorted(s for _, s in states(eng.evaluate(good))) == ["resolved"] * 7
+
+
+def test_min_calls_skips_windows_without_calls() -> None:
+    eng = AlertEngine(MonitoringConfig(), FakeClock())
+    assert eng.evaluate(row(0, model_calls=0, error_rate=None)) == []
+
+
+def test_bad_rules_fail_at_startup_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"monitoring.alerts.rules\[0\].*no_such_metric"):
+        load_config(None, env={}, overrides={"monitoring": {"alerts": {"rules": [{"name": "x", "metric": "no_such_metric", "threshold": 1}]}}})
+    with pytest.raises(ConfigError, match="comparison"):
+        load_config(None, env={}, overrides={"monitoring": {"alerts": {"rules": [{"name": "x", "metric": "errors", "comparison": "~", "threshold": 1}]}}})
+
+
+def test_registered_kind_is_one_function() -> None:
+    @register_rule_kind("double_errors")
+    def _double(rule, r):  # type: ignore[no-untyped-def]
+        return (2.0 * r["errors"], None) if r.get("errors") is not None else None
+
+    try:
+        cfg = MonitoringConfig.model_construct(**{**MonitoringConfig().__dict__})
+        rule = MonitoringConfig().alerts.rules[0].model_copy(update={"name": "dbl", "kind": "double_errors", "metric": "errors", "threshold": 5.0, "min_calls": 0})
+        cfg.alerts = cfg.alerts.model_copy(update={"rules": [rule]})
+        eng = AlertEngine(cfg, FakeClock())
+        assert states(eng.evaluate(row(0, errors=3))) == [("dbl", "firing")]
+    finally:
+        RULE_KINDS.pop("double_errors")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[tuple[bytes, dict[str, str]]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).fail_first > 0:
+            type(self).fail_first -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        type(self).received.append((body, dict(self.headers)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def receiver():  # type: ignore[no-untyped-def]
+    _Receiver.received = []
+    _Receiver.fail_first = 0
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_webhook_posts_signed_alertmanager_payload(receiver) -> None:  # type: ignore[no-untyped-def]
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/api/v2/alerts"
+    cfg = MonitoringConfig(alerts={"webhook_url": url})
+    eng = AlertEngine(cfg, FakeClock())
+    fired = eng.evaluate(row(0, error_rate=0.5))
+    resolved = eng.evaluate(row(1, error_rate=0.0))
+    _Receiver.fail_first = 1  # one 503, then success after a retry
+    sleeps: list[float] = []
+    hook = AlertWebhook(cfg, secret=b"s3cret", sleep=sleeps.append)
+    assert hook.send(fired + resolved)
+    assert sleeps == [0.5]
+    body, headers = _Receiver.received[0]
+    assert verify(body, b"s3cret", headers["X-Driftline-Signature"])
+    assert not verify(body, b"other", headers["X-Driftline-Signature"])
+    payload = json.loads(body)
+    assert [p["labels"]["alertname"] for p in payload] == ["error_rate_high", "error_rate_high"]
+    assert payload[0]["labels"]["severity"] == "critical" and payload[0]["labels"]["source"] == "a"
+    assert "endsAt" not in payload[0] and payload[1]["endsAt"] == "2026-01-01T00:02:00Z"
+    assert payload[1]["startsAt"] == "2026-01-01T00:00:00Z"
+    hook.close()
+
+
+def test_webhook_failure_is_reported_not_raised() -> None:
+    cfg = MonitoringConfig(alerts={"webhook_url": "http://127.0.0.1:9/none", "webhook_retries": 1, "webhook_timeout_seconds": 0.5})
+    hook = AlertWebhook(cfg, secret=b"k", sleep=lambda s: None)
+    eng = AlertEngine(cfg, FakeClock())
+    assert hook.send(eng.evaluate(row(0, error_rate=0.5))) is False
+    assert hook.failed == 1

@@ -1,0 +1,188 @@
+"""Drift statistics equal numpy/scipy reference computations; profiles; warm-up references."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chisquare, ks_2samp, wasserstein_distance
+
+from driftline.config import ConfigError, load_config
+from driftline.config.monitoring import DriftFeature, MonitoringConfig
+from driftline.operators.aggregate import accumulate, metrics_row
+from driftline.operators.drift import (
+    DriftMonitor,
+    ProfileFile,
+    bin_counts,
+    build_profile,
+    chisquare_pvalue,
+    choose_method,
+    compare,
+    confidence_level,
+    js_distance,
+    ks_statistic,
+    profile_from_accumulators,
+    psi,
+    psi_level,
+    quantile_edges,
+    wasserstein_normed,
+)
+
+RNG = np.random.default_rng(42)
+REF = RNG.normal(100, 15, 800)
+CUR = RNG.normal(110, 20, 600)
+EPS = 1e-4
+
+
+def numpy_psi(ref: np.ndarray, cur: np.ndarray, bins: int = 10) -> float:
+    """Independent reference: histogram over quantile edges with open outer bins."""
+    inner = np.unique(np.percentile(ref, np.arange(1, bins) * 100.0 / bins))
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    r = np.array([np.sum((ref >= lo) & (ref < hi)) for lo, hi in zip(edges[:-1], edges[1:])], float) / ref.size
+    c = np.array([np.sum((cur >= lo) & (cur < hi)) for lo, hi in zip(edges[:-1], edges[1:])], float) / cur.size
+    r[r == 0] = EPS
+    c[c == 0] = EPS
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def test_psi_equals_numpy_reference() -> None:
+    edges = quantile_edges(REF, 10)
+    got = psi(bin_counts(edges, REF), bin_counts(edges, CUR), EPS)
+    assert got == pytest.approx(numpy_psi(REF, CUR), abs=1e-6)
+    assert psi(bin_counts(edges, REF), bin_counts(edges, REF[::-1])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_psi_stays_finite_with_empty_bins() -> None:
+    edges = quantile_edges(REF, 10)
+    far = np.full(100, 1e6)
+    got = psi(bin_counts(edges, REF), bin_counts(edges, far), EPS)
+    assert np.isfinite(got) and got == pytest.approx(numpy_psi(REF, far), abs=1e-6)
+
+
+def test_ks_equals_scipy() -> None:
+    assert ks_statistic(REF, CUR) == pytest.approx(ks_2samp(REF, CUR).statistic, abs=1e-6)
+    ints_a, ints_b = RNG.integers(0, 20, 500), RNG.integers(3, 25, 300)  # with ties
+    assert ks_statistic(ints_a, ints_b) == pytest.approx(ks_2samp(ints_a, ints_b).statistic, abs=1e-6)
+
+
+def test_js_equals_scipy() -> None:
+    p = {"en": 70, "de": 20, "fr": 10}
+    q = {"en": 30, "de": 30, "es": 40}
+    keys = sorted(set(p) | set(q))
+    ref = jensenshannon([p.get(k, 0) for k in keys], [q.get(k, 0) for k in keys])
+    assert js_distance(p, q) == pytest.approx(ref, abs=1e-6)
+    assert js_distance(p, p) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_wasserstein_and_chisquare_equal_scipy() -> None:
+    assert wasserstein_normed(REF, CUR) == pytest.approx(wasserstein_distance(REF, CUR) / np.std(REF), abs=1e-6)
+    ref, cur = {"a": 50, "b": 30, "c": 20}, {"a": 40, "b": 40, "c": 20}
+    exp = np.array([0.5, 0.3, 0.2]) * 100
+    assert chisquare_pvalue(ref, cur) == pytest.approx(chisquare([40, 40, 20], exp).pvalue, abs=1e-6)
+
+
+def test_levels_and_auto_method() -> None:
+    d = MonitoringConfig().drift
+    assert [psi_level(v, d) for v in (0.05, 0.1, 0.3)] == ["none", "moderate", "significant"]
+    assert [confidence_level(v, d) for v in (0.01, 0.05, 0.12, 0.2)] == ["none", "minor", "moderate", "significant"]
+    assert choose_method("numeric", 500, 100, d) == "ks"
+    assert choose_method("numeric", 5000, 100, d) == "wasserstein"
+    assert choose_method("numeric", 500, 3, d) == "chisquare"
+    assert choose_method("categorical", 5000, 10, d) == "jensenshannon"
+
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+FEATS = [DriftFeature(name="f_chars", kind="numeric"), DriftFeature(name="f_lang", kind="categorical")]
+
+
+def window_frame(values: np.ndarray, langs: list[str], conf: np.ndarray) -> pl.DataFrame:
+    n = len(values)
+    return pl.DataFrame(
+        {"event_time": [T0] * n, "source": ["s"] * n, "model_name": ["m"] * n, "f_chars": values, "f_lang": langs, "model_confidence": conf, "model_label": ["pos"] * n}
+    )
+
+
+def test_compare_through_profile_equals_references() -> None:
+    cfg = MonitoringConfig(exact_quantile_limit=10_000)
+    ref_langs = RNG.choice(["en", "de"], REF.size, p=[0.8, 0.2]).tolist()
+    cur_langs = RNG.choice(["en", "de", "fr"], CUR.size, p=[0.5, 0.3, 0.2]).tolist()
+    ref_conf, cur_conf = RNG.uniform(0.6, 1, REF.size), RNG.uniform(0.4, 0.9, CUR.size)
+    ref_acc = accumulate(window_frame(REF, ref_langs, ref_conf), cfg, FEATS)
+    cur_acc = accumulate(window_frame(CUR, cur_langs, cur_conf), cfg, FEATS)
+    prof = build_profile(ref_acc, "r1", cfg, FEATS)
+    res = compare(prof, cur_acc, cfg, FEATS)
+    by = {e["feature"]: e for e in res["drift"]}
+    assert by["f_chars"]["psi"] == pytest.approx(numpy_psi(REF, CUR), abs=1e-6)
+    assert by["f_chars"]["ks"] == pytest.approx(ks_2samp(REF, CUR).statistic, abs=1e-6)
+    assert by["f_chars"]["method"] == "ks" and by["f_chars"]["drifted"]
+    assert by["model_confidence"]["psi"] == pytest.approx(numpy_psi(ref_conf, cur_conf), abs=1e-6)
+    langs = sorted({*ref_langs, *cur_langs})
+    js_ref = jensenshannon([ref_langs.count(k) for k in langs], [cur_langs.count(k) for k in langs])
+    assert by["f_lang"]["js"] == pytest.approx(js_ref, abs=1e-6)
+    assert res["confidence_drift_rel"] == pytest.approx(abs(cur_conf.mean() - ref_conf.mean()) / ref_conf.mean(), abs=1e-9)
+    assert res["psi_max"] == max(e["psi"] for e in res["drift"] if e["psi"] is not None)
+    # the file form gives the same answers and merges counts
+    pf = profile_from_accumulators({"*": ref_acc}, cfg, features=FEATS)
+    tmp = __import__("tempfile").mktemp(suffix=".json")
+    pf.save(tmp)
+    loaded = ProfileFile.load(tmp)
+    again = compare(loaded.for_key("source=s|model=m"), cur_acc, cfg, FEATS)
+    assert again["psi_max"] == pytest.approx(res["psi_max"], abs=1e-12)
+    assert loaded.for_key("x").reference_id.startswith("profile:")
+    fp = loaded.profiles["*"].features["f_chars"]
+    n0 = sum(fp.counts)
+    fp.merge(loaded.profiles["*"].features["f_chars"].__class__.from_dict(fp.to_dict()))
+    assert sum(fp.counts) == 2 * n0
+
+
+def test_warmup_reference_is_built_once_from_first_windows() -> None:
+    cfg = MonitoringConfig(drift={"warmup_windows": 2, "features": [f.model_dump() for f in FEATS]})
+    mon = DriftMonitor(cfg)
+    rows = []
+    for i in range(4):
+        vals = RNG.normal(100, 10, 1000) if i < 3 else RNG.normal(200, 10, 1000)
+        acc = accumulate(window_frame(vals, ["en"] * 1000, RNG.uniform(0.7, 0.9, 1000)), cfg)
+        start = T0 + timedelta(minutes=i)
+        rows.append(mon.on_window(metrics_row(acc, start, start + timedelta(minutes=1), ("s", "m"), cfg), acc))
+    assert [r["reference_id"] is None for r in rows] == [True, True, False, False]
+    assert rows[2]["reference_id"] == rows[3]["reference_id"]
+    assert rows[2]["psi_max"] < 0.1 and rows[3]["psi_max"] > 0.25
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="monitoring.drift.features"):
+        load_config(None, env={}, overrides={"monitoring": {"drift": {"features": [{"name": "x", "kind": "categorical", "method": "ks"}]}}})
+    with pytest.raises(ConfigError, match="monitoring.drift"):
+        load_config(None, env={}, overrides={"monitoring": {"drift": {"reference": "profile"}}})
+
+
+def test_profile_command_builds_a_loadable_profile(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from driftline.cli import main
+
+    n = 3000
+    rng = np.random.default_rng(3)
+    df = pl.DataFrame(
+        {
+            "event_time": [T0 + timedelta(seconds=i) for i in range(n)],
+            "source": rng.choice(["a", "b"], n).tolist(),
+            "model_name": ["m"] * n,
+            "f_chars": rng.normal(100, 10, n),
+            "f_lang": rng.choice(["en", "de"], n).tolist(),
+            "model_confidence": rng.uniform(0.5, 1, n),
+        }
+    ).with_columns(pl.col("event_time").dt.cast_time_unit("ms"))
+    df.write_parquet(tmp_path / "part.parquet")
+    out = tmp_path / "ref.json"
+    assert main(["profile", "--input", str(tmp_path / "*.parquet"), "--output", str(out)]) == 0
+    pf = ProfileFile.load(out)
+    assert set(pf.profiles) == {"*", "source=a|model=m", "source=b|model=m"}
+    star = pf.profiles["*"].features["f_chars"]
+    assert sum(star.counts) == n and len(star.edges) == 9
+    cfg = MonitoringConfig(drift={"reference": "profile", "profile_path": str(out)})
+    mon = DriftMonitor(cfg)
+    acc = accumulate(window_frame(RNG.normal(100, 10, 500), ["en"] * 500, RNG.uniform(0.5, 1, 500)), cfg)
+    row = mon.on_window(metrics_row(acc, T0, T0, ("s", "m"), cfg), acc)
+    assert row["reference_id"].startswith("profile:") and row["psi_max"] is not None
