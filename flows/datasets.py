@@ -13,6 +13,9 @@ import pyarrow as pa
 
 from driftline.config import PipelineConfig
 from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
+from driftline.operators.features import feature_columns, feature_schema
+from driftline.operators.pii import audit_schema, pii_output_schema
+from driftline.operators.sanitize import SANITIZE_COLUMNS
 from collections.abc import Callable
 
 from driftline.sinks.parquet import DatasetSpec
@@ -51,13 +54,17 @@ def arrow_schema(columns: dict[str, pl.DataType], *, required: tuple[str, ...] =
 
 
 def enriched_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
-    """Columns of the ``enriched`` dataset, in order."""
-    return {name: dtype for name, dtype in EVENT_SCHEMA.items() if name not in NEVER_STORED}
+    """Columns of the ``enriched`` dataset, in order: the event, then what each stage adds."""
+    cols = {name: dtype for name, dtype in EVENT_SCHEMA.items() if name not in NEVER_STORED}
+    cols.update(pii_output_schema(cfg))
+    cols.update(feature_columns(feature_schema(cfg.features)))
+    cols.update({k: v for k, v in SANITIZE_COLUMNS.items() if k != "model_input"})  # what was sent: hash and length
+    return cols
 
 
 def rejected_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
-    """Columns of the ``rejected`` dataset: reasons and coordinates; ``text`` only once masked."""
-    return {name: dtype for name, dtype in REJECT_SCHEMA.items() if name not in NEVER_STORED and name != "text"}
+    """Columns of the ``rejected`` dataset: reasons, coordinates and the masked text."""
+    return {name: dtype for name, dtype in REJECT_SCHEMA.items() if name not in NEVER_STORED}
 
 
 @dataset("enriched")
@@ -68,3 +75,10 @@ def enriched_spec(cfg: PipelineConfig) -> DatasetSpec:
 @dataset("rejected")
 def rejected_spec(cfg: PipelineConfig) -> DatasetSpec:
     return DatasetSpec(name="rejected", schema=arrow_schema(rejected_columns(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="src_timestamp")
+
+
+@dataset("audit")
+def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
+    """One row per event the privacy stage saw: entity types and counts, classification,
+    DLP rules fired, outcome; never a value."""
+    return DatasetSpec(name="audit", schema=arrow_schema(audit_schema(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="processed_at")

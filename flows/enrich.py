@@ -38,10 +38,13 @@ from driftline.config import PipelineConfig
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
 from driftline.operators.decode import RawRecord, decode_batch
+from driftline.operators.features import FeatureEngine, features_batch
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited
+from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
-from driftline.flows.datasets import enriched_spec, rejected_spec
+from driftline.flows.datasets import audit_spec, enriched_spec, rejected_spec
 
 FLOW = "enrich"
 
@@ -85,18 +88,31 @@ def build_enrich_flow(cfg: PipelineConfig, *, io: EnrichIO | None = None, drain:
     clock = clock or SystemClock()
     io = io or kafka_io(cfg, drain=drain)
     validator = Validator.from_config(cfg.validation)
+    masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
+    features = FeatureEngine.from_config(cfg.features)
+    sanitizer = Sanitizer.from_config(cfg.features)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={})
 
     flow = Dataflow("driftline_enrich")
     raw = op.input("kafka_in", flow, io.source)
     batches = op.map("decode", raw, lambda recs: decode_batch(recs, cfg.decode, clock.now()))
     batches = op.map("validate", batches, lambda b: validate_batch(b, validator, clock.now()))
+    masked = op.map("mask_pii", batches, lambda b: mask_batch_audited(b, masker))
+    audit = op.map("audit_rows", masked, lambda pair: pair[1])
+    batches = op.map("masked_batch", masked, lambda pair: pair[0])
+    batches = op.map("features", batches, lambda b: features_batch(b, features))
 
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
     valid = op.map("valid_rows", batches, _valid_rows)
+    valid = op.map("sanitize", valid, lambda f: sanitize_frame(f, sanitizer))
 
-    op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
+    if cfg.privacy.mask_dead_letter:
+        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(masker.mask_payloads(f["raw"]).alias("raw")))
+    else:
+        dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
+    op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
     parquet_output("rejected_parquet", rejected, ParquetDatasetSink(rejected_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
+    parquet_output("audit_parquet", audit, ParquetDatasetSink(audit_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
     parquet_output("enriched_parquet", valid, ParquetDatasetSink(enriched_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
     if io.output is not None:
         columns = list(enriched_spec(cfg).schema.names)

@@ -214,6 +214,8 @@ class ColumnsConfig(BaseModel):
     injection_score: str = Field("inj_risk_score", description="Prompt-injection risk score in [0, 1].")
     injection_threshold: float = Field(0.5, ge=0, le=1, description="Score at or above which an event counts as an injection attempt.")
     budget_error_class: str = Field("budget_exhausted", description="Error class meaning a budget refused the call.")
+    fallback_reasons: str = Field("model_fallback_reasons", description="List column of reasons a tier was skipped.")
+    budget_fallback_reason: str = Field("budget", description="Fallback reason meaning a budget refused a tier; such rows count as budget_exhausted_calls.")
     primary_tier: str = Field("primary", description="Tier name of the first choice; other tiers count as fallbacks.")
 
 

@@ -151,6 +151,7 @@ class ModelService:
             if backend.remote and not priced:
                 log.warning(orjson.dumps({"event": "model_unpriced", "tier": name, "model": backend.model}).decode())
             self.tiers.append(Tier(i, name, backend, per_mtok, priced))
+        self._has_remote = any(t.backend.remote for t in self.tiers)  # only remote results are ever recorded
         self.cache = ResponseCache(config.cache.max_entries, config.cache.ttl_s, self.clock) if config.cache.enabled else None
         self.budgets = BudgetTracker(config.budgets, self.clock)
         self._prompt_chars: dict[str, int] = {}
@@ -203,7 +204,7 @@ class ModelService:
         rows = [_Row() for _ in range(n)]
 
         replayed: dict[int, dict[str, Any]] = {}
-        if self.ledger is not None and any(c is not None for c in coords):
+        if self.ledger is not None and self._has_remote and any(c is not None for c in coords):
             replayed = self.ledger.lookup(coords, self.config_hash)
         pending = [i for i in range(n) if i not in replayed]
         for tier in self.tiers:

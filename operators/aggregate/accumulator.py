@@ -170,10 +170,16 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
     called = None
     if c.model in has:
         called = pl.col(c.model).is_not_null()
+    budget = None
     if c.error_class in has:
         err = pl.col(c.error_class).is_not_null()
         called = err if called is None else (called | err)
-        exprs.append((pl.col(c.error_class) == c.budget_error_class).sum().alias("budget"))
+        budget = (pl.col(c.error_class) == c.budget_error_class).fill_null(False)
+    if c.fallback_reasons in has:
+        skipped = pl.col(c.fallback_reasons).list.contains(c.budget_fallback_reason).fill_null(False)
+        budget = skipped if budget is None else (budget | skipped)
+    if budget is not None:
+        exprs.append(budget.sum().alias("budget"))
     if called is not None:
         exprs.append(called.sum().alias("calls"))
     for name, col in (("in_tok", c.input_tokens), ("out_tok", c.output_tokens), ("pii", c.pii_total)):

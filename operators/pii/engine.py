@@ -164,7 +164,7 @@ class PiiMasker:
         texts = texts.cast(pl.Utf8)
         n = texts.len()
         frame = pl.DataFrame({"t": texts})
-        exprs = [pl.col("t").str.contains(s.pattern).fill_null(False).alias(f"s{i}") for i, s in enumerate(self._scanners)]
+        exprs = [pl.col("t").str.contains(s.candidate_pattern).fill_null(False).alias(f"s{i}") for i, s in enumerate(self._scanners)]
         exprs += [pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)]
         hits = frame.select(exprs) if exprs else pl.DataFrame()
         rules = {r.name: hits[f"r{j}"].rename(r.name) for j, r in enumerate(self.rules)}

@@ -1,11 +1,12 @@
 """PII recognizers: one small registered class per kind of value.
 
-A recognizer declares a ``pattern`` written in the subset of regex syntax that both
-Rust's ``regex`` crate (used by Polars to find candidate rows across a whole batch) and
-Python's :mod:`re` (used to locate the spans in those rows only) read the same way: no
-look-around, no back-references.  ``spans`` then runs the recognizer's validator on
-each candidate and yields the accepted ``(start, end)`` spans, which may be narrower
-than the regex match (a ``password=`` value, the user-info of a URL).
+A recognizer declares a ``pattern`` (Python :mod:`re`, run only on candidate rows to
+locate the spans) and a ``prefilter`` (Rust ``regex`` syntax, run by Polars over the
+whole batch to find the candidate rows; it must match every text the pattern matches,
+and is kept free of costly constructs such as Unicode ``\b``; by default it is the
+pattern itself).  ``accept`` then runs the recognizer's validator on each candidate and
+returns the accepted ``(start, end)`` spans, which may be narrower than the regex match
+(a ``password=`` value, the user-info of a URL).
 
 Adding an entity is one class::
 
@@ -23,8 +24,9 @@ Adding an entity is one class::
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -75,6 +77,8 @@ class Recognizer:
     name: ClassVar[str] = ""
     entity: ClassVar[str] = ""
     pattern: ClassVar[str] = ""
+    #: Rust-syntax superset of ``pattern`` for Polars (None: the pattern itself).
+    prefilter: ClassVar[str | None] = None
     #: Higher wins when two accepted spans overlap (then the longer, then the earlier).
     priority: ClassVar[int] = 50
     #: Reject spans glued to a larger token (letters/digits, or ``-./_#`` then letters/digits).
@@ -82,6 +86,11 @@ class Recognizer:
 
     def __init__(self, options: RecognizerOptions | None = None) -> None:
         self.options = options or RecognizerOptions()
+
+    @property
+    def candidate_pattern(self) -> str:
+        """The pattern Polars runs over the batch."""
+        return self.prefilter or self.pattern
 
     def compiled(self) -> re.Pattern[str]:
         """The Python form of :attr:`pattern` (compiled once by the masker)."""
@@ -151,16 +160,19 @@ def continues_digits(text: str, start: int, end: int) -> bool:
     return start > 1 and text[start - 1] in " -" and text[start - 2].isdigit()
 
 
+@functools.lru_cache(maxsize=64)
+def _words_regex(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
 def context_has(text: str, start: int, words: tuple[str, ...], window: int) -> bool:
     """True when one of ``words`` stands as a whole word in the ``window`` characters before ``start``."""
     if not words:
         return False
-    before = text[max(0, start - window) : start].lower()
-    return any(re.search(rf"\b{re.escape(w)}\b", before) for w in words)
+    return _words_regex(words).search(text, max(0, start - window), start) is not None
 
 
-def chunk_windows(text: str, start: int, end: int, seps: str = " ") -> list[Span]:
-    """Sub-spans of ``text[start:end]`` made of whole chunks (split on ``seps``), longest first."""
+def _chunks(text: str, start: int, end: int, seps: str) -> list[Span]:
     bounds: list[Span] = []
     i = start
     while i < end:
@@ -172,23 +184,46 @@ def chunk_windows(text: str, start: int, end: int, seps: str = " ") -> list[Span
         if j > i:
             bounds.append((i, j))
         i = j
-    if len(bounds) > 12:
-        bounds = bounds[:12]
+    return bounds[:12]
+
+
+def chunk_windows(text: str, start: int, end: int, seps: str = " ") -> list[Span]:
+    """Sub-spans of ``text[start:end]`` made of whole chunks (split on ``seps``), longest first."""
+    bounds = _chunks(text, start, end, seps)
     out = [(bounds[a][0], bounds[b][1]) for a in range(len(bounds)) for b in range(a, len(bounds))]
     out.sort(key=lambda s: (s[0] - s[1], s[0]))
     return out
 
 
-def best_windows(text: str, start: int, end: int, ok: callable, seps: str = " ") -> list[Span]:  # type: ignore[valid-type]
+def best_windows(
+    text: str, start: int, end: int, ok: Callable[[int, int], bool], seps: str = " ", digits: tuple[int, int] = (0, 10_000)
+) -> list[Span]:
     """Accepted chunk-aligned windows of a candidate: the whole candidate if ``ok``, else the
-    longest accepted window, then the remainders on each side, recursively."""
+    longest accepted window, then the remainders on each side, recursively.  Windows whose
+    count of digits falls outside ``digits`` (min, max) are not tried."""
     if start >= end:
         return []
-    if ok(start, end):
+    bounds = _chunks(text, start, end, seps)
+    counts = [sum(ch.isdigit() for ch in text[a:b]) for a, b in bounds]
+    lo, hi = digits
+    total = sum(counts)
+    if lo <= total <= hi and ok(start, end):
         return [(start, end)]
-    for s, e in chunk_windows(text, start, end, seps):
-        if (s, e) != (start, end) and ok(s, e):
-            return best_windows(text, start, s, ok, seps) + [(s, e)] + best_windows(text, e, end, ok, seps)
+    if len(bounds) < 2:
+        return []
+    windows = []
+    for a in range(len(bounds)):
+        n = 0
+        for b in range(a, len(bounds)):
+            n += counts[b]
+            if n > hi:
+                break
+            if n >= lo and (a, b) != (0, len(bounds) - 1):
+                windows.append((bounds[a][0], bounds[b][1]))
+    windows.sort(key=lambda w: (w[0] - w[1], w[0]))
+    for s, e in windows:
+        if ok(s, e):
+            return best_windows(text, start, s, ok, seps, digits) + [(s, e)] + best_windows(text, e, end, ok, seps, digits)
     return []
 
 
@@ -199,7 +234,8 @@ def best_windows(text: str, start: int, end: int, ok: callable, seps: str = " ")
 class Email(Recognizer):
     name = "email"
     entity = "EMAIL"
-    pattern = r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}\b"
+    pattern = r"(?<![\w.%+\-])[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)*\.[A-Za-z]{2,24}\b"
+    prefilter = "@"
     priority = 60
 
     def validate(self, value: str) -> bool:
@@ -225,6 +261,7 @@ class Phone(Recognizer):
     name = "phone"
     entity = "PHONE"
     pattern = r"(?:\+\s?|\(|\b)\d[\d ().\-]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,6})?"
+    prefilter = r"\d[\d ().\-]{5,22}\d"
     priority = 40
 
     def _ok(self, text: str, start: int, end: int) -> bool:
@@ -261,7 +298,7 @@ class Phone(Recognizer):
         return False
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
-        return best_windows(text, start, end, lambda s, e: self._ok(text, s, e))
+        return best_windows(text, start, end, lambda s, e: self._ok(text, s, e), digits=(7, 21))
 
     def normalize(self, value: str) -> str:
         m = _EXT.search(value)
@@ -279,6 +316,7 @@ class CreditCard(Recognizer):
     name = "credit_card"
     entity = "CREDIT_CARD"
     pattern = r"\b(?:\d[ \-]?){11,18}\d\b"
+    prefilter = r"(?:\d[ \-]?){11,18}\d"
     priority = 75
 
     def _ok(self, text: str, start: int, end: int, whole: bool) -> bool:
@@ -293,7 +331,7 @@ class CreditCard(Recognizer):
         return True
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
-        return best_windows(text, start, end, lambda s, e: self._ok(text, s, e, (s, e) == (start, end)), seps=" -")
+        return best_windows(text, start, end, lambda s, e: self._ok(text, s, e, (s, e) == (start, end)), seps=" -", digits=(12, 19))
 
     def normalize(self, value: str) -> str:
         return v.digits_of(value)
@@ -304,6 +342,7 @@ class UsSsn(Recognizer):
     name = "us_ssn"
     entity = "US_SSN"
     pattern = r"\b\d{3}[\- ]\d{2}[\- ]\d{4}\b"
+    prefilter = r"\d{3}[\- ]\d{2}[\- ]\d{4}"
     priority = 70
     check_boundaries = True
 
@@ -319,6 +358,7 @@ class Iban(Recognizer):
     name = "iban"
     entity = "IBAN"
     pattern = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"
+    prefilter = r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"
     priority = 80
 
     @staticmethod
@@ -354,6 +394,7 @@ class Ipv4(Recognizer):
     name = "ipv4"
     entity = "IP_ADDRESS"
     pattern = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
+    prefilter = r"(?:\d{1,3}\.){3}\d{1,3}"
     priority = 55
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -373,6 +414,7 @@ class Ipv6(Recognizer):
     name = "ipv6"
     entity = "IP_ADDRESS"
     pattern = r"(?:[0-9A-Fa-f]{0,4}:){2,8}[0-9A-Fa-f.]*"
+    prefilter = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"
     priority = 55
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -400,6 +442,7 @@ class UrlCredentials(Recognizer):
     name = "url_credentials"
     entity = "URL_CREDENTIALS"
     pattern = r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@]+:[^\s/@]+@"
+    prefilter = r"://[^\s/:@]+:[^\s/@]+@"
     priority = 95
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -418,6 +461,7 @@ class OpenAiStyleKey(_Secret):
 
     name = "openai_key"
     pattern = r"\bsk-[A-Za-z0-9_\-]{20,}"
+    prefilter = r"sk-[A-Za-z0-9_\-]{20,}"
 
     def validate(self, value: str) -> bool:
         return v.random_token_ok(value[3:], min_len=20)
@@ -427,36 +471,42 @@ class OpenAiStyleKey(_Secret):
 class AwsAccessKey(_Secret):
     name = "aws_access_key"
     pattern = r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"
+    prefilter = r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}"
 
 
 @register
 class GithubToken(_Secret):
     name = "github_token"
     pattern = r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})\b"
+    prefilter = r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{50}"
 
 
 @register
 class SlackToken(_Secret):
     name = "slack_token"
     pattern = r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"
+    prefilter = "xox"
 
 
 @register
 class StripeKey(_Secret):
     name = "stripe_key"
     pattern = r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"
+    prefilter = r"(?:sk|rk)_(?:live|test)_"
 
 
 @register
 class GoogleApiKey(_Secret):
     name = "google_api_key"
     pattern = r"\bAIza[0-9A-Za-z_\-]{35}"
+    prefilter = "AIza"
 
 
 @register
 class Jwt(_Secret):
     name = "jwt"
     pattern = r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{8,}"
+    prefilter = "eyJ"
     priority = 92
 
     def validate(self, value: str) -> bool:
@@ -472,6 +522,7 @@ class BearerToken(_Secret):
 
     name = "bearer_token"
     pattern = r"\b(?:[Bb]earer|BEARER|[Tt]oken|[Bb]asic)\s+[A-Za-z0-9._~+/\-]{12,}=*"
+    prefilter = r"(?:[Bb]earer|BEARER|[Tt]oken|[Bb]asic)\s+[A-Za-z0-9._~+/\-]{12}"
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
         m = _AUTH_VALUE.match(text, start, end)
@@ -495,6 +546,7 @@ class PrivateKeyBlock(_Secret):
 
     name = "private_key"
     pattern = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
+    prefilter = "PRIVATE KEY-----"
     priority = 100
     _end = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
     _body = re.compile(r"[A-Za-z0-9+/=\s:\-,]*")
@@ -508,7 +560,7 @@ class PrivateKeyBlock(_Secret):
 
 
 _ASSIGN_KEYS = (
-    r"password|passwd|passphrase|pwd|pass|secret|client_secret|api[_\-]?key|apikey|"
+    r"password|passwd|passphrase|pwd|secret|client_secret|api[_\-]?key|apikey|"
     r"access[_\-]?token|auth[_\-]?token|refresh[_\-]?token|secret[_\-]?key|private[_\-]?key|"
     r"aws_secret_access_key|token"
 )
@@ -521,6 +573,7 @@ class PasswordAssignment(_Secret):
 
     name = "password_assignment"
     pattern = rf"""(?i)\b(?:[a-z0-9]+[_.\-])*(?:{_ASSIGN_KEYS})["']?\s*[:=]\s*["']?[^\s"',;<>]{{3,}}"""
+    prefilter = rf"""(?i)(?:{_ASSIGN_KEYS})["']?\s*[:=]"""
     priority = 85
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:

@@ -169,6 +169,8 @@ def nanp_ok(value: str) -> bool:
     Area and exchange codes start with 2-9 (N11 codes are accepted: masking an unassigned
     number costs nothing, missing a real one leaks it)."""
     core = value.strip()
+    if not 10 <= sum(c.isdigit() for c in core) <= 11:
+        return False
     groups = [g for g in re.split(r"[\s().\-]+", core) if g]
     lens = [len(g) for g in groups]
     if lens and lens[0] == 1:

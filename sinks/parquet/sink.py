@@ -45,7 +45,7 @@ class ParquetSinkPartition(StatefulSinkPartition[pl.DataFrame, WriterState]):
         return self.writer.snapshot()
 
     def close(self) -> None:
-        self.writer.flush_all()
+        self.writer.close()
 
 
 class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):

@@ -74,9 +74,10 @@ _ALL = "_all"
 _TOPIC, _PARTITION, _OFFSET = KAFKA_KEY
 
 
-def _jlog(event: str, **fields: Any) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps({"event": event, **fields}, default=str))
+def _jlog(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """A JSON-lines log record (see driftline.logs): counts and ids only, never row data."""
+    if log.isEnabledFor(level):
+        log.log(level, event, extra={"fields": fields})
 
 
 def _jsonable(v: Any) -> Any:
@@ -165,6 +166,7 @@ class DatasetWriter:
         if resume is not None:
             for ipc in resume.buffers.values():
                 self._accept(pl.read_ipc(io.BytesIO(ipc)))
+            _jlog("sink_resumed", dataset=spec.name, writer=writer_id, restored_rows=self.buffered_rows, skipped_committed_rows=self.rows_replayed)
         self._update_gauge()
 
     # -- committed-key bookkeeping -------------------------------------------------
@@ -246,6 +248,11 @@ class DatasetWriter:
         for gk in list(self._groups):
             self._commit_group(gk, None)
         self._update_gauge()
+
+    def close(self) -> None:
+        """Commit everything and log the run's totals (end of a drained run)."""
+        self.flush_all()
+        _jlog("sink_closed", dataset=self.spec.name, writer=self.writer_id, rows_written=self.rows_written, rows_replayed=self.rows_replayed, files=self.files_committed)
 
     def snapshot(self) -> WriterState:
         """The uncommitted rows, so Bytewax's recovery covers them."""
@@ -373,4 +380,4 @@ class DatasetWriter:
         m.COMMIT_SECONDS.labels(name).observe(elapsed)
         lag = self.clock.now().timestamp() - oldest_us / 1_000_000
         m.COMMIT_LAG_SECONDS.labels(name).observe(max(lag, 0.0))
-        _jlog("sink_commit", dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4))
+        _jlog("sink_commit", logging.DEBUG, dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4))

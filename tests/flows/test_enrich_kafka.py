@@ -53,4 +53,4 @@ def test_every_event_lands_exactly_once(kafka_bootstrap: str, unique_topic, tmp_
 
     rejected = pl.read_parquet(str(tmp_path / "out" / "rejected" / "**" / "*.parquet"))
     assert rejected.height == len(malformed)
-    assert "raw" not in rejected.columns and "text" not in rejected.columns
+    assert "raw" not in rejected.columns and "src_key" not in rejected.columns

@@ -106,3 +106,18 @@ def test_sliding_panes() -> None:
         start, end = window_bounds(cfg, s.pane)
         assert end - start == timedelta(seconds=60)
         assert s.acc.first_event_time >= start and s.acc.last_event_time < start + timedelta(seconds=20)
+
+
+def test_budget_exhaustion_from_error_class_or_fallback_reason() -> None:
+    cfg = MonitoringConfig(key_dims=["source"])
+    f = pl.DataFrame(
+        {
+            "event_time": [T0] * 4,
+            "source": ["s"] * 4,
+            "model_name": ["m", "m", "rules", None],
+            "model_error_class": [None, "budget_exhausted", None, "timeout"],
+            "model_fallback_reasons": [[], [], ["budget"], None],
+        }
+    )
+    (s,) = slice_frame(f, cfg)
+    assert s.acc.budget_exhausted_calls == 2 and s.acc.model_calls == 4

@@ -194,7 +194,7 @@ def test_validation_end_to_end_on_the_broker(kafka_bootstrap: str, unique_topic,
 
     # The rejected dataset agrees with the topic and holds no raw text.
     rejected = pl.read_parquet(str(tmp_path / "out" / "rejected" / "**" / "*.parquet"))
-    assert "raw" not in rejected.columns and "text" not in rejected.columns
+    assert "raw" not in rejected.columns and "src_key" not in rejected.columns
     assert rejected.filter(pl.col("src_topic") != topic).height == 0
     table = {(p, o, s, tuple(c)) for p, o, s, c in rejected.select("src_partition", "src_offset", "stage", "reason_codes").iter_rows()}
     assert rejected.height == len(dlq)
