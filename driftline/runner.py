@@ -8,6 +8,7 @@ invisible in the outputs.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +17,26 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from driftline.config import PipelineConfig
 from driftline.logs import get_logger
 
 log = get_logger("runner")
+
+
+def state_home() -> Path:
+    """``$DRIFTLINE_HOME`` (default ``.driftline``): where local state lives by default."""
+    return Path(os.environ.get("DRIFTLINE_HOME", ".driftline")).resolve()
+
+
+def resolve_state_paths(cfg: PipelineConfig, state_dir: str | Path | None) -> PipelineConfig:
+    """Anchor relative state file paths (the model call ledger) in ``state_dir``,
+    else in :func:`state_home`; absolute paths are kept."""
+    ledger = Path(cfg.models.ledger.path)
+    if ledger.is_absolute():
+        return cfg
+    base = Path(state_dir).resolve() if state_dir is not None else state_home()
+    new_ledger = cfg.models.ledger.model_copy(update={"path": str(base / ledger.name)})
+    return cfg.model_copy(update={"models": cfg.models.model_copy(update={"ledger": new_ledger})})
 
 
 def ensure_recovery_dir(path: str | Path, partitions: int = 1) -> Path:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from driftline.config import PipelineConfig
 from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
+from driftline.models import model_output_schema
 from driftline.operators.features import feature_columns, feature_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
@@ -59,6 +60,7 @@ def enriched_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
     cols.update(pii_output_schema(cfg))
     cols.update(feature_columns(feature_schema(cfg.features)))
     cols.update({k: v for k, v in SANITIZE_COLUMNS.items() if k != "model_input"})  # what was sent: hash and length
+    cols.update(model_output_schema(cfg.models))
     return cols
 
 

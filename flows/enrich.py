@@ -24,6 +24,7 @@ Without Kafka, inject an in-memory source and sinks:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -35,9 +36,14 @@ from bytewax.outputs import Sink
 from driftline import __version__
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
+from driftline.runner import resolve_state_paths
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
+from driftline.flows.monitor import monitoring_specs
+from driftline.flows.windowing import AlertWebhookSink, window_monitor
+from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
+from driftline.operators.model_call import model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
@@ -61,6 +67,8 @@ class EnrichIO:
     source: Source[list[RawRecord]]
     dead_letter: Sink[Any]
     output: Sink[Any] | None
+    metrics: Sink[Any] | None = None
+    alerts: Sink[Any] | None = None
 
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
@@ -78,20 +86,31 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
         source=source,
         dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),
         output=KafkaRecordsSink(k.bootstrap_servers, k.output_topic, extra=k.extra),
+        metrics=KafkaRecordsSink(k.bootstrap_servers, k.metrics_topic, extra=k.extra),
+        alerts=KafkaRecordsSink(k.bootstrap_servers, k.alerts_topic, extra=k.extra),
     )
 
 
-def build_enrich_flow(cfg: PipelineConfig, *, io: EnrichIO | None = None, drain: bool = False, clock: Clock | None = None) -> Dataflow:
+def build_enrich_flow(
+    cfg: PipelineConfig, *, io: EnrichIO | None = None, drain: bool = False, clock: Clock | None = None, state_dir: str | Path | None = None
+) -> Dataflow:
     """Wire the enrich dataflow.  Everything heavy (rule compilation, pattern
     compilation, model loading) happens here, at start-up, so bad configuration fails
-    before the first record."""
+    before the first record.
+
+    ``state_dir`` holds the flow's own durable state besides Bytewax's snapshots (the
+    model call ledger); pass the recovery folder so both travel together.
+    """
     clock = clock or SystemClock()
+    cfg = resolve_state_paths(cfg, state_dir)
     io = io or kafka_io(cfg, drain=drain)
     validator = Validator.from_config(cfg.validation)
     masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
     features = FeatureEngine.from_config(cfg.features)
     sanitizer = Sanitizer.from_config(cfg.features)
-    run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={})
+    models = ModelService(cfg.models)
+    run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
+    sink = lambda spec: ParquetDatasetSink(spec, cfg.sinks, run_info=run_info, clock=clock)  # noqa: E731
 
     flow = Dataflow("driftline_enrich")
     raw = op.input("kafka_in", flow, io.source)
@@ -106,17 +125,39 @@ def build_enrich_flow(cfg: PipelineConfig, *, io: EnrichIO | None = None, drain:
     valid = op.map("valid_rows", batches, _valid_rows)
     valid = op.map("sanitize", valid, lambda f: sanitize_frame(f, sanitizer))
 
+    # Model calls: rows are grouped by count or waiting time; idle ticks (empty frames)
+    # bypass the batcher so time-based file flushes downstream keep moving.
+    keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), lambda _f: "models")
+    called = op.stateful_batch("model_call", keyed, model_call_builder("model_call", models, cfg.models.batching, clock))
+    results = op.map("model_results", called, lambda kv: kv[1].results)
+    ticks = op.filter("idle_ticks", valid, lambda f: f.height == 0)
+    scored = op.merge("scored", results, ticks)
+
     if cfg.privacy.mask_dead_letter:
         dlq_frames = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(masker.mask_payloads(f["raw"]).alias("raw")))
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
     op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
-    parquet_output("rejected_parquet", rejected, ParquetDatasetSink(rejected_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
-    parquet_output("audit_parquet", audit, ParquetDatasetSink(audit_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
-    parquet_output("enriched_parquet", valid, ParquetDatasetSink(enriched_spec(cfg), cfg.sinks, run_info=run_info, clock=clock))
+    parquet_output("rejected_parquet", rejected, sink(rejected_spec(cfg)))
+    parquet_output("audit_parquet", audit, sink(audit_spec(cfg)))
+    parquet_output("enriched_parquet", scored, sink(enriched_spec(cfg)))
     if io.output is not None:
         columns = list(enriched_spec(cfg).schema.names)
-        op.output("output_topic_out", op.map("output_records", valid, lambda f: json_records(f, columns, "event_id")), io.output)
+        rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
+        op.output("output_topic_out", op.map("output_records", rows_out, lambda f: json_records(f, columns, "event_id")), io.output)
+
+    # Per-window cost, latency, quality and drift; alerts.
+    win = window_monitor("windows", scored, cfg.monitoring, clock=clock)
+    specs = monitoring_specs(cfg)
+    parquet_output("metrics_parquet", win.metrics, sink(specs["metrics"]))
+    parquet_output("metrics_late_parquet", win.late, sink(specs["metrics_late"]))
+    parquet_output("alerts_parquet", win.alerts, sink(specs["alerts"]))
+    if io.metrics is not None:
+        op.output("metrics_topic_out", op.map("metrics_records", win.metrics, lambda f: json_records(f, list(f.columns), "key")), io.metrics)
+    if io.alerts is not None:
+        op.output("alerts_topic_out", op.map("alerts_records", win.alerts, lambda f: json_records(f, list(f.columns), "key")), io.alerts)
+    if cfg.monitoring.alerts.webhook_url:
+        op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(cfg.monitoring))
     return flow
 
 

@@ -51,6 +51,8 @@ from driftline.config.models import BatchingConfig
 from driftline.models.budget import budget_events_frame
 from driftline.models.service import ModelService
 
+_NO_EVENTS = budget_events_frame([])
+
 
 def call_models(frame: pl.DataFrame, service: ModelService) -> pl.DataFrame:
     """Run every row of ``frame`` through the model chain; same rows, same order, plus result columns.
@@ -132,7 +134,7 @@ class ModelCallLogic(StatefulBatchLogic[pl.DataFrame, ModelCallOutput, ModelCall
         return [
             ModelCallOutput(
                 results[0] if len(results) == 1 else pl.concat(results, how="vertical"),
-                pl.concat(events) if events else budget_events_frame([]),
+                pl.concat(events) if events else _NO_EVENTS,
             )
         ]
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     sent = produce(bootstrap, topic, args.events, seed=args.seed, invalid_rate=args.invalid_rate, pii_rate=args.pii_rate, progress=sys.stderr.isatty() and not args.json)
     produce_s = time.monotonic() - t0
-    flow_s = run_flow(build_enrich_flow(cfg, drain=True), recovery_dir=out / "recovery", epoch_interval=5.0)
+    flow_s = run_flow(build_enrich_flow(cfg, drain=True, state_dir=out / "recovery"), recovery_dir=out / "recovery", epoch_interval=5.0)
     datasets: dict[str, Any] = {}
     root = out / "datasets"
     for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     module_name, builder = FLOWS[args.flow]
-    flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain)
+    kwargs = {"state_dir": args.recovery_dir} if args.flow == "enrich" else {}
+    flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain, **kwargs)
     run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
     return 0

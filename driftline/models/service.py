@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.models import BackendConfig, ModelsConfig
@@ -68,7 +69,20 @@ MODEL_OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "model_budget_event": pl.Utf8,
 }
 
+_NO_EVENTS = budget_events_frame([])
 _RECORDED = [c for c in MODEL_OUTPUT_SCHEMA if c != "model_replayed"]
+
+
+def _list_column(name: str, values: list[list[str] | None]) -> pl.Series:
+    """A List(Utf8) column built through Arrow offsets (10x faster than from nested lists)."""
+    offsets = [0]
+    flat: list[str] = []
+    for v in values:
+        if v:
+            flat.extend(v)
+        offsets.append(len(flat))
+    arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.large_string()))
+    return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 
 def model_output_schema(cfg: ModelsConfig | None = None) -> dict[str, pl.DataType]:
@@ -176,11 +190,10 @@ class ModelService:
             tasks = frame["source"].replace_strict(self.config.task_by_source, default=self.config.task, return_dtype=pl.Utf8).to_list()
         else:
             tasks = [self.config.task] * n
-        private = pl.repeat(False, n, eager=True)
-        if "route_local" in frame.columns:
-            private = private | frame["route_local"].fill_null(False)
-        if "classification" in frame.columns:
-            private = private | (frame["classification"] == "restricted").fill_null(False)
+        # plain lists: a batch is ~64 rows, where one Polars call costs more than the loop
+        route_local = frame["route_local"].to_list() if "route_local" in frame.columns else [None] * n
+        classification = frame["classification"].to_list() if "classification" in frame.columns else [None] * n
+        private = [bool(r) or c == "restricted" for r, c in zip(route_local, classification)]
         tenants = frame["tenant"].to_list() if "tenant" in frame.columns else [None] * n
         sources = frame["source"].to_list() if "source" in frame.columns else [None] * n
         coords: list[Coord | None]
@@ -193,13 +206,13 @@ class ModelService:
             coords = [None] * n
         ids = frame["event_id"].to_list() if "event_id" in frame.columns else [None] * n
         keys = [f"{c[0]}:{c[1]}:{c[2]}" if c is not None else (e if e is not None else f"row-{i}") for i, (c, e) in enumerate(zip(coords, ids))]
-        return texts, tasks, private.to_list(), tenants, sources, coords, keys
+        return texts, tasks, private, tenants, sources, coords, keys
 
     def process(self, frame: pl.DataFrame) -> ModelBatchResult:
         """Add the result columns of :data:`MODEL_OUTPUT_SCHEMA` to ``frame`` (same rows, same order)."""
         n = frame.height
         if n == 0:
-            return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in MODEL_OUTPUT_SCHEMA.items()]), budget_events_frame([]))
+            return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in MODEL_OUTPUT_SCHEMA.items()]), _NO_EVENTS)
         texts, tasks, private, tenants, sources, coords, keys = self._inputs(frame)
         rows = [_Row() for _ in range(n)]
 
@@ -220,7 +233,7 @@ class ModelService:
         for e in events:
             metrics.BUDGET_EVENTS.labels(scope=e.scope).inc()
             log.warning(orjson.dumps({"event": "model_budget_exhausted", "scope": e.scope, "tier": e.tier, "action": e.action, "day": e.day}).decode())
-        return ModelBatchResult(results, budget_events_frame(events))
+        return ModelBatchResult(results, budget_events_frame(events) if events else _NO_EVENTS)
 
     # ------------------------------------------------------------------
     def _skip(self, tier: Tier, i: int, row: _Row, reason: str) -> None:
@@ -429,9 +442,10 @@ class ModelService:
                 cols[c][i] = v
             if row.remote:
                 row.record = {c: cols[c][i] for c in _RECORDED}
-        out = pl.DataFrame({c: pl.Series(c, cols[c], dtype=t) for c, t in MODEL_OUTPUT_SCHEMA.items()})
-        keep = [c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA]
-        return pl.concat([frame.select(keep), out], how="horizontal")
+        out = pl.DataFrame([_list_column("model_fallback_reasons", cols[c]) if c == "model_fallback_reasons" else pl.Series(c, cols[c], dtype=t) for c, t in MODEL_OUTPUT_SCHEMA.items()])
+        if any(c in MODEL_OUTPUT_SCHEMA for c in frame.columns):
+            frame = frame.select([c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA])
+        return frame.hstack(out)
 
     def _commit(self, rows: list[_Row], coords: list[Coord | None], tenants: list[str | None], sources: list[str | None]) -> None:
         if self.ledger is None:

@@ -32,7 +32,7 @@ def test_every_event_lands_exactly_once(kafka_bootstrap: str, unique_topic, tmp_
     valid = [e for e in sent if not e.defect]
     assert 25 <= len(malformed) <= 80  # ~5% of 1,000
 
-    run_flow(build_enrich_flow(cfg, drain=True), recovery_dir=tmp_path / "recovery", epoch_interval=2.0)
+    run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "recovery"), recovery_dir=tmp_path / "recovery", epoch_interval=2.0)
 
     enriched = pl.read_parquet(str(tmp_path / "out" / "enriched" / "**" / "*.parquet"))
     ids = enriched["event_id"].to_list()

@@ -163,7 +163,7 @@ def test_validation_end_to_end_on_the_broker(kafka_bootstrap: str, unique_topic,
     expected_refused = {ev.key for ev in sent if ev.stage}
     assert len(expected_refused) == 13 * PER_DEFECT
 
-    run_flow(build_enrich_flow(cfg, drain=True), recovery_dir=tmp_path / "recovery", epoch_interval=2.0)
+    run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "recovery"), recovery_dir=tmp_path / "recovery", epoch_interval=2.0)
 
     # Dead-letter topic: each refused record once, right stage and reason, original bytes.
     dlq = consume_all(kafka_bootstrap, dlq_topic)
