@@ -84,3 +84,25 @@ def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
     """One row per event the privacy stage saw: entity types and counts, classification,
     DLP rules fired, outcome; never a value."""
     return DatasetSpec(name="audit", schema=arrow_schema(audit_schema(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="processed_at")
+
+
+def _monitoring(name: str) -> SpecFactory:
+    def factory(cfg: PipelineConfig) -> DatasetSpec:
+        from driftline.flows.monitor import monitoring_specs
+
+        return monitoring_specs(cfg)[name]
+
+    factory.__doc__ = f"The ``{name}`` dataset of the windowed monitor (see docs/monitoring.md)."
+    return factory
+
+
+for _name in ("metrics", "metrics_late", "alerts"):
+    dataset(_name)(_monitoring(_name))
+
+
+@dataset("telemetry")
+def telemetry_dataset_spec(cfg: PipelineConfig) -> DatasetSpec:
+    """Masked model-call telemetry written by the monitor flow."""
+    from driftline.flows.monitor import telemetry_spec
+
+    return telemetry_spec(cfg)

@@ -146,10 +146,10 @@ class ModelCallLogic(StatefulBatchLogic[pl.DataFrame, ModelCallOutput, ModelCall
             if v.height:
                 self.state.segments.append((now, v))
                 self._waiting += v.height
-        chunks = []
-        while self._waiting >= self.max_rows:
-            chunks.append(self._take(self.max_rows))
-        return self._call(chunks), StatefulBatchLogic.RETAIN
+        # every full batch waiting is called now; the service hands them to the backends
+        # one batch (max_rows) at a time and commits them to the ledger together
+        full = self._waiting - self._waiting % self.max_rows
+        return self._call([self._take(full)] if full else []), StatefulBatchLogic.RETAIN
 
     def _flush(self) -> list[ModelCallOutput]:
         if not self._waiting:

@@ -169,7 +169,7 @@ class PrivacyConfig(BaseModel):
         default_factory=lambda: list(
             ("order", "invoice", "ticket", "tracking", "shipment", "parcel", "reference", "ref", "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build")
         ),
-        description="Words that, in the 24 characters before a bare digit run, mark it as not a phone or card number (unless a phone or card word is there too).",
+        description="Words that, as one of the two words right before a bare digit run, mark it as not a phone or card number (the nearer of these and a phone/card word such as 'call' or 'card' decides).",
     )
     default_level: Level = Field("internal", description="Classification of a record with no findings and no fired rule.")
     source_levels: dict[str, Level] = Field(default_factory=dict, description="Base classification per event source (overrides default_level).")

@@ -20,6 +20,7 @@ before the frame is returned.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter as _Counter
 from collections import defaultdict
 from collections.abc import Mapping
@@ -169,7 +170,9 @@ class ModelService:
         self.cache = ResponseCache(config.cache.max_entries, config.cache.ttl_s, self.clock) if config.cache.enabled else None
         self.budgets = BudgetTracker(config.budgets, self.clock)
         self._prompt_chars: dict[str, int] = {}
-        self.ledger = CallLedger(config.ledger.path, config.ledger.retention_s, config.ledger.prune_every) if config.ledger.enabled else None
+        # only results involving a remote call are recorded: a local-only chain needs no ledger
+        self.ledger = CallLedger(config.ledger.path, config.ledger.retention_s, config.ledger.prune_every) if config.ledger.enabled and self._has_remote else None
+        self._lock = threading.Lock()
         if self.ledger is not None and self.budgets.enabled:
             day = self.budgets.day()
             self.budgets.load(day, self.ledger.spend(day))
@@ -209,7 +212,14 @@ class ModelService:
         return texts, tasks, private, tenants, sources, coords, keys
 
     def process(self, frame: pl.DataFrame) -> ModelBatchResult:
-        """Add the result columns of :data:`MODEL_OUTPUT_SCHEMA` to ``frame`` (same rows, same order)."""
+        """Add the result columns of :data:`MODEL_OUTPUT_SCHEMA` to ``frame`` (same rows, same order).
+
+        Thread-safe: calls from several Bytewax worker threads sharing one service are serialized.
+        """
+        with self._lock:
+            return self._process(frame)
+
+    def _process(self, frame: pl.DataFrame) -> ModelBatchResult:
         n = frame.height
         if n == 0:
             return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in MODEL_OUTPUT_SCHEMA.items()]), _NO_EVENTS)
@@ -306,7 +316,10 @@ class ModelService:
             results = [ModelResult.failure("circuit_open", "circuit breaker is open", model_name=backend.model) for _ in todo]
         else:
             try:
-                results = backend.call_batch(requests)
+                step = self.config.batching.max_rows  # a backend never gets more than one batch at a time
+                results = []
+                for start in range(0, len(requests), step):
+                    results.extend(backend.call_batch(requests[start : start + step]))
                 if len(results) != len(requests):
                     raise RuntimeError(f"backend returned {len(results)} results for {len(requests)} requests")
             except Exception as exc:  # a bug in a backend must not drop events

@@ -12,7 +12,7 @@ How a batch is scanned:
    rows without findings are left as they are.
 
 >>> m = PiiMasker.from_config(PrivacyConfig(), key=b"0123456789abcdef0123")
->>> m.mask_series(pl.Series(["mail a.b@example.com, card 4111-1111-1111-1111"])).to_list()
+>>> m.mask_series(pl.Series(["mail a.b@example.com, card 4111-1111-1111-1111"])).to_list()  # doctest: +ELLIPSIS
 ['mail <EMAIL:...>, card <CREDIT_CARD:...>']
 """
 
@@ -253,12 +253,26 @@ class PiiMasker:
         return values.replace_strict(mapping, default=None, return_dtype=pl.Utf8).rename(values.name)
 
     def mask_payloads(self, raw: pl.Series) -> pl.Series:
-        """Masked copy of raw payload bytes (dead-letter masking): decoded as UTF-8 keeping
-        undecodable bytes as they are, masked as text, encoded again.  JSON stays valid JSON
-        (tokens hold no quote or backslash); Avro payloads are no longer decodable."""
-        as_text = pl.Series([None if b is None else b.decode("utf-8", "surrogateescape") for b in raw.to_list()], dtype=pl.Utf8)
-        masked = self.mask_series(as_text).to_list()
-        return pl.Series(raw.name, [None if t is None else t.encode("utf-8", "surrogateescape") for t in masked], dtype=pl.Binary)
+        """Masked copy of raw payload bytes (dead-letter masking).  UTF-8 payloads are masked as
+        text; other bytes are read one byte per character (Latin-1), so ASCII PII inside
+        binary data is still masked and every other byte is kept.  JSON stays valid JSON
+        (tokens hold no quote or backslash); masked Avro payloads are no longer decodable."""
+        decoded: list[str | None] = []
+        latin: list[bool] = []
+        for b in raw.to_list():
+            if b is None:
+                decoded.append(None)
+                latin.append(False)
+                continue
+            try:
+                decoded.append(b.decode("utf-8"))
+                latin.append(False)
+            except UnicodeDecodeError:
+                decoded.append(b.decode("latin-1"))
+                latin.append(True)
+        masked = self.mask_series(pl.Series(decoded, dtype=pl.Utf8)).to_list()
+        out = [None if t is None else t.encode("latin-1" if lat else "utf-8") for t, lat in zip(masked, latin)]
+        return pl.Series(raw.name, out, dtype=pl.Binary)
 
     # ------------------------------------------------------------------ internals
 

@@ -24,7 +24,6 @@ Adding an entity is one class::
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,15 +58,15 @@ class RecognizerOptions:
         "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build",
     )  # fmt: skip
     phone_accept_context: tuple[str, ...] = (
-        "phone", "call", "tel", "telephone", "mobile", "cell", "reach", "whatsapp", "fax", "sms", "text me",
+        "phone", "call", "tel", "telephone", "mobile", "cell", "reach", "whatsapp", "fax", "sms", "text",
         "telefon", "téléphone", "teléfono", "telefono", "telefoon", "celular", "handy", "portable",
     )  # fmt: skip
     card_accept_context: tuple[str, ...] = (
         "card", "visa", "mastercard", "amex", "maestro", "paid", "charged", "payment", "kreditkarte", "karte", "carte",
         "tarjeta", "carta", "cartão", "creditcard",
     )  # fmt: skip
-    ip_reject_context: tuple[str, ...] = ("version", "ver", "v", "build", "release", "firmware")
-    context_window: int = 24
+    ip_reject_context: tuple[str, ...] = ("version", "v", "build", "release", "firmware", "versión", "versione", "versie")
+    context_window: int = 2
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -160,16 +159,31 @@ def continues_digits(text: str, start: int, end: int) -> bool:
     return start > 1 and text[start - 1] in " -" and text[start - 2].isdigit()
 
 
-@functools.lru_cache(maxsize=64)
-def _words_regex(words: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def context_has(text: str, start: int, words: tuple[str, ...], window: int) -> bool:
-    """True when one of ``words`` stands as a whole word in the ``window`` characters before ``start``."""
+    """True when one of ``words`` (case-insensitive) is among the ``window`` words just before ``start``."""
     if not words:
         return False
-    return _words_regex(words).search(text, max(0, start - window), start) is not None
+    tail = _WORD.findall(text, max(0, start - 48), start)[-window:]
+    wanted = frozenset(w.lower() for w in words)
+    return any(w.lower() in wanted for w in tail)
+
+
+def context_verdict(text: str, start: int, reject: tuple[str, ...], accept: tuple[str, ...], window: int = 2) -> bool | None:
+    """The nearest of the ``window`` words before ``start`` found in ``reject`` (False) or
+    ``accept`` (True) decides; None when neither list names one of them."""
+    tail = _WORD.findall(text, max(0, start - 48), start)[-window:]
+    rej = frozenset(w.lower() for w in reject)
+    acc = frozenset(w.lower() for w in accept)
+    for w in reversed(tail):
+        lw = w.lower()
+        if lw in rej:
+            return False
+        if lw in acc:
+            return True
+    return None
 
 
 def _chunks(text: str, start: int, end: int, seps: str) -> list[Span]:
@@ -274,7 +288,7 @@ class Phone(Recognizer):
             return False
         digits = v.digits_of(core)
         o = self.options
-        if core.isdigit() and context_has(text, start, o.phone_reject_context, o.context_window) and not context_has(text, start, o.phone_accept_context, o.context_window):
+        if core.isdigit() and context_verdict(text, start, o.phone_reject_context, o.phone_accept_context, o.context_window) is False:
             return False
         if core.startswith("+") or core.startswith("00"):
             intl = "+" + (digits[2:] if core.startswith("00") else digits)
@@ -325,9 +339,10 @@ class CreditCard(Recognizer):
         if not whole and end + 1 < len(text) and text[end] in " -" and text[end + 1].isdigit():
             return False  # a short card inside a longer digit run (e.g. a bad-checksum 16-digit number)
         o = self.options
-        if text[start:end].isdigit() and context_has(text, start, o.phone_reject_context, o.context_window):
-            # a bare digit run after "tracking", "order", ... is a card only when card words are near too
-            return context_has(text, start, o.card_accept_context, o.context_window)
+        if text[start:end].isdigit():
+            # a bare digit run right after "tracking", "order", ... is not a card
+            reject = tuple(w for w in o.phone_reject_context if w not in o.card_accept_context)
+            return context_verdict(text, start, reject, o.card_accept_context, o.context_window) is not False
         return True
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -404,7 +419,7 @@ class Ipv4(Recognizer):
             return ()
         if not v.ipv4_ok(text[start:end]):
             return ()
-        if context_has(text, start, self.options.ip_reject_context, 16):
+        if context_has(text, start, self.options.ip_reject_context, 1):
             return ()
         return ((start, end),)
 
@@ -601,6 +616,7 @@ __all__ = [
     "best_windows",
     "chunk_windows",
     "context_has",
+    "context_verdict",
     "continues_digits",
     "glued",
     "register",

@@ -380,4 +380,4 @@ class DatasetWriter:
         m.COMMIT_SECONDS.labels(name).observe(elapsed)
         lag = self.clock.now().timestamp() - oldest_us / 1_000_000
         m.COMMIT_LAG_SECONDS.labels(name).observe(max(lag, 0.0))
-        _jlog("sink_commit", logging.DEBUG, dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4))
+        _jlog("sink_commit", logging.DEBUG, dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4), oldest_wait_s=round(max(lag, 0.0), 3))

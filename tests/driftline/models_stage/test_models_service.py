@@ -244,10 +244,11 @@ def test_ledger_is_pruned_past_its_retention(server: OpenAITestServer, tmp_path:
     svc.close()
 
 
-def test_local_only_rows_are_not_written_to_the_ledger(tmp_path: Path) -> None:
+def test_local_only_chain_needs_no_ledger(tmp_path: Path) -> None:
     svc = ModelService(ModelsConfig.model_validate({"ledger": {"path": str(tmp_path / "l.sqlite")}}))
     out = svc.process(pl.DataFrame({"text": ["good"], "src_topic": ["t"], "src_partition": [0], "src_offset": [1]})).results
-    assert out["model_tier"][0] == "local" and svc.ledger is not None and len(svc.ledger) == 0
+    assert out["model_tier"][0] == "local" and svc.ledger is None
+    assert not (tmp_path / "l.sqlite").exists()
     svc.close()
 
 
