@@ -155,6 +155,21 @@ _PII: dict[str, dict[str, str]] = {
     "nl": {"EMAIL": "U kunt mij mailen op {email}.", "PHONE": "Bel mij terug op {phone}.", "CREDIT_CARD": "De kaart {card} is belast.", "IBAN": "Graag terugstorten op {iban}.", "ADDRESS": "Stuur het naar {address}.", "PERSON": "Mijn naam is {name}."},
 }
 
+# Language-neutral PII sentences (identifiers look the same in every language).
+_PII_NEUTRAL: dict[str, str] = {
+    "US_SSN": "SSN {ssn}.",
+    "IP_ADDRESS": "IP {ip}.",
+    "SECRET": "token={secret}",
+}
+for _lang in _PII:
+    _PII[_lang].update(_PII_NEUTRAL)
+
+PII_TYPES = tuple(_PII["en"])
+"""Every PII type the producer can write; ADDRESS and PERSON are free text that the
+default detector set does not find (see docs/privacy.md)."""
+
+_SLOTS = {"EMAIL": "email", "PHONE": "phone", "CREDIT_CARD": "card", "IBAN": "iban", "ADDRESS": "address", "PERSON": "name", "US_SSN": "ssn", "IP_ADDRESS": "ip", "SECRET": "secret"}
+
 SOURCES = ("support-desk", "reviews", "chat")
 TENANTS = ("acme", "globex", "initech", None)
 
@@ -211,6 +226,7 @@ class SyntheticProducer:
         start_time: datetime = DEFAULT_START,
         spacing_seconds: float = 0.1,
         oversized_bytes: int = 64 * 1024,
+        pii_types: tuple[str, ...] | list[str] | None = None,
     ) -> None:
         for name, rate in (("pii_rate", pii_rate), ("invalid_rate", invalid_rate), ("negative_rate", negative_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -233,6 +249,10 @@ class SyntheticProducer:
         self.spacing = timedelta(seconds=spacing_seconds)
         self.oversized_bytes = oversized_bytes
         self._fakers: dict[str, Faker] = {}
+        self.pii_types = tuple(pii_types) if pii_types is not None else ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "ADDRESS", "PERSON")
+        unknown_pii = set(self.pii_types) - set(PII_TYPES)
+        if unknown_pii or not self.pii_types:
+            raise ValueError(f"pii_types must be a non-empty subset of {PII_TYPES}, got {list(self.pii_types)}")
 
     def _faker(self, lang: str) -> Faker:
         fk = self._fakers.get(lang)
@@ -268,10 +288,10 @@ class SyntheticProducer:
         sentences = [s.format(**slots) for s in sentences] * self.length_factor
         pii: list[tuple[str, str]] = []
         if rng.random() < self.pii_rate:
-            kinds = rng.sample(list(_PII[lang]), rng.randint(1, 2))
+            kinds = rng.sample(self.pii_types, min(len(self.pii_types), rng.randint(1, 2)))
             for pii_type in kinds:
                 value = self._pii_value(fk, rng, pii_type)
-                slot = {"EMAIL": "email", "PHONE": "phone", "CREDIT_CARD": "card", "IBAN": "iban", "ADDRESS": "address", "PERSON": "name"}[pii_type]
+                slot = _SLOTS[pii_type]
                 sentences.insert(rng.randint(0, len(sentences)), _PII[lang][pii_type].format(**{slot: value}))
                 pii.append((pii_type, value))
         event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -309,6 +329,13 @@ class SyntheticProducer:
             return fk.iban()
         if pii_type == "ADDRESS":
             return fk.address().replace("\n", ", ")
+        if pii_type == "US_SSN":
+            return f"{rng.randint(1, 665):03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+        if pii_type == "IP_ADDRESS":
+            return fk.ipv4_public() if rng.random() < 0.7 else fk.ipv6()
+        if pii_type == "SECRET":
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            return "sk-" + "".join(rng.choice(alphabet) for _ in range(40))
         return fk.name()
 
     def _encode(self, record: dict[str, Any], defect: str | None, rng: random.Random) -> bytes:
