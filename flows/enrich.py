@@ -45,7 +45,7 @@ from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
 from driftline.operators.model_call import model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
-from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letter_payloads
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
@@ -134,7 +134,7 @@ def build_enrich_flow(
     scored = op.merge("scored", results, ticks)
 
     if cfg.privacy.mask_dead_letter:
-        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(masker.mask_payloads(f["raw"]).alias("raw")))
+        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker).alias("raw")))
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
     op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)

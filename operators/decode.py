@@ -114,6 +114,14 @@ MIN_EVENT_TIME_MS = -62_135_596_800_000
 MAX_EVENT_TIME_MS = 253_402_300_799_999
 
 
+def parse_payload(value: bytes | None, limit: int = DecodeConfig().max_payload_bytes) -> dict[str, Any] | None:
+    """The decoded object of a JSON or Avro single-object payload, or None when undecodable."""
+    try:
+        return _parse_payload(value, limit)[0]
+    except _Undecodable:
+        return None
+
+
 def _coerce_time(value: Any) -> int | None:
     """Epoch milliseconds from an int/float (ms), a datetime, or an ISO-8601 string.
 

@@ -142,11 +142,12 @@ class OpenAIBackend(ModelBackend):
             prompt_chars=sum(len(m["content"]) for m in messages),
         )
 
-    def _attempts(self, messages: list[dict[str, str]], key: str) -> tuple[_Reply | None, ModelCallError | None, int]:
+    def _attempts(self, messages: list[dict[str, str]], key: str) -> tuple[_Reply | None, ModelCallError | None, int, int]:
+        """Reply or error, retries and requests sent (0 when the breaker refused the first)."""
         with self._rng_lock:
             rng = random.Random(self._rng.random())
         got = call_with_retries(lambda: self._post(messages, key), self.config.retry, self.breaker, rng=rng, sleep=self._sleep, on_retry=self.on_retry)
-        return got.value, got.error, got.retries  # type: ignore[return-value]
+        return got.value, got.error, got.retries, got.attempts  # type: ignore[return-value]
 
     # -- one request ------------------------------------------------------
     def call_one(self, req: ModelRequest) -> ModelResult:
@@ -167,7 +168,7 @@ class OpenAIBackend(ModelBackend):
                 tokens["input"] += int(reply.prompt_chars / self.chars_per_token + 0.999)
                 tokens["output"] += int(len(reply.content or "") / self.chars_per_token + 0.999)
 
-        reply, err, n = self._attempts(messages, req.key)
+        reply, err, n, _sent = self._attempts(messages, req.key)
         retries += n
         error: tuple[str, str] | None = None
         parsed = None
@@ -182,11 +183,11 @@ class OpenAIBackend(ModelBackend):
                     {"role": "assistant", "content": reply.content or ""},
                     {"role": "user", "content": f"Your answer was invalid: {exc}. Reply again with the JSON object only."},
                 ]
-                retries += 1
-                if self.on_retry:
-                    self.on_retry("bad_output")
-                reply2, err2, n2 = self._attempts(retry_messages, req.key)
-                retries += n2
+                reply2, err2, n2, sent2 = self._attempts(retry_messages, req.key)
+                if sent2:  # model_retries counts requests that went out (1 + retries = requests sent)
+                    retries += 1 + n2
+                    if self.on_retry:
+                        self.on_retry("bad_output")
                 if reply2 is None:
                     assert err2 is not None
                     error = (err2.error_class, err2.message)

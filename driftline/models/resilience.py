@@ -193,11 +193,13 @@ class CircuitBreaker:
 
 @dataclass(slots=True)
 class Attempted:
-    """Outcome of :func:`call_with_retries`: the value (or the last error) and how many retries it took."""
+    """Outcome of :func:`call_with_retries`: the value (or the last error), how many retries
+    went out and how many requests in all (``attempts``; 0 when the breaker refused the first)."""
 
     value: object | None
     error: ModelCallError | None
     retries: int
+    attempts: int = 0
 
 
 def call_with_retries(
@@ -221,7 +223,11 @@ def call_with_retries(
     last: ModelCallError | None = None
     for attempt in range(policy.max_attempts):
         if breaker is not None and not breaker.allow():
-            return Attempted(None, last or ModelCallError("circuit_open", "circuit breaker is open"), retries)
+            return Attempted(None, last or ModelCallError("circuit_open", "circuit breaker is open"), retries, attempt)
+        if attempt:  # a retry is counted when it really goes out, not when it is planned
+            retries += 1
+            if on_retry and last is not None:
+                on_retry(last.error_class)
         try:
             value = fn()
         except ModelCallError as exc:
@@ -232,16 +238,12 @@ def call_with_retries(
                 elif exc.error_class == "bad_output":
                     breaker.record_success()  # the provider answered; the answer was unusable
             if exc.error_class not in RETRYABLE or attempt + 1 >= policy.max_attempts:
-                return Attempted(None, exc, retries)
+                return Attempted(None, exc, retries, attempt + 1)
             if exc.retry_after_s is not None and exc.retry_after_s > policy.max_retry_after_s:
-                return Attempted(None, exc, retries)
-            delay = backoff_delay(attempt + 1, policy, rng, exc.retry_after_s)
-            retries += 1
-            if on_retry:
-                on_retry(exc.error_class)
-            sleep(delay)
+                return Attempted(None, exc, retries, attempt + 1)
+            sleep(backoff_delay(attempt + 1, policy, rng, exc.retry_after_s))
             continue
         if breaker is not None:
             breaker.record_success()
-        return Attempted(value, None, retries)
-    return Attempted(None, last, retries)
+        return Attempted(value, None, retries, attempt + 1)
+    return Attempted(None, last, retries, policy.max_attempts)

@@ -23,13 +23,17 @@ and before features, models and every sink:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import orjson
 import polars as pl
 import pyarrow as pa
 
 from driftline.config import PipelineConfig
 from driftline.config.privacy import LEVELS, PrivacyConfig
 from driftline.operators.batch import MicroBatch
+from driftline.operators.decode import AVRO_MAGIC, parse_payload
 from driftline.operators.pii.engine import BUILTIN_ENTITIES, FINDING_DTYPE, PiiMasker, ScanResult
 
 STAGE = "privacy"
@@ -282,3 +286,36 @@ __all__ = [
     "mask_batch_audited",
     "pii_output_schema",
 ]
+
+
+# ----------------------------------------------------------------------------- dead-letter masking
+
+_USER_ID_JSON = re.compile(rb'("user_id"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+
+
+def mask_dead_letter_payloads(raw: pl.Series, masker: PiiMasker) -> pl.Series:
+    """Masked copies of refused payloads for ``privacy.mask_dead_letter``.
+
+    Avro single-object payloads are re-encoded as JSON first (masked Avro could not be
+    decoded anyway), ``"user_id"`` values are pseudonymized like the ``user_id`` column, and
+    the text is masked with :meth:`PiiMasker.mask_payloads`.  Payloads that are not valid
+    JSON are masked as text all the same.
+    """
+    prepared: list[bytes | None] = []
+    for value in raw.to_list():
+        if value is not None and value[:2] == AVRO_MAGIC:
+            record = parse_payload(value)
+            if record is not None:
+                value = orjson.dumps(record, default=str, option=orjson.OPT_NAIVE_UTC)
+        if value is not None and b'"user_id"' in value:
+            value = _USER_ID_JSON.sub(lambda m: m.group(1) + _user_token(masker, m.group(2)) + m.group(3), value)
+        prepared.append(value)
+    return masker.mask_payloads(pl.Series(raw.name, prepared, dtype=pl.Binary))
+
+
+def _user_token(masker: PiiMasker, escaped: bytes) -> bytes:
+    try:
+        value = orjson.loads(b'"' + escaped + b'"')
+    except orjson.JSONDecodeError:
+        value = escaped.decode("utf-8", "replace")
+    return masker.pseudonymize_values(pl.Series([value], dtype=pl.Utf8))[0].encode()

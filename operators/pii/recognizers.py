@@ -288,27 +288,29 @@ class Phone(Recognizer):
             return False
         digits = v.digits_of(core)
         o = self.options
+        if v.looks_like_date(core):
+            return False
         if core.isdigit() and context_verdict(text, start, o.phone_reject_context, o.phone_accept_context, o.context_window) is False:
             return False
         if core.startswith("+") or core.startswith("00"):
-            intl = "+" + (digits[2:] if core.startswith("00") else digits)
-            if not 8 <= len(intl) - 1 <= 15:
+            if _international_ok(digits[2:] if core.startswith("00") else digits):
+                return True
+            if core.startswith("+") or not o.phone_regions:
                 return False
-            try:
-                num = phonenumbers.parse(intl, None)
-            except phonenumbers.NumberParseException:
-                return False
-            return phonenumbers.is_possible_number(num)
         if v.nanp_ok(core):
             return True
-        if self.options.phone_regions and digits.startswith("0") and not core.isdigit():
-            for region in self.options.phone_regions:
-                try:
-                    num = phonenumbers.parse(core, region)
-                except phonenumbers.NumberParseException:
-                    continue
-                if phonenumbers.is_valid_number(num):
-                    return True
+        # National layouts of the configured regions.  A bare digit run has already passed
+        # the context rule above; it must be a valid number, or a possible one led by the
+        # trunk 0.  A spaced or dashed layout only needs to be a possible number.
+        for region in o.phone_regions:
+            try:
+                num = phonenumbers.parse(core, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(num):
+                return True
+            if phonenumbers.is_possible_number(num) and (not core.isdigit() or digits.startswith("0")):
+                return True
         return False
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -323,6 +325,16 @@ class Phone(Recognizer):
         elif not core.startswith("+") and len(digits) == 10:
             digits = "1" + digits
         return "+" + digits
+
+
+def _international_ok(digits: str) -> bool:
+    """A possible number in E.164 terms (country code included, 8 to 15 digits)."""
+    if not 8 <= len(digits) <= 15:
+        return False
+    try:
+        return phonenumbers.is_possible_number(phonenumbers.parse("+" + digits, None))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 @register

@@ -241,3 +241,24 @@ __all__ = [
     "shannon_entropy",
     "ssn_ok",
 ]
+
+
+_DATE_LAYOUTS = (
+    re.compile(r"^(?P<y>\d{4})[-./](?P<m>\d{1,2})[-./](?P<d>\d{1,2})$"),
+    re.compile(r"^(?P<d>\d{1,2})[-./](?P<m>\d{1,2})[-./](?P<y>\d{2}|\d{4})$"),
+    re.compile(r"^(?P<m>\d{1,2})[-./](?P<d>\d{1,2})[-./](?P<y>\d{4})$"),
+)
+
+
+def looks_like_date(value: str) -> bool:
+    """True for calendar dates written with ``-``, ``.`` or ``/`` (ISO, European, US order).
+
+    >>> looks_like_date("2026-01-05"), looks_like_date("05.01.2026"), looks_like_date("030-1234567")
+    (True, True, False)
+    """
+    text = value.strip()
+    for layout in _DATE_LAYOUTS:
+        m = layout.match(text)
+        if m and 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31:
+            return True
+    return False

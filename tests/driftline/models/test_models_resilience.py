@@ -140,3 +140,20 @@ def test_open_breaker_short_circuits_without_calling() -> None:
     clock.advance(timedelta(seconds=10).total_seconds())
     got = call_with_retries(lambda: "ok", RetryConfig(), b, sleep=lambda s: None)
     assert got.value == "ok" and b.state is CircuitState.HALF_OPEN
+
+
+def test_a_retry_cut_short_by_the_breaker_is_not_counted() -> None:
+    # model_retries must equal the requests that really went out minus one, so the
+    # counts agree with the provider's log when the circuit opens between two attempts
+    b = CircuitBreaker(CircuitConfig(failure_threshold=2, cooldown_s=10), FakeClock())
+    calls: list[int] = []
+    retried: list[str] = []
+
+    def fn() -> str:
+        calls.append(1)
+        raise ModelCallError("server_error", "x")
+
+    got = call_with_retries(fn, RetryConfig(max_attempts=5), b, sleep=lambda s: None, on_retry=retried.append)
+    assert len(calls) == 2 and got.attempts == 2
+    assert got.retries == 1 and retried == ["server_error"]
+    assert got.error is not None and got.error.error_class == "server_error"

@@ -88,6 +88,26 @@ def test_national_phone_layouts_only_for_configured_regions() -> None:
     assert found("phone", text, RecognizerOptions(phone_regions=("DE",))) == ["030 12345678"]
 
 
+REGIONS = RecognizerOptions(phone_regions=("US", "DE", "FR", "ES", "IT", "BR", "NL"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Rappelez-moi au 0327995662.", ["0327995662"]),  # bare national number with trunk 0
+        ("Me liguem no 27 9371-9603.", ["27 9371-9603"]),  # Brazilian area code, no trunk 0
+        ("Richiamatemi al 350906116.", ["350906116"]),  # valid Italian mobile, bare
+        ("Bel mij terug op 0088-408361.", ["0088-408361"]),  # 00 that is not an international prefix
+        ("Rufen Sie mich unter (03263) 917177 zurück.", ["(03263) 917177"]),
+        ("Die Bestellung A524917 kostet 412.02 Euro.", []),  # order number and price stay
+        ("order 0327995662 shipped", []),  # a bare digit run after 'order' is not a phone
+        ("version 1.2.3 released 2026-01-05", []),
+    ],
+)
+def test_national_phone_layouts_of_configured_regions(text: str, expected: list[str]) -> None:
+    assert found("phone", text, REGIONS) == expected
+
+
 SAMPLES = [
     "mail ann@example.com, call +1 415-555-2671 or (591)341-7776",
     "card 4111 1111 1111 1111 ssn 884-08-1501 iban DE89 3704 0044 0532 0130 00",

@@ -137,3 +137,22 @@ def test_random_token() -> None:
     assert v.random_token_ok("a8F3kq9ZpL2mX7vB4nC1")
     assert not v.random_token_ok("learn-is-a-great-library-for-ml")  # no digit
     assert not v.random_token_ok("short1")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-05", True),
+        ("2026/12/31", True),
+        ("05.01.2026", True),
+        ("31/12/26", True),
+        ("12-31-2026", True),
+        ("2026-13-05", False),
+        ("2026-01-32", False),
+        ("030-1234567", False),
+        ("0327995662", False),
+        ("27 9371-9603", False),
+    ],
+)
+def test_looks_like_date(value: str, expected: bool) -> None:
+    assert v.looks_like_date(value) is expected
