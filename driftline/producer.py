@@ -210,7 +210,9 @@ class SyntheticProducer:
 
     ``pii_rate`` is the share of events that carry PII; ``invalid_rate`` the share that
     are malformed in one of :data:`DEFECTS` ways; ``negative_rate`` the share of reviews
-    that are negative; ``length_factor`` repeats sentences to make longer texts.
+    that are negative; ``length_factor`` repeats sentences to make longer texts;
+    ``review_rate`` the share of events that are product reviews (source ``reviews``), the
+    rest being support tickets and chat messages.
     """
 
     def __init__(
@@ -227,8 +229,9 @@ class SyntheticProducer:
         spacing_seconds: float = 0.1,
         oversized_bytes: int = 64 * 1024,
         pii_types: tuple[str, ...] | list[str] | None = None,
+        review_rate: float = 0.45,
     ) -> None:
-        for name, rate in (("pii_rate", pii_rate), ("invalid_rate", invalid_rate), ("negative_rate", negative_rate)):
+        for name, rate in (("pii_rate", pii_rate), ("invalid_rate", invalid_rate), ("negative_rate", negative_rate), ("review_rate", review_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {rate}")
         if payload_format not in ("json", "avro"):
@@ -244,6 +247,7 @@ class SyntheticProducer:
         self.languages = list(langs)
         self.language_weights = [langs[c] for c in self.languages]
         self.negative_rate = negative_rate
+        self.review_rate = review_rate
         self.length_factor = max(1, int(length_factor))
         self.start_time = start_time
         self.spacing = timedelta(seconds=spacing_seconds)
@@ -270,7 +274,7 @@ class SyntheticProducer:
     def _one(self, rng: random.Random, i: int) -> SyntheticEvent:
         lang = rng.choices(self.languages, self.language_weights)[0]
         fk = self._faker(lang)
-        kind: Literal["ticket", "review"] = "review" if rng.random() < 0.45 else "ticket"
+        kind: Literal["ticket", "review"] = "review" if rng.random() < self.review_rate else "ticket"
         product = rng.choice(_PRODUCTS[lang])
         slots = {"product": product, "order": f"A{rng.randint(100000, 999999)}", "days": rng.randint(2, 30), "amount": f"{rng.randint(5, 900)}.{rng.randint(0, 99):02d}"}
         attributes: dict[str, str] = {"lang_hint": lang, "product": product}

@@ -16,7 +16,7 @@ and is then usable in the configuration as ``backends: {mine: {kind: echo}}``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
 from driftline.clock import Clock, SystemClock
@@ -51,6 +51,22 @@ class ModelBackend(ABC):
     @abstractmethod
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         """One result per request, in order."""
+
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+        """Results as they become available, in groups of ``(position in requests, result)``.
+
+        The service records each group of a remote tier in the call ledger before it
+        takes the next, so a crash re-sends at most the requests still in flight.  This
+        default calls :meth:`call_batch` on chunks of at most ``max_rows`` requests;
+        backends that answer requests concurrently override it to hand each result over
+        as soon as it completes.  Every position is yielded exactly once.
+        """
+        for start in range(0, len(requests), max_rows):
+            chunk = requests[start : start + max_rows]
+            got = self.call_batch(chunk)
+            if len(got) != len(chunk):
+                raise RuntimeError(f"backend {self.name!r} returned {len(got)} results for {len(chunk)} requests")
+            yield [(start + j, r) for j, r in enumerate(got)]
 
     def close(self) -> None:
         """Release connections and threads."""

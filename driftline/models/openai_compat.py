@@ -21,8 +21,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +226,27 @@ class OpenAIBackend(ModelBackend):
         if len(requests) == 1:
             return [self.call_one(requests[0])]
         return list(self._pool.map(self.call_one, requests))
+
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+        """All requests go to the pool at once (``max_in_flight`` run concurrently, so one slow
+        request never holds back the rest of its batch); results are handed over as they
+        complete, a group per wake-up, in position order within a group."""
+        futures: dict[Future[ModelResult], int] = {self._pool.submit(self.call_one, r): i for i, r in enumerate(requests)}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield sorted(((futures[f], self._result_of(f)) for f in done), key=lambda p: p[0])
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def _result_of(self, future: Future[ModelResult]) -> ModelResult:
+        try:
+            return future.result()
+        except Exception as exc:  # a bug must not drop the event: the chain moves on
+            log.error(orjson.dumps({"event": "model_request_crash", "tier": self.name, "error": type(exc).__name__}).decode())
+            return ModelResult.failure("internal", type(exc).__name__, model_name=self.model)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections import Counter as _Counter
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,7 @@ class ModelBatchResult:
 class _Row:
     """Per-row bookkeeping while the chain runs (only Python objects: a batch is ~64 rows)."""
 
-    __slots__ = ("answer", "tier", "reasons", "error_class", "retries", "cost", "cost_estimated", "latency", "cached", "saved", "budget_event", "remote", "price_floor", "record")
+    __slots__ = ("answer", "tier", "reasons", "error_class", "retries", "cost", "cost_estimated", "latency", "cached", "saved", "budget_event", "remote", "price_floor", "record", "committed")
 
     def __init__(self) -> None:
         self.answer: ModelResult | None = None
@@ -128,6 +128,7 @@ class _Row:
         self.remote = False
         self.price_floor: float | None = None
         self.record: dict[str, Any] | None = None
+        self.committed = False  # recorded in the ledger as soon as a remote tier answered
 
 
 class ModelService:
@@ -233,12 +234,12 @@ class ModelService:
         for tier in self.tiers:
             if not pending:
                 break
-            pending = self._run_tier(tier, pending, rows, texts, tasks, private, tenants, sources, keys)
+            pending = self._run_tier(tier, pending, rows, texts, tasks, private, tenants, sources, keys, coords)
         for i in pending:  # only if the final rules tier itself crashed
             rows[i].answer = ModelResult.failure("internal", "no tier answered")
             rows[i].reasons.append("none:internal")
         results = self._assemble(frame, rows, tasks, replayed)
-        self._commit(rows, coords, tenants, sources)
+        self._commit(list(range(n)), rows, tasks, coords, tenants, sources)  # rows a remote tier failed and a later tier answered
         events = self.budgets.drain_events()
         for e in events:
             metrics.BUDGET_EVENTS.labels(scope=e.scope).inc()
@@ -260,6 +261,7 @@ class ModelService:
         tenants: list[str | None],
         sources: list[str | None],
         keys: list[str],
+        coords: list[Coord | None],
     ) -> list[int]:
         backend = tier.backend
         cfg = self.config
@@ -310,59 +312,54 @@ class ModelService:
             metrics.FALLBACKS.labels(tier=tier.name, reason=reason).inc(count)
         if not todo:
             return remaining
-        breaker = getattr(backend, "breaker", None)
         requests = [ModelRequest(keys[i], texts[i], tasks[i]) for i in todo]
-        if breaker is not None and not breaker.allow():
-            results = [ModelResult.failure("circuit_open", "circuit breaker is open", model_name=backend.model) for _ in todo]
-        else:
-            try:
-                step = self.config.batching.max_rows  # a backend never gets more than one batch at a time
-                results = []
-                for start in range(0, len(requests), step):
-                    results.extend(backend.call_batch(requests[start : start + step]))
-                if len(results) != len(requests):
-                    raise RuntimeError(f"backend returned {len(results)} results for {len(requests)} requests")
-            except Exception as exc:  # a bug in a backend must not drop events
-                log.error(orjson.dumps({"event": "model_backend_crash", "tier": tier.name, "error": type(exc).__name__}).decode())
-                results = [ModelResult.failure("internal", type(exc).__name__, model_name=backend.model) for _ in todo]
         errors: _Counter[str] = _Counter()
         ok = 0
         latency_hist = metrics.LATENCY.labels(**lbl)
         tok_in = tok_out = tok_cached = tok_reason = 0
         cost_sum = 0.0
-        for i, res in zip(todo, results):
-            row = rows[i]
-            spec = self.tasks[tasks[i]]
-            cost = call_cost(cfg.pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
-            if i in reserved:
-                self.budgets.settle(tenants[i], sources[i], reserved[i], cost)
-            row.cost += cost
-            row.cost_estimated |= res.tokens_estimated and cost > 0
-            row.retries += res.retries
-            row.latency += res.latency_ms
-            cost_sum += cost
-            tok_in += res.input_tokens
-            tok_out += res.output_tokens
-            tok_cached += res.cached_tokens
-            tok_reason += res.reasoning_tokens
-            if backend.remote and res.error_class != "circuit_open":
-                row.remote = True
-                latency_hist.observe(res.latency_ms / 1000.0)
-            if res.ok:
-                ok += 1
-                row.answer = res
-                row.tier = tier
-                if backend.remote and self.cache is not None:
-                    self.cache.put(
-                        cache_key(tasks[i], spec.config.prompt_version, backend.model, texts[i]),
-                        CachedAnswer(res.label, res.output, res.confidence, res.model_version, cost),
-                    )
-            else:
-                assert res.error_class is not None
-                errors[res.error_class] += 1
-                row.error_class = res.error_class
-                row.reasons.append(f"{tier.name}:{res.error_class}")
-                remaining.append(i)
+        durable = self.ledger is not None and backend.remote
+        for group in self._results(tier, requests):
+            answered: list[int] = []
+            for j, res in group:
+                i = todo[j]
+                row = rows[i]
+                spec = self.tasks[tasks[i]]
+                cost = call_cost(cfg.pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
+                if i in reserved:
+                    self.budgets.settle(tenants[i], sources[i], reserved[i], cost)
+                row.cost += cost
+                row.cost_estimated |= res.tokens_estimated and cost > 0
+                row.retries += res.retries
+                row.latency += res.latency_ms
+                cost_sum += cost
+                tok_in += res.input_tokens
+                tok_out += res.output_tokens
+                tok_cached += res.cached_tokens
+                tok_reason += res.reasoning_tokens
+                if backend.remote and res.error_class != "circuit_open":
+                    row.remote = True
+                    latency_hist.observe(res.latency_ms / 1000.0)
+                if res.ok:
+                    ok += 1
+                    row.answer = res
+                    row.tier = tier
+                    answered.append(i)
+                    if backend.remote and self.cache is not None:
+                        self.cache.put(
+                            cache_key(tasks[i], spec.config.prompt_version, backend.model, texts[i]),
+                            CachedAnswer(res.label, res.output, res.confidence, res.model_version, cost),
+                        )
+                else:
+                    assert res.error_class is not None
+                    errors[res.error_class] += 1
+                    row.error_class = res.error_class
+                    row.reasons.append(f"{tier.name}:{res.error_class}")
+                    remaining.append(i)
+            if durable and answered:
+                # durable the moment the provider answered, while the rest of the batch is
+                # still in flight: a crash from here on replays these rows from the ledger
+                self._commit(answered, rows, tasks, coords, tenants, sources)
         if not backend.remote:
             for i in todo:  # one observation per batch keeps the local path cheap
                 latency_hist.observe(rows[i].latency / 1000.0)
@@ -384,6 +381,29 @@ class ModelService:
             log.warning(orjson.dumps({"event": "model_tier_failures", "tier": tier.name, "errors": dict(errors), "rows": len(todo)}).decode())
         remaining.sort()
         return remaining
+
+    def _results(self, tier: Tier, requests: list[ModelRequest]) -> Iterator[list[tuple[int, ModelResult]]]:
+        """Groups of ``(position, result)`` from the tier's backend as they complete; every
+        position exactly once, whatever the backend does (a crash files the rest as ``internal``)."""
+        backend = tier.backend
+        breaker = getattr(backend, "breaker", None)
+        if breaker is not None and not breaker.allow():
+            yield [(j, ModelResult.failure("circuit_open", "circuit breaker is open", model_name=backend.model)) for j in range(len(requests))]
+            return
+        seen: set[int] = set()
+        try:
+            # a backend never gets more than one batch (max_rows) at a time unless it streams
+            for group in backend.iter_batch(requests, self.config.batching.max_rows):
+                fresh = [(j, r) for j, r in group if 0 <= j < len(requests) and j not in seen]
+                if len(fresh) != len(group):
+                    raise RuntimeError(f"backend yielded an unknown or repeated position in {[j for j, _ in group]}")
+                seen.update(j for j, _ in fresh)
+                yield fresh
+            if len(seen) != len(requests):
+                raise RuntimeError(f"backend returned {len(seen)} results for {len(requests)} requests")
+        except Exception as exc:  # a bug in a backend must not drop events
+            log.error(orjson.dumps({"event": "model_backend_crash", "tier": tier.name, "error": type(exc).__name__}).decode())
+            yield [(j, ModelResult.failure("internal", type(exc).__name__, model_name=backend.model)) for j in range(len(requests)) if j not in seen]
 
     def estimate_cost(self, tier_name: str, task: str, text: str) -> float:
         """The cost reserved against budgets before ``text`` is sent to tier ``tier_name``."""
@@ -413,6 +433,38 @@ class ModelService:
             metrics.COST_SAVED.labels(**lbl).inc(hit.cost_usd)
 
     # ------------------------------------------------------------------
+    @staticmethod
+    def _values(task: str, row: _Row) -> tuple[Any, ...]:
+        """The result columns of one answered row, in :data:`MODEL_OUTPUT_SCHEMA` order."""
+        a = row.answer
+        assert a is not None
+        tier = row.tier
+        return (
+            task,
+            a.label,
+            a.output,
+            a.confidence,
+            a.model_name,
+            a.model_version,
+            tier.name if tier else None,
+            tier.index if tier else None,
+            row.reasons,
+            row.error_class,
+            row.retries,
+            a.input_tokens,
+            a.output_tokens,
+            a.cached_tokens,
+            a.reasoning_tokens,
+            a.tokens_estimated,
+            round(row.latency, 3),
+            round(row.cost, 10),
+            row.cost_estimated,
+            row.cached,
+            round(row.saved, 10),
+            False,
+            row.budget_event,
+        )
+
     def _assemble(self, frame: pl.DataFrame, rows: list[_Row], tasks: list[str], replayed: dict[int, dict[str, Any]]) -> pl.DataFrame:
         n = len(rows)
         cols: dict[str, list[Any]] = {c: [None] * n for c in MODEL_OUTPUT_SCHEMA}
@@ -423,52 +475,31 @@ class ModelService:
                     cols[c][i] = rec.get(c)
                 cols["model_replayed"][i] = True
                 continue
-            a = row.answer
-            assert a is not None
-            tier = row.tier
-            values = (
-                tasks[i],
-                a.label,
-                a.output,
-                a.confidence,
-                a.model_name,
-                a.model_version,
-                tier.name if tier else None,
-                tier.index if tier else None,
-                row.reasons,
-                row.error_class,
-                row.retries,
-                a.input_tokens,
-                a.output_tokens,
-                a.cached_tokens,
-                a.reasoning_tokens,
-                a.tokens_estimated,
-                round(row.latency, 3),
-                round(row.cost, 10),
-                row.cost_estimated,
-                row.cached,
-                round(row.saved, 10),
-                False,
-                row.budget_event,
-            )
+            values = self._values(tasks[i], row)
             for c, v in zip(MODEL_OUTPUT_SCHEMA, values):
                 cols[c][i] = v
-            if row.remote:
+            if row.remote and row.record is None:
                 row.record = {c: cols[c][i] for c in _RECORDED}
         out = pl.DataFrame([_list_column("model_fallback_reasons", cols[c]) if c == "model_fallback_reasons" else pl.Series(c, cols[c], dtype=t) for c, t in MODEL_OUTPUT_SCHEMA.items()])
         if any(c in MODEL_OUTPUT_SCHEMA for c in frame.columns):
             frame = frame.select([c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA])
         return frame.hstack(out)
 
-    def _commit(self, rows: list[_Row], coords: list[Coord | None], tenants: list[str | None], sources: list[str | None]) -> None:
+    def _commit(self, which: list[int], rows: list[_Row], tasks: list[str], coords: list[Coord | None], tenants: list[str | None], sources: list[str | None]) -> None:
+        """Record the results of rows ``which`` that involved a remote call, with their spend, in one transaction."""
         if self.ledger is None:
             return
         day = self.budgets.day()
         spend: dict[tuple[str, str, str], float] = defaultdict(float)
         entries = []
-        for i, row in enumerate(rows):
-            if row.record is None:
+        for i in which:
+            row = rows[i]
+            if not row.remote or row.committed:
                 continue
+            if row.record is None:
+                values = dict(zip(MODEL_OUTPUT_SCHEMA, self._values(tasks[i], row)))
+                row.record = {c: values[c] for c in _RECORDED}
+            row.committed = True
             if coords[i] is not None:
                 entries.append((coords[i], row.record))
             if row.cost:

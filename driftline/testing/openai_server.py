@@ -7,7 +7,12 @@ malformed JSON content, a body that is not JSON, wrong or missing usage figures,
 reset the connection, 400/401/403, or 429 ``insufficient_quota``.  Failures are chosen
 per ``(Idempotency-Key, attempt number)`` from a seed, so a run is reproducible
 whatever order concurrent requests arrive in.  Every request is logged (key, attempt,
-outcome, status, whether it succeeded, usage) in memory and, optionally, as JSON lines.
+outcome, status, whether it succeeded, usage) in memory when it arrives and, optionally,
+as a JSON line when it completes.  Like vLLM, the server drops an answer whose client
+has gone away before it was ready (the client crashed or timed out): that request is
+logged with ``client_gone`` and is not a success.  ``hold`` keeps every answer waiting
+(requests stay in flight) until it is turned off: tests use it to crash a client at a
+chosen moment.
 
 In-process::
 
@@ -20,7 +25,8 @@ As a subprocess (survives a flow killed with SIGKILL)::
     python -m driftline.testing.openai_server --port 0 --log /tmp/log.jsonl --failure-rate 0.3
 
 prints ``READY http://127.0.0.1:PORT/v1`` once listening.  ``GET /_log`` returns the log,
-``POST /_behaviour`` (a JSON object of :class:`Behaviour` fields) changes the behaviour.
+``POST /_behaviour`` (a JSON object of :class:`Behaviour` fields) changes the behaviour,
+``GET /_stats`` returns ``{"in_flight": n, "held": m}``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import math
 import random
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -82,6 +89,7 @@ class Behaviour:
     content: str | None = None
     api_key: str | None = None
     model_version: str = "test-model-2026-01"
+    hold: bool = False
 
 
 def _tokens(chars: int) -> int:
@@ -116,6 +124,8 @@ class OpenAITestServer:
         self._script: deque[str] = deque()
         self._attempts: dict[str, int] = defaultdict(int)
         self._seq = 0
+        self._in_flight = 0
+        self._held = 0
         self.log: list[dict[str, Any]] = []
         self._log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
         server = self
@@ -135,6 +145,10 @@ class OpenAITestServer:
                 if self.path.rstrip("/") == "/_log":
                     with server._lock:
                         body = json.dumps(server.log).encode()
+                    self._send(200, body)
+                elif self.path.rstrip("/") == "/_stats":
+                    with server._lock:
+                        body = json.dumps({"in_flight": server._in_flight, "held": server._held}).encode()
                     self._send(200, body)
                 elif self.path.rstrip("/").endswith("/models"):
                     self._send(200, json.dumps({"object": "list", "data": [{"id": server.behaviour.model_version, "object": "model"}]}).encode())
@@ -244,6 +258,7 @@ class OpenAITestServer:
         with self._lock:
             b = self.behaviour
             self._seq += 1
+            self._in_flight += 1
             seq = self._seq
             attempt = self._attempts[key] = self._attempts[key] + 1 if key else 1
             if messages is None:
@@ -309,15 +324,32 @@ class OpenAITestServer:
             "success": success,
             "model": req.get("model") if isinstance(req, dict) else None,
             "usage": usage if status == 200 and outcome not in ("garbage", "reset") else None,  # billed answers
+            "client_gone": False,
         }
         with self._lock:
             self.log.append(entry)
-            if self._log_file:
-                self._log_file.write(json.dumps(entry) + "\n")
-                self._log_file.flush()
+        try:
+            self._complete(h, entry, b, outcome, status, body, headers)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if self._log_file:
+                    self._log_file.write(json.dumps(entry) + "\n")
+                    self._log_file.flush()
+
+    def _complete(self, h: Any, entry: dict[str, Any], b: Behaviour, outcome: str, status: int, body: bytes | None, headers: dict[str, str]) -> None:
         delay = b.latency_s + (b.hang_s if outcome == "timeout" else 0.0) + (max(b.latency_s, 0.2) if outcome == "slow" else 0.0)
         if delay:
             time.sleep(delay)
+        if self.behaviour.hold:
+            with self._lock:
+                self._held += 1
+            try:
+                while self.behaviour.hold:
+                    time.sleep(0.005)
+            finally:
+                with self._lock:
+                    self._held -= 1
         if outcome == "reset":
             h.close_connection = True
             try:
@@ -325,10 +357,27 @@ class OpenAITestServer:
             except OSError:
                 pass
             return
+        if _client_gone(h.connection):  # nobody to deliver the answer to: not a success
+            with self._lock:
+                entry["client_gone"] = True
+                entry["success"] = False
+                entry["usage"] = None
+            h.close_connection = True
+            return
+        assert body is not None
         try:
             h._send(status, body, headers)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             h.close_connection = True
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    """Whether the peer closed its end (EOF or reset) while its request was being answered."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -176,7 +176,9 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
         called = err if called is None else (called | err)
         budget = (pl.col(c.error_class) == c.budget_error_class).fill_null(False)
     if c.fallback_reasons in has:
-        skipped = pl.col(c.fallback_reasons).list.contains(c.budget_fallback_reason).fill_null(False)
+        # the model stage writes reasons as "<tier>:<reason>" (e.g. "primary:budget"); a bare reason counts too
+        r = c.budget_fallback_reason
+        skipped = pl.col(c.fallback_reasons).list.eval((pl.element() == r) | pl.element().str.ends_with(":" + r)).list.any().fill_null(False)
         budget = skipped if budget is None else (budget | skipped)
     if budget is not None:
         exprs.append(budget.sum().alias("budget"))

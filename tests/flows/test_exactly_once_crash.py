@@ -32,6 +32,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 EVENTS = 50_000
 
+# Columns that measure the run rather than the data: the local model's wall-clock latency
+# and when an alert was raised.  Everything else must equal a never-killed run.
+PROCESSING_TIME_COLUMNS = frozenset({"fired_at", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms"})
+
 # (fault plan, what it simulates); every run restarts from the same recovery folder.
 FAULTS = [
     ("mid_write@enriched:3", "killed in the middle of writing a Parquet file"),
@@ -41,6 +45,15 @@ FAULTS = [
     ("before_manifest@enriched:2", "killed with staged files but no manifest entry"),
     ("after_publish@rejected:2,after_publish@enriched:5", "killed after commits of both datasets"),
 ]
+
+
+def _same(a: pl.Series, b: pl.Series) -> bool:
+    """Equal; floats up to summation-order rounding (windows merge partial sums in arrival order)."""
+    if a.dtype.is_float() and b.dtype.is_float():
+        both_null = a.is_null() & b.is_null()
+        close = ((a - b).abs() <= 1e-9 * (a.abs() + b.abs()).clip(lower_bound=1.0)).fill_null(False)
+        return bool((both_null | close).all())
+    return a.equals(b)
 
 
 def _env(bootstrap: str, topic: str, root: Path) -> dict[str, str]:
@@ -54,6 +67,12 @@ def _env(bootstrap: str, topic: str, root: Path) -> dict[str, str]:
             "DRIFTLINE__SINKS__ROOT": str(root),
             "DRIFTLINE__SINKS__FLUSH_ROWS": "2500",
             "DRIFTLINE__SINKS__FLUSH_SECONDS": "1",
+            # Three partitions are consumed in polls of 1,000 messages, so one partition can
+            # run minutes of event time ahead of another.  With the default 30 s lateness,
+            # which events count as late then depends on the interleaving, which differs
+            # after every restart; a lateness above the whole run's event-time span makes
+            # window contents depend on the data alone (see docs/monitoring.md).
+            "DRIFTLINE__MONITORING__ALLOWED_LATENESS_SECONDS": "86400",
         }
     )
     return env
@@ -147,7 +166,11 @@ def test_sigkill_at_commit_points_then_restart_is_exactly_once(kafka_bootstrap: 
         assert _run(_env(kafka_bootstrap, topic, clean_root), tmp_path / "clean-recovery", None)[0] == 0
         for name in windowed:
             got, want = _dataset(root, name), _dataset(clean_root, name)
-            assert got.sort(got.columns).equals(want.sort(want.columns)), f"{name} differs from an uninterrupted run"
+            cols = [c for c in got.columns if c not in PROCESSING_TIME_COLUMNS]
+            got, want = got.select(cols).sort(cols), want.select(cols).sort(cols)
+            assert got.height == want.height, f"{name}: {got.height} rows, an uninterrupted run wrote {want.height}"
+            diff = [c for c in cols if not _same(got[c], want[c])]
+            assert diff == [], f"{name} differs from an uninterrupted run in {diff}"
 
     # Immutability: further runs, restarts and full replays never change a committed file.
     before = _checksums(root)

@@ -36,7 +36,6 @@ from driftline.testing.openai_server import SUCCESS_OUTCOMES, Behaviour, OpenAIT
 
 pytestmark = pytest.mark.kafka
 
-RETRYABLE_OUTCOMES = {"timeout", "rate_limit", "server_error", "unavailable", "reset"}
 # what the client files each injected failure as (model_error_class / fallback reason)
 ERROR_CLASS_OF = {"timeout": "timeout", "rate_limit": "rate_limit", "server_error": "server_error", "unavailable": "server_error", "reset": "network", "malformed": "bad_output"}
 
@@ -74,7 +73,7 @@ def _read(root: Path, dataset: str) -> pl.DataFrame:
 
 def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstrap: str, unique_topic, tmp_path: Path) -> None:
     topic = unique_topic("models-e2e")
-    behaviour = Behaviour(latency_s=0.002, failure_rate=0.3, seed=7, retry_after="0.02", hang_s=0.6)
+    behaviour = Behaviour(latency_s=0.002, failure_rate=0.3, seed=7, retry_after="0.02", hang_s=0.8)
     with OpenAITestServer(behaviour) as srv:
         cfg = load_config(
             None,
@@ -82,13 +81,13 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
             overrides={
                 "kafka": {"bootstrap_servers": kafka_bootstrap, "input_topic": topic, "dead_letter_topic": f"{topic}.dlq", "output_topic": f"{topic}.out"},
                 "sinks": {"root": str(tmp_path / "out")},
-                "models": _models(srv.base_url, timeout_s=0.3),
+                "models": _models(srv.base_url, timeout_s=0.5),
             },
         )
         sent = produce(kafka_bootstrap, topic, 5000, seed=21, invalid_rate=0.0, pii_rate=0.0, progress=False)
         recovery = tmp_path / "recovery"
         took = run_flow(build_enrich_flow(cfg, drain=True, state_dir=recovery), recovery_dir=recovery, epoch_interval=1.0)
-        time.sleep(0.7)  # let requests the client timed out on finish hanging, so the log is complete
+        time.sleep(0.9)  # let requests the client timed out on finish hanging, so the log is complete
         log = list(srv.log)
 
     out = _read(tmp_path / "out", "enriched")
@@ -103,8 +102,11 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
     requests: Counter[str] = Counter(e["key"] for e in log)
     successes: Counter[str] = Counter(e["key"] for e in log if e["success"])
     outcomes_by_key: dict[str, list[str]] = {}
+    last_class: dict[str, str] = {}  # what the client must have filed the key's last attempt as
     for e in sorted(log, key=lambda e: (e["key"], e["attempt"])):
         outcomes_by_key.setdefault(e["key"], []).append(e["outcome"])
+        # an answer the client timed out on before it was ready is dropped by the server (client_gone)
+        last_class[e["key"]] = "timeout" if e["client_gone"] else ERROR_CLASS_OF.get(e["outcome"], "none")
     assert all(k for k in requests), "a request went out without its Idempotency-Key"
 
     rows = out.select("src_topic", "src_partition", "src_offset", "model_tier", "model_fallback_reasons", "model_error_class", "model_retries", "model_cost_usd").to_dicts()
@@ -136,9 +138,8 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
             assert len(failed) == 1, reasons
             cls = failed[0].split(":", 1)[1]
             assert r["model_error_class"] == cls
-            last = outcomes_by_key[k][-1]
             # the recorded class is the one of the last attempt (or circuit_open when the breaker cut the retries short)
-            assert cls in (ERROR_CLASS_OF[last], "circuit_open"), (k, cls, outcomes_by_key[k])
+            assert cls in (last_class[k], "circuit_open"), (k, cls, outcomes_by_key[k])
             assert r["model_tier"] in ("local", "rules")
         retried += r["model_retries"] > 0
 
@@ -153,4 +154,112 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
     print(
         f"\n5,000 events in {took:.1f}s; requests {len(log)}; injected failures {dict(injected)}; "
         f"tiers {dict(tiers)}; events retried {retried}; final error classes {dict(errors)}"
+    )
+
+
+def _ledger_keys(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {f"{t}:{p}:{o}" for t, p, o in db.execute("SELECT topic, part, off FROM calls")}
+    except sqlite3.OperationalError:  # tables not created yet
+        return set()
+    finally:
+        db.close()
+
+
+def _wait(cond: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kafka_bootstrap: str, unique_topic, tmp_path: Path) -> None:
+    topic = unique_topic("models-kill")
+    events = 2000
+    sent = produce(kafka_bootstrap, topic, events, seed=33, invalid_rate=0.0, pii_rate=0.0, progress=False)
+    log_path = tmp_path / "requests.jsonl"
+    server, base_url = start_subprocess(
+        "--port", "0", "--log", str(log_path), "--latency-ms", "20", "--failure-rate", "0.2", "--seed", "3", "--retry-after", "0.02", "--hang-s", "0.8"
+    )
+    control = base_url.rsplit("/v1", 1)[0]
+    root, recovery = tmp_path / "out", tmp_path / "recovery"
+    ledger = recovery / "model_ledger.sqlite"
+    config = {
+        "kafka": {"bootstrap_servers": kafka_bootstrap, "input_topic": topic, "dead_letter_topic": f"{topic}.dlq", "output_topic": f"{topic}.out"},
+        "sinks": {"root": str(root)},
+        "models": _models(base_url, timeout_s=0.5),
+    }
+    cfg_path = tmp_path / "driftline.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
+    cmd = [sys.executable, "-m", "driftline.cli", "--config", str(cfg_path), "run", "enrich", "--drain", "--recovery-dir", str(recovery), "--epoch-interval", "0.5"]
+
+    def successes() -> list[dict[str, Any]]:
+        return [e for e in read_log(log_path) if e["success"]]
+
+    def stats() -> dict[str, int]:
+        return httpx.get(f"{control}/_stats", timeout=5).json()
+
+    try:
+        with open(tmp_path / "run1.log", "w") as err:
+            flow = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                # mid-run: a third of the events answered by the provider
+                _wait(lambda: len(successes()) >= events // 3 or flow.poll() is not None, "a third of the events to be answered")
+                assert flow.poll() is None, "the flow finished before it could be killed"
+                # freeze the provider: requests stay in flight, none completes
+                httpx.post(f"{control}/_behaviour", json={"hold": True}, timeout=5).raise_for_status()
+                _wait(lambda: stats()["held"] >= 1, "requests in flight")
+                # every answer delivered so far is durable (results the step has not emitted yet included)
+                answered_before = {e["key"] for e in successes()}
+                _wait(lambda: answered_before <= _ledger_keys(ledger), "delivered answers to reach the ledger", timeout=10)
+                in_flight = stats()["in_flight"]
+                flow.send_signal(signal.SIGKILL)
+                flow.wait(timeout=30)
+            finally:
+                if flow.poll() is None:
+                    flow.kill()
+        assert flow.returncode == -signal.SIGKILL
+        committed_before = _ledger_keys(ledger)
+        httpx.post(f"{control}/_behaviour", json={"hold": False}, timeout=5).raise_for_status()
+        _wait(lambda: stats()["in_flight"] == 0, "held requests to complete")
+
+        with open(tmp_path / "run2.log", "w") as err:
+            done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, timeout=180)
+        assert done.returncode == 0, (tmp_path / "run2.log").read_text()[-3000:]
+        _wait(lambda: stats()["in_flight"] == 0, "the last requests to complete", timeout=5)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    log = read_log(log_path)
+
+    out = _read(root, "enriched")
+    assert out.height == events and out["event_id"].n_unique() == events
+    assert set(out["event_id"].to_list()) == {e.record["event_id"] for e in sent}
+
+    successes_by_key: Counter[str] = Counter(e["key"] for e in log if e["success"])
+    rows = out.select("src_topic", "src_partition", "src_offset", "model_tier", "model_replayed", "model_retries").to_dicts()
+    by_key = {_key(r): r for r in rows}
+    # the server's log: one successful request per event answered by the provider, none for the others
+    assert max(successes_by_key.values()) == 1, [k for k, c in successes_by_key.items() if c > 1]
+    for k, r in by_key.items():
+        assert successes_by_key[k] == (1 if r["model_tier"] == "primary" else 0), (k, r)
+    # the kill really hit a batch in progress: answers taken before it came back from the
+    # ledger after the restart (no new request), requests in flight were dropped by the server
+    replayed = {k for k, r in by_key.items() if r["model_replayed"]}
+    assert replayed and replayed <= committed_before
+    assert all(by_key[k]["model_tier"] == "primary" for k in answered_before)
+    gone = [e for e in log if e.get("client_gone") and e["outcome"] in SUCCESS_OUTCOMES]
+    assert gone, "no request was in flight at the kill"
+    assert all(by_key[e["key"]]["model_tier"] in ("primary", "local", "rules") for e in gone)
+    failed = Counter(e["outcome"] for e in log if not e["success"] and e["outcome"] not in SUCCESS_OUTCOMES)
+    tiers = Counter(r["model_tier"] for r in rows)
+    print(
+        f"\n{events} events, SIGKILL after {len(answered_before)} answers with {in_flight} requests in flight; "
+        f"requests {len(log)}; successes {sum(successes_by_key.values())}; dropped at the kill {len(gone)}; "
+        f"replayed from the ledger {len(replayed)}; injected failures {dict(failed)}; tiers {dict(tiers)}"
     )
