@@ -16,6 +16,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from driftline.config.kafka import KafkaConfig
 from driftline.operators.decode import RawRecord
 
 
@@ -128,6 +129,19 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
         self._poll_timeout = poll_timeout_ms / 1000
         self._idle_tick = idle_tick_ms / 1000
         self._extra = dict(extra or {})
+
+    @classmethod
+    def from_config(cls, kafka: KafkaConfig, topics: Sequence[str], *, drain: bool) -> MicroBatchKafkaSource:
+        """The source for ``topics`` with the ``kafka`` section's brokers and poll settings."""
+        return cls(
+            kafka.bootstrap_servers,
+            topics,
+            drain=drain,
+            batch_size=kafka.poll_batch_size,
+            poll_timeout_ms=kafka.poll_timeout_ms,
+            idle_tick_ms=kafka.idle_tick_ms,
+            extra=kafka.extra,
+        )
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._servers, **self._extra})

@@ -73,15 +73,7 @@ class EnrichIO:
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
     k = cfg.kafka
-    source = MicroBatchKafkaSource(
-        k.bootstrap_servers,
-        [k.input_topic],
-        drain=drain,
-        batch_size=k.poll_batch_size,
-        poll_timeout_ms=k.poll_timeout_ms,
-        idle_tick_ms=k.idle_tick_ms,
-        extra=k.extra,
-    )
+    source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=drain)
     return EnrichIO(
         source=source,
         dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),

@@ -211,6 +211,16 @@ def _event_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return fields, errors
 
 
+def _append_source(cols: dict[str, list[Any]], rec: RawRecord) -> None:
+    """Append the record's Kafka coordinates, key and original bytes to column lists."""
+    cols["src_key"].append(rec.key)
+    cols["src_topic"].append(rec.topic)
+    cols["src_partition"].append(rec.partition)
+    cols["src_offset"].append(rec.offset)
+    cols["src_timestamp"].append(rec.timestamp_ms)
+    cols["raw"].append(rec.value)
+
+
 def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
     """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order."""
     limit = (config or DecodeConfig()).max_payload_bytes
@@ -221,12 +231,7 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
     bad_reasons: list[list[str]] = []
 
     def refuse(rec: RawRecord, code: str, message: str) -> None:
-        bad["src_key"].append(rec.key)
-        bad["src_topic"].append(rec.topic)
-        bad["src_partition"].append(rec.partition)
-        bad["src_offset"].append(rec.offset)
-        bad["src_timestamp"].append(rec.timestamp_ms)
-        bad["raw"].append(rec.value)
+        _append_source(bad, rec)
         bad_codes.append([code])
         bad_reasons.append([message])
 
@@ -243,12 +248,7 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
             continue
         for name, value in fields.items():
             cols[name].append(value)
-        cols["src_key"].append(rec.key)
-        cols["src_topic"].append(rec.topic)
-        cols["src_partition"].append(rec.partition)
-        cols["src_offset"].append(rec.offset)
-        cols["src_timestamp"].append(rec.timestamp_ms)
-        cols["raw"].append(rec.value)
+        _append_source(cols, rec)
         cols["payload_format"].append(fmt)
         cols["field_errors"].append(errors)
         cols["warnings"].append([])

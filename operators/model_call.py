@@ -146,8 +146,8 @@ class ModelCallLogic(StatefulBatchLogic[pl.DataFrame, ModelCallOutput, ModelCall
             if v.height:
                 self.state.segments.append((now, v))
                 self._waiting += v.height
-        # every full batch waiting is called now; the service hands them to the backends
-        # one batch (max_rows) at a time and commits them to the ledger together
+        # every full batch waiting is called now; the service streams them through each
+        # tier and records every remote answer in the ledger as soon as it arrives
         full = self._waiting - self._waiting % self.max_rows
         return self._call([self._take(full)] if full else []), StatefulBatchLogic.RETAIN
 

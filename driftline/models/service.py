@@ -8,7 +8,9 @@ budget would be exceeded (reason ``budget``), or when it cannot run the row's ta
 (``unsupported``).  A remote tier first looks in the response cache.  Failures are
 classified and the row moves on; a rules tier closes every chain, so no row is ever
 left without a result.  Results involving a remote call are committed to the ledger
-before the frame is returned.
+before the frame is returned: an answer from a remote tier as soon as it arrives (while
+the rest of the batch is in flight), a remote failure answered by a later tier at the
+end of the batch.
 
 >>> from driftline.config.models import ModelsConfig, LedgerConfig
 >>> svc = ModelService(ModelsConfig(ledger=LedgerConfig(enabled=False)))
