@@ -6,7 +6,7 @@
    requests.  Target: pipeline overhead < 20 %.
 2. Remote backend against the loopback OpenAI-compatible test server answering each
    request after 100 ms, 16 requests in flight, through the same batching, with the
-   call ledger on (fsync per batch).  Target: >= 120 events per second.
+   call ledger on (a commit per answer).  Target: >= 120 events per second.
 
     .venv/bin/python bench/bench_models.py [--events 20000] [--remote-events 2000]
 """

@@ -140,7 +140,8 @@ def _mask_list_of_strings(masker: PiiMasker, col: pl.Series) -> pl.Series:
     if values.len() == 0:
         return col
     masked = masker.mask_series(values).to_arrow()
-    rebuilt = pa.LargeListArray.from_arrays(arr.offsets, masked, mask=arr.is_null()) if pa.types.is_large_list(arr.type) else pa.ListArray.from_arrays(arr.offsets, masked, mask=arr.is_null())
+    cls = pa.LargeListArray if pa.types.is_large_list(arr.type) else pa.ListArray
+    rebuilt = cls.from_arrays(_fresh_offsets(arr), masked, mask=arr.is_null())
     return pl.Series(col.name, rebuilt).cast(col.dtype)
 
 
@@ -158,7 +159,14 @@ def _mask_attributes(masker: PiiMasker, col: pl.Series) -> pl.Series:
     vals = masker.mask_series(pl.Series(structs.field("value"))).to_arrow()
     new_structs = pa.StructArray.from_arrays([keys, vals.cast(keys.type)], names=["key", "value"])
     cls = pa.LargeListArray if pa.types.is_large_list(arr.type) else pa.ListArray
-    return pl.Series(col.name, cls.from_arrays(arr.offsets, new_structs, mask=arr.is_null())).cast(col.dtype)
+    return pl.Series(col.name, cls.from_arrays(_fresh_offsets(arr), new_structs, mask=arr.is_null())).cast(col.dtype)
+
+
+def _fresh_offsets(arr: pa.ListArray | pa.LargeListArray) -> pa.Array:
+    """List offsets rebased to 0 in a new buffer: a sliced list array (a row slice of a
+    batch) carries offsets into its parent's values, which ``from_arrays`` rejects."""
+    offsets = np.asarray(arr.offsets)
+    return pa.array(offsets - offsets[0], type=arr.offsets.type)
 
 
 # ----------------------------------------------------------------------------- the stage

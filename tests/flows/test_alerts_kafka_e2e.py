@@ -189,7 +189,7 @@ def test_alert_rules_fire_and_resolve_by_phase_on_the_real_broker(kafka_bootstra
         enriched = read_dataset(root, "enriched")
         assert enriched.height == sum(PER_WINDOW[p] for p in PHASES[:6])
         assert (enriched["model_tier"] == "primary").all()
-        # acme has spent this much today; its budget will allow only ~3 more estimated calls
+        # what acme spent today; run 2 gives it room for two more estimated calls (~$0.0006 each)
         acme_spent = float(enriched.filter(pl.col("tenant") == "acme")["model_cost_usd"].sum())
 
         # run 2: the provider slows down, fails and bills a lot; acme's budget runs out
@@ -215,7 +215,7 @@ def test_alert_rules_fire_and_resolve_by_phase_on_the_real_broker(kafka_bootstra
     assert [window_index(t) for t in metrics["window_start"]] == list(range(len(PHASES)))
     assert metrics["key"].unique().to_list() == ["source=reviews"]
     assert metrics["events"].to_list() == [PER_WINDOW[p] for p in PHASES]
-    assert late.height == 0 or late["late_events"].sum() == 0
+    assert late.height == 0
     assert metrics["reference_id"].null_count() == 2  # the warm-up windows
 
     # the conditions follow the phases

@@ -174,3 +174,21 @@ def test_row_order_kept(size: int) -> None:
     out = mask_batch(MicroBatch(valid=events(texts)), masker()).valid
     assert out["event_id"].to_list() == [f"e{i}" for i in range(size)]
     assert [t.split(" ")[1] for t in out["text"].to_list()] == [str(i) for i in range(size)]
+
+
+def test_sliced_list_columns_are_masked() -> None:
+    """Row slices of a batch (offsets into a parent buffer, with nulls) mask like whole ones."""
+    from driftline.operators.pii.operator import _mask_attributes, _mask_list_of_strings
+
+    masker = PiiMasker.from_config(PrivacyConfig(), key=b"0123456789abcdef")
+    attrs = pl.Series(
+        "attributes",
+        [[{"key": "a", "value": "x@example.com"}], None, [{"key": "b", "value": "ok"}], [], [{"key": "c", "value": "mail y@example.org"}]],
+        dtype=pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8})),
+    )
+    got = _mask_attributes(masker, attrs.slice(1, 4)).to_list()
+    assert got[0] is None and got[1] == [{"key": "b", "value": "ok"}] and got[2] == []
+    assert got[3][0]["value"].startswith("mail <EMAIL:")
+    reasons = pl.Series("reasons", [["a@b.co"], None, ["mail x@example.com"], []], dtype=pl.List(pl.Utf8))
+    got_reasons = _mask_list_of_strings(masker, reasons.slice(1, 3)).to_list()
+    assert got_reasons[0] is None and got_reasons[2] == [] and got_reasons[1][0].startswith("mail <EMAIL:")
