@@ -100,7 +100,7 @@ def build_enrich_flow(
     masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
     features = FeatureEngine.from_config(cfg.features)
     sanitizer = Sanitizer.from_config(cfg.features)
-    models = ModelService(cfg.models)
+    models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     sink = lambda spec: ParquetDatasetSink(spec, cfg.sinks, run_info=run_info, clock=clock)  # noqa: E731
 

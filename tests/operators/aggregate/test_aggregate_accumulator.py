@@ -121,3 +121,18 @@ def test_budget_exhaustion_from_error_class_or_fallback_reason() -> None:
     )
     (s,) = slice_frame(f, cfg)
     assert s.acc.budget_exhausted_calls == 2 and s.acc.model_calls == 4
+
+
+def test_budget_fallback_reason_carries_the_tier_name() -> None:
+    """The model stage records ``<tier>:budget``; both that and a bare ``budget`` count."""
+    f = pl.DataFrame(
+        {
+            "event_time": [T0] * 3,
+            "source": ["s"] * 3,
+            "model_name": ["vader", "vader", "m"],
+            "model_error_class": [None, None, None],
+            "model_fallback_reasons": [["primary:budget"], ["primary:timeout"], []],
+        }
+    )
+    (s,) = slice_frame(f, MonitoringConfig(key_dims=["source"]))
+    assert s.acc.budget_exhausted_calls == 1
