@@ -199,7 +199,11 @@ class ColumnsConfig(BaseModel):
 
     event_time: str = Field("event_time", description="Event-time column (Datetime UTC).")
     event_id: str = Field("event_id", description="Id column; the smallest id of a late slice names its late row.")
-    model: str = Field("model_name", description="Model that answered.")
+    model: str = Field("model_name", description="Model that answered (used for the model key when the route column is absent).")
+    route: str = Field(
+        "model_route",
+        description="First-choice model of the row, whichever tier answered; the `model` key dimension uses it when present, so a failing model's errors stay on its own key.",
+    )
     label: str = Field("model_label", description="Predicted label.")
     confidence: str = Field("model_confidence", description="Model confidence in [0, 1].")
     tier: str = Field("model_tier", description="Fallback tier that answered.")

@@ -88,9 +88,14 @@ def _list_column(name: str, values: list[list[str] | None]) -> pl.Series:
     return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 
+ROUTE_COLUMN = "model_route"
+"""The model of the first tier tried for the row (its first choice), whichever tier answered:
+monitoring keys windows on it so a failing model's errors and latency stay on its key."""
+
+
 def model_output_schema(cfg: ModelsConfig | None = None) -> dict[str, pl.DataType]:
     """The result columns the models stage adds (stable, whatever the configuration)."""
-    return dict(MODEL_OUTPUT_SCHEMA)
+    return {**MODEL_OUTPUT_SCHEMA, ROUTE_COLUMN: pl.Utf8}
 
 
 @dataclass(slots=True)
@@ -225,7 +230,7 @@ class ModelService:
     def _process(self, frame: pl.DataFrame) -> ModelBatchResult:
         n = frame.height
         if n == 0:
-            return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in MODEL_OUTPUT_SCHEMA.items()]), _NO_EVENTS)
+            return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in model_output_schema().items()]), _NO_EVENTS)
         texts, tasks, private, tenants, sources, coords, keys = self._inputs(frame)
         rows = [_Row() for _ in range(n)]
 
@@ -240,7 +245,7 @@ class ModelService:
         for i in pending:  # only if the final rules tier itself crashed
             rows[i].answer = ModelResult.failure("internal", "no tier answered")
             rows[i].reasons.append("none:internal")
-        results = self._assemble(frame, rows, tasks, replayed)
+        results = self._with_route(self._assemble(frame, rows, tasks, replayed))
         self._commit(list(range(n)), rows, tasks, coords, tenants, sources)  # rows a remote tier failed and a later tier answered
         events = self.budgets.drain_events()
         for e in events:
@@ -466,6 +471,13 @@ class ModelService:
             False,
             row.budget_event,
         )
+
+    def _with_route(self, results: pl.DataFrame) -> pl.DataFrame:
+        """Add :data:`ROUTE_COLUMN`: the first tier named in the fallback reasons, else the answering tier."""
+        reasons = pl.col("model_fallback_reasons")
+        first_tier = pl.when(reasons.list.len().fill_null(0) > 0).then(reasons.list.first().str.split(":").list.first()).otherwise(pl.col("model_tier"))
+        models = {t.name: t.backend.model for t in self.tiers}
+        return results.with_columns(first_tier.replace_strict(models, default=pl.col("model_name"), return_dtype=pl.Utf8).alias(ROUTE_COLUMN))
 
     def _assemble(self, frame: pl.DataFrame, rows: list[_Row], tasks: list[str], replayed: dict[int, dict[str, Any]]) -> pl.DataFrame:
         n = len(rows)

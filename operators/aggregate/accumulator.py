@@ -256,6 +256,8 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
     ]
     for i, dim in enumerate(cfg.key_dims):
         col = key_column(cfg, dim)
+        if dim == "model" and cfg.columns.route in frame.columns:
+            col = cfg.columns.route
         name = f"__k{i}"
         key_cols.append(name)
         if col in frame.columns:
