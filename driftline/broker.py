@@ -251,8 +251,16 @@ class LocalKafka:
 
 
 def _kafka_cluster_id(seed_hex: str) -> str:
-    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 characters)."""
+    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 characters).
+
+    The first byte is forced below 0xF8 so the id never starts with ``-`` or ``_``
+    (a leading ``-`` would be read as an option by the storage tool).
+
+    >>> all(not _kafka_cluster_id(f"{b:02x}" + "00" * 15)[0] in "-_" for b in range(256))
+    True
+    """
     import base64
 
-    raw = bytes.fromhex((seed_hex + "0" * 32)[:32])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    raw = bytearray(bytes.fromhex((seed_hex + "0" * 32)[:32]))
+    raw[0] &= 0xF7 if raw[0] >= 0xF8 else 0xFF
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
