@@ -33,7 +33,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from driftline import __version__
+from driftline import __version__, metrics
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.runner import resolve_state_paths
@@ -106,14 +106,14 @@ def build_enrich_flow(
 
     flow = Dataflow("driftline_enrich")
     raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, lambda recs: decode_batch(recs, cfg.decode, clock.now()))
+    batches = op.map("decode", raw, lambda recs: decode_batch(_counted(recs), cfg.decode, clock.now()))
     batches = op.map("validate", batches, lambda b: validate_batch(b, validator, clock.now()))
     masked = op.map("mask_pii", batches, lambda b: mask_batch_audited(b, masker))
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
     batches = op.map("features", batches, lambda b: features_batch(b, features))
 
-    rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
+    rejected = op.map("rejected_rows", batches, _rejected_rows)
     valid = op.map("valid_rows", batches, _valid_rows)
     valid = op.map("sanitize", valid, lambda f: sanitize_frame(f, sanitizer))
 
@@ -121,7 +121,7 @@ def build_enrich_flow(
     # bypass the batcher so time-based file flushes downstream keep moving.
     keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), lambda _f: "models")
     called = op.stateful_batch("model_call", keyed, model_call_builder("model_call", models, cfg.models.batching, clock))
-    results = op.map("model_results", called, lambda kv: kv[1].results)
+    results = op.map("model_results", called, lambda kv: metrics.observe_out(FLOW, kv[1].results))
     ticks = op.filter("idle_ticks", valid, lambda f: f.height == 0)
     scored = op.merge("scored", results, ticks)
 
@@ -155,3 +155,14 @@ def build_enrich_flow(
 
 def _valid_rows(batch: MicroBatch) -> pl.DataFrame:
     return batch.valid
+
+
+def _rejected_rows(batch: MicroBatch) -> pl.DataFrame:
+    metrics.observe_rejected(FLOW, batch.rejected)
+    return batch.rejected
+
+
+def _counted(records: list[RawRecord]) -> list[RawRecord]:
+    if records:
+        metrics.observe_in(FLOW, len(records))
+    return records

@@ -17,6 +17,13 @@ from driftline.testing.kafka import consume_all
 pytestmark = pytest.mark.kafka
 
 
+def _total(name: str) -> float:
+    """Sum of a counter over all label sets of the enrich flow."""
+    from prometheus_client import REGISTRY
+
+    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name and s.labels.get("flow") == "enrich")
+
+
 def test_every_event_lands_exactly_once(kafka_bootstrap: str, unique_topic, tmp_path: Path) -> None:
     topic = unique_topic("skeleton")
     cfg = load_config(
@@ -32,7 +39,11 @@ def test_every_event_lands_exactly_once(kafka_bootstrap: str, unique_topic, tmp_
     valid = [e for e in sent if not e.defect]
     assert 25 <= len(malformed) <= 80  # ~5% of 1,000
 
+    before = {name: _total(name) for name in ("driftline_events_in_total", "driftline_events_out_total", "driftline_events_rejected_total")}
     run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "recovery"), recovery_dir=tmp_path / "recovery", epoch_interval=2.0)
+    assert _total("driftline_events_in_total") - before["driftline_events_in_total"] == 1000
+    assert _total("driftline_events_out_total") - before["driftline_events_out_total"] == len(valid)
+    assert _total("driftline_events_rejected_total") - before["driftline_events_rejected_total"] == len(malformed)
 
     enriched = pl.read_parquet(str(tmp_path / "out" / "enriched" / "**" / "*.parquet"))
     ids = enriched["event_id"].to_list()
