@@ -3,28 +3,44 @@ publishes (never inferred from data).
 
 Adding a dataset is adding one function here that returns a
 :class:`~driftline.sinks.parquet.DatasetSpec` for a configuration, registered by
-name with :func:`dataset`.
+name with :func:`dataset`; the flows take their specs from :func:`dataset_specs`.
+
+>>> from driftline.config import load_config
+>>> sorted(dataset_specs(load_config(None, env={})))
+['alerts', 'audit', 'enriched', 'metrics', 'metrics_late', 'rejected', 'telemetry']
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import polars as pl
 import pyarrow as pa
 
 from driftline.config import PipelineConfig
-from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
 from driftline.models import model_output_schema
+from driftline.operators.aggregate import late_schema, metrics_schema
+from driftline.operators.alerts import alerts_schema
+from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
+from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA
 from driftline.operators.features import feature_columns, feature_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
-from collections.abc import Callable
-
-from driftline.sinks.parquet import DatasetSpec
-
-KAFKA_KEY = ("src_topic", "src_partition", "src_offset")
+from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
 
 SpecFactory = Callable[[PipelineConfig], DatasetSpec]
 DATASETS: dict[str, SpecFactory] = {}
+
+# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only.
+NEVER_STORED = frozenset({"raw", "src_key", "field_errors"})
+
+#: Columns of the ``telemetry`` dataset: decoded fields (texts masked), cost and PII counts.
+TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
+    **{k: v for k, v in TELEMETRY_SCHEMA.items() if k not in ("event_id", "source")},
+    "model_cost_usd": pl.Float64,
+    "pii_total": pl.Int64,
+    "text_masking": pl.Utf8,
+}
 
 
 def dataset(name: str) -> Callable[[SpecFactory], SpecFactory]:
@@ -43,15 +59,15 @@ def dataset_specs(cfg: PipelineConfig) -> dict[str, DatasetSpec]:
     """Every registered dataset's spec for this configuration."""
     return {name: factory(cfg) for name, factory in DATASETS.items()}
 
-# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only.
-NEVER_STORED = frozenset({"raw", "src_key", "field_errors"})
 
-
-def arrow_schema(columns: dict[str, pl.DataType], *, required: tuple[str, ...] = ()) -> pa.Schema:
-    """An explicit Arrow schema from a Polars column→dtype mapping."""
+def arrow_schema(columns: dict[str, pl.DataType], *, required: Sequence[str] = ()) -> pa.Schema:
+    """An explicit Arrow schema from a Polars column→dtype mapping; ``required`` columns are non-nullable."""
     empty = pl.DataFrame(schema=columns).to_arrow()
-    fields = [f.with_nullable(f.name not in required) for f in empty.schema]
-    return pa.schema(fields)
+    return pa.schema([f.with_nullable(f.name not in required) for f in empty.schema])
+
+
+def _spec(name: str, columns: dict[str, pl.DataType], key: Sequence[str], time_column: str) -> DatasetSpec:
+    return DatasetSpec(name=name, schema=arrow_schema(columns, required=key), key_columns=tuple(key), time_column=time_column)
 
 
 def enriched_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
@@ -71,38 +87,42 @@ def rejected_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
 
 @dataset("enriched")
 def enriched_spec(cfg: PipelineConfig) -> DatasetSpec:
-    return DatasetSpec(name="enriched", schema=arrow_schema(enriched_columns(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="event_time")
+    """Validated, masked, scored events (enrich flow)."""
+    return _spec("enriched", enriched_columns(cfg), KAFKA_KEY, "event_time")
 
 
 @dataset("rejected")
 def rejected_spec(cfg: PipelineConfig) -> DatasetSpec:
-    return DatasetSpec(name="rejected", schema=arrow_schema(rejected_columns(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="src_timestamp")
+    """Refused records: stage, reasons, coordinates, masked text; never the raw bytes."""
+    return _spec("rejected", rejected_columns(cfg), KAFKA_KEY, "src_timestamp")
 
 
 @dataset("audit")
 def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
     """One row per event the privacy stage saw: entity types and counts, classification,
     DLP rules fired, outcome; never a value."""
-    return DatasetSpec(name="audit", schema=arrow_schema(audit_schema(cfg), required=KAFKA_KEY), key_columns=KAFKA_KEY, time_column="processed_at")
+    return _spec("audit", audit_schema(cfg), KAFKA_KEY, "processed_at")
 
 
-def _monitoring(name: str) -> SpecFactory:
-    def factory(cfg: PipelineConfig) -> DatasetSpec:
-        from driftline.flows.monitor import monitoring_specs
-
-        return monitoring_specs(cfg)[name]
-
-    factory.__doc__ = f"The ``{name}`` dataset of the windowed monitor (see docs/monitoring.md)."
-    return factory
+@dataset("metrics")
+def metrics_spec(cfg: PipelineConfig) -> DatasetSpec:
+    """One row per window and key: cost, latency, quality, drift (see docs/monitoring.md)."""
+    return _spec("metrics", metrics_schema(cfg.monitoring), ("window_start", "key"), "window_start")
 
 
-for _name in ("metrics", "metrics_late", "alerts"):
-    dataset(_name)(_monitoring(_name))
+@dataset("metrics_late")
+def metrics_late_spec(cfg: PipelineConfig) -> DatasetSpec:
+    """Events that arrived after their window closed, counted against it."""
+    return _spec("metrics_late", late_schema(cfg.monitoring), ("window_start", "key", "first_id"), "window_start")
+
+
+@dataset("alerts")
+def alerts_spec(cfg: PipelineConfig) -> DatasetSpec:
+    """Alert firing and resolved events."""
+    return _spec("alerts", alerts_schema(cfg.monitoring), ("rule", "key", "window_start", "state"), "window_start")
 
 
 @dataset("telemetry")
-def telemetry_dataset_spec(cfg: PipelineConfig) -> DatasetSpec:
+def telemetry_spec(cfg: PipelineConfig) -> DatasetSpec:
     """Masked model-call telemetry written by the monitor flow."""
-    from driftline.flows.monitor import telemetry_spec
-
-    return telemetry_spec(cfg)
+    return _spec("telemetry", TELEMETRY_COLUMNS, KAFKA_KEY, "event_time")

@@ -39,7 +39,6 @@ from driftline.config import PipelineConfig
 from driftline.runner import resolve_state_paths
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
-from driftline.flows.monitor import monitoring_specs
 from driftline.flows.windowing import AlertWebhookSink, window_monitor
 from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
@@ -50,7 +49,7 @@ from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
-from driftline.flows.datasets import audit_spec, enriched_spec, rejected_spec
+from driftline.flows.datasets import dataset_specs
 
 FLOW = "enrich"
 
@@ -102,7 +101,8 @@ def build_enrich_flow(
     sanitizer = Sanitizer.from_config(cfg.features)
     models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
-    sink = lambda spec: ParquetDatasetSink(spec, cfg.sinks, run_info=run_info, clock=clock)  # noqa: E731
+    specs = dataset_specs(cfg)
+    sink = lambda name: ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)  # noqa: E731
 
     flow = Dataflow("driftline_enrich")
     raw = op.input("kafka_in", flow, io.source)
@@ -130,20 +130,19 @@ def build_enrich_flow(
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
     op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
-    parquet_output("rejected_parquet", rejected, sink(rejected_spec(cfg)))
-    parquet_output("audit_parquet", audit, sink(audit_spec(cfg)))
-    parquet_output("enriched_parquet", scored, sink(enriched_spec(cfg)))
+    parquet_output("rejected_parquet", rejected, sink("rejected"))
+    parquet_output("audit_parquet", audit, sink("audit"))
+    parquet_output("enriched_parquet", scored, sink("enriched"))
     if io.output is not None:
-        columns = list(enriched_spec(cfg).schema.names)
+        columns = list(specs["enriched"].schema.names)
         rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
         op.output("output_topic_out", op.map("output_records", rows_out, lambda f: json_records(f, columns, "event_id")), io.output)
 
     # Per-window cost, latency, quality and drift; alerts.
     win = window_monitor("windows", scored, cfg.monitoring, clock=clock)
-    specs = monitoring_specs(cfg)
-    parquet_output("metrics_parquet", win.metrics, sink(specs["metrics"]))
-    parquet_output("metrics_late_parquet", win.late, sink(specs["metrics_late"]))
-    parquet_output("alerts_parquet", win.alerts, sink(specs["alerts"]))
+    parquet_output("metrics_parquet", win.metrics, sink("metrics"))
+    parquet_output("metrics_late_parquet", win.late, sink("metrics_late"))
+    parquet_output("alerts_parquet", win.alerts, sink("alerts"))
     if io.metrics is not None:
         op.output("metrics_topic_out", op.map("metrics_records", win.metrics, lambda f: json_records(f, list(f.columns), "key")), io.metrics)
     if io.alerts is not None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,23 +40,15 @@ from bytewax.outputs import Sink
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
-from driftline.operators.aggregate import late_schema, metrics_schema, pipeline_version
-from driftline.operators.alerts import alerts_schema
+from driftline.operators.aggregate import pipeline_version
 from driftline.operators.decode import RawRecord
-from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA, TelemetryBatch, decode_telemetry, with_cost
+from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
+from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
 from driftline.flows.windowing import AlertWebhookSink, window_monitor
 
 FLOW = "monitor"
 TEXT_COLUMNS = ("prompt", "completion")
 log = logging.getLogger("driftline.flows.monitor")
-
-#: Columns of the ``telemetry`` dataset: decoded fields (texts masked), cost and PII counts.
-TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
-    **{k: v for k, v in TELEMETRY_SCHEMA.items() if k not in ("event_id", "source")},
-    "model_cost_usd": pl.Float64,
-    "pii_total": pl.Int64,
-    "text_masking": pl.Utf8,
-}
 
 #: Telemetry carries no feature columns; drift covers confidence and labels.
 TELEMETRY_FEATURES: list[DriftFeature] = []
@@ -136,35 +127,6 @@ def telemetry_rows(batch: TelemetryBatch, cfg: PipelineConfig, masker: TextMaske
     return masker(with_cost(batch.valid, cfg.models.pricing))
 
 
-def _arrow(columns: dict[str, pl.DataType], required: Sequence[str] = ()) -> Any:
-    import pyarrow as pa
-
-    empty = pl.DataFrame(schema=columns).to_arrow()
-    return pa.schema([f.with_nullable(f.name not in required) for f in empty.schema])
-
-
-def monitoring_specs(cfg: PipelineConfig) -> dict[str, Any]:
-    """:class:`~driftline.sinks.parquet.DatasetSpec` of ``metrics``, ``metrics_late`` and ``alerts``."""
-    from driftline.sinks.parquet import DatasetSpec
-
-    m = cfg.monitoring
-    return {
-        "metrics": DatasetSpec("metrics", _arrow(metrics_schema(m), ("window_start", "key")), ("window_start", "key"), "window_start"),
-        "metrics_late": DatasetSpec(
-            "metrics_late", _arrow(late_schema(m), ("window_start", "key", "first_id")), ("window_start", "key", "first_id"), "window_start"
-        ),
-        "alerts": DatasetSpec(
-            "alerts", _arrow(alerts_schema(m), ("rule", "key", "window_start", "state")), ("rule", "key", "window_start", "state"), "window_start"
-        ),
-    }
-
-
-def telemetry_spec(cfg: PipelineConfig) -> Any:
-    from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
-
-    return DatasetSpec("telemetry", _arrow(TELEMETRY_COLUMNS, KAFKA_KEY), KAFKA_KEY, "event_time")
-
-
 def _json_out(step_id: str, frames: Stream[pl.DataFrame], sink: Sink[Any], key_column: str) -> None:
     from driftline.sinks.kafka import json_records
 
@@ -209,10 +171,10 @@ def build_monitor_flow(
         from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
 
         run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
-        specs = {**monitoring_specs(cfg), "telemetry": telemetry_spec(cfg)}
+        specs = dataset_specs(cfg)
         for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
             parquet_output(f"{name}_parquet", stream, ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))
     return flow
 
 
-__all__ = ["MonitorIO", "TELEMETRY_COLUMNS", "TextMasker", "build_monitor_flow", "kafka_io", "monitoring_specs", "telemetry_rows", "telemetry_spec"]
+__all__ = ["MonitorIO", "TextMasker", "build_monitor_flow", "kafka_io", "telemetry_rows"]

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from driftline.sinks.parquet import DatasetSpec, ParquetDatasetSink, RunInfo, parquet_output, register_dataset, get_dataset
+    from driftline.sinks.parquet import DatasetSpec, ParquetDatasetSink, RunInfo, parquet_output
 """
 
 from driftline.sinks.parquet.format import SinkSchemaError, conform, encode_parquet
@@ -12,9 +12,6 @@ from driftline.sinks.parquet.spec import (
     KAFKA_KEY,
     DatasetSpec,
     RunInfo,
-    get_dataset,
-    list_datasets,
-    register_dataset,
     schema_fingerprint,
 )
 from driftline.sinks.parquet.store import FsspecStore, LocalStore, Store, open_store
@@ -37,12 +34,9 @@ __all__ = [
     "WriterState",
     "conform",
     "encode_parquet",
-    "get_dataset",
-    "list_datasets",
     "load_entries",
     "open_store",
     "parquet_output",
-    "register_dataset",
     "roll_forward",
     "schema_fingerprint",
 ]

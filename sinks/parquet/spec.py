@@ -1,16 +1,17 @@
-"""Dataset specifications and the dataset registry.
+"""Dataset specifications.
 
 A dataset is one folder under ``sinks.root`` holding immutable Parquet files plus a
-manifest.  Adding a dataset is registering one :class:`DatasetSpec`:
+manifest, described by one :class:`DatasetSpec` (the flows register theirs in
+``flows/datasets.py``):
 
 >>> import pyarrow as pa
->>> spec = register_dataset(DatasetSpec(
+>>> spec = DatasetSpec(
 ...     name="doc_example",
 ...     schema=pa.schema([("window_start", pa.timestamp("ms", "UTC"), False), ("key", pa.string(), False), ("n", pa.int64())]),
 ...     key_columns=("window_start", "key"),
 ...     time_column="window_start",
-... ))
->>> get_dataset("doc_example").key_kind
+... )
+>>> spec.key_kind
 'exact'
 """
 
@@ -125,26 +126,3 @@ class RunInfo:
     pipeline_version: str
     config_hash: str
     model_versions: Mapping[str, str] = field(default_factory=dict)
-
-
-_REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Register ``spec`` under its name; registering the same spec again is a no-op."""
-    old = _REGISTRY.get(spec.name)
-    if old is not None and (old.fingerprint != spec.fingerprint or old.key_columns != spec.key_columns or old.time_column != spec.time_column):
-        raise ValueError(f"dataset {spec.name!r} is already registered with a different schema or key")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"no dataset named {name!r} is registered (known: {sorted(_REGISTRY)})") from None
-
-
-def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from driftline.config import ConfigError, load_config
-from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec, get_dataset, register_dataset, schema_fingerprint
+from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec, schema_fingerprint
 
 from parquet_helpers import EVENTS_SCHEMA, WINDOW_SCHEMA
 
@@ -30,17 +30,6 @@ def test_spec_refuses_contradictions(kwargs: dict, message: str) -> None:
     args = {"name": "x", "schema": EVENTS_SCHEMA, "key_columns": KAFKA_KEY, "time_column": "event_time", **kwargs}
     with pytest.raises(ValueError, match=message):
         DatasetSpec(**args)
-
-
-def test_registry_is_idempotent_and_refuses_conflicts() -> None:
-    spec = DatasetSpec("reg_test", EVENTS_SCHEMA, KAFKA_KEY, "event_time")
-    assert register_dataset(spec) is spec
-    register_dataset(DatasetSpec("reg_test", EVENTS_SCHEMA, KAFKA_KEY, "event_time"))
-    assert get_dataset("reg_test").name == "reg_test"
-    with pytest.raises(ValueError, match="different schema"):
-        register_dataset(DatasetSpec("reg_test", WINDOW_SCHEMA, ("window_start", "key"), "window_start"))
-    with pytest.raises(KeyError, match="no dataset named 'missing'"):
-        get_dataset("missing")
 
 
 def test_fingerprint_ignores_metadata_but_not_nullability() -> None:
