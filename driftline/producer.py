@@ -12,7 +12,6 @@ are reproducible.
 
 from __future__ import annotations
 
-import io
 import random
 import uuid
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-import fastavro
 import orjson
 from faker import Faker
 
-from driftline.schemas import load_schema, schema_fingerprint
+from driftline.schemas import encode_single_object
 
 LANGUAGES: dict[str, str] = {
     "en": "en_US",
@@ -192,9 +190,7 @@ class SyntheticEvent:
 
 def encode_avro(record: dict[str, Any]) -> bytes:
     """Avro single-object encoding of a text event (marker, fingerprint, datum)."""
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, load_schema("text_event"), record)
-    return b"\xc3\x01" + schema_fingerprint("text_event") + buf.getvalue()
+    return encode_single_object("text_event", record)
 
 
 def encode_json(record: dict[str, Any]) -> bytes:
@@ -266,9 +262,9 @@ class SyntheticProducer:
             self._fakers[lang] = fk
         return fk
 
-    def events(self, n: int, *, start_index: int = 0) -> Iterator[SyntheticEvent]:
+    def events(self, n: int) -> Iterator[SyntheticEvent]:
         rng = random.Random(self.seed)
-        for i in range(start_index, start_index + n):
+        for i in range(n):
             yield self._one(rng, i)
 
     def _one(self, rng: random.Random, i: int) -> SyntheticEvent:

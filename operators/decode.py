@@ -28,9 +28,9 @@ from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
 from driftline.operators.batch import EVENT_SCHEMA, MicroBatch, reject_rows
-from driftline.schemas import load_schema, schema_fingerprint
+from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 
-AVRO_MAGIC = b"\xc3\x01"
+AVRO_MAGIC = SINGLE_OBJECT_MAGIC
 AVRO_HEADER_LEN = 10
 
 DECODE_REASONS: dict[str, str] = {
@@ -62,7 +62,9 @@ class RawRecord:
     headers: tuple[tuple[str, bytes], ...] = field(default=())
 
 
-class _Undecodable(Exception):
+class Undecodable(Exception):
+    """A payload that cannot be decoded; ``code`` is one of :data:`DECODE_REASONS`."""
+
     def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(code)
         self.code = code
@@ -74,38 +76,40 @@ class _Undecodable(Exception):
         return f"{base}: {self.detail}" if self.detail else base
 
 
-def _parse_payload(value: bytes | None, limit: int) -> tuple[dict[str, Any], str]:
+def decode_payload(value: bytes | None, limit: int, schema: str = "text_event") -> tuple[dict[str, Any], str]:
+    """``(object, "json" | "avro")`` of a payload whose Avro form uses ``schema``
+    (a name from :mod:`driftline.schemas`); raises :class:`Undecodable` with a reason code."""
     if not value:
-        raise _Undecodable("empty_payload")
+        raise Undecodable("empty_payload")
     if len(value) > limit:
-        raise _Undecodable("payload_too_large", f"{len(value)} bytes > {limit}")
+        raise Undecodable("payload_too_large", f"{len(value)} bytes > {limit}")
     if value[:2] == AVRO_MAGIC:
         if len(value) < AVRO_HEADER_LEN:
-            raise _Undecodable("truncated_avro", f"{len(value)} bytes, header needs {AVRO_HEADER_LEN}")
-        if value[2:AVRO_HEADER_LEN] != schema_fingerprint("text_event"):
-            raise _Undecodable("unknown_schema", f"fingerprint {value[2:AVRO_HEADER_LEN].hex()}")
+            raise Undecodable("truncated_avro", f"{len(value)} bytes, header needs {AVRO_HEADER_LEN}")
+        if value[2:AVRO_HEADER_LEN] != schema_fingerprint(schema):
+            raise Undecodable("unknown_schema", f"fingerprint {value[2:AVRO_HEADER_LEN].hex()}")
         buf = io.BytesIO(value[AVRO_HEADER_LEN:])
         try:
-            record = schemaless_reader(buf, load_schema("text_event"), None)
+            record = schemaless_reader(buf, load_schema(schema), None)
         except EOFError as exc:
-            raise _Undecodable("truncated_avro", str(exc) or "datum ends early") from None
+            raise Undecodable("truncated_avro", str(exc) or "datum ends early") from None
         except UnicodeDecodeError:
-            raise _Undecodable("invalid_utf8", "an Avro string is not valid UTF-8") from None
+            raise Undecodable("invalid_utf8", "an Avro string is not valid UTF-8") from None
         except Exception as exc:  # fastavro raises assorted errors on corrupt data
-            raise _Undecodable("bad_avro", f"{type(exc).__name__}: {exc}") from None
+            raise Undecodable("bad_avro", f"{type(exc).__name__}: {exc}") from None
         if buf.tell() != len(value) - AVRO_HEADER_LEN:
-            raise _Undecodable("bad_avro", "trailing bytes after the datum")
+            raise Undecodable("bad_avro", "trailing bytes after the datum")
         return record, "avro"
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         if value.startswith(b"\xef\xbb\xbf"):
-            raise _Undecodable("bad_json", "a UTF-8 byte order mark precedes the JSON") from None
+            raise Undecodable("bad_json", "a UTF-8 byte order mark precedes the JSON") from None
         if "UTF-8" in str(exc):
-            raise _Undecodable("invalid_utf8", str(exc)) from None
-        raise _Undecodable("bad_json", str(exc)) from None
+            raise Undecodable("invalid_utf8", str(exc)) from None
+        raise Undecodable("bad_json", str(exc)) from None
     if not isinstance(obj, dict):
-        raise _Undecodable("not_an_object", f"got {type(obj).__name__}")
+        raise Undecodable("not_an_object", f"got {type(obj).__name__}")
     return obj, "json"
 
 
@@ -117,8 +121,8 @@ MAX_EVENT_TIME_MS = 253_402_300_799_999
 def parse_payload(value: bytes | None, limit: int = DecodeConfig().max_payload_bytes) -> dict[str, Any] | None:
     """The decoded object of a JSON or Avro single-object payload, or None when undecodable."""
     try:
-        return _parse_payload(value, limit)[0]
-    except _Undecodable:
+        return decode_payload(value, limit)[0]
+    except Undecodable:
         return None
 
 
@@ -237,8 +241,8 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
 
     for rec in records:
         try:
-            obj, fmt = _parse_payload(rec.value, limit)
-        except _Undecodable as exc:
+            obj, fmt = decode_payload(rec.value, limit)
+        except Undecodable as exc:
             refuse(rec, exc.code, exc.message)
             continue
         try:

@@ -19,18 +19,14 @@ carry the call's fields; ``prompt`` and ``completion`` are raw until masked.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import polars as pl
-from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
 from driftline.operators.batch import TIME_DTYPE, reject_rows
-from driftline.operators.decode import AVRO_HEADER_LEN, AVRO_MAGIC, DECODE_REASONS, RawRecord, _coerce_time
-from driftline.schemas import load_schema, schema_fingerprint
+from driftline.operators.decode import DECODE_REASONS, RawRecord, Undecodable, _coerce_time, decode_payload
 
 TELEMETRY_SCHEMA: dict[str, pl.DataType] = {
     "call_id": pl.Utf8,
@@ -68,38 +64,6 @@ class TelemetryBatch:
         self.rejected = rejected
 
 
-def _parse(value: bytes | None, limit: int) -> tuple[dict[str, Any] | None, str, str]:
-    """(object, format, reason code) — object None when undecodable."""
-    if not value:
-        return None, "", "empty_payload"
-    if len(value) > limit:
-        return None, "", "payload_too_large"
-    if value[:2] == AVRO_MAGIC:
-        if len(value) < AVRO_HEADER_LEN:
-            return None, "", "truncated_avro"
-        if value[2:AVRO_HEADER_LEN] != schema_fingerprint("model_call"):
-            return None, "", "unknown_schema"
-        buf = io.BytesIO(value[AVRO_HEADER_LEN:])
-        try:
-            rec = schemaless_reader(buf, load_schema("model_call"), None)
-        except EOFError:
-            return None, "", "truncated_avro"
-        except UnicodeDecodeError:
-            return None, "", "invalid_utf8"
-        except Exception:  # fastavro raises assorted errors on corrupt data
-            return None, "", "bad_avro"
-        if buf.tell() != len(value) - AVRO_HEADER_LEN:
-            return None, "", "bad_avro"
-        return rec, "avro", ""
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return None, "", "invalid_utf8" if "UTF-8" in str(exc) else "bad_json"
-    if not isinstance(obj, dict):
-        return None, "", "not_an_object"
-    return obj, "json", ""
-
-
 def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -114,7 +78,11 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
     codes: list[list[str]] = []
     reasons: list[list[str]] = []
     for rec in records:
-        obj, fmt, code = _parse(rec.value, limit)
+        try:
+            obj, fmt = decode_payload(rec.value, limit, "model_call")
+            code = ""
+        except Undecodable as exc:
+            obj, fmt, code = None, "", exc.code
         row_codes: list[str] = []
         if obj is not None:
             for name in _REQUIRED_STR:

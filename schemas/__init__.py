@@ -3,10 +3,14 @@
 >>> schema = load_schema("text_event")
 >>> schema["name"]
 'dev.driftline.events.TextEvent'
+>>> encode_single_object("model_call", {"call_id": "c", "event_time": 0, "service": "s", "model": "m",
+...     "input_tokens": 1, "output_tokens": 2, "latency_ms": 3.0})[:2] == SINGLE_OBJECT_MAGIC
+True
 """
 
 from __future__ import annotations
 
+import io
 import json
 from functools import lru_cache
 from importlib import resources
@@ -33,3 +37,15 @@ def schema_fingerprint(name: str) -> bytes:
     canonical = to_parsing_canonical_form(load_schema(name))
     hexdigest = fingerprint(canonical, "CRC-64-AVRO")  # fastavro returns it little-endian
     return bytes.fromhex(hexdigest)
+
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+"""The two marker bytes of Avro single-object encoding."""
+
+
+def encode_single_object(name: str, record: dict[str, Any]) -> bytes:
+    """Avro single-object encoding of ``record`` with schema ``name``: the marker, the
+    schema fingerprint, then the binary datum (no registry needed to read it back)."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, load_schema(name), record)
+    return SINGLE_OBJECT_MAGIC + schema_fingerprint(name) + buf.getvalue()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io as _io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -10,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from bytewax.testing import run_main
-from fastavro import schemaless_writer
 
 from driftline.clock import FakeClock
 from driftline.config import load_config
 from driftline.flows.monitor import MonitorIO, build_monitor_flow
-from driftline.schemas import load_schema, schema_fingerprint
+from driftline.schemas import encode_single_object
 from driftline.testing import InMemorySink, micro_batch_source, raw_batches
 
 T0 = datetime(2026, 2, 1, 10, 0, tzinfo=timezone.utc)
@@ -32,9 +30,7 @@ EXPECTED = {
 
 
 def avro(obj: dict) -> bytes:
-    buf = _io.BytesIO()
-    schemaless_writer(buf, load_schema("model_call"), obj)
-    return b"\xc3\x01" + schema_fingerprint("model_call") + buf.getvalue()
+    return encode_single_object("model_call", obj)
 
 
 def telemetry(rng: np.random.Generator, n: int = 200) -> list[bytes]:

@@ -10,7 +10,6 @@ nothing.  The flow drains the topic in three runs resuming from one recovery fol
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,13 +20,12 @@ import orjson
 import polars as pl
 import pytest
 from confluent_kafka import Producer
-from fastavro import schemaless_writer
 
 from driftline.config import PipelineConfig, load_config
 from driftline.flows.monitor import build_monitor_flow
 from driftline.kafka_io import ensure_topics
 from driftline.runner import run_flow
-from driftline.schemas import load_schema, schema_fingerprint
+from driftline.schemas import encode_single_object
 from driftline.testing.kafka import consume_all
 
 pytestmark = pytest.mark.kafka
@@ -48,10 +46,8 @@ EXPECTED = {  # rule -> (window where it fires, window where it resolves) for th
 }
 
 
-def _avro(obj: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    schemaless_writer(buf, load_schema("model_call"), obj)
-    return b"\xc3\x01" + schema_fingerprint("model_call") + buf.getvalue()
+def _avro(obj: dict) -> bytes:
+    return encode_single_object("model_call", obj)
 
 
 def calls(window: int, rng: np.random.Generator) -> list[dict[str, Any]]:
