@@ -42,6 +42,8 @@ How it works:
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -97,7 +99,8 @@ class _MergeLogic(WindowLogic[Slice, dict[tuple[str, ...], WindowAccumulator], d
         return (self.accs,)
 
     def snapshot(self) -> dict[tuple[str, ...], WindowAccumulator]:
-        return self.accs
+        # accumulators are merged in place: the snapshot must not see later merges
+        return copy.deepcopy(self.accs)
 
 
 @dataclass
@@ -154,10 +157,10 @@ def window_monitor(
     """
     clock = clock or SystemClock()
     feats = list(cfg.drift.features if features is None else features)
-    # Build once now so configuration errors surface at start-up.
-    drift_proto = DriftMonitor(cfg, feats)
-    profile_file = drift_proto.profile_file
-    AlertEngine(cfg, clock)
+    # Built once, at start-up (configuration errors surface here); each closed window
+    # binds the step's snapshotted state to them.
+    drift = DriftMonitor(cfg, feats)
+    engine = AlertEngine(cfg, clock)
     m_schema = metrics_schema(cfg)
     a_schema = alerts_schema(cfg)
     l_schema = late_schema(cfg)
@@ -176,9 +179,7 @@ def window_monitor(
 
     def monitor(state: MonitorState | None, item: tuple[int, dict[tuple[str, ...], WindowAccumulator]]) -> tuple[MonitorState, tuple[pl.DataFrame, pl.DataFrame]]:
         st = state or MonitorState()
-        drift = DriftMonitor.__new__(DriftMonitor)
-        drift.cfg, drift.features, drift.state, drift.profile_file = cfg, feats, st.drift, profile_file
-        engine = AlertEngine(cfg, clock, st.alerts)
+        drift.state, engine.state = st.drift, st.alerts
         window_id, accs = item
         start, end = window_bounds(cfg, window_id)
         rows, alerts = [], []

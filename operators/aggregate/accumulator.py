@@ -117,12 +117,12 @@ class WindowAccumulator:
             self.numeric.setdefault(name, self._sketch()).merge(sk)
         for name, cc in other.categorical.items():
             self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
-        for t in (other.first_event_time,):
-            if t is not None and (self.first_event_time is None or t < self.first_event_time):
-                self.first_event_time = t
-        for t in (other.last_event_time,):
-            if t is not None and (self.last_event_time is None or t > self.last_event_time):
-                self.last_event_time = t
+        t = other.first_event_time
+        if t is not None and (self.first_event_time is None or t < self.first_event_time):
+            self.first_event_time = t
+        t = other.last_event_time
+        if t is not None and (self.last_event_time is None or t > self.last_event_time):
+            self.last_event_time = t
         return self
 
     @property
@@ -270,15 +270,8 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
     for keys, part in df.partition_by([*key_cols, "__pane"], as_dict=True, maintain_order=True).items():
         *kvals, pane = keys
         first_id = part.get_column(idcol).cast(pl.Utf8).min() if idcol in part.columns else None
-        out.append(
-            Slice(
-                key=tuple(str(k) for k in kvals),
-                pane=int(pane),
-                max_time=part.get_column(tcol).max(),
-                first_id=first_id,
-                acc=accumulate(part, cfg, features),
-            )
-        )
+        acc = accumulate(part, cfg, features)
+        out.append(Slice(key=tuple(str(k) for k in kvals), pane=int(pane), max_time=acc.last_event_time, first_id=first_id, acc=acc))
     out.sort(key=lambda s: s.max_time)
     return out
 

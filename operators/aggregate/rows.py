@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from importlib.metadata import PackageNotFoundError, version
+from driftline import __version__
 from driftline.config.monitoring import ALERTABLE_METRICS, MonitoringConfig
 from driftline.operators.aggregate.accumulator import WindowAccumulator
 from driftline.operators.batch import TIME_DTYPE
@@ -123,12 +123,7 @@ def late_schema(cfg: MonitoringConfig) -> dict[str, pl.DataType]:
 
 def pipeline_version(cfg: MonitoringConfig) -> str:
     """``monitoring.pipeline_version`` or the installed driftline version."""
-    if cfg.pipeline_version:
-        return cfg.pipeline_version
-    try:
-        return version("driftline")
-    except PackageNotFoundError:  # source tree without installation
-        return "0.0.0+unknown"
+    return cfg.pipeline_version or __version__
 
 
 def key_string(cfg: MonitoringConfig, key: tuple[str, ...]) -> str:

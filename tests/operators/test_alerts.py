@@ -147,3 +147,23 @@ def test_webhook_failure_is_reported_not_raised() -> None:
     eng = AlertEngine(cfg, FakeClock())
     assert hook.send(eng.evaluate(row(0, error_rate=0.5))) is False
     assert hook.failed == 1
+
+
+def test_a_registered_rule_kind_is_accepted_by_the_configuration() -> None:
+    """Adding a rule kind is one decorated function: configuration accepts its name and
+    the engine runs it; an unregistered kind still fails when the engine is built."""
+    from driftline.operators.alerts import RULE_KINDS, register_rule_kind
+
+    @register_rule_kind("test_double_rate")
+    def _double(rule, row):  # type: ignore[no-untyped-def]
+        v = row.get(rule.metric)
+        return None if v is None else (2 * float(v), None)
+
+    try:
+        cfg = MonitoringConfig(alerts={"rules": [{"name": "doubled", "kind": "test_double_rate", "metric": "error_rate", "threshold": 0.5}]})
+        AlertEngine(cfg, FakeClock())
+        bad = MonitoringConfig(alerts={"rules": [{"name": "nope", "kind": "no_such_kind", "metric": "error_rate", "threshold": 0.5}]})
+        with pytest.raises(ValueError, match="unknown rule kind 'no_such_kind'"):
+            AlertEngine(bad, FakeClock())
+    finally:
+        RULE_KINDS.pop("test_double_rate", None)
