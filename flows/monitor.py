@@ -26,8 +26,6 @@ Without Kafka, inject a source and in-memory sinks:
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +40,14 @@ from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
 from driftline.operators.decode import RawRecord
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letter_payloads
+from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
 from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
 from driftline.flows.windowing import AlertWebhookSink, window_monitor
 
 FLOW = "monitor"
 TEXT_COLUMNS = ("prompt", "completion")
-log = logging.getLogger("driftline.flows.monitor")
 
 #: Telemetry carries no feature columns; drift covers confidence and labels.
 TELEMETRY_FEATURES: list[DriftFeature] = []
@@ -87,21 +86,9 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
 
 
 class TextMasker:
-    """Masks ``prompt``/``completion`` with the privacy engine; the one place the monitor flow touches it.
-
-    If the privacy engine cannot be built, texts are dropped (null) rather than stored
-    raw, and ``text_masking`` says ``dropped``.
-    """
+    """Masks ``prompt``/``completion`` with the privacy engine; the one place the monitor flow touches it."""
 
     def __init__(self, cfg: PipelineConfig) -> None:
-        self.masker: Any = None
-        self.mode = "dropped"
-        try:
-            from driftline.operators.pii.engine import PiiMasker
-            from driftline.operators.pii.masking import load_pseudonym_key
-        except ImportError as exc:  # privacy engine not installed in this build
-            log.warning(json.dumps({"event": "monitor_masker_unavailable", "error": type(exc).__name__}))
-            return
         self.masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
         self.mode = "masked"
 
@@ -110,7 +97,7 @@ class TextMasker:
         cols = []
         for name in TEXT_COLUMNS:
             s = frame.get_column(name)
-            if self.masker is None or frame.height == 0:
+            if frame.height == 0:
                 cols.append(pl.Series(name, [None] * frame.height, dtype=pl.Utf8))
                 continue
             filled = s.fill_null("")
@@ -151,8 +138,8 @@ def build_monitor_flow(
     batches = op.map("decode", raw, lambda recs: decode_telemetry(recs, cfg.decode))
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
     rows = op.map("telemetry_rows", batches, lambda b: telemetry_rows(b, cfg, masker))
-    from driftline.sinks.kafka import dead_letter_records
-
+    if cfg.privacy.mask_dead_letter:
+        rejected = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker.masker).alias("raw")))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
 
     out = window_monitor("windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock)

@@ -27,7 +27,7 @@ import polars as pl
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import EVENT_SCHEMA, MicroBatch, reject_rows
+from driftline.operators.batch import COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 
 AVRO_MAGIC = SINGLE_OBJECT_MAGIC
@@ -215,7 +215,11 @@ def _event_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return fields, errors
 
 
-def _append_source(cols: dict[str, list[Any]], rec: RawRecord) -> None:
+SOURCE_SCHEMA: dict[str, pl.DataType] = {**COORDINATE_SCHEMA, "raw": pl.Binary}
+"""What :func:`append_source` records of a message: its coordinates, key and original bytes."""
+
+
+def append_source(cols: dict[str, list[Any]], rec: RawRecord) -> None:
     """Append the record's Kafka coordinates, key and original bytes to column lists."""
     cols["src_key"].append(rec.key)
     cols["src_topic"].append(rec.topic)
@@ -230,12 +234,12 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
     limit = (config or DecodeConfig()).max_payload_bytes
     now = now or datetime.now(timezone.utc)
     cols: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA}
-    bad: dict[str, list[Any]] = {"src_key": [], "src_topic": [], "src_partition": [], "src_offset": [], "src_timestamp": [], "raw": []}
+    bad: dict[str, list[Any]] = {name: [] for name in SOURCE_SCHEMA}
     bad_codes: list[list[str]] = []
     bad_reasons: list[list[str]] = []
 
     def refuse(rec: RawRecord, code: str, message: str) -> None:
-        _append_source(bad, rec)
+        append_source(bad, rec)
         bad_codes.append([code])
         bad_reasons.append([message])
 
@@ -252,19 +256,19 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
             continue
         for name, value in fields.items():
             cols[name].append(value)
-        _append_source(cols, rec)
+        append_source(cols, rec)
         cols["payload_format"].append(fmt)
         cols["field_errors"].append(errors)
         cols["warnings"].append([])
-    valid = _frame(cols, EVENT_SCHEMA)
+    valid = columns_frame(cols, EVENT_SCHEMA)
     batch = MicroBatch(valid=valid, now=now)
     if bad_codes:
-        bad_frame = _frame(bad, {k: EVENT_SCHEMA[k] for k in bad})
+        bad_frame = columns_frame(bad, SOURCE_SCHEMA)
         batch.rejected = reject_rows(bad_frame, "decode", bad_codes, bad_reasons)
     return batch
 
 
-def _frame(cols: dict[str, list[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def columns_frame(cols: dict[str, list[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     series = []
     for name, dtype in schema.items():
         values = cols[name]

@@ -25,8 +25,8 @@ from typing import Any
 import polars as pl
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import TIME_DTYPE, reject_rows
-from driftline.operators.decode import DECODE_REASONS, RawRecord, Undecodable, _coerce_time, decode_payload
+from driftline.operators.batch import TIME_DTYPE, empty_rejects, reject_rows
+from driftline.operators.decode import DECODE_REASONS, SOURCE_SCHEMA, RawRecord, Undecodable, _coerce_time, append_source, columns_frame, decode_payload
 
 TELEMETRY_SCHEMA: dict[str, pl.DataType] = {
     "call_id": pl.Utf8,
@@ -74,7 +74,7 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
     """Decode a poll of telemetry messages, keeping input order."""
     limit = (config or DecodeConfig()).max_payload_bytes
     cols: dict[str, list[Any]] = {k: [] for k in TELEMETRY_SCHEMA}
-    bad = {"src_topic": [], "src_partition": [], "src_offset": [], "src_timestamp": [], "raw": []}  # type: dict[str, list[Any]]
+    bad: dict[str, list[Any]] = {name: [] for name in SOURCE_SCHEMA}
     codes: list[list[str]] = []
     reasons: list[list[str]] = []
     for rec in records:
@@ -100,8 +100,7 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
         else:
             row_codes = [code]
         if row_codes:
-            for k, v in (("src_topic", rec.topic), ("src_partition", rec.partition), ("src_offset", rec.offset), ("src_timestamp", rec.timestamp_ms), ("raw", rec.value)):
-                bad[k].append(v)
+            append_source(bad, rec)
             codes.append(row_codes)
             reasons.append([DECODE_REASONS.get(c, c.replace("_", " ").replace(":", ": ")) for c in row_codes])
             continue
@@ -110,7 +109,7 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
         values = {
             "call_id": obj["call_id"],
             "event_id": obj["call_id"],
-            "event_time": _coerce_time(obj["event_time"]),
+            "event_time": t,  # coerced while checking the row above
             "service": obj["service"],
             "source": obj["service"],
             "model_name": obj["model"],
@@ -130,25 +129,8 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
         }
         for k, v in values.items():
             cols[k].append(v)
-    valid = pl.DataFrame(
-        [
-            pl.Series(k, cols[k], dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC") if t == TIME_DTYPE else pl.Series(k, cols[k], dtype=t)
-            for k, t in TELEMETRY_SCHEMA.items()
-        ]
-    )
-    if codes:
-        frame = pl.DataFrame(
-            [
-                pl.Series("src_topic", bad["src_topic"], pl.Utf8),
-                pl.Series("src_partition", bad["src_partition"], pl.Int32),
-                pl.Series("src_offset", bad["src_offset"], pl.Int64),
-                pl.Series("src_timestamp", bad["src_timestamp"], pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
-                pl.Series("raw", bad["raw"], pl.Binary),
-            ]
-        )
-        rejected = reject_rows(frame, "decode", codes, reasons)
-    else:
-        rejected = reject_rows(pl.DataFrame(schema={"src_topic": pl.Utf8}), "decode", [], [])
+    valid = columns_frame(cols, TELEMETRY_SCHEMA)
+    rejected = reject_rows(columns_frame(bad, SOURCE_SCHEMA), "decode", codes, reasons) if codes else empty_rejects()
     return TelemetryBatch(valid, rejected)
 
 

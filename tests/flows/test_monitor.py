@@ -13,6 +13,7 @@ from bytewax.testing import run_main
 from driftline.clock import FakeClock
 from driftline.config import load_config
 from driftline.flows.monitor import MonitorIO, build_monitor_flow
+from driftline.operators.decode import RawRecord
 from driftline.schemas import encode_single_object
 from driftline.testing import InMemorySink, micro_batch_source, raw_batches
 
@@ -108,3 +109,18 @@ def test_monitor_flow_writes_parquet_datasets(tmp_path: Path) -> None:
     assert {"telemetry", "metrics"} <= written
     tel = pl.read_parquet(next((tmp_path / "telemetry").rglob("*.parquet")))
     assert not tel["prompt"].str.contains("@example.com").any()
+
+
+def test_dead_letter_masking_covers_telemetry(tmp_path: Path) -> None:
+    """With privacy.mask_dead_letter on, refused telemetry reaches the dead-letter sink
+    masked, with its original key; off, it keeps the producer's bytes."""
+    bad = b'{"call_id": "x", "prompt": "mail jane.doe@example.com"}'
+    for masked in (True, False):
+        cfg = load_config(None, env={}, overrides={"sinks": {"root": str(tmp_path)}, "privacy": {"mask_dead_letter": masked}})
+        batches = [[RawRecord(bad, "model-calls", 0, 0, 0, key=b"k")]]
+        io = MonitorIO(micro_batch_source(batches), InMemorySink())
+        run_main(build_monitor_flow(cfg, io=io, clock=FakeClock(T0), parquet=False))
+        ((key, value, _headers),) = [r for batch in io.dead_letter.items for r in batch]
+        assert key == b"k"
+        assert (b"jane.doe@example.com" in value) is not masked
+        assert (b"<EMAIL:" in value) is masked
