@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from typing import Any
+
 import orjson
 
 from driftline.models.base import ModelBackend, register_backend
@@ -38,9 +40,17 @@ class RulesBackend(ModelBackend):
     remote = False
     default_model = "keywords"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._vocab: dict[str, dict[str, frozenset[str]]] = {}
+
     def _keywords(self, spec: TaskSpec) -> dict[str, frozenset[str]]:
-        kw = spec.config.keywords or (DEFAULT_SENTIMENT_KEYWORDS if spec.kind == "sentiment" else {c: [c.lower()] for c in spec.config.categories})
-        return {label: frozenset(w.lower() for w in words) for label, words in kw.items()}
+        """Keyword sets of a task, built on first use and kept (tasks never change)."""
+        cached = self._vocab.get(spec.name)
+        if cached is None:
+            kw = spec.config.keywords or (DEFAULT_SENTIMENT_KEYWORDS if spec.kind == "sentiment" else {c: [c.lower()] for c in spec.config.categories})
+            cached = self._vocab[spec.name] = {label: frozenset(w.lower() for w in words) for label, words in kw.items()}
+        return cached
 
     def _answer(self, spec: TaskSpec, text: str) -> tuple[str | None, float, str]:
         if spec.kind == "summarization":

@@ -275,6 +275,7 @@ class ModelService:
         remaining: list[int] = []
         todo: list[int] = []
         reserved: dict[int, float] = {}
+        keys_by_row: dict[int, str] = {}  # cache key of each row looked up, reused to store its answer
         skipped: _Counter[str] = _Counter()
         for i in pending:
             row = rows[i]
@@ -306,7 +307,8 @@ class ModelService:
                     continue
                 reserved[i] = est
             if backend.remote and self.cache is not None:
-                hit = self.cache.get(cache_key(tasks[i], spec.config.prompt_version, backend.model, texts[i]))
+                keys_by_row[i] = key = cache_key(tasks[i], spec.config.prompt_version, backend.model, texts[i])
+                hit = self.cache.get(key)
                 if hit is not None:
                     self._answer_cached(tier, row, hit)
                     if i in reserved:
@@ -325,13 +327,13 @@ class ModelService:
         latency_hist = metrics.LATENCY.labels(**lbl)
         tok_in = tok_out = tok_cached = tok_reason = 0
         cost_sum = 0.0
+        local_latency: float | None = None
         durable = self.ledger is not None and backend.remote
         for group in self._results(tier, requests):
             answered: list[int] = []
             for j, res in group:
                 i = todo[j]
                 row = rows[i]
-                spec = self.tasks[tasks[i]]
                 cost = call_cost(cfg.pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
                 if i in reserved:
                     self.budgets.settle(tenants[i], sources[i], reserved[i], cost)
@@ -347,6 +349,8 @@ class ModelService:
                 if backend.remote and res.error_class != "circuit_open":
                     row.remote = True
                     latency_hist.observe(res.latency_ms / 1000.0)
+                elif not backend.remote and local_latency is None:
+                    local_latency = res.latency_ms  # this tier's own time, not the earlier tiers' as row.latency
                 if res.ok:
                     ok += 1
                     row.answer = res
@@ -354,7 +358,7 @@ class ModelService:
                     answered.append(i)
                     if backend.remote and self.cache is not None:
                         self.cache.put(
-                            cache_key(tasks[i], spec.config.prompt_version, backend.model, texts[i]),
+                            keys_by_row[i],
                             CachedAnswer(res.label, res.output, res.confidence, res.model_version, cost),
                         )
                 else:
@@ -367,10 +371,8 @@ class ModelService:
                 # durable the moment the provider answered, while the rest of the batch is
                 # still in flight: a crash from here on replays these rows from the ledger
                 self._commit(answered, rows, tasks, coords, tenants, sources)
-        if not backend.remote:
-            for i in todo:  # one observation per batch keeps the local path cheap
-                latency_hist.observe(rows[i].latency / 1000.0)
-                break
+        if local_latency is not None:  # one observation per batch keeps the local path cheap
+            latency_hist.observe(local_latency / 1000.0)
         if ok:
             metrics.CALLS.labels(**lbl, outcome="success").inc(ok)
         for cls, count in errors.items():

@@ -121,6 +121,20 @@ def test_failures_fall_through_the_chain_with_reasons(server: OpenAITestServer, 
     svc.close()
 
 
+def test_a_fallback_tier_latency_is_its_own(server: OpenAITestServer, tmp_path: Path) -> None:
+    """The local tier's latency histogram holds the local call's time, not the time the
+    rows spent failing on the remote tier before it."""
+    server.update(latency_s=0.3, failure_rate=1.0, failure_mix={"server_error": 1.0})
+    svc = ModelService(config(server, tmp_path, chain=["primary", "local"], backends={**config(server, tmp_path).backends, "primary": {"kind": "openai", "model": "big-model", "base_url": server.base_url, "retry": {"max_attempts": 1}}}))
+    local = metrics.LATENCY.labels(backend="local", model="vader", tier="local")
+    before = local._sum.get()
+    out = svc.process(frame(["great", "fine"], classification=["public"] * 2)).results
+    assert out["model_tier"].to_list() == ["local", "local"]
+    assert out["model_latency_ms"].min() >= 300  # the row's latency sums every tier it tried
+    assert local._sum.get() - before < 0.25  # the tier's own observation does not
+    svc.close()
+
+
 def test_an_event_is_never_dropped(server: OpenAITestServer, tmp_path: Path) -> None:
     @register_backend("test_exploding")
     class Exploding(ModelBackend):
