@@ -20,6 +20,8 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from driftline.config.privacy import BUILTIN_ENTITIES
+
 Severity = Literal["low", "medium", "high", "critical"]
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -239,8 +241,8 @@ class PiiFeaturesConfig(BaseModel):
 
     enabled: bool = Field(True, description="Publish the privacy stage's per-type counts and classification as features.")
     types: list[str] = Field(
-        default_factory=lambda: ["email", "phone", "credit_card", "iban", "ssn", "ip_address", "person", "address", "url"],
-        description="PII types to publish as f_pii_<type> (read from the column pii_<type>; 0 when absent).",
+        default_factory=lambda: [e.lower() for e in BUILTIN_ENTITIES],
+        description="PII types to publish as f_pii_<type> (read from the privacy stage's column pii_<type>; 0 when absent). Default: every built-in entity type.",
     )
     default_classification: str = Field(
         "unknown", description="f_classification when the privacy stage produced no 'classification' column or a null."

@@ -132,6 +132,9 @@ def _default_rules() -> list[DlpRule]:
 DEFAULT_STRATEGIES: dict[str, str] = {"SECRET": "redact", "URL_CREDENTIALS": "redact"}
 
 #: Built-in classification per entity type; ``privacy.entity_levels`` entries override them.
+BUILTIN_ENTITIES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "URL_CREDENTIALS", "PERSON")
+"""Entity types of the built-in recognizers, in the order of their ``pii_<type>`` columns."""
+
 DEFAULT_ENTITY_LEVELS: dict[str, str] = {
         "EMAIL": "confidential",
         "PHONE": "confidential",

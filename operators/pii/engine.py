@@ -26,12 +26,11 @@ import numpy as np
 import polars as pl
 
 from driftline.config import ConfigError
-from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig
+from driftline.config.privacy import BUILTIN_ENTITIES, CustomRecognizer, DlpRule, PrivacyConfig
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.recognizers import RECOGNIZERS, Recognizer, RecognizerOptions
 
 #: Entity types every output schema carries (one ``pii_<type>`` count column each).
-BUILTIN_ENTITIES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "URL_CREDENTIALS", "PERSON")
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
 _DLP_PRIORITY = 30

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +124,9 @@ def load_pseudonym_key(cfg: PrivacyConfig, mode: str, env: Mapping[str, str] | N
         return key
     if mode == "production":
         raise ConfigError(f"privacy: no pseudonymization key in production mode: set ${cfg.key_env} or privacy.key_file")
-    message = {
-        "level": "warning",
-        "logger": "driftline.privacy",
-        "msg": f"no pseudonymization key (${cfg.key_env} / privacy.key_file): using the PUBLIC development key; tokens are not pseudonymous",
-    }
-    _log.warning(message["msg"])
-    if not _log.handlers and not logging.getLogger().handlers:
-        print(json.dumps(message), file=sys.stderr)
+    # One record through logging: JSON lines once configure_logging ran, Python's
+    # last-resort stderr handler otherwise (printing it as well doubled the line).
+    _log.warning(f"no pseudonymization key (${cfg.key_env} / privacy.key_file): using the PUBLIC development key; tokens are not pseudonymous")
     return DEVELOPMENT_KEY
 
 

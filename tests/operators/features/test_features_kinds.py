@@ -215,3 +215,13 @@ def test_empty_batch_and_disabled_stage() -> None:
     assert out.height == 0 and [c for c in out.columns if c != "text"] == [s.name for s in eng.specs()]
     off = FeatureEngine.from_config(FeaturesConfig(enabled=False))
     assert off.specs() == [] and compute_features(frame(["x"]), off).columns == ["text"]
+
+
+def test_default_pii_features_read_the_columns_the_privacy_stage_writes() -> None:
+    """Every default f_pii_<type> comes from a pii_<type> column the privacy stage publishes
+    (a type the stage never writes would be a feature that is always 0)."""
+    from driftline.config import PipelineConfig
+    from driftline.operators.pii import pii_output_schema
+
+    published = set(pii_output_schema(PipelineConfig()))
+    assert {f"pii_{t}" for t in FeaturesConfig().pii.types} <= published
