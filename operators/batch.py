@@ -74,6 +74,17 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def attribute_value(key: str, column: str = "attributes") -> pl.Expr:
+    """The value of attribute ``key`` in a ``List(Struct{key, value})`` column (null if absent).
+
+    >>> df = pl.DataFrame({"attributes": [[{"key": "rating", "value": "5"}], []]}, schema={"attributes": ATTRIBUTES_DTYPE})
+    >>> df.select(attribute_value("rating"))["attributes"].to_list()
+    ['5', None]
+    """
+    el = pl.element()
+    return pl.col(column).list.eval(el.filter(el.struct.field("key") == key).struct.field("value")).list.first()
+
+
 def empty_events() -> pl.DataFrame:
     return pl.DataFrame(schema=EVENT_SCHEMA)
 

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from driftline.config import load_config
-from driftline.sinks.parquet.store import FsspecStore, LocalStore, open_store
+from driftline.sinks.parquet.store import FsspecStore, open_store
 from driftline.sinks.parquet.verify import discover_datasets
 
 HIVE_TYPES = {"date": "DATE", "hour": "INTEGER"}
@@ -45,7 +45,7 @@ def connect(root: str, storage_options: dict[str, str] | None = None) -> tuple[d
             continue
         fields = [seg.split("=", 1)[0] for seg in files[0][len(name) + 1 :].split("/")[:-1] if "=" in seg]
         types = ", ".join(f"'{f}': {HIVE_TYPES[f]}" for f in fields if f in HIVE_TYPES)
-        pattern = store.uri(f"{name}/**/*.parquet") if isinstance(store, LocalStore) else f"{store.uri(name)}/**/*.parquet"
+        pattern = store.uri(f"{name}/**/*.parquet")
         pattern = pattern.replace("'", "''")
         con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})")
         views.append(name)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-
-def attribute_value(key: str, column: str = "attributes") -> pl.Expr:
-    """The value of attribute ``key`` in the ``List(Struct{key, value})`` column (null if absent)."""
-    el = pl.element()
-    return pl.col(column).list.eval(el.filter(el.struct.field("key") == key).struct.field("value")).list.first()
+from driftline.operators.batch import attribute_value
 
 
 def input_expr(frame: pl.DataFrame, column: str | None, attribute: str | None) -> pl.Expr:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from driftline.config.validation import FieldQuality, ValidationConfig
+from driftline.operators.batch import EVENT_FIELDS_SCHEMA
+from driftline.operators.decode import REQUIRED
 from driftline.operators.validation.rules import FieldRef
 
 __all__ = [
@@ -40,9 +42,9 @@ __all__ = [
 #: Column holding the processing time (``TIME_DTYPE``) while a batch is validated.
 NOW_COLUMN = "__now__"
 #: Fields every text event must carry (``schemas/text_event.avsc``).
-REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "event_time", "source", "text")
+REQUIRED_FIELDS: tuple[str, ...] = REQUIRED
 #: Fields whose type the decoder checks (codes ``wrong_type:<field>`` in ``field_errors``).
-TYPED_FIELDS: tuple[str, ...] = ("event_id", "event_time", "source", "tenant", "user_id", "text", "attributes")
+TYPED_FIELDS: tuple[str, ...] = tuple(EVENT_FIELDS_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)

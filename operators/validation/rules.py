@@ -16,6 +16,7 @@ A comparison with a missing value is null, and a rule whose result is null does 
 match (SQL-style three-valued logic, then null → false).
 
 >>> import polars as pl
+
 >>> rule = compile_rule("attributes.price_level == 'cheap' and attributes.price > 20")
 >>> sorted(rule.attributes)
 ['price', 'price_level']
@@ -35,6 +36,8 @@ from typing import Literal
 
 import polars as pl
 
+from driftline.operators.batch import EVENT_FIELDS_SCHEMA
+from driftline.operators.batch import attribute_value as event_attribute
 __all__ = [
     "FUNCTIONS",
     "RULE_FIELDS",
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 #: Top-level event fields a rule or a quality check may name (all strings).
-RULE_FIELDS: tuple[str, ...] = ("event_id", "source", "tenant", "user_id", "text")
+RULE_FIELDS: tuple[str, ...] = tuple(name for name, dtype in EVENT_FIELDS_SCHEMA.items() if dtype == pl.Utf8)
 ATTRIBUTE_PREFIX = "__attr__"
 
 Kind = Literal["str", "attr", "num", "bool", "none"]
@@ -65,12 +68,7 @@ def attribute_column(key: str) -> str:
 
 def attribute_value(key: str) -> pl.Expr:
     """Expression extracting the value of attribute ``key`` (null when absent) from ``attributes``."""
-    return (
-        pl.col("attributes")
-        .list.eval(pl.element().filter(pl.element().struct.field("key") == key).struct.field("value"))
-        .list.first()
-        .alias(attribute_column(key))
-    )
+    return event_attribute(key).alias(attribute_column(key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,9 +138,9 @@ class DatasetWriter:
         self.clock: Clock = clock or SystemClock()
         self.writer_id = writer_id
         self.step_id = step_id
-        self.flush_rows = int(ds.flush_rows or settings.flush_rows)
-        self.flush_bytes = int(ds.flush_bytes or settings.flush_bytes)
-        self.flush_seconds = float(ds.flush_seconds or settings.flush_seconds)
+        self.flush_rows = ds.flush_rows  # for_dataset() already fills in the section's defaults
+        self.flush_bytes = ds.flush_bytes
+        self.flush_seconds = ds.flush_seconds
         self.row_group_rows = settings.row_group_rows
         self.compression_level = settings.compression_level
         self.kafka = spec.key_kind == "kafka"
