@@ -11,22 +11,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_PARTITION_FIELDS = ("date", "hour")
+PARTITION_FIELDS: tuple[str, ...] = ("date", "hour")
+"""Hive partition fields derived from a dataset's time column, coarse to fine."""
 
 
-def _check_partition_by(value: list[str] | None) -> list[str] | None:
-    if value is None:
-        return value
-    for p in value:
-        if p not in _PARTITION_FIELDS:
-            raise ValueError(f"unknown partition field {p!r} (choose from {list(_PARTITION_FIELDS)})")
-    if len(set(value)) != len(value):
-        raise ValueError(f"a partition field is listed twice: {value}")
-    if "hour" in value and "date" not in value:
-        raise ValueError("'hour' partitions need 'date' before them (hour alone repeats every day)")
-    if value != [p for p in _PARTITION_FIELDS if p in value]:
-        raise ValueError(f"partition fields must be ordered coarse to fine {list(_PARTITION_FIELDS)}, got {value}")
-    return value
+def check_partition_layout(partition_by: tuple[str, ...] | list[str], where: str = "partition_by") -> None:
+    """Refuse partition layouts that contradict themselves; the message names ``where``."""
+    seen: set[str] = set()
+    for p in partition_by:
+        if p not in PARTITION_FIELDS:
+            raise ValueError(f"{where}: partition field {p!r} is unknown (choose from {list(PARTITION_FIELDS)})")
+        if p in seen:
+            raise ValueError(f"{where}: partition field {p!r} is listed twice")
+        seen.add(p)
+    if "hour" in seen and "date" not in seen:
+        raise ValueError(f"{where}: partition field 'hour' needs 'date' before it (hour alone repeats every day)")
+    if list(partition_by) != [p for p in PARTITION_FIELDS if p in seen]:
+        raise ValueError(f"{where}: partition fields must be ordered coarse to fine ({list(PARTITION_FIELDS)}), got {list(partition_by)}")
 
 
 class DatasetSinkConfig(BaseModel):
@@ -44,7 +45,9 @@ class DatasetSinkConfig(BaseModel):
     @field_validator("partition_by")
     @classmethod
     def _v_partition(cls, value: list[str] | None) -> list[str] | None:
-        return _check_partition_by(value)
+        if value is not None:
+            check_partition_layout(value)
+        return value
 
 
 class SinksConfig(BaseModel):

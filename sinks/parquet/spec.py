@@ -25,11 +25,11 @@ from typing import Literal
 
 import pyarrow as pa
 
+from driftline.config.sinks import check_partition_layout
+
 KAFKA_KEY: tuple[str, str, str] = ("src_topic", "src_partition", "src_offset")
 """Key columns of datasets keyed by Kafka coordinates (enriched, rejected, telemetry)."""
 
-PARTITION_FIELDS: tuple[str, ...] = ("date", "hour")
-"""Hive partition fields derived from the dataset's time column."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -103,20 +103,11 @@ class DatasetSpec:
 
 
 def check_partition_by(partition_by: tuple[str, ...] | list[str], schema: pa.Schema | None, where: str) -> None:
-    """Refuse partition layouts that contradict themselves; the message names ``where``."""
-    seen: set[str] = set()
+    """Refuse partition layouts that contradict themselves or clash with a column; the message names ``where``."""
+    check_partition_layout(partition_by, where)
     for p in partition_by:
-        if p not in PARTITION_FIELDS:
-            raise ValueError(f"{where}: partition field {p!r} is unknown (choose from {list(PARTITION_FIELDS)})")
-        if p in seen:
-            raise ValueError(f"{where}: partition field {p!r} is listed twice")
-        seen.add(p)
         if schema is not None and p in schema.names:
             raise ValueError(f"{where}: partition field {p!r} clashes with a column of the same name")
-    if "hour" in seen and "date" not in seen:
-        raise ValueError(f"{where}: partition field 'hour' needs 'date' before it (hour alone repeats every day)")
-    if list(partition_by) != [p for p in PARTITION_FIELDS if p in seen]:
-        raise ValueError(f"{where}: partition fields must be ordered coarse to fine ({list(PARTITION_FIELDS)}), got {list(partition_by)}")
 
 
 @dataclass(frozen=True)
