@@ -210,9 +210,6 @@ class AlertEngine:
             self.state.entries[sk] = st
         return out
 
-    def snapshot(self) -> AlertState:
-        return self.state
-
 
 # ---------------------------------------------------------------------------------
 # webhook

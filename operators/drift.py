@@ -491,9 +491,6 @@ class DriftMonitor:
                 st.warmup[key] = merged
         return row
 
-    def snapshot(self) -> DriftState:
-        return self.state
-
 
 def profile_from_accumulators(
     accs: Mapping[str, WindowAccumulator], cfg: MonitoringConfig, *, sources: Sequence[str] = (), rows: int = 0, features: Sequence[DriftFeature] | None = None

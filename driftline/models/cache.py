@@ -51,8 +51,6 @@ class ResponseCache:
         self.ttl_s = ttl_s
         self.clock = clock or SystemClock()
         self._data: OrderedDict[str, tuple[datetime, CachedAnswer]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -60,15 +58,12 @@ class ResponseCache:
     def get(self, key: str) -> CachedAnswer | None:
         item = self._data.get(key)
         if item is None:
-            self.misses += 1
             return None
         stored_at, answer = item
         if (self.clock.now() - stored_at).total_seconds() > self.ttl_s:
             del self._data[key]
-            self.misses += 1
             return None
         self._data.move_to_end(key)
-        self.hits += 1
         return answer
 
     def put(self, key: str, answer: CachedAnswer) -> None:

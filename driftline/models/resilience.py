@@ -95,14 +95,6 @@ class CircuitState(Enum):
     OPEN = 2
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerSnapshot:
-    state: CircuitState
-    consecutive_failures: int
-    half_open_successes: int
-    opened_at: datetime | None
-
-
 class CircuitBreaker:
     """Closed -> open after N consecutive failures -> half-open after a cool-down -> closed after M successes.
 
@@ -139,10 +131,6 @@ class CircuitBreaker:
         with self._lock:
             self._maybe_half_open()
             return self._state
-
-    def snapshot(self) -> BreakerSnapshot:
-        with self._lock:
-            return BreakerSnapshot(self._state, self._failures, self._successes, self._opened_at)
 
     def _set(self, state: CircuitState) -> None:
         if state is not self._state:

@@ -20,9 +20,6 @@ ERROR_CLASSES: Final[tuple[str, ...]] = (
     "internal",
 )
 
-#: Reasons a tier is skipped without being called (they appear in ``model_fallback_reasons``).
-SKIP_REASONS: Final[tuple[str, ...]] = ("privacy", "budget")
-
 #: Error classes worth retrying with backoff.
 RETRYABLE: Final[frozenset[str]] = frozenset({"timeout", "rate_limit", "server_error", "network"})
 

@@ -131,13 +131,6 @@ class QuantileSketch:
     def mean(self) -> float | None:
         return self.total / self.count if self.count else None
 
-    @property
-    def std(self) -> float | None:
-        if not self.count:
-            return None
-        var = max(self.total_sq / self.count - (self.total / self.count) ** 2, 0.0)
-        return math.sqrt(var)
-
     def _bucket_value(self, index: int) -> float:
         g = (1 + self.relative_accuracy) / (1 - self.relative_accuracy)
         return 2.0 * g**index / (g + 1.0)

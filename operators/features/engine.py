@@ -67,10 +67,6 @@ class FeatureEngine:
         """The published output schema, in column order."""
         return [s for k in self.kinds for s in k.specs()]
 
-    @property
-    def columns(self) -> list[str]:
-        return [s.name for s in self.specs()]
-
 
 def feature_schema(cfg: FeaturesConfig | FeatureEngine) -> list[FeatureSpec]:
     """The columns the features stage adds (name, dtype, kind, description).

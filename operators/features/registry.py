@@ -51,10 +51,6 @@ class FeatureSpec:
     kind: FeatureKindName
     description: str
 
-    def to_dict(self) -> dict[str, str]:
-        """A JSON-friendly form (for manifests and docs)."""
-        return {"name": self.name, "dtype": str(self.dtype), "kind": self.kind, "description": self.description}
-
 
 class FeatureKind(ABC):
     """Base class of a registered feature kind."""

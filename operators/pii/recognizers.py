@@ -201,14 +201,6 @@ def _chunks(text: str, start: int, end: int, seps: str) -> list[Span]:
     return bounds[:12]
 
 
-def chunk_windows(text: str, start: int, end: int, seps: str = " ") -> list[Span]:
-    """Sub-spans of ``text[start:end]`` made of whole chunks (split on ``seps``), longest first."""
-    bounds = _chunks(text, start, end, seps)
-    out = [(bounds[a][0], bounds[b][1]) for a in range(len(bounds)) for b in range(a, len(bounds))]
-    out.sort(key=lambda s: (s[0] - s[1], s[0]))
-    return out
-
-
 def best_windows(
     text: str, start: int, end: int, ok: Callable[[int, int], bool], seps: str = " ", digits: tuple[int, int] = (0, 10_000)
 ) -> list[Span]:
@@ -626,7 +618,6 @@ __all__ = [
     "RecognizerOptions",
     "Span",
     "best_windows",
-    "chunk_windows",
     "context_has",
     "context_verdict",
     "continues_digits",
