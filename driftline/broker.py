@@ -23,16 +23,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftline.config import state_home
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 
 
 class BrokerError(RuntimeError):
     """The local broker could not be prepared, started or stopped."""
-
-
-def _home() -> Path:
-    return Path(os.environ.get("DRIFTLINE_HOME", ".driftline")).resolve()
 
 
 def kafka_lib_dir() -> Path:
@@ -108,7 +106,7 @@ class LocalKafka:
         self.host = host
         self.port = port
         self.controller_port = controller_port or port + 1
-        self.state_dir = (state_dir or _home() / f"kafka-{port}").resolve()
+        self.state_dir = (state_dir or state_home() / f"kafka-{port}").resolve()
         self.heap = heap
 
     @property

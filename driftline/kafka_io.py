@@ -13,11 +13,22 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
 from driftline.operators.decode import RawRecord
+
+
+def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | None, key: bytes | None = None, headers: Any = None, on_delivery: Any = None) -> None:
+    """Produce one message; while librdkafka's local queue is full, serve delivery
+    callbacks and try again instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, extra: dict[str, str] | None = None, timeout: float = 30.0) -> None:

@@ -387,7 +387,7 @@ def produce(
     from confluent_kafka import Producer
     from tqdm import tqdm
 
-    from driftline.kafka_io import ensure_topics
+    from driftline.kafka_io import ensure_topics, produce_with_backpressure
 
     ensure_topics(bootstrap_servers, [topic], partitions=partitions, extra=extra_config)
     conf = {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "linger.ms": 20, "compression.type": "zstd", "message.max.bytes": 2_000_000}
@@ -408,12 +408,7 @@ def produce(
             delay = start + n / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        while True:
-            try:
-                producer.produce(topic, value=ev.payload, key=ev.key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_with_backpressure(producer, topic, value=ev.payload, key=ev.key, on_delivery=on_delivery)
         producer.poll(0)
         sent.append(ev)
         bar.update(1)

@@ -8,7 +8,6 @@ invisible in the outputs.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,15 +16,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from driftline.config import PipelineConfig
+from driftline.config import PipelineConfig, state_home
 from driftline.logs import get_logger
 
 log = get_logger("runner")
-
-
-def state_home() -> Path:
-    """``$DRIFTLINE_HOME`` (default ``.driftline``): where local state lives by default."""
-    return Path(os.environ.get("DRIFTLINE_HOME", ".driftline")).resolve()
 
 
 def resolve_state_paths(cfg: PipelineConfig, state_dir: str | Path | None) -> PipelineConfig:

@@ -13,6 +13,8 @@ import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from driftline.kafka_io import produce_with_backpressure
+
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
@@ -79,12 +81,7 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         for item in items:
             for key, value, headers in item:
-                while True:
-                    try:
-                        self._producer.produce(self._topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
+                produce_with_backpressure(self._producer, self._topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
             self._producer.poll(0)
         # Flush before the epoch can close: a snapshot must never cover undelivered messages.
         if self._producer.flush(30) or self._errors:

@@ -29,15 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def count_rows(dataset_dir: Path) -> tuple[int, int]:
-    """(rows, files) of the committed Parquet files under ``dataset_dir``."""
-    import pyarrow.parquet as pq
+def count_rows(root: Path, dataset: str) -> tuple[int, int]:
+    """(rows, files) committed to ``dataset``, from its manifest."""
+    from driftline.sinks.parquet import load_entries, open_store
 
-    rows = files = 0
-    for f in sorted(dataset_dir.rglob("*.parquet")):
-        rows += pq.ParquetFile(f).metadata.num_rows
-        files += 1
-    return rows, files
+    files = [f for entry in load_entries(open_store(str(root)), dataset) for f in entry.files]
+    return sum(f.rows for f in files), len(files)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     datasets: dict[str, Any] = {}
     root = out / "datasets"
     for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
-        rows, files = count_rows(d)
+        rows, files = count_rows(root, d.name)
         datasets[d.name] = {"rows": rows, "files": files, "path": str(d)}
     summary = {
         "events_produced": len(sent),

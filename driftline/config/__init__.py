@@ -65,6 +65,12 @@ class PipelineConfig(BaseModel):
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
+def state_home() -> Path:
+    """``$DRIFTLINE_HOME`` (default ``.driftline``): where local state (the development
+    broker, default model-call ledger) lives."""
+    return Path(os.environ.get("DRIFTLINE_HOME", ".driftline")).resolve()
+
+
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node = tree
     for part in path[:-1]:
@@ -151,4 +157,4 @@ def load_config(
         raise ConfigError(_format_errors(exc, origin)) from None
 
 
-__all__ = ["ConfigError", "PipelineConfig", "load_config", "env_overrides"]
+__all__ = ["ConfigError", "PipelineConfig", "env_overrides", "load_config", "state_home"]
