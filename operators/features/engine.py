@@ -33,6 +33,7 @@ class FeatureEngine:
 
     config: FeaturesConfig
     kinds: list[FeatureKind] = field(default_factory=list)
+    _specs: list[FeatureSpec] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg: FeaturesConfig) -> FeatureEngine:
@@ -64,8 +65,10 @@ class FeatureEngine:
         return engine
 
     def specs(self) -> list[FeatureSpec]:
-        """The published output schema, in column order."""
-        return [s for k in self.kinds for s in k.specs()]
+        """The published output schema, in column order (built once: kinds never change)."""
+        if self._specs is None:
+            self._specs = [s for k in self.kinds for s in k.specs()]
+        return list(self._specs)
 
 
 def feature_schema(cfg: FeaturesConfig | FeatureEngine) -> list[FeatureSpec]:

@@ -24,6 +24,7 @@ Adding an entity is one class::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -162,12 +163,18 @@ def continues_digits(text: str, start: int, end: int) -> bool:
 _WORD = re.compile(r"[^\W\d_]+")
 
 
+@functools.lru_cache(maxsize=64)
+def _lowered(words: tuple[str, ...]) -> frozenset[str]:
+    """Lower-cased set of a context word list, built once per (immutable) list."""
+    return frozenset(w.lower() for w in words)
+
+
 def context_has(text: str, start: int, words: tuple[str, ...], window: int) -> bool:
     """True when one of ``words`` (case-insensitive) is among the ``window`` words just before ``start``."""
     if not words:
         return False
     tail = _WORD.findall(text, max(0, start - 48), start)[-window:]
-    wanted = frozenset(w.lower() for w in words)
+    wanted = _lowered(words)
     return any(w.lower() in wanted for w in tail)
 
 
@@ -175,8 +182,8 @@ def context_verdict(text: str, start: int, reject: tuple[str, ...], accept: tupl
     """The nearest of the ``window`` words before ``start`` found in ``reject`` (False) or
     ``accept`` (True) decides; None when neither list names one of them."""
     tail = _WORD.findall(text, max(0, start - 48), start)[-window:]
-    rej = frozenset(w.lower() for w in reject)
-    acc = frozenset(w.lower() for w in accept)
+    rej = _lowered(reject)
+    acc = _lowered(accept)
     for w in reversed(tail):
         lw = w.lower()
         if lw in rej:
