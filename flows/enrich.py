@@ -75,10 +75,10 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
     source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=drain)
     return EnrichIO(
         source=source,
-        dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),
-        output=KafkaRecordsSink(k.bootstrap_servers, k.output_topic, extra=k.extra),
-        metrics=KafkaRecordsSink(k.bootstrap_servers, k.metrics_topic, extra=k.extra),
-        alerts=KafkaRecordsSink(k.bootstrap_servers, k.alerts_topic, extra=k.extra),
+        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
+        output=KafkaRecordsSink.from_config(k, k.output_topic),
+        metrics=KafkaRecordsSink.from_config(k, k.metrics_topic),
+        alerts=KafkaRecordsSink.from_config(k, k.alerts_topic),
     )
 
 

@@ -79,9 +79,9 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
     source = MicroBatchKafkaSource.from_config(k, [k.telemetry_topic], drain=drain)
     return MonitorIO(
         source=source,
-        dead_letter=KafkaRecordsSink(k.bootstrap_servers, k.dead_letter_topic, extra=k.extra),
-        metrics_topic=KafkaRecordsSink(k.bootstrap_servers, k.metrics_topic, extra=k.extra),
-        alerts_topic=KafkaRecordsSink(k.bootstrap_servers, k.alerts_topic, extra=k.extra),
+        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
+        metrics_topic=KafkaRecordsSink.from_config(k, k.metrics_topic),
+        alerts_topic=KafkaRecordsSink.from_config(k, k.alerts_topic),
     )
 
 

@@ -13,6 +13,7 @@ import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from driftline.config.kafka import KafkaConfig
 from driftline.kafka_io import produce_with_backpressure
 
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -104,6 +105,11 @@ class KafkaRecordsSink(DynamicSink[Any]):
     def __init__(self, bootstrap_servers: str, topic: str, *, extra: dict[str, str] | None = None) -> None:
         self._conf = {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "linger.ms": 5, "compression.type": "zstd", "message.max.bytes": 2_000_000, **(extra or {})}
         self._topic = topic
+
+    @classmethod
+    def from_config(cls, kafka: KafkaConfig, topic: str) -> KafkaRecordsSink:
+        """The sink for ``topic`` with the ``kafka`` section's brokers and extra settings."""
+        return cls(kafka.bootstrap_servers, topic, extra=kafka.extra)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         return _ProducerPartition(Producer(self._conf), self._topic)
