@@ -23,9 +23,12 @@ $(JARS): deploy/kafka/pom.xml $(STAMP)
 
 kafka-jars: $(JARS)
 
-## Start the local broker, produce events, run the flow until drained, print a summary.
+## Produce events, run the flow until drained, print a summary.  Uses the Kafka broker at
+## the configured address (127.0.0.1:9092 or $$KAFKA_BOOTSTRAP_SERVERS) if one answers, else
+## starts the bundled broker for the run.  Options: make demo DEMO_ARGS="--port 9192 --keep-broker"
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/driftline demo --events 2000
+	$(BIN)/driftline demo --events 2000 $(DEMO_ARGS)
 
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
 test: install

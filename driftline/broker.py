@@ -4,7 +4,9 @@ No Docker engine is needed: ``deploy/kafka/pom.xml`` lists the broker; its jars 
 resolved once with ``mvn dependency:copy-dependencies`` into ``deploy/kafka/lib``.
 Each broker lives in a state folder (``$DRIFTLINE_HOME/kafka-<port>``, default
 ``.driftline/kafka-<port>``) holding its KRaft storage, configuration, log file and
-pid file.
+pid file; :func:`bundled_brokers` lists them.  :func:`probe_kafka` tells whether a
+Kafka broker answers at an address, and :func:`free_port_pair` finds a client port
+whose neighbour (the controller port) is free too.
 
 >>> broker = LocalKafka(port=9092)      # doctest: +SKIP
 >>> broker.start()                       # doctest: +SKIP
@@ -20,13 +22,16 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from driftline.config import state_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+DEFAULT_PORT = 9092
 
 
 class BrokerError(RuntimeError):
@@ -71,6 +76,97 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could listen on the port now (like the JVM, SO_REUSEADDR: a port
+    whose old connections linger in TIME_WAIT counts as free; a listener does not)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair(host: str = "127.0.0.1", *, prefer: Iterable[int] = ()) -> int:
+    """A port P such that P and P+1 (the broker's controller port) are both free.
+
+    The ``prefer`` ports are tried first (in order), then ports the system hands out.
+
+    >>> p = free_port_pair()
+    >>> _bindable("127.0.0.1", p) and _bindable("127.0.0.1", p + 1)
+    True
+    """
+    for port in prefer:
+        if 0 < port < 65535 and _bindable(host, port) and _bindable(host, port + 1):
+            return port
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port < 65535 and _bindable(host, port + 1):
+            return port
+    raise BrokerError(f"found no two adjacent free ports on {host}")
+
+
+def split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port`` pairs of a comma-separated bootstrap list (``[::1]:9092`` works).
+
+    >>> split_bootstrap("127.0.0.1:9092, kafka:19092")
+    [('127.0.0.1', 9092), ('kafka', 19092)]
+    >>> split_bootstrap("localhost")
+    Traceback (most recent call last):
+    ...
+    driftline.broker.BrokerError: bad bootstrap address 'localhost': expected host:port
+    """
+    pairs = []
+    for item in (part.strip() for part in bootstrap.split(",")):
+        host, _, port = item.split("://")[-1].rpartition(":")
+        if not host or not port.isdigit():
+            raise BrokerError(f"bad bootstrap address {item!r}: expected host:port")
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
+
+
+@dataclass(frozen=True)
+class KafkaProbe:
+    """What answers at a bootstrap address: ``kafka`` (a usable broker), ``nothing``
+    (no listener) or ``other`` (something that is not a usable Kafka broker)."""
+
+    bootstrap: str
+    kind: Literal["kafka", "nothing", "other"]
+    detail: str
+
+
+def probe_kafka(bootstrap: str, *, timeout: float = 5.0, extra: dict[str, str] | None = None) -> KafkaProbe:
+    """Ask ``bootstrap`` for cluster metadata, bounded by ``timeout`` seconds.
+
+    A closed port answers at once (``nothing``); a listener that accepts and stays
+    silent, or speaks another protocol, costs at most ``timeout`` (``other``).  A broker
+    whose advertised addresses cannot be reached from here (a container's host name)
+    is ``other`` too: clients could bootstrap but never produce.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    addresses = split_bootstrap(bootstrap)
+    if not any(_port_open(host, port, timeout=min(timeout, 1.0)) for host, port in addresses):
+        return KafkaProbe(bootstrap, "nothing", "nothing listens there")
+    conf = {**(extra or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": max(10, int(timeout * 1000)), "log_level": 0}
+    try:
+        md = AdminClient(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        return KafkaProbe(bootstrap, "other", f"no answer to a Kafka metadata request within {timeout:g} s ({reason})")
+    brokers = list(md.brokers.values())
+    unreachable = [f"{b.host}:{b.port}" for b in brokers if not _port_open(b.host, b.port, timeout=min(timeout, 1.0))]
+    if not brokers:
+        return KafkaProbe(bootstrap, "other", "a Kafka metadata request was answered without any broker")
+    if unreachable:
+        return KafkaProbe(bootstrap, "other", f"a Kafka broker answers but advertises {', '.join(unreachable)}, which cannot be reached from here")
+    return KafkaProbe(bootstrap, "kafka", f"Kafka cluster {md.cluster_id} with {len(brokers)} broker(s)")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,16 +189,25 @@ class BrokerStatus:
     state_dir: Path
     log_file: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rpartition(":")[2])
+
+    @property
+    def state(self) -> Literal["running", "starting", "stopped"]:
+        """``starting``: the process is alive but does not accept connections yet."""
+        return "running" if self.running else "starting" if self.pid is not None else "stopped"
+
     def __str__(self) -> str:
-        if self.running:
-            return f"running pid={self.pid} bootstrap={self.bootstrap} log={self.log_file}"
+        if self.pid is not None:
+            return f"{self.state} pid={self.pid} bootstrap={self.bootstrap} log={self.log_file}"
         return f"stopped bootstrap={self.bootstrap} state={self.state_dir}"
 
 
 class LocalKafka:
     """Start, stop and inspect one local KRaft broker (broker and controller in one JVM)."""
 
-    def __init__(self, port: int = 9092, *, host: str = "127.0.0.1", controller_port: int | None = None, state_dir: Path | None = None, heap: str = "768m") -> None:
+    def __init__(self, port: int = DEFAULT_PORT, *, host: str = "127.0.0.1", controller_port: int | None = None, state_dir: Path | None = None, heap: str = "768m") -> None:
         self.host = host
         self.port = port
         self.controller_port = controller_port or port + 1
@@ -164,8 +269,13 @@ class LocalKafka:
         )
         return props
 
-    def start(self, *, timeout: float = 90.0) -> str:
-        """Start the broker if it is not running; return the bootstrap address (idempotent)."""
+    def start(self, *, timeout: float = 90.0, die_with_parent: bool = False) -> str:
+        """Start the broker if it is not running; return the bootstrap address (idempotent).
+
+        ``die_with_parent``: the broker gets SIGTERM when the calling process dies, even
+        by SIGKILL (Linux parent-death signal, set by ``setpriv``), so a broker started
+        for one command's lifetime is never left behind.
+        """
         st = self.status()
         if st.running:
             return self.bootstrap
@@ -190,9 +300,13 @@ class LocalKafka:
             )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout[-1500:]}\n{fmt.stderr[-1500:]}")
+        cmd = [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-cp", classpath, "kafka.Kafka", str(props)]
+        setpriv = shutil.which("setpriv") if die_with_parent else None
+        if setpriv:  # setpriv sets the parent-death signal, then execs java (same pid)
+            cmd = [setpriv, "--pdeathsig", "TERM", *cmd]
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
-            [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-cp", classpath, "kafka.Kafka", str(props)],
+            cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -246,6 +360,14 @@ class LocalKafka:
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def bundled_brokers(home: Path | None = None) -> list[LocalKafka]:
+    """Every broker state folder (``kafka-<port>``) under ``home`` (default
+    :func:`~driftline.config.state_home`), by port; running or not."""
+    root = home or state_home()
+    found = [LocalKafka(port=int(d.name[6:]), state_dir=d) for d in root.glob("kafka-*") if d.is_dir() and d.name[6:].isdigit()]
+    return sorted(found, key=lambda b: b.port)
 
 
 def _kafka_cluster_id(seed_hex: str) -> str:
