@@ -157,7 +157,7 @@ def probe_kafka(bootstrap: str, *, timeout: float = 5.0, extra: dict[str, str] |
         md = AdminClient(conf).list_topics(timeout=timeout)
     except KafkaException as exc:
         reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        return KafkaProbe(bootstrap, "other", f"no answer to a Kafka metadata request within {timeout:g} s ({reason})")
+        return KafkaProbe(bootstrap, "other", f"no answer to a Kafka metadata request within {timeout:g} s: {reason.removeprefix('Failed to get metadata: ')}")
     brokers = list(md.brokers.values())
     unreachable = [f"{b.host}:{b.port}" for b in brokers if not _port_open(b.host, b.port, timeout=min(timeout, 1.0))]
     if not brokers:

@@ -287,7 +287,8 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     kafka_settings: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap, **topics}
     if not kafka.extra:  # the bundled broker: drop security settings meant for another broker
         kafka_settings["extra"] = {}
-    overrides = {"kafka": kafka_settings, "sinks": {"root": str(out / "datasets")}}
+    root = out / "datasets"
+    overrides = {"kafka": kafka_settings, "sinks": {"root": str(root)}}
     cfg = load_config(args.config, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
@@ -297,7 +298,6 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
         sent = produce(kafka.bootstrap, topics["input_topic"], args.events, seed=args.seed, invalid_rate=args.invalid_rate, pii_rate=args.pii_rate, progress=sys.stderr.isatty() and not args.json, extra_config=kafka.extra)
         produce_s = time.monotonic() - t0
         flow_s = run_flow(build_enrich_flow(cfg, drain=True, state_dir=out / "recovery"), recovery_dir=out / "recovery", epoch_interval=5.0)
-    root = out / "datasets"
     datasets: dict[str, dict[str, Any]] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         rows, files = count_rows(root, d.name)
