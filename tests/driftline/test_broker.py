@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,28 +65,6 @@ def test_start_refuses_a_port_taken_by_another_process(tmp_path: Path) -> None:
         res = subprocess.run([sys.executable, "-m", "driftline.cli", "kafka", "start", "--port", str(port)], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 1
     assert "already in use" in res.stderr
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A listener that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
-    for conn in held:
-        conn.close()
 
 
 def test_probe_tells_a_closed_port_from_a_silent_listener_quickly(silent_port: int) -> None:

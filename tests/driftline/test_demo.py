@@ -13,12 +13,9 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,30 +75,6 @@ def _assert_text_summary(stdout: str) -> None:
     assert stdout.rstrip().splitlines()[-1].strip().endswith("# the flow resumes where the demo stopped")
 
 
-@pytest.fixture
-def silent_listener() -> Iterator[int]:
-    """A TCP port whose listener accepts connections and never says a word."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
-        for conn in accepted:
-            conn.close()
-
-
 def test_a_uses_the_kafka_broker_already_running_at_the_configured_address(tmp_path: Path, kafka_bootstrap: str) -> None:
     res = _demo(tmp_path, "--json", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     assert res.returncode == 0, res.stderr
@@ -115,16 +88,16 @@ def test_a_uses_the_kafka_broker_already_running_at_the_configured_address(tmp_p
     assert not (tmp_path / "home").exists() or _broker_pids(tmp_path / "home") == []
 
 
-def test_b_port_held_by_something_else_runs_the_bundled_broker_on_a_free_port(tmp_path: Path, silent_listener: int) -> None:
+def test_b_port_held_by_something_else_runs_the_bundled_broker_on_a_free_port(tmp_path: Path, silent_port: int) -> None:
     started = time.monotonic()
-    res = _demo(tmp_path, "--port", str(silent_listener))
+    res = _demo(tmp_path, "--port", str(silent_port))
     assert res.returncode == 0, res.stderr
     _assert_text_summary(res.stdout)
-    assert f"127.0.0.1:{silent_listener} is held by something that is not a usable Kafka broker" in res.stdout
+    assert f"127.0.0.1:{silent_port} is held by something that is not a usable Kafka broker" in res.stdout
     found = re.search(r"so the demo runs the bundled broker on a free port instead: 127\.0\.0\.1:(\d+) \(stopped at the end\)", res.stdout)
     assert found, res.stdout
     port = int(found.group(1))
-    assert port != silent_listener and f"kafka start --port {port}    # start the broker again" in res.stdout
+    assert port != silent_port and f"kafka start --port {port}    # start the broker again" in res.stdout
     _assert_datasets_complete(_single_run(tmp_path))
     assert _no_broker_left(tmp_path / "home")
     assert time.monotonic() - started < 240
