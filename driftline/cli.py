@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("kafka", "produce", "run", "demo", "mask", "verify", "query", "profile", "config")
+COMMANDS = ("kafka", "produce", "run", "demo", "mask", "verify", "query", "compact", "report", "dead_letters", "profile", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
