@@ -4,11 +4,13 @@ Every long command (drain, backfill, verify, profile, compact, report) reports p
 through :func:`bar`.  It writes to standard error only when that is a terminal, so logs,
 pipes, CI and tests see nothing; ``DRIFTLINE_PROGRESS=1`` forces it on, ``0`` off.
 
+>>> import os
+>>> os.environ["DRIFTLINE_PROGRESS"] = "0"   # as when stderr is not a terminal
 >>> with bar(total=3, desc="files", unit="file") as b:
-...     for _ in range(3):
-...         b.update(1)
->>> b.n
-3
+...     b.update(3)
+>>> b.disable
+True
+>>> del os.environ["DRIFTLINE_PROGRESS"]
 """
 
 from __future__ import annotations
