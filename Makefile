@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench kafka-jars kafka-start kafka-stop lock clean
+.PHONY: install demo test bench kafka-jars kafka-start kafka-stop lock clean chromium report-screenshot torture-compact
 
 install: $(STAMP) $(JARS)
 
@@ -30,13 +30,26 @@ DEMO_ARGS ?=
 demo: install
 	$(BIN)/driftline demo --events 2000 $(DEMO_ARGS)
 
+## Headless Chromium (Debian's package) for the report test and screenshots; installed once.
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
-test: install
+test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+## A 5,000-event demo, its HTML report and a full-page screenshot (docs/report.png).
+report-screenshot: install chromium
+	$(BIN)/driftline demo --events 5000 --port 29092 --out var/demo-report --report var/demo-report/report.html
+	$(BIN)/python -m driftline.testing.chromium var/demo-report/report.html docs/report.png
+
+## 10 minutes at 50 events/s (flush_seconds 5) while compacting and SIGKILLing the compactor.
+torture-compact: install
+	$(BIN)/python bench/torture_compact.py --minutes 10 --rate 50 --flush-seconds 5
 
 kafka-start: install
 	$(BIN)/driftline kafka start
