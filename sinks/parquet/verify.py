@@ -150,15 +150,26 @@ def verify_dataset(store: Store, name: str, *, repair: bool = False, on_file: Ca
                 keys = pl.from_arrow(pq.read_table(io.BytesIO(data), columns=cols))
                 assert isinstance(keys, pl.DataFrame)
                 key_frames.append(keys.with_columns(pl.lit(f.path).alias("__file")))
+    orphans, unknown = [], []
     for p in store.list_files(name):
         rel = p[len(name) + 1 :]
         if rel.startswith(f"{MANIFEST_DIR}/"):
             continue
         if rel.startswith(f"{STAGING_DIR}/"):
             if p not in referenced_staged:
-                rep.warnings.append(Finding("orphan_temp", p, "temp of an unfinished commit (removed when its writer restarts, or with --repair)"))
+                orphans.append(p)
             continue
         if p.endswith(".parquet") and p not in listed:
+            unknown.append(p)
+    if orphans or unknown:  # a writer or the compactor may have committed since the manifest was read
+        newer = [e for e in load_entries(store, name, live=False) if e.commit_id not in {x.commit_id for x in entries}]
+        listed.update(f"{name}/{f.path}" for e in newer for f in e.files)
+        referenced_staged.update(f"{name}/{f.staged}" for e in newer for f in e.files)
+    for p in orphans:
+        if p not in referenced_staged:
+            rep.warnings.append(Finding("orphan_temp", p, "temp of an unfinished commit (removed when its writer restarts, or with --repair)"))
+    for p in unknown:
+        if p not in listed:
             rep.problems.append(Finding("unknown_file", p, "not listed by the manifest (not written by a committed sink step)"))
     if key_frames and key_cols:
         _check_duplicates(rep, pl.concat(key_frames, how="vertical_relaxed"), key_cols)
