@@ -56,7 +56,9 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: 
 
 
 class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
-    def __init__(self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool) -> None:
+    def __init__(
+        self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool, stop: int | None = None
+    ) -> None:
         self._consumer = Consumer(conf)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
@@ -66,13 +68,18 @@ class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
         self._poll_timeout = poll_timeout
         self._idle_tick = idle_tick
         self._drain = drain
+        self._stop = stop  # backfill: end before this offset
         self._eof = False
         self._last_emit = time.monotonic()
 
     def next_batch(self) -> list[list[RawRecord]]:
-        if self._eof:
+        if self._eof or (self._stop is not None and self._offset >= self._stop):
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout)
+        if self._stop is not None:
+            kept = [m for m in msgs if m.error() is not None or m.offset() < self._stop]
+            self._eof = len(kept) < len(msgs)  # reached the end of the range (offsets may skip)
+            msgs = kept
         batch: list[RawRecord] = []
         for msg in msgs:
             err = msg.error()
@@ -130,6 +137,8 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
         poll_timeout_ms: int = 50,
         idle_tick_ms: int = 500,
         extra: dict[str, str] | None = None,
+        start_offsets: dict[tuple[str, int], int] | None = None,
+        stop_offsets: dict[tuple[str, int], int] | None = None,
     ) -> None:
         if isinstance(topics, str):
             raise TypeError("topics must be a sequence of names, not a string")
@@ -140,10 +149,13 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
         self._poll_timeout = poll_timeout_ms / 1000
         self._idle_tick = idle_tick_ms / 1000
         self._extra = dict(extra or {})
+        self._start = dict(start_offsets or {})  # backfill range per (topic, partition): [start, stop)
+        self._stop = dict(stop_offsets or {})
 
     @classmethod
-    def from_config(cls, kafka: KafkaConfig, topics: Sequence[str], *, drain: bool) -> MicroBatchKafkaSource:
-        """The source for ``topics`` with the ``kafka`` section's brokers and poll settings."""
+    def from_config(cls, kafka: KafkaConfig, topics: Sequence[str], *, drain: bool, **bounds: Any) -> MicroBatchKafkaSource:
+        """The source for ``topics`` with the ``kafka`` section's brokers and poll settings
+        (``bounds``: ``start_offsets``/``stop_offsets`` of a backfill)."""
         return cls(
             kafka.bootstrap_servers,
             topics,
@@ -152,6 +164,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             poll_timeout_ms=kafka.poll_timeout_ms,
             idle_tick_ms=kafka.idle_tick_ms,
             extra=kafka.extra,
+            **bounds,
         )
 
     def list_parts(self) -> list[str]:
@@ -175,5 +188,5 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             "fetch.wait.max.ms": "50",
             **self._extra,
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain)
+        offset = self._start.get((topic, int(idx)), OFFSET_BEGINNING) if resume_state is None else resume_state
+        return _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, int(idx))))
