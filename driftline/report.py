@@ -86,8 +86,7 @@ class Data:
 def _figure(height: float = 3.2) -> Any:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.6, height), layout="constrained")
-    return fig
+    return Figure(figsize=(9.6, height), layout="constrained")
 
 
 def _svg(fig: Any) -> str:
@@ -253,7 +252,7 @@ def errors_by_tier(d: Data) -> Plot:
         return _empty(name, title, "no model tier columns")
     df = d.frame(
         "SELECT coalesce(model_tier, 'none') AS tier, min(model_tier_index) AS idx, count(*) AS calls, count(model_error_class) AS errors, "
-        "count_if(model_tier_index > 0) AS fallbacks, count_if(len(model_fallback_reasons) > 0) AS with_reasons "
+        "count_if(model_tier_index > 0) AS fallbacks "
         f"FROM enriched {d.where('enriched')} GROUP BY ALL ORDER BY idx NULLS LAST, tier"
     )
     if df.height == 0:
@@ -382,13 +381,12 @@ def alerts_timeline(d: Data) -> Plot:
         for state, marker, color in (("firing", "v", PALETTE[3]), ("resolved", "o", PALETTE[2])):
             s = sub.filter(pl.col("state") == state)
             if s.height:
-                ax.scatter(s["t"].to_list(), [y] * s.height, marker=marker, color=color, s=28, zorder=3, label=state if y == 0 else None)
+                ax.scatter(s["t"].to_list(), [y] * s.height, marker=marker, color=color, s=28, zorder=3)
     ax.set_yticks(range(len(lanes)), [lane if len(lane) < 60 else lane[:57] + "…" for lane in lanes], fontsize=7)
     ax.set_ylim(-0.7, len(lanes) - 0.3)
-    handles = [
-        __import__("matplotlib.lines", fromlist=["Line2D"]).Line2D([], [], marker=m, color=c, linestyle="", label=lbl)
-        for m, c, lbl in (("v", PALETTE[3], "firing"), ("o", PALETTE[2], "resolved"))
-    ]
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=m, color=c, linestyle="", label=lbl) for m, c, lbl in (("v", PALETTE[3], "firing"), ("o", PALETTE[2], "resolved"))]
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _time_axis(ax)
     _style(ax)

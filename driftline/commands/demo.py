@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=None, help="use the Kafka broker at this address; fail if none answers")
     parser.add_argument("--keep-broker", action="store_true", help="leave a bundled broker the demo started running afterwards")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--report", default=None, help="HTML report to write (default: <out>/<run id>/report.html)")
 
 
 @dataclass
@@ -145,6 +146,7 @@ class DemoRun:
     produce_seconds: float
     flow_seconds: float
     datasets: dict[str, dict[str, Any]]  # name -> rows, files, path
+    report: Path | None = None  # the run's HTML report
 
     @property
     def datasets_root(self) -> Path:
@@ -227,6 +229,7 @@ def build_summary(run: DemoRun) -> dict[str, Any]:
         "events_per_second": round(run.events_produced / run.flow_seconds, 1) if run.flow_seconds > 0 else None,
         "output_folder": str(run.datasets_root),
         "config_file": str(run.config_file),
+        "report": str(run.report) if run.report else None,
         "bootstrap": run.kafka.bootstrap,
         "broker": {
             "origin": run.kafka.origin,
@@ -250,6 +253,7 @@ def render_text(summary: dict[str, Any]) -> str:
         "",
         f"dead-letter topic: {summary['topics']['dead_letter']}   output topic: {summary['topics']['output']}",
         f"configuration of this run: {summary['config_file']}",
+        f"HTML report of this run: {summary['report']}",
         "next:",
         *(f"  {step}" for step in summary["next_steps"]),
     ]
@@ -302,4 +306,7 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         rows, files = count_rows(root, d.name)
         datasets[d.name] = {"rows": rows, "files": files, "path": str(d)}
-    return DemoRun(run_id, out, config_file, kafka, topics, len(sent), sum(1 for e in sent if e.defect), produce_s, flow_s, datasets)
+    from driftline.commands.report import write_report
+
+    report = write_report(str(root), args.report or out / "report.html")
+    return DemoRun(run_id, out, config_file, kafka, topics, len(sent), sum(1 for e in sent if e.defect), produce_s, flow_s, datasets, report.resolve())

@@ -18,6 +18,7 @@ from datetime import datetime
 import polars as pl
 
 from driftline.config import load_config
+from driftline.progress import bar
 from driftline.operators.aggregate import WindowAccumulator, key_string, slice_frame
 from driftline.operators.drift import monitored_features, profile_from_accumulators
 
@@ -64,14 +65,18 @@ def run(args: argparse.Namespace) -> int:
     lf = lf.select([c for c in wanted if isinstance(c, str) and c in have])
     accs: dict[str, WindowAccumulator] = {}
     rows = 0
-    for batch in lf.collect().iter_slices(args.batch_rows):
+    frame = lf.collect()
+    progress = bar(total=frame.height, desc="profile", unit="row", unit_scale=True)
+    for batch in frame.iter_slices(args.batch_rows):
         rows += batch.height
+        progress.update(batch.height)
         for s in slice_frame(batch, m):
             for k in (key_string(m, s.key), "*"):
                 if k in accs:
                     accs[k].merge(s.acc)
                 else:
                     accs[k] = s.acc.copy()
+    progress.close()
     if not rows:
         print("driftline profile: the selected data holds no rows", file=sys.stderr)
         return 1

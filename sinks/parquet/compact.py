@@ -78,6 +78,7 @@ from driftline.sinks.parquet.manifest import (
 )
 from driftline.sinks.parquet.spec import KAFKA_KEY
 from driftline.sinks.parquet.store import Store
+from driftline.sinks.parquet.writer import _jsonable
 
 log = logging.getLogger("driftline.sinks.parquet.compact")
 
@@ -142,10 +143,6 @@ def _bins(files: list[_Candidate], target_rows: int) -> list[list[_Candidate]]:
         rows += c.file.rows
     out.append(cur)
     return [b for b in out if len(b) > 1]
-
-
-def _jsonable(v: Any) -> Any:
-    return v.isoformat() if isinstance(v, datetime) else v
 
 
 def _key_ranges(table: pa.Table, columns: list[str]) -> dict[str, list[Any]]:

@@ -20,6 +20,7 @@ def demo_root(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--events", "1500", "--bootstrap", kafka_bootstrap, "--out", str(out), "--json"]) == 0
     (root,) = list(out.glob("*/datasets"))
+    assert (root.parent / "report.html").stat().st_size > 50_000  # the demo writes its report
     return root
 
 
