@@ -108,7 +108,7 @@ def _style(ax: Any) -> None:
 def _time_axis(ax: Any) -> None:
     import matplotlib.dates as mdates
 
-    loc = mdates.AutoDateLocator()
+    loc = mdates.AutoDateLocator(minticks=3, maxticks=7)
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, tz=timezone.utc))
 
@@ -197,7 +197,7 @@ def events_over_time(d: Data, seconds: int) -> Plot:
     accepted = int(df.filter(pl.col("series") == "accepted")["n"].sum())
     n_refused = int(refused["n"].sum()) if refused.height else 0
     untimed = int(df.filter(pl.col("t").is_null() & (pl.col("series") != "accepted"))["n"].sum())
-    caption = f"{accepted:,} accepted and {n_refused:,} refused events per {_bucket_label(seconds)} of event time"
+    caption = f"{accepted:,} accepted and {n_refused:,} refused events (bars: {_bucket_label(seconds)} of event time)"
     caption += f"; {untimed:,} refusals without a readable event time are counted on the right only." if untimed else "."
     return Plot(name, title, caption, _svg(fig), False)
 
