@@ -89,3 +89,46 @@ def test_unknown_topic_is_a_clear_error(dead_letters, capsys) -> None:
     config_file, _dlq, _sent = dead_letters
     assert main(["--config", str(config_file), "dead-letters", "replay", "--from", "no-such-topic-xyz", "--to", "t"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_replay_killed_mid_way_then_rerun_sends_each_dead_letter_once(dead_letters, kafka_bootstrap: str, unique_topic) -> None:
+    """SIGKILL a replay after its first transactions (more are open or pending), run it again:
+    read_committed consumers (the flow's default) see every selected dead letter exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    config_file, dlq_topic, _sent = dead_letters
+    total = len(consume_all(kafka_bootstrap, dlq_topic))
+    target = unique_topic("killed")
+    cmd = [sys.executable, "-m", "driftline.cli", "--config", str(config_file), "dead-letters", "replay", "--to", target, "--batch", "3"]
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "probe"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            meta = probe.list_topics(timeout=5).topics.get(target)  # the topic appears with the first message
+            parts = sorted(meta.partitions) if meta is not None and meta.error is None else []
+            high = sum(probe.get_watermark_offsets(TopicPartition(target, p), timeout=5)[1] for p in parts)
+            if high >= 12:  # a few transactions committed
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the replay finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
+    partial = consume_all(kafka_bootstrap, target)
+    assert 0 < len(partial) < total
+    rerun = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    res = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert res["already_replayed"] == len(partial) and res["sent"] == total - len(partial)
+    out = consume_all(kafka_bootstrap, target)
+    assert len(out) == total and len({m.headers["driftline.replay.dlq"] for m in out}) == total
