@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from driftline.config import load_config
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default="report.html", help="HTML file to write (default report.html)")
 
 
-def write_report(root: str, output: str | Path, *, storage_options: dict[str, str] | None = None, since=None, until=None) -> Path:  # type: ignore[no-untyped-def]
+def write_report(root: str, output: str | Path, *, storage_options: dict[str, str] | None = None, since: datetime | None = None, until: datetime | None = None) -> Path:
     """Build the report of ``root`` into ``output``; returns the file's path."""
     from driftline.report import build_report
 

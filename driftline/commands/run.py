@@ -12,12 +12,17 @@ import argparse
 import importlib
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from driftline.config import load_config
+from driftline.backfill import DrainProgress, OffsetRange
+from driftline.config import PipelineConfig, load_config
 from driftline.logs import configure_logging
 from driftline.metrics import serve_metrics
 from driftline.runner import run_flow
 from driftline.timeargs import parse_instant
+
+if TYPE_CHECKING:
+    from driftline.flows.enrich import EnrichIO
 
 NAME = "run"
 HELP = "run a flow (enrich: text events; monitor: model-call telemetry)"
@@ -40,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     backfill.add_argument("--to-offset", type=int, default=None, help="stop before this offset in every partition")
 
 
-def _backfill_io(cfg, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _backfill_io(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[EnrichIO, OffsetRange]:
     """The enrich flow's I/O with a source bounded to the requested range, and the range."""
     from driftline.backfill import offset_gaps, resolve_range
     from driftline.flows.enrich import kafka_io
@@ -63,8 +68,6 @@ def _backfill_io(cfg, args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from driftline.backfill import DrainProgress
-
     configure_logging(args.log_level, file=args.log_file)
     cfg = load_config(args.config)
     bounded = any(v is not None for v in (args.from_time, args.to_time, args.from_offset, args.to_offset))

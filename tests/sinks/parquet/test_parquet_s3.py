@@ -77,3 +77,5 @@ def test_enrich_flow_on_s3_then_verify_query_compact(kafka_bootstrap: str, uniqu
     assert code == 0 and after == before
     code, out = cli("verify", "--json", "--dataset", "enriched")
     assert code == 0 and json.loads(out)["datasets"][0]["rows"] == valid
+    code, _out = cli("report", "-o", str(tmp_path / "report.html"))
+    assert code == 0 and f"<td>accepted (enriched)</td><td>{valid:,}</td>" in (tmp_path / "report.html").read_text()
