@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         print(f"no datasets under {root}")
     for r in results:
-        line = f"{r.dataset}: {r.files_before} -> {r.files_after} files ({r.retired} merged into {r.files_after - r.files_before + r.retired}, {r.rows} rows, {r.commits} commits)"
+        merged = f"{r.retired} merged into {r.files_after - r.files_before + r.retired}, {r.rows} rows, {r.commits} commits" if r.retired else "nothing to merge"
+        line = f"{r.dataset}: {r.files_before} -> {r.files_after} files ({merged})"
         extras = [f"{r.vacuumed} replaced files vacuumed"] if r.vacuumed else []
         if r.skipped_young:
             extras.append(f"{r.skipped_young} small files younger than --older-than left")
