@@ -124,7 +124,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
     to read, snapshotted with Bytewax's recovery, so after a crash input is replayed
     from the last snapshot (the sinks make the outputs exactly-once).  With
     ``drain=True`` the source ends at the end of each partition (demos, tests,
-    backfills); otherwise it tails forever.
+    backfills); otherwise it tails forever.  ``start_offsets``/``stop_offsets`` (per
+    ``(topic, partition)``) bound a backfill to ``[start, stop)``: a partition without a
+    resume state starts at its start offset and ends before its stop offset.
     """
 
     def __init__(
@@ -153,9 +155,17 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
         self._stop = dict(stop_offsets or {})
 
     @classmethod
-    def from_config(cls, kafka: KafkaConfig, topics: Sequence[str], *, drain: bool, **bounds: Any) -> MicroBatchKafkaSource:
+    def from_config(
+        cls,
+        kafka: KafkaConfig,
+        topics: Sequence[str],
+        *,
+        drain: bool,
+        start_offsets: dict[tuple[str, int], int] | None = None,
+        stop_offsets: dict[tuple[str, int], int] | None = None,
+    ) -> MicroBatchKafkaSource:
         """The source for ``topics`` with the ``kafka`` section's brokers and poll settings
-        (``bounds``: ``start_offsets``/``stop_offsets`` of a backfill)."""
+        (and a backfill's range, see the class docstring)."""
         return cls(
             kafka.bootstrap_servers,
             topics,
@@ -164,7 +174,8 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             poll_timeout_ms=kafka.poll_timeout_ms,
             idle_tick_ms=kafka.idle_tick_ms,
             extra=kafka.extra,
-            **bounds,
+            start_offsets=start_offsets,
+            stop_offsets=stop_offsets,
         )
 
     def list_parts(self) -> list[str]:
