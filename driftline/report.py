@@ -328,34 +328,30 @@ def drift_per_window(d: Data) -> Plot:
     df = df.filter(pl.col("psi").is_not_null() & pl.col("psi").is_finite())
     if df.height == 0:
         return _empty(name, title, "no drift scores yet (windows need a reference: monitoring.drift)")
-    wide = df.pivot(on="t", index="feature", values="psi").sort("feature")
-    times = [c for c in wide.columns if c != "feature"]
     import numpy as np
-
-    grid = np.array([[v if v is not None else np.nan for v in wide[c].to_list()] for c in times]).T
-    fig = _figure(max(2.4, 0.22 * wide.height + 1.2))
-    ax = fig.add_subplot()
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
+    times = df["t"].unique().sort().to_list()
+    features = df["feature"].unique().sort().to_list()
+    grid = np.full((len(features), len(times)), np.nan)
+    col, row = {t: i for i, t in enumerate(times)}, {f: i for i, f in enumerate(features)}
+    for t, feature, psi in df.iter_rows():
+        grid[row[feature], col[t]] = psi
+    fig = _figure(max(2.4, 0.22 * len(features) + 1.2))
+    ax = fig.add_subplot()
     cmap = ListedColormap(["#eef5ea", "#c7e3b8", "#fdd9a0", "#f4a261", "#d62828"])
     norm = BoundaryNorm([0, 0.05, 0.1, 0.15, 0.25, 10], cmap.N)
-    mesh = ax.pcolormesh(range(len(times) + 1), range(wide.height + 1), np.ma.masked_invalid(grid), cmap=cmap, norm=norm, edgecolors="white", linewidth=0.5)
-    ax.set_yticks([i + 0.5 for i in range(wide.height)], wide["feature"].to_list(), fontsize=7)
+    mesh = ax.pcolormesh(range(len(times) + 1), range(len(features) + 1), np.ma.masked_invalid(grid), cmap=cmap, norm=norm, edgecolors="white", linewidth=0.5)
+    ax.set_yticks([i + 0.5 for i in range(len(features))], features, fontsize=7)
+    ax.invert_yaxis()  # alphabetical from the top
     step = max(1, len(times) // 12)
-    ax.set_xticks([i + 0.5 for i in range(0, len(times), step)], [datetime.fromisoformat(str(times[i])).strftime("%H:%M") if _is_time(times[i]) else str(times[i]) for i in range(0, len(times), step)], fontsize=7)
+    fmt = "%H:%M" if times[-1] - times[0] < timedelta(days=1) else "%m-%d %H:%M"
+    ax.set_xticks([i + 0.5 for i in range(0, len(times), step)], [times[i].astimezone(timezone.utc).strftime(fmt) for i in range(0, len(times), step)], fontsize=7)
     ax.set_xlabel("window start (UTC)")
     cb = fig.colorbar(mesh, ax=ax, ticks=[0, 0.05, 0.1, 0.15, 0.25], shrink=0.9)
     cb.set_label("PSI (max over keys)")
     drifted = int((df["psi"] >= 0.25).sum())
-    return Plot(name, title, f"{wide.height} features over {len(times)} windows; {drifted} feature-window(s) at PSI ≥ 0.25 (significant), 0.1-0.25 moderate.", _svg(fig), False)
-
-
-def _is_time(v: Any) -> bool:
-    try:
-        datetime.fromisoformat(str(v))
-        return True
-    except ValueError:
-        return False
+    return Plot(name, title, f"{len(features)} features over {len(times)} windows; {drifted} feature-window(s) at PSI ≥ 0.25 (significant), 0.1-0.25 moderate.", _svg(fig), False)
 
 
 def alerts_timeline(d: Data) -> Plot:
