@@ -44,7 +44,7 @@ bench: install
 
 ## A 5,000-event demo, its HTML report and a full-page screenshot (docs/report.png).
 report-screenshot: install chromium
-	$(BIN)/driftline demo --events 5000 --port 29092 --out var/demo-report --report var/demo-report/report.html
+	$(BIN)/driftline demo --events 5000 --out var/demo-report --report var/demo-report/report.html
 	$(BIN)/python -m driftline.testing.chromium var/demo-report/report.html docs/report.png
 
 ## 10 minutes at 50 events/s (flush_seconds 5) while compacting and SIGKILLing the compactor.
