@@ -29,6 +29,7 @@ class OffsetRange:
     topic: str
     start: dict[int, int]
     stop: dict[int, int]
+    low: dict[int, int]  # first offset each partition still holds (older ones are deleted)
 
     @property
     def total(self) -> int:
@@ -71,18 +72,23 @@ def resolve_range(
         stop = {p: to_offset for p in parts}
     start = {p: min(max(start[p], marks[p][0]), marks[p][1]) for p in parts}
     stop = {p: max(min(stop[p], marks[p][1]), start[p]) for p in parts}
-    return OffsetRange(topic, start, stop)
+    return OffsetRange(topic, start, stop, {p: lo for p, (lo, _hi) in marks.items()})
 
 
-def offset_gaps(rng: OffsetRange, watermarks: dict[tuple[str, int], int], low: dict[int, int] | None = None) -> list[str]:
+def offset_gaps(rng: OffsetRange, watermarks: dict[tuple[str, int], int]) -> list[str]:
     """Partitions whose range starts above the next offset the datasets expect (a gap a
-    later run on the same root would treat as committed), as ``topic[p]: a..b`` texts."""
+    later run on the same root would treat as committed), as ``topic[p]: a..b`` texts.
+
+    >>> rng = OffsetRange("t", start={0: 10, 1: 3}, stop={0: 20, 1: 9}, low={0: 0, 1: 3})
+    >>> offset_gaps(rng, {("t", 0): 4})   # partition 1 starts at its first offset: no gap
+    ['t[0]: offsets 5..9']
+    """
     out = []
     for p, s in sorted(rng.start.items()):
         if rng.stop[p] <= s:
             continue
         expected = watermarks.get((rng.topic, p), -1) + 1
-        floor = max(expected, (low or {}).get(p, 0))
+        floor = max(expected, rng.low.get(p, 0))
         if s > floor:
             out.append(f"{rng.topic}[{p}]: offsets {floor}..{s - 1}")
     return out
