@@ -151,7 +151,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             batch_size=kafka.poll_batch_size,
             poll_timeout_ms=kafka.poll_timeout_ms,
             idle_tick_ms=kafka.idle_tick_ms,
-            extra=kafka.extra,
+            extra=kafka.client_config(),
         )
 
     def list_parts(self) -> list[str]:

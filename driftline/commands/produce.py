@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         payload_format=args.payload_format,
         partitions=args.partitions,
         progress=sys.stderr.isatty(),
-        extra_config=cfg.kafka.extra,
+        extra_config=cfg.kafka.client_config(bootstrap_servers=args.bootstrap),
     )
     malformed = sum(1 for e in sent if e.defect)
     print(f"produced {len(sent)} events to {args.topic or cfg.kafka.input_topic} ({malformed} malformed, {sum(1 for e in sent if e.pii)} with PII)")
