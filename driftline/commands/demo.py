@@ -80,8 +80,8 @@ def choose_kafka(args: argparse.Namespace, kafka: KafkaConfig) -> DemoKafka:
     if probe.kind == "kafka":
         mine = next((st for st in statuses if st.running and st.bootstrap == target), None)
         return DemoKafka(target, "existing", f"using the Kafka broker already running at {target}" + (f" (the bundled broker, pid {mine.pid})" if mine else ""), client)
-    if args.bootstrap:
-        raise BrokerError(f"no Kafka broker answers at {target}: {probe.detail}")
+    if args.bootstrap or probe.kind == "refused":
+        raise BrokerError(f"the Kafka broker at {target} refused the configured credentials or TLS settings: {probe.detail}; fix kafka.security" if probe.kind == "refused" else f"no Kafka broker answers at {target}: {probe.detail}")
     found = f"nothing listens at {target}" if probe.kind == "nothing" else f"{target} is held by something that is not a usable Kafka broker ({probe.detail})"
     running = next((st for st in statuses if st.running), None)
     if running is not None and args.port is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from driftline.broker import require_kafka
 from driftline.config import load_config
 from driftline.producer import produce
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.events < 0:
         print("driftline produce: --events must be >= 0", file=sys.stderr)
         return 2
+    require_kafka(cfg.kafka, bootstrap_servers=args.bootstrap)
     sent = produce(
         args.bootstrap or cfg.kafka.bootstrap_servers,
         args.topic or cfg.kafka.input_topic,

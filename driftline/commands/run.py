@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from driftline.broker import require_kafka
 from driftline.config import load_config
-from driftline.logs import configure_logging
 from driftline.metrics import serve_metrics
 from driftline.runner import run_flow
 
@@ -21,14 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
-    parser.add_argument("--log-file", default=None, help="also write JSON-lines logs here")
-    parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, file=args.log_file)
     cfg = load_config(args.config)
+    require_kafka(cfg.kafka)  # a wrong password or address fails here, not as a silent retry loop
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     module_name, builder = FLOWS[args.flow]

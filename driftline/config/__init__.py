@@ -183,13 +183,13 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"configuration file not found: {p}")
+            raise ConfigError(f"configuration file not found: {p}; pass an existing file with --config (or fix $DRIFTLINE_CONFIG)")
         try:
             loaded = yaml.safe_load(p.read_text("utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"configuration file {p} is not valid YAML (fix the line shown): {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {p} must hold a mapping at the top level")
+            raise ConfigError(f"configuration file {p} must hold a mapping at the top level (section names such as `kafka:`; see config/driftline.example.yaml)")
         data = loaded
         origin = str(p)
     try:
