@@ -123,9 +123,35 @@ class KafkaConfig(BaseModel):
         return {"bootstrap.servers": bootstrap_servers or self.bootstrap_servers, **(defaults or {}), **self.security.librdkafka(), **self.extra}
 
 
+class SchemaRegistryConfig(BaseModel):
+    """A schema registry speaking Confluent's REST API, for payloads in Confluent's wire
+    format (byte 0, a 4-byte schema id, the Avro datum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="Base URL, e.g. http://registry:8081 (Confluent, Karapace) or http://registry:8080/apis/ccompat/v7 (Apicurio); unset: Confluent-framed records are refused (no_schema_registry).")
+    username: str | None = Field(None, description="HTTP basic-auth user (Confluent Cloud: the API key).")
+    password: SecretStr | None = Field(None, description="HTTP basic-auth password (secret: $DRIFTLINE__DECODE__SCHEMA_REGISTRY__PASSWORD, ..._FILE or the secrets directory).")
+    ca_file: str | None = Field(None, description="PEM CA file for an https registry; unset: the system's trust store.")
+    timeout_s: float = Field(2.0, gt=0, le=60, description="Timeout of one schema lookup.")
+    retry_interval_s: float = Field(5.0, ge=0, le=3600, description="After the registry failed to answer, records needing a schema not yet cached are refused for this long without asking again.")
+    unknown_id_ttl_s: float = Field(60.0, ge=0, le=86_400, description="An id the registry does not know is refused without asking again for this long.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaRegistryConfig:
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (HTTP basic auth)")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError(f"ca_file: file not found: {self.ca_file}")
+        return self
+
+
 class DecodeConfig(BaseModel):
-    """Limits applied while decoding raw payloads."""
+    """Limits applied while decoding raw payloads, and the schema registry."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_payload_bytes: int = Field(1_048_576, ge=64, description="Payloads larger than this are refused undecoded.")
+    schema_registry: SchemaRegistryConfig = Field(default_factory=SchemaRegistryConfig)
