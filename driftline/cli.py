@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    parser.set_defaults(_commands=sub.choices)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"driftline.commands.{name}")
@@ -70,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand, so the message points to its --help
+        args._commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     from driftline.broker import BrokerError
     from driftline.config import ConfigError
     from driftline.logs import configure_logging

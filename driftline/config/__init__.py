@@ -152,6 +152,18 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _with_sections(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with an (empty) mapping for every nested section it leaves out, so each
+    section is validated with the loader's context (its secrets read from ``env``)."""
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            value = data.setdefault(name, {})
+            if isinstance(value, dict):
+                _with_sections(sub, value)
+    return data
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():
@@ -204,7 +216,7 @@ def load_config(
     if overrides:
         data = _merge(data, overrides)
     try:
-        return PipelineConfig.model_validate(data, context={"env": env})
+        return PipelineConfig.model_validate(_with_sections(PipelineConfig, data), context={"env": env})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from None
 
