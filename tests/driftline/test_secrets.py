@@ -159,6 +159,34 @@ def test_production_refuses_the_sample_pii_key() -> None:
     assert load_config(None, env={"DRIFTLINE__MODE": "development", "DRIFTLINE_PII_KEY": "change-me-development-only"}).mode == "development"
 
 
+def test_docker_compose_refuses_production_with_the_sample_key(tmp_path: Path) -> None:
+    """The compose file's environment and secret, as Compose resolves them: the flows'
+    configuration fails in production mode with the sample key and loads with a real one."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+
+    def resolve(value: str, shell: dict[str, str]) -> str:
+        return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: shell.get(m.group(1), m.group(2)), value)
+
+    def service_env(shell: dict[str, str]) -> dict[str, str]:
+        secret = root / resolve(compose["secrets"]["pii_key"]["file"], shell)
+        env = {k: resolve(str(v), shell) for k, v in compose["services"]["enrich"]["environment"].items()}
+        assert env["DRIFTLINE__PRIVACY__KEY_FILE"] == "/run/secrets/pii_key" and compose["services"]["enrich"]["secrets"] == ["pii_key"]
+        return {**env, "DRIFTLINE__PRIVACY__KEY_FILE": str(secret)}  # where Compose mounts it
+
+    with pytest.raises(ConfigError, match="refuses the sample pseudonymization key"):
+        load_config(None, env=service_env({"DRIFTLINE_MODE": "production"}))
+    assert load_config(None, env=service_env({})).mode == "development"
+    real = tmp_path / "pii_key"
+    real.write_text("0f3c2a9d8e7b6a5c4d3e2f1a0b9c8d7e\n")
+    cfg = load_config(None, env=service_env({"DRIFTLINE_MODE": "production", "DRIFTLINE_PII_KEY_FILE": str(real)}))
+    assert cfg.mode == "production" and cfg.privacy.key.get_secret_value() == "0f3c2a9d8e7b6a5c4d3e2f1a0b9c8d7e"
+
+
 def test_global_options_before_or_after_the_command(config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE__KAFKA__SECURITY__PASSWORD", "x")
     monkeypatch.setenv("DRIFTLINE__DECODE__SCHEMA_REGISTRY__PASSWORD", "y")
