@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from driftline.config import state_home
+from driftline.config.kafka import KafkaConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -199,9 +200,9 @@ def probe_kafka(bootstrap: str, *, timeout: float = 5.0, extra: Mapping[str, Any
     return KafkaProbe(bootstrap, "kafka", f"Kafka cluster {md.cluster_id} with {len(brokers)} broker(s)")
 
 
-def require_kafka(kafka: Any, *, timeout: float = 15.0, bootstrap_servers: str | None = None) -> None:
-    """Fail fast, with what to do next, unless the brokers of ``kafka`` (a
-    :class:`~driftline.config.kafka.KafkaConfig`) answer with these settings: a wrong
+def require_kafka(kafka: KafkaConfig, *, timeout: float = 15.0, bootstrap_servers: str | None = None) -> None:
+    """Fail fast, with what to do next, unless the brokers of ``kafka`` answer with its
+    settings (``bootstrap_servers`` replaces its brokers): a wrong
     password or an untrusted certificate is reported within about a second instead of
     clients retrying forever."""
     target = bootstrap_servers or kafka.bootstrap_servers
@@ -309,8 +310,6 @@ class LocalKafka:
 
     def admin_config(self) -> dict[str, Any]:
         """librdkafka settings of an admin client of this broker."""
-        from driftline.config.kafka import KafkaConfig
-
         return KafkaConfig(bootstrap_servers=self.bootstrap, security=self.client_security()).client_config()
 
     def add_user(self, username: str, password: str, *, mechanisms: Iterable[str] = SCRAM_MECHANISMS, timeout: float = 30.0) -> None:
@@ -412,32 +411,29 @@ class LocalKafka:
     def _write_properties(self) -> Path:
         props = self.state_dir / "server.properties"
         data = self.state_dir / "data"
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
+            *self._security_properties(),
+            "controller.listener.names=CONTROLLER",
+            f"log.dirs={data}",
+            "num.partitions=3",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=3",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=3",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "message.max.bytes=2097152",
+            "auto.create.topics.enable=true",
+            "",
+        ]
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds passwords when secured
         with os.fdopen(fd, "w") as fh:
-            fh.write(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@{self.host}:{self.controller_port}",
-                    *self._security_properties(),
-                    "controller.listener.names=CONTROLLER",
-                    f"log.dirs={data}",
-                    "num.partitions=3",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=3",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "transaction.state.log.num.partitions=3",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "message.max.bytes=2097152",
-                    "auto.create.topics.enable=true",
-                    "",
-                ]
-            )
-            )
+            fh.write("\n".join(lines))
         return props
 
     def start(self, *, timeout: float = 90.0, die_with_parent: bool = False) -> str:

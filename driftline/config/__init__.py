@@ -68,7 +68,7 @@ class PipelineConfig(BaseModel):
     def _production_secrets(self) -> PipelineConfig:
         key = self.privacy.key
         if self.mode == "production" and key is not None and key.get_secret_value() in SAMPLE_KEYS:
-            raise ValueError(f"privacy.key: production mode refuses the sample pseudonymization key; set ${self.privacy.key_env} to a random key (e.g. `openssl rand -hex 32`)")
+            raise ValueError(f"privacy.key: production mode refuses the sample pseudonymization key; set ${self.privacy.key_env} or $DRIFTLINE__PRIVACY__KEY_FILE to a random key (e.g. `openssl rand -hex 32`)")
         return self
 
     def config_hash(self) -> str:
