@@ -30,7 +30,7 @@ from fastavro import parse_schema
 from driftline.config.kafka import SchemaRegistryConfig
 
 REGISTRY_REASONS: dict[str, str] = {
-    "no_schema_registry": "the payload is in Confluent's wire format but decode.schema_registry.url is not set",
+    "no_schema_registry": "the payload starts with byte 0 (Confluent's wire format: schema id, Avro datum) but decode.schema_registry.url is not set",
     "unknown_schema_id": "the schema registry does not know the payload's schema id",
     "schema_registry_unavailable": "the schema registry did not answer and the payload's schema is not cached",
     "unsupported_schema": "the registry's schema for the id is not an Avro schema the decoder can read",
