@@ -27,8 +27,6 @@ and diffed.  :func:`secret_exclude` lists the secret fields that are set, so
 {'user': 'alice', 'password': '**********'}
 >>> secret_exclude(s)
 {'password': True}
->>> [".".join(p) for p in secret_paths(Section)]
-['password']
 """
 
 from __future__ import annotations
@@ -70,6 +68,8 @@ def _unwrap(annotation: Any) -> tuple[str, Any]:
 
 
 def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """``(path, is a dict of secrets)`` of every secret field of ``model``; ``*`` stands for
+    any key of a dict of sections or any element of a list of them (``models.backends.*.api_key``)."""
     for name, field in model.model_fields.items():
         kind, sub = _unwrap(field.annotation)
         if kind in ("secret", "secret_dict"):
@@ -78,12 +78,6 @@ def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iter
             yield from _secret_fields(sub, (*prefix, name))
         elif kind in ("dict", "list"):
             yield from _secret_fields(sub, (*prefix, name, "*"))
-
-
-def secret_paths(model: type[BaseModel]) -> list[tuple[str, ...]]:
-    """Paths of every secret field of ``model``; ``*`` stands for any key of a dict of
-    sections or any element of a list of them (``models.backends.*.api_key``)."""
-    return [path for path, _ in _secret_fields(model)]
 
 
 def secret_exclude(model: BaseModel) -> dict[Any, Any]:
@@ -198,4 +192,4 @@ def env_secret(info: ValidationInfo | None, name: str | None) -> SecretStr | Non
     return SecretStr(value) if value else None
 
 
-__all__ = ["FILE_SUFFIX", "SecretSourceError", "env_secret", "is_secret_path", "read_secret_file", "resolve_secret_files", "secret_exclude", "secret_paths"]
+__all__ = ["FILE_SUFFIX", "SecretSourceError", "env_secret", "is_secret_path", "read_secret_file", "resolve_secret_files", "secret_exclude"]
