@@ -173,7 +173,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             batch_size=kafka.poll_batch_size,
             poll_timeout_ms=kafka.poll_timeout_ms,
             idle_tick_ms=kafka.idle_tick_ms,
-            extra=kafka.extra,
+            extra=kafka.client_config(),
             start_offsets=start_offsets,
             stop_offsets=stop_offsets,
         )

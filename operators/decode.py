@@ -1,8 +1,9 @@
 """Decode raw Kafka payloads into a typed micro-batch.
 
-Payloads are JSON (UTF-8 object) or Avro single-object encoding (``C3 01`` marker, the
-8-byte CRC-64-AVRO fingerprint of the writer schema, then the binary datum), so no
-schema registry is needed.  The two are told apart by the marker.
+Payloads are JSON (UTF-8 object), Avro single-object encoding (``C3 01`` marker, the
+8-byte CRC-64-AVRO fingerprint of the writer schema, then the binary datum; no schema
+registry needed) or Confluent's wire format (byte 0 and a schema registry id:
+:mod:`driftline.operators.decode_confluent`).  They are told apart by the first bytes.
 
 Payloads that cannot be decoded at all are refused at stage ``decode`` with one of
 :data:`DECODE_REASONS`.  Payloads that decode but carry a missing or mistyped field
@@ -28,7 +29,9 @@ from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
 from driftline.operators.batch import COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows
+from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
+from driftline.schemas.registry import SchemaRegistry, registry_for
 
 AVRO_MAGIC = SINGLE_OBJECT_MAGIC
 AVRO_HEADER_LEN = 10
@@ -43,6 +46,7 @@ DECODE_REASONS: dict[str, str] = {
     "unknown_schema": "the Avro single-object fingerprint matches no known schema",
     "bad_avro": "the Avro datum does not match its schema",
     "unsupported_value": "a field holds a value the decoder cannot represent",
+    **CONFLUENT_REASONS,
 }
 
 REQUIRED = ("event_id", "event_time", "source", "text")
@@ -76,13 +80,20 @@ class Undecodable(Exception):
         return f"{base}: {self.detail}" if self.detail else base
 
 
-def decode_payload(value: bytes | None, limit: int, schema: str = "text_event") -> tuple[dict[str, Any], str]:
-    """``(object, "json" | "avro")`` of a payload whose Avro form uses ``schema``
-    (a name from :mod:`driftline.schemas`); raises :class:`Undecodable` with a reason code."""
+def decode_payload(value: bytes | None, limit: int, schema: str = "text_event", registry: SchemaRegistry | None = None) -> tuple[dict[str, Any], str]:
+    """``(object, "json" | "avro" | "avro_confluent")`` of a payload whose Avro form uses
+    ``schema`` (a name from :mod:`driftline.schemas`; the reader schema of Confluent-framed
+    payloads, whose writer schema comes from ``registry``); raises :class:`Undecodable`
+    with a reason code."""
     if not value:
         raise Undecodable("empty_payload")
     if len(value) > limit:
         raise Undecodable("payload_too_large", f"{len(value)} bytes > {limit}")
+    if value[0] == CONFLUENT_MAGIC:
+        try:
+            return decode_confluent(value, registry, schema), "avro_confluent"
+        except ConfluentUndecodable as exc:
+            raise Undecodable(exc.code, exc.detail) from None
     if value[:2] == AVRO_MAGIC:
         if len(value) < AVRO_HEADER_LEN:
             raise Undecodable("truncated_avro", f"{len(value)} bytes, header needs {AVRO_HEADER_LEN}")
@@ -231,7 +242,8 @@ def append_source(cols: dict[str, list[Any]], rec: RawRecord) -> None:
 
 def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
     """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order."""
-    limit = (config or DecodeConfig()).max_payload_bytes
+    config = config or DecodeConfig()
+    limit, registry = config.max_payload_bytes, registry_for(config.schema_registry)
     now = now or datetime.now(timezone.utc)
     cols: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA}
     bad: dict[str, list[Any]] = {name: [] for name in SOURCE_SCHEMA}
@@ -245,7 +257,7 @@ def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = Non
 
     for rec in records:
         try:
-            obj, fmt = decode_payload(rec.value, limit)
+            obj, fmt = decode_payload(rec.value, limit, registry=registry)
         except Undecodable as exc:
             refuse(rec, exc.code, exc.message)
             continue

@@ -216,7 +216,7 @@ def replay(conf: dict[str, str], source: str, target: str, letters: list[DeadLet
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    conf = {"bootstrap.servers": args.bootstrap or cfg.kafka.bootstrap_servers, **cfg.kafka.extra}
+    conf = cfg.kafka.client_config(bootstrap_servers=args.bootstrap or None)
     source = args.source or cfg.kafka.dead_letter_topic
     since_ms, until_ms = _ms(args.since), _ms(args.until)
     try:

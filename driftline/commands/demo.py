@@ -37,7 +37,7 @@ import yaml
 
 from driftline.broker import DEFAULT_PORT, BrokerError, LocalKafka, bundled_brokers, free_port_pair, probe_kafka, split_bootstrap
 from driftline.config import load_config
-from driftline.config.kafka import KafkaConfig
+from driftline.config.kafka import KafkaConfig, KafkaSecurityConfig
 from driftline.logs import configure_logging
 
 NAME = "demo"
@@ -75,13 +75,14 @@ class DemoKafka:
 def choose_kafka(args: argparse.Namespace, kafka: KafkaConfig) -> DemoKafka:
     """Decide which broker the demo uses (starts nothing; see :func:`broker_for_run`)."""
     target = args.bootstrap or (f"127.0.0.1:{args.port}" if args.port is not None else kafka.bootstrap_servers)
-    probe = probe_kafka(target, timeout=PROBE_TIMEOUT_S, extra=kafka.extra)
+    client = kafka.client_config(bootstrap_servers=target)
+    probe = probe_kafka(target, timeout=PROBE_TIMEOUT_S, extra=client)
     statuses = [b.status() for b in bundled_brokers()]
     if probe.kind == "kafka":
         mine = next((st for st in statuses if st.running and st.bootstrap == target), None)
-        return DemoKafka(target, "existing", f"using the Kafka broker already running at {target}" + (f" (the bundled broker, pid {mine.pid})" if mine else ""), kafka.extra)
-    if args.bootstrap:
-        raise BrokerError(f"no Kafka broker answers at {target}: {probe.detail}")
+        return DemoKafka(target, "existing", f"using the Kafka broker already running at {target}" + (f" (the bundled broker, pid {mine.pid})" if mine else ""), client)
+    if args.bootstrap or probe.kind == "refused":
+        raise BrokerError(f"the Kafka broker at {target} refused the configured credentials or TLS settings: {probe.detail}; fix kafka.security" if probe.kind == "refused" else f"no Kafka broker answers at {target}: {probe.detail}")
     found = f"nothing listens at {target}" if probe.kind == "nothing" else f"{target} is held by something that is not a usable Kafka broker ({probe.detail})"
     running = next((st for st in statuses if st.running), None)
     if running is not None and args.port is None:
@@ -290,7 +291,7 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     topics = demo_topics(run_id)
     kafka_settings: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap, **topics}
     if not kafka.extra:  # the bundled broker: drop security settings meant for another broker
-        kafka_settings["extra"] = {}
+        kafka_settings.update(extra={}, security=KafkaSecurityConfig().model_dump())
     root = out / "datasets"
     overrides = {"kafka": kafka_settings, "sinks": {"root": str(root)}}
     cfg = load_config(args.config, overrides=overrides)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     m = cfg.monitoring
     files = sorted({f for pattern in args.input for f in glob.glob(pattern, recursive=True)})
     if not files:
-        print(f"driftline profile: no Parquet file matches {args.input}", file=sys.stderr)
+        print(f"driftline profile: no Parquet file matches {args.input}; check --input (the enrich flow writes under sinks.root)", file=sys.stderr)
         return 1
     tcol = m.columns.event_time
     lf = pl.scan_parquet(files)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                     accs[k] = s.acc.copy()
     progress.close()
     if not rows:
-        print("driftline profile: the selected data holds no rows", file=sys.stderr)
+        print("driftline profile: the selected data holds no rows; widen --since/--until or choose other --input files", file=sys.stderr)
         return 1
     prof = profile_from_accumulators(accs, m, sources=files, rows=rows)
     prof.save(args.output)

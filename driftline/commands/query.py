@@ -62,7 +62,7 @@ def connect(root: str, storage_options: dict[str, str] | None = None) -> tuple[d
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.root or cfg.sinks.root
-    con, views = connect(root, cfg.sinks.storage_options)
+    con, views = connect(root, cfg.sinks.fsspec_options())
     try:
         rel = con.sql(args.sql)
     except duckdb.Error as exc:

@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         print(f"driftline report: --since {args.since.isoformat()} is not before --until {args.until.isoformat()}", file=sys.stderr)
         return 2
-    out = write_report(root, args.output, storage_options=cfg.sinks.storage_options, since=args.since, until=args.until)
+    out = write_report(root, args.output, storage_options=cfg.sinks.fsspec_options(), since=args.since, until=args.until)
     print(f"report written to {out.resolve()} ({out.stat().st_size // 1024} KiB)")
     return 0

@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from driftline.backfill import DrainProgress, OffsetRange
+from driftline.broker import require_kafka
 from driftline.config import PipelineConfig, load_config
-from driftline.logs import configure_logging
 from driftline.metrics import serve_metrics
 from driftline.runner import run_flow
 from driftline.timeargs import parse_instant
@@ -35,8 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
-    parser.add_argument("--log-file", default=None, help="also write JSON-lines logs here")
-    parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
     backfill = parser.add_argument_group("backfill (enrich): read only a range of every input partition, then stop")
     backfill.add_argument("--from-time", type=parse_instant, default=None, help="first record with a Kafka timestamp at or after this instant (ISO-8601, or e.g. 2h)")
@@ -54,9 +52,9 @@ def _backfill_io(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[EnrichI
     from driftline.sinks.parquet.store import open_store
 
     k = cfg.kafka
-    conf = {"bootstrap.servers": k.bootstrap_servers, **k.extra}
+    conf = k.client_config()
     rng = resolve_range(conf, k.input_topic, from_time=args.from_time, to_time=args.to_time, from_offset=args.from_offset, to_offset=args.to_offset)
-    store = open_store(cfg.sinks.root, cfg.sinks.storage_options, fsync=cfg.sinks.fsync)
+    store = open_store(cfg.sinks.root, cfg.sinks.fsspec_options(), fsync=cfg.sinks.fsync)
     wm: dict[tuple[str, int], int] = {}
     for ds in ("enriched", "rejected"):  # every offset lands in one of the two
         for tp, hi in kafka_watermarks(load_entries(store, ds)).items():
@@ -68,8 +66,8 @@ def _backfill_io(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[EnrichI
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, file=args.log_file)
     cfg = load_config(args.config)
+    require_kafka(cfg.kafka)  # a wrong password or address fails here, not as a silent retry loop
     bounded = any(v is not None for v in (args.from_time, args.to_time, args.from_offset, args.to_offset))
     if bounded and args.flow != "enrich":
         print("driftline run: --from-*/--to-* backfill the enrich flow only", file=sys.stderr)

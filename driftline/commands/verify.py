@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.root or cfg.sinks.root
-    store = open_store(root, cfg.sinks.storage_options, fsync=cfg.sinks.fsync)
+    store = open_store(root, cfg.sinks.fsspec_options(), fsync=cfg.sinks.fsync)
     names = args.dataset or discover_datasets(store)
     reports = []
     with bar(desc="verify", unit="file") as progress:

@@ -42,12 +42,23 @@ class LocalS3:
 
     @staticmethod
     def storage_options_for(endpoint: str) -> dict[str, str]:
-        """``sinks.storage_options`` for s3fs against ``endpoint`` (test credentials)."""
-        return {"endpoint_url": endpoint, "key": ACCESS_KEY, "secret": SECRET_KEY}
+        """``sinks.storage_options`` for s3fs against ``endpoint``: no credentials
+        (those are ``sinks.storage_secrets``, see :attr:`secrets_env`)."""
+        return {"endpoint_url": endpoint}
 
     @property
     def storage_options(self) -> dict[str, str]:
         return self.storage_options_for(self.endpoint)
+
+    @property
+    def secrets_env(self) -> dict[str, str]:
+        """The test credentials as ``sinks.storage_secrets`` environment variables."""
+        return {"DRIFTLINE__SINKS__STORAGE_SECRETS__KEY": ACCESS_KEY, "DRIFTLINE__SINKS__STORAGE_SECRETS__SECRET": SECRET_KEY}
+
+    @property
+    def fsspec_options(self) -> dict[str, str]:
+        """What the file system is opened with: endpoint and credentials."""
+        return {**self.storage_options, "key": ACCESS_KEY, "secret": SECRET_KEY}
 
     def start(self, timeout: float = 60.0) -> str:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -77,7 +88,7 @@ class LocalS3:
     def create_bucket(self, name: str) -> None:
         import s3fs
 
-        fs = s3fs.S3FileSystem(**self.storage_options)  # type: ignore[arg-type]
+        fs = s3fs.S3FileSystem(**self.fsspec_options)  # type: ignore[arg-type]
         fs.mkdir(name)
 
     def __enter__(self) -> LocalS3:

@@ -29,7 +29,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-def test_enrich_flow_on_s3_then_verify_query_compact(kafka_bootstrap: str, unique_topic, s3: LocalS3, tmp_path: Path, capsys) -> None:
+def test_enrich_flow_on_s3_then_verify_query_compact(kafka_bootstrap: str, unique_topic, s3: LocalS3, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = f"driftline-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(bucket)
     root = f"s3://{bucket}/datasets"
@@ -40,12 +40,14 @@ def test_enrich_flow_on_s3_then_verify_query_compact(kafka_bootstrap: str, uniqu
     }
     config_file = tmp_path / "driftline.yaml"
     config_file.write_text(yaml.safe_dump(settings))
-    cfg = load_config(str(config_file), env={})
+    for name, value in s3.secrets_env.items():  # credentials are secrets: environment, never the YAML file
+        monkeypatch.setenv(name, value)
+    cfg = load_config(str(config_file), env=s3.secrets_env)
     sent = produce(kafka_bootstrap, topic, 1200, seed=5, invalid_rate=0.05, pii_rate=0.2, progress=False)
     valid = sum(1 for e in sent if not e.defect)
     run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "recovery"), recovery_dir=tmp_path / "recovery", epoch_interval=1.0)
 
-    store = open_store(root, s3.storage_options)
+    store = open_store(root, s3.fsspec_options)
     assert not [p for p in store.list_files("enriched/_staging")], "staged objects left behind"
     files_before = len(live_files(store, "enriched"))
     assert files_before >= 8  # flush_rows 150 over 3 partitions
