@@ -39,7 +39,7 @@ from driftline.config import PipelineConfig
 from driftline.runner import resolve_state_paths
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
-from driftline.flows.windowing import AlertWebhookSink, window_monitor
+from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
 from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
 from driftline.operators.model_call import model_call_builder
@@ -90,7 +90,9 @@ def build_enrich_flow(
     before the first record.
 
     ``state_dir`` holds the flow's own durable state besides Bytewax's snapshots (the
-    model call ledger); pass the recovery folder so both travel together.
+    model call ledger); pass the recovery folder so both travel together.  Without one
+    the run has no recovery folder: windows still open when a drained input ends are
+    emitted (``monitoring.end_of_input``).
     """
     clock = clock or SystemClock()
     cfg = resolve_state_paths(cfg, state_dir)
@@ -139,7 +141,7 @@ def build_enrich_flow(
         op.output("output_topic_out", op.map("output_records", rows_out, lambda f: json_records(f, columns, "event_id")), io.output)
 
     # Per-window cost, latency, quality and drift; alerts.
-    win = window_monitor("windows", scored, cfg.monitoring, clock=clock)
+    win = window_monitor("windows", scored, cfg.monitoring, clock=clock, recovery=state_dir is not None, partitions=SourcePartitions(io.source))
     parquet_output("metrics_parquet", win.metrics, sink("metrics"))
     parquet_output("metrics_late_parquet", win.late, sink("metrics_late"))
     parquet_output("alerts_parquet", win.alerts, sink("alerts"))

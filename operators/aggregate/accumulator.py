@@ -46,11 +46,17 @@ def key_column(cfg: MonitoringConfig, dim: str) -> str:
 
 @dataclass(slots=True)
 class WindowAccumulator:
-    """Mergeable statistics of one key over one pane or window."""
+    """Mergeable statistics of one key over one pane or window.
+
+    Latency uses a sketch exact up to ``exact_limit`` distinct values; model confidence
+    and the numeric drift features one exact up to ``drift_limit`` distinct values
+    (``monitoring.drift.window_exact_values``), so drift statistics are exact.
+    """
 
     exact_limit: int = 1024
     relative_accuracy: float = 0.01
     category_cap: int = 50
+    drift_limit: int = 100_000
     events: int = 0
     model_calls: int = 0
     errors: CategoryCounts = field(default_factory=lambda: CategoryCounts(cap=64))
@@ -74,26 +80,24 @@ class WindowAccumulator:
 
     @classmethod
     def empty(cls, cfg: MonitoringConfig) -> WindowAccumulator:
-        lim, acc = cfg.exact_quantile_limit, cfg.sketch_relative_accuracy
-        cap = cfg.drift.categorical_top_k
-        return cls(
-            exact_limit=lim,
-            relative_accuracy=acc,
-            category_cap=cap,
-            latency=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
-            confidence=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
-            labels=CategoryCounts(cap=cap),
-        )
+        return cls._fresh(cfg.exact_quantile_limit, cfg.sketch_relative_accuracy, cfg.drift.categorical_top_k, cfg.drift.window_exact_values)
+
+    @classmethod
+    def _fresh(cls, exact_limit: int, relative_accuracy: float, category_cap: int, drift_limit: int) -> WindowAccumulator:
+        acc = cls(exact_limit=exact_limit, relative_accuracy=relative_accuracy, category_cap=category_cap, drift_limit=drift_limit)
+        acc.latency, acc.confidence = acc._sketch(), acc._drift_sketch()
+        acc.labels = CategoryCounts(cap=category_cap)
+        return acc
 
     def copy(self) -> WindowAccumulator:
         """An independent copy (merging into it never changes ``self``)."""
-        fresh = WindowAccumulator(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy, category_cap=self.category_cap)
-        fresh.latency, fresh.confidence = self._sketch(), self._sketch()
-        fresh.labels = CategoryCounts(cap=self.labels.cap)
-        return fresh.merge(self)
+        return WindowAccumulator._fresh(self.exact_limit, self.relative_accuracy, self.category_cap, self.drift_limit).merge(self)
 
     def _sketch(self) -> QuantileSketch:
         return QuantileSketch(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy)
+
+    def _drift_sketch(self) -> QuantileSketch:
+        return QuantileSketch(exact_limit=max(self.exact_limit, self.drift_limit), relative_accuracy=self.relative_accuracy)
 
     def merge(self, other: WindowAccumulator) -> WindowAccumulator:
         """Fold ``other`` into this accumulator and return ``self``."""
@@ -114,7 +118,7 @@ class WindowAccumulator:
         self.injection_events += other.injection_events
         self.budget_exhausted_calls += other.budget_exhausted_calls
         for name, sk in other.numeric.items():
-            self.numeric.setdefault(name, self._sketch()).merge(sk)
+            self.numeric.setdefault(name, self._drift_sketch()).merge(sk)
         for name, cc in other.categorical.items():
             self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
         t = other.first_event_time
@@ -132,13 +136,52 @@ class WindowAccumulator:
 
 @dataclass(slots=True)
 class Slice:
-    """The rows of one key and one pane of a micro-batch, summarized."""
+    """The rows of one key and one pane of a micro-batch, summarized.
+
+    They belong to the windows ``first_window .. pane`` (a sliding window's pane lies in
+    several windows; rows already late for the earlier ones start later).
+    """
 
     key: tuple[str, ...]
     pane: int
     max_time: datetime
     first_id: str | None
     acc: WindowAccumulator
+    first_window: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowGeometry:
+    """Window arithmetic in epoch milliseconds: window ``w`` starts ``w`` panes after ``align_to``.
+
+    >>> g = WindowGeometry.of(MonitoringConfig(window_seconds=60, slide_seconds=20))
+    >>> g.panes_per_window, g.end_ms(0) - g.origin_ms
+    (3, 60000)
+    """
+
+    origin_ms: int
+    pane_ms: int
+    length_ms: int
+    lateness_ms: int
+
+    @classmethod
+    def of(cls, cfg: MonitoringConfig) -> WindowGeometry:
+        return cls(
+            origin_ms=int(align_origin(cfg).timestamp() * 1000),
+            pane_ms=cfg.pane_seconds * 1000,
+            length_ms=cfg.window_seconds * 1000,
+            lateness_ms=round(cfg.allowed_lateness_seconds * 1000),
+        )
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.length_ms // self.pane_ms
+
+    def end_ms(self, window_id: int) -> int:
+        return self.origin_ms + window_id * self.pane_ms + self.length_ms
+
+    def pane_of(self, t_ms: int) -> int:
+        return (t_ms - self.origin_ms) // self.pane_ms
 
 
 def _value_counts(frame: pl.DataFrame, col: str, *, explode: bool = False) -> dict[str, int]:
@@ -227,7 +270,7 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
         if f.name not in has:
             continue
         if f.kind == "numeric":
-            sk = acc._sketch()
+            sk = acc._drift_sketch()
             sk.add(_floats(frame, f.name))
             acc.numeric[f.name] = sk
         else:
@@ -237,23 +280,18 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
     return acc
 
 
-def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
-    """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
+TIME_MS, PANE, FIRST = "__t", "__pane", "__first"
 
-    Rows without an event time are skipped (the validation stage refuses them before).
-    Slices are returned oldest first (by their newest event time), the order an in-order
-    stream would have delivered them, so an in-order micro-batch that spans a window
-    boundary never makes its own older slice late.
-    """
+
+def prepare(frame: pl.DataFrame, cfg: MonitoringConfig) -> tuple[pl.DataFrame, list[str]]:
+    """Rows with an event time plus internal columns: event time in epoch ms, pane, and
+    one key column per key dimension (nulls and missing columns become ``unknown``).
+    Returns the frame and the key column names."""
     tcol = cfg.columns.event_time
-    if frame.height == 0 or tcol not in frame.columns:
-        return []
-    origin_ms = int(align_origin(cfg).timestamp() * 1000)
-    pane_ms = cfg.pane_seconds * 1000
+    g = WindowGeometry.of(cfg)
+    t = pl.col(tcol).dt.epoch("ms")
+    prep: list[pl.Expr] = [t.alias(TIME_MS), ((t - g.origin_ms) // g.pane_ms).alias(PANE)]
     key_cols = []
-    prep: list[pl.Expr] = [
-        ((pl.col(tcol).dt.epoch("ms") - origin_ms) // pane_ms).alias("__pane"),
-    ]
     for i, dim in enumerate(cfg.key_dims):
         col = key_column(cfg, dim)
         if dim == "model" and cfg.columns.route in frame.columns:
@@ -264,16 +302,43 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
             prep.append(pl.col(col).cast(pl.Utf8).fill_null(UNKNOWN).alias(name))
         else:
             prep.append(pl.lit(UNKNOWN, pl.Utf8).alias(name))
+    return frame.filter(pl.col(tcol).is_not_null()).with_columns(prep), key_cols
+
+
+def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[tuple[tuple, str | None, WindowAccumulator]]:
+    """One ``(group values, smallest event id, accumulator)`` per group of ``by`` (first-seen order)."""
     idcol = cfg.columns.event_id
-    df = frame.filter(pl.col(tcol).is_not_null()).with_columns(prep)
-    out: list[Slice] = []
-    for keys, part in df.partition_by([*key_cols, "__pane"], as_dict=True, maintain_order=True).items():
-        *kvals, pane = keys
+    out = []
+    for keys, part in df.partition_by(by, as_dict=True, maintain_order=True).items():
         first_id = part.get_column(idcol).cast(pl.Utf8).min() if idcol in part.columns else None
-        acc = accumulate(part, cfg, features)
-        out.append(Slice(key=tuple(str(k) for k in kvals), pane=int(pane), max_time=acc.last_event_time, first_id=first_id, acc=acc))
+        out.append((keys, first_id, accumulate(part, cfg, features)))
+    return out
+
+
+def slices_of(df: pl.DataFrame, key_cols: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
+    """Slices of a :func:`prepare`-d frame, oldest first; grouped by ``__first`` too when present."""
+    k = WindowGeometry.of(cfg).panes_per_window
+    by_first = FIRST in df.columns
+    out: list[Slice] = []
+    for keys, first_id, acc in summaries(df, [*key_cols, PANE, *([FIRST] if by_first else [])], cfg, features):
+        kvals = keys[: len(key_cols)]
+        pane = int(keys[len(key_cols)])
+        first = int(keys[-1]) if by_first else pane - k + 1
+        out.append(Slice(key=tuple(str(v) for v in kvals), pane=pane, max_time=acc.last_event_time, first_id=first_id, acc=acc, first_window=first))  # type: ignore[arg-type]
     out.sort(key=lambda s: s.max_time)
     return out
+
+
+def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
+    """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
+
+    Rows without an event time are skipped (the validation stage refuses them before).
+    Slices are returned oldest first (by their newest event time).
+    """
+    if frame.height == 0 or cfg.columns.event_time not in frame.columns:
+        return []
+    df, key_cols = prepare(frame, cfg)
+    return slices_of(df, key_cols, cfg, features)
 
 
 def window_bounds(cfg: MonitoringConfig, window_id: int) -> tuple[datetime, datetime]:
