@@ -64,6 +64,7 @@ from driftline.operators.aggregate.sketch import OTHER, CategoryCounts, Quantile
 PROFILE_FORMAT = "driftline-profile/2"
 DEFAULT_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "chisquare": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 P_VALUE_METHODS = ("ks", "chisquare")
+_NONE = np.empty(0, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------
@@ -252,14 +253,14 @@ class FeatureProfile:
 
     name: str
     kind: str
-    edges: list[float] = field(default_factory=list)
-    counts: list[float] = field(default_factory=list)
+    edges: np.ndarray = field(default_factory=lambda: _NONE)
+    counts: np.ndarray = field(default_factory=lambda: _NONE)
     categories: dict[str, int] = field(default_factory=dict)
     count: int = 0
     mean: float | None = None
     std: float | None = None
-    support: list[float] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
+    support: np.ndarray = field(default_factory=lambda: _NONE)
+    weights: np.ndarray = field(default_factory=lambda: _NONE)
     exact: bool = True
     ks_tolerance: float = 0.0
 
@@ -277,8 +278,8 @@ class FeatureProfile:
         vals, w = sketch.weighted()  # bucket representatives: approximate, flagged
         edges = np.unique(np.array(sketch.quantiles(np.linspace(0.0, 1.0, drift.psi_bins + 1)[1:-1]), dtype=np.float64))
         return cls(
-            name=name, kind="numeric", edges=edges.tolist(), counts=bin_counts(edges, vals, w).tolist(), count=sketch.count,
-            mean=mean, std=std, support=vals.tolist(), weights=w.tolist(), exact=False, ks_tolerance=math.nan,
+            name=name, kind="numeric", edges=edges, counts=bin_counts(edges, vals, w), count=sketch.count,
+            mean=mean, std=std, support=vals, weights=w, exact=False, ks_tolerance=math.nan,
         )  # fmt: skip
 
     @classmethod
@@ -310,20 +311,20 @@ class FeatureProfile:
             support, weights, tol = distribution_grid(tops, masses, single, 2 * drift.reference_grid_points)
             exact = False
         return cls(
-            name=name, kind="numeric", edges=edges.tolist(), counts=bins.tolist(), count=count, mean=mean, std=std,
-            support=support.tolist(), weights=weights.tolist(), exact=exact, ks_tolerance=tol,
+            name=name, kind="numeric", edges=edges, counts=np.asarray(bins, dtype=np.float64), count=count, mean=mean, std=std,
+            support=np.asarray(support, dtype=np.float64), weights=np.asarray(weights, dtype=np.float64), exact=exact, ks_tolerance=tol,
         )  # fmt: skip
 
     def merge(self, other: FeatureProfile) -> None:
         """Add ``other``'s counts (same bins; exact distributions) to this profile."""
-        if self.kind != other.kind or self.edges != other.edges:
+        if self.kind != other.kind or not np.array_equal(self.edges, other.edges):
             raise ValueError(f"cannot merge profiles of {self.name!r}: different kinds or bins")
         if self.kind == "numeric":
             if not (self.exact and other.exact):
                 raise ValueError(f"cannot merge profiles of {self.name!r}: only exact distributions merge")
-            self.counts = (np.asarray(self.counts) + np.asarray(other.counts)).tolist()
-            vals, cnt = np.asarray(self.support), np.asarray(self.weights, dtype=np.int64)
-            ov, oc = np.asarray(other.support), np.asarray(other.weights, dtype=np.int64)
+            self.counts = self.counts + other.counts
+            vals, cnt = self.support, self.weights.astype(np.int64)
+            ov, oc = other.support, other.weights.astype(np.int64)
             merged_v, merged_c = merge_counts(vals, cnt, ov, oc)
             n = self.count + other.count
             m = ((self.mean or 0.0) * self.count + (other.mean or 0.0) * other.count) / n if n else None
@@ -331,7 +332,7 @@ class FeatureProfile:
                 var = (self.count * ((self.std or 0.0) ** 2 + ((self.mean or 0.0) - m) ** 2) + other.count * ((other.std or 0.0) ** 2 + ((other.mean or 0.0) - m) ** 2)) / n
                 self.std = math.sqrt(var)
             self.mean, self.count = m, n
-            self.support, self.weights = merged_v.tolist(), merged_c.astype(np.float64).tolist()
+            self.support, self.weights = merged_v, merged_c.astype(np.float64)
         for k, c in other.categories.items():
             self.categories[k] = self.categories.get(k, 0) + c
 
@@ -339,14 +340,14 @@ class FeatureProfile:
         return {
             "name": self.name,
             "kind": self.kind,
-            "edges": self.edges,
-            "counts": self.counts,
+            "edges": self.edges.tolist(),
+            "counts": self.counts.tolist(),
             "categories": self.categories,
             "count": self.count,
             "mean": self.mean,
             "std": self.std,
-            "support": self.support,
-            "weights": self.weights,
+            "support": self.support.tolist(),
+            "weights": self.weights.tolist(),
             "exact": self.exact,
             "ks_tolerance": None if math.isnan(self.ks_tolerance) else self.ks_tolerance,
         }
@@ -357,14 +358,14 @@ class FeatureProfile:
         return cls(
             name=str(d["name"]),
             kind=str(d["kind"]),
-            edges=[float(x) for x in d.get("edges", [])],
-            counts=[float(x) for x in d.get("counts", [])],
+            edges=np.asarray(d.get("edges", []), dtype=np.float64),
+            counts=np.asarray(d.get("counts", []), dtype=np.float64),
             categories={str(k): int(v) for k, v in d.get("categories", {}).items()},
             count=int(d.get("count", 0)),
             mean=d.get("mean"),
             std=d.get("std"),
-            support=[float(x) for x in d.get("support", [])],
-            weights=[float(x) for x in d.get("weights", [])],
+            support=np.asarray(d.get("support", []), dtype=np.float64),
+            weights=np.asarray(d.get("weights", []), dtype=np.float64),
             exact=bool(d.get("exact", True)),
             ks_tolerance=math.nan if tol is None else float(tol),
         )
@@ -442,18 +443,17 @@ def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringCo
             continue
         e: dict[str, Any] = {"feature": f.name, "kind": f.kind, "psi": None, "psi_level": None, "ks": None, "wasserstein": None, "js": None}  # fmt: skip
         if isinstance(cur, QuantileSketch):
-            if cur.count < d.min_window_values or ref.kind != "numeric" or not ref.support:
+            if cur.count < d.min_window_values or ref.kind != "numeric" or not ref.support.size:
                 continue
             cv, cw = cur.weighted()
-            rv, rw = np.asarray(ref.support), np.asarray(ref.weights)
-            edges = np.asarray(ref.edges)
-            cur_bins = bin_counts(edges, cv, cw)
+            rv, rw = ref.support, ref.weights
+            cur_bins = bin_counts(ref.edges, cv, cw)
             e["n"] = cur.count
-            e["psi"] = psi(np.asarray(ref.counts), cur_bins, d.psi_epsilon)
+            e["psi"] = psi(ref.counts, cur_bins, d.psi_epsilon)
             e["psi_level"] = psi_level(e["psi"], d)
             e["ks"] = ks_statistic(rv, cv, rw, cw)
             e["wasserstein"] = wasserstein_normed(rv, cv, rw, cw, std=ref.std)
-            ref_cat = {str(i): c for i, c in enumerate(ref.counts)}
+            ref_cat = {str(i): c for i, c in enumerate(ref.counts.tolist())}
             cur_cat = {str(i): c for i, c in enumerate(cur_bins.tolist())}
             e["js"] = js_distance(ref_cat, cur_cat)
             e["exact"] = bool(ref.exact and cur.exact)

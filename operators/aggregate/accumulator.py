@@ -184,31 +184,9 @@ class WindowGeometry:
         return (t_ms - self.origin_ms) // self.pane_ms
 
 
-def _value_counts(frame: pl.DataFrame, col: str, *, explode: bool = False) -> dict[str, int]:
-    s = frame.get_column(col)
-    if explode:
-        s = s.explode()
-    s = s.drop_nulls()
-    if s.len() == 0:
-        return {}
-    vc = s.cast(pl.Utf8).value_counts()
-    return dict(zip(vc.get_column(s.name).to_list(), vc.get_column("count").to_list()))
-
-
-def _floats(frame: pl.DataFrame, col: str) -> np.ndarray:
-    return frame.get_column(col).cast(pl.Float64).drop_nulls().to_numpy()
-
-
-def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> WindowAccumulator:
-    """Summarize ``frame`` (rows of one key and pane) into a fresh accumulator.
-
-    Columns named in ``cfg.columns`` that the frame lacks are treated as absent
-    (zero counts, empty sketches), so telemetry with fewer columns works too.
-    """
+def _scalar_exprs(cfg: MonitoringConfig, has: set[str]) -> list[pl.Expr]:
+    """Per-group counts and sums of one accumulator (columns the frame lacks count as absent)."""
     c = cfg.columns
-    feats = cfg.drift.features if features is None else features
-    acc = WindowAccumulator.empty(cfg)
-    has = set(frame.columns)
     exprs: list[pl.Expr] = [pl.len().alias("events")]
     called = None
     if c.model in has:
@@ -239,45 +217,101 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
         exprs.append(pl.col(c.cached).cast(pl.Boolean).sum().alias("hits"))
     if c.injection_score in has:
         exprs.append((pl.col(c.injection_score) >= c.injection_threshold).sum().alias("inj"))
-    if cfg.columns.event_time in has:
+    if c.event_time in has:
         exprs.append(pl.col(c.event_time).min().alias("t0"))
         exprs.append(pl.col(c.event_time).max().alias("t1"))
-    row = frame.select(exprs).row(0, named=True)
-    acc.events = int(row["events"])
-    acc.model_calls = int(row.get("calls") or 0)
-    acc.budget_exhausted_calls = int(row.get("budget") or 0)
-    acc.input_tokens = int(row.get("in_tok") or 0)
-    acc.output_tokens = int(row.get("out_tok") or 0)
-    acc.pii_total = int(row.get("pii") or 0)
-    acc.pii_events = int(row.get("pii_events") or 0)
-    acc.cost_usd = float(row.get("cost") or 0.0)
-    acc.cache_saved_usd = float(row.get("saved") or 0.0)
-    acc.cache_hits = int(row.get("hits") or 0)
-    acc.injection_events = int(row.get("inj") or 0)
-    acc.first_event_time = row.get("t0")
-    acc.last_event_time = row.get("t1")
-    if c.error_class in has:
-        acc.errors.add_counts(_value_counts(frame, c.error_class))
-    if c.tier in has:
-        acc.tiers.add_counts(_value_counts(frame, c.tier))
-    if c.label in has:
-        acc.labels.add_counts(_value_counts(frame, c.label))
-    if c.latency_ms in has:
-        acc.latency.add(_floats(frame, c.latency_ms))
-    if c.confidence in has:
-        acc.confidence.add(_floats(frame, c.confidence))
-    for f in feats:
-        if f.name not in has:
-            continue
-        if f.kind == "numeric":
-            sk = acc._drift_sketch()
-            sk.add(_floats(frame, f.name))
-            acc.numeric[f.name] = sk
-        else:
-            cc = CategoryCounts(cap=acc.category_cap)
-            cc.add_counts(_value_counts(frame, f.name, explode=f.kind == "list"))
-            acc.categorical[f.name] = cc
-    return acc
+    if c.event_id in has:
+        exprs.append(pl.col(c.event_id).cast(pl.Utf8).min().alias("first_id"))
+    return exprs
+
+
+def _grouped_counts(df: pl.DataFrame, col: str, *, explode: bool) -> dict[int, dict[str, int]]:
+    """Non-null values of ``col`` counted per ``__gid`` group (list elements with ``explode``)."""
+    s = df.select("__gid", col)
+    if explode:
+        s = s.explode(col)
+    s = s.drop_nulls(col).with_columns(pl.col(col).cast(pl.Utf8)).group_by("__gid", col).len()
+    out: dict[int, dict[str, int]] = {}
+    for g, v, n in s.iter_rows():
+        out.setdefault(g, {})[v] = n
+    return out
+
+
+def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[tuple[tuple, str | None, WindowAccumulator]]:
+    """One ``(group values, smallest event id, accumulator)`` per group of ``by`` (first-seen order).
+
+    One grouped aggregation for the counts and sums, one per categorical column, and numpy
+    slices for the sketches: the cost grows with the columns, not with the groups.
+    """
+    if df.height == 0:
+        return []
+    c = cfg.columns
+    feats = cfg.drift.features if features is None else features
+    has = set(df.columns)
+    groups = df.with_row_index("__row").group_by(by, maintain_order=True).agg(pl.col("__row"), *_scalar_exprs(cfg, has))
+    rows = [np.asarray(r, dtype=np.int64) for r in groups.get_column("__row").to_list()]
+    gid = np.empty(df.height, dtype=np.int64)
+    for g, r in enumerate(rows):
+        gid[r] = g
+    counted = df.with_columns(pl.Series("__gid", gid))
+    categories = {
+        name: _grouped_counts(counted, col, explode=explode)
+        for name, col, explode in (
+            [("errors", c.error_class, False), ("tiers", c.tier, False), ("labels", c.label, False)]
+            + [(f"f:{f.name}", f.name, f.kind == "list") for f in feats if f.kind != "numeric"]
+        )
+        if col in has
+    }
+    floats = {
+        name: df.get_column(col).cast(pl.Float64).to_numpy()
+        for name, col in [("latency", c.latency_ms), ("confidence", c.confidence)] + [(f"f:{f.name}", f.name) for f in feats if f.kind == "numeric"]
+        if col in has
+    }
+    out = []
+    for g, row in enumerate(groups.drop("__row").iter_rows(named=True)):
+        acc = WindowAccumulator.empty(cfg)
+        acc.events = int(row["events"])
+        acc.model_calls = int(row.get("calls") or 0)
+        acc.budget_exhausted_calls = int(row.get("budget") or 0)
+        acc.input_tokens = int(row.get("in_tok") or 0)
+        acc.output_tokens = int(row.get("out_tok") or 0)
+        acc.pii_total = int(row.get("pii") or 0)
+        acc.pii_events = int(row.get("pii_events") or 0)
+        acc.cost_usd = float(row.get("cost") or 0.0)
+        acc.cache_saved_usd = float(row.get("saved") or 0.0)
+        acc.cache_hits = int(row.get("hits") or 0)
+        acc.injection_events = int(row.get("inj") or 0)
+        acc.first_event_time = row.get("t0")
+        acc.last_event_time = row.get("t1")
+        for name, counts in categories.items():
+            got = counts.get(g, {})
+            if name.startswith("f:"):
+                cc = CategoryCounts(cap=acc.category_cap)
+                cc.add_counts(got)
+                acc.categorical[name[2:]] = cc
+            elif got:
+                getattr(acc, name).add_counts(got)
+        for name, values in floats.items():
+            part = values[rows[g]]
+            if name.startswith("f:"):
+                sk = acc._drift_sketch()
+                sk.add(part)
+                acc.numeric[name[2:]] = sk
+            else:
+                getattr(acc, name).add(part)
+        out.append((tuple(row[k] for k in by), row.get("first_id"), acc))
+    return out
+
+
+def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> WindowAccumulator:
+    """Summarize ``frame`` (rows of one key and pane) into a fresh accumulator.
+
+    Columns named in ``cfg.columns`` that the frame lacks are treated as absent
+    (zero counts, empty sketches), so telemetry with fewer columns works too.
+    """
+    if frame.height == 0:
+        return WindowAccumulator.empty(cfg)
+    return summaries(frame.with_columns(pl.lit(0).alias("__all")), ["__all"], cfg, features)[0][2]
 
 
 TIME_MS, PANE, FIRST = "__t", "__pane", "__first"
@@ -303,16 +337,6 @@ def prepare(frame: pl.DataFrame, cfg: MonitoringConfig) -> tuple[pl.DataFrame, l
         else:
             prep.append(pl.lit(UNKNOWN, pl.Utf8).alias(name))
     return frame.filter(pl.col(tcol).is_not_null()).with_columns(prep), key_cols
-
-
-def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[tuple[tuple, str | None, WindowAccumulator]]:
-    """One ``(group values, smallest event id, accumulator)`` per group of ``by`` (first-seen order)."""
-    idcol = cfg.columns.event_id
-    out = []
-    for keys, part in df.partition_by(by, as_dict=True, maintain_order=True).items():
-        first_id = part.get_column(idcol).cast(pl.Utf8).min() if idcol in part.columns else None
-        out.append((keys, first_id, accumulate(part, cfg, features)))
-    return out
 
 
 def slices_of(df: pl.DataFrame, key_cols: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:

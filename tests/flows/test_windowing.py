@@ -210,7 +210,8 @@ def partitioned(ev: pl.DataFrame, partitions: int, batch: int) -> dict[str, list
 
 def run_flow_frames(source: Any, cfg: MonitoringConfig, *, workers: int = 1, recovery: Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     flow = Dataflow("test_windows_parts")
-    out = window_monitor("mon", op.input("in", flow, source), cfg, clock=FakeClock(T0), recovery=recovery is not None)
+    names = [f"events+{p}" for p in source.list_parts()]  # the input's partitions, as the flows pass the Kafka source's
+    out = window_monitor("mon", op.input("in", flow, source), cfg, clock=FakeClock(T0), recovery=recovery is not None, partitions=names)
     sinks = {name: InMemorySink() for name in ("metrics", "alerts", "late")}
     for name, sink in sinks.items():
         op.output(f"{name}_out", getattr(out, name), sink)
