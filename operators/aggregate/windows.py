@@ -195,7 +195,12 @@ class WindowShardLogic(StatefulBatchLogic[list[ShardItem], Union[ClosedWindow, L
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
-        return (self._close(None) if self.close_at_eof else []), StatefulBatchLogic.RETAIN
+        if not self.close_at_eof or not self.state.windows:
+            return [], StatefulBatchLogic.RETAIN
+        # the input is complete: what arrives later for these windows (a next run) is late
+        last_end = self.geo.end_ms(max(self.state.windows))
+        self.wm.watermark_ms = self.state.watermark_ms = max(self.wm.watermark_ms or last_end, last_end)
+        return self._close(None), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ShardState:
         return copy.deepcopy(self.state)

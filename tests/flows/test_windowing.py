@@ -293,3 +293,23 @@ def test_a_window_open_at_the_end_of_a_run_continues_in_the_next(tmp_path: Path)
     assert_same_rows(whole[0], both[0], ["window_start", "key"])
     assert_same_rows(whole[1], both[1], ["rule", "key", "window_start", "state"])
     assert both[2].height == whole[2].height == 0
+
+
+def test_after_a_closing_end_of_input_later_events_of_those_windows_are_late(tmp_path: Path) -> None:
+    """``end_of_input: close`` declares the input complete: a later run counts the rest of
+    the windows it emitted as late instead of emitting them a second time."""
+    rng = np.random.default_rng(24)
+    ev = pl.concat([phase_frame(i, "stable", rng, n=100) for i in range(8)])
+    parts = partitioned(ev, 2, 40)
+    cfg = MonitoringConfig(end_of_input="close")
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    init_db_dir(rec, 1)
+    cut = {p: len(f) // 2 + 1 for p, f in parts.items()}
+    first = run_flow_frames(PartitionedFrames({p: f[: cut[p]] for p, f in parts.items()}), cfg, recovery=rec)
+    second = run_flow_frames(PartitionedFrames(parts), cfg, recovery=rec)
+    metrics = pl.concat([first[0], second[0]])
+    assert metrics.select("window_start", "key").is_duplicated().sum() == 0
+    late = second[2]
+    assert late.height and set(late["window_start"]) == {first[0]["window_start"].max()}
+    assert metrics["events"].sum() + late["late_events"].sum() == ev.height
