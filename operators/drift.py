@@ -614,8 +614,7 @@ class DriftMonitor:
             st.warmup_first.setdefault(key, row["window_start"].isoformat())
             base = st.warmup.get(key)
             if base is None:
-                d = self.cfg.drift
-                base = WindowAccumulator._fresh(self.cfg.exact_quantile_limit, self.cfg.sketch_relative_accuracy, d.categorical_top_k, d.window_exact_values * d.warmup_windows)
+                base = WindowAccumulator.empty(self.cfg, drift_limit=self.cfg.drift.window_exact_values * self.cfg.drift.warmup_windows)
             merged = base.merge(acc)
             if n >= self.cfg.drift.warmup_windows:
                 rid = f"warmup:{key}:{st.warmup_first[key]}/{row['window_end'].isoformat()}"

@@ -79,8 +79,10 @@ class WindowAccumulator:
     last_event_time: datetime | None = None
 
     @classmethod
-    def empty(cls, cfg: MonitoringConfig) -> WindowAccumulator:
-        return cls._fresh(cfg.exact_quantile_limit, cfg.sketch_relative_accuracy, cfg.drift.categorical_top_k, cfg.drift.window_exact_values)
+    def empty(cls, cfg: MonitoringConfig, *, drift_limit: int | None = None) -> WindowAccumulator:
+        """A fresh accumulator with the configured limits (``drift_limit`` overrides ``drift.window_exact_values``)."""
+        limit = cfg.drift.window_exact_values if drift_limit is None else drift_limit
+        return cls._fresh(cfg.exact_quantile_limit, cfg.sketch_relative_accuracy, cfg.drift.categorical_top_k, limit)
 
     @classmethod
     def _fresh(cls, exact_limit: int, relative_accuracy: float, category_cap: int, drift_limit: int) -> WindowAccumulator:

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from driftline.operators.aggregate.sketch import _lerp, merge_counts, weighted_quantile
+from driftline.operators.aggregate.sketch import lerp, merge_counts, weighted_quantile
 
 DIGIT = 4
 SLOTS = 1 << DIGIT
@@ -201,7 +201,7 @@ class ColumnScan:
                 out.append(self.max)
                 continue
             lo = math.floor(h)
-            out.append(_lerp(self._value_at(lo), self._value_at(lo + 1), h - lo))
+            out.append(lerp(self._value_at(lo), self._value_at(lo + 1), h - lo))
         return np.unique(np.array(out, dtype=np.float64))
 
     def leaf_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

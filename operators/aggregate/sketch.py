@@ -39,7 +39,7 @@ _EMPTY_F = np.empty(0, dtype=np.float64)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 
 
-def _lerp(a: float, b: float, t: float) -> float:
+def lerp(a: float, b: float, t: float) -> float:
     """numpy's linear interpolation, operation for operation (so results are bit-identical)."""
     d = b - a
     return b - d * (1 - t) if t >= 0.5 else a + d * t
@@ -62,7 +62,7 @@ def weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float
     lo = math.floor(h)
     i = int(np.searchsorted(cum, lo, side="right"))
     j = int(np.searchsorted(cum, lo + 1, side="right"))
-    return float(_lerp(float(values[i]), float(values[j]), h - lo))
+    return float(lerp(float(values[i]), float(values[j]), h - lo))
 
 
 def merge_counts(v1: np.ndarray, c1: np.ndarray, v2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
