@@ -326,8 +326,8 @@ class Phone(Recognizer):
 
     name = "phone"
     entity = "PHONE"
-    pattern = r"\+?\(?\+?\d[\d ().\-/]{5,}\d(?: ?(?:x|ext\.?) ?\d{1,6})?"
-    prefilter = r"\d[\d ().\-/]{5,}\d"
+    pattern = r"\+?\(?\+?[0-9][0-9 ().\-/]{5,}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?"
+    prefilter = r"[0-9][0-9 ().\-/]{5,}[0-9]"
     priority = 40
 
     def _ok(self, text: str, start: int, end: int, whole: bool) -> bool:
@@ -408,8 +408,8 @@ class CreditCard(Recognizer):
     name = "credit_card"
     entity = "CREDIT_CARD"
     level = "restricted"
-    pattern = r"\d(?:[ .\-]?\d){11,}"
-    prefilter = r"(?:\d[ .\-]?){11}\d"
+    pattern = r"[0-9](?:[ .\-]?[0-9]){11,}"
+    prefilter = r"(?:[0-9][ .\-]?){11}[0-9]"
     priority = 75
 
     def _context_ok(self, text: str, start: int, end: int) -> bool:
@@ -441,8 +441,8 @@ class UsSsn(Recognizer):
     name = "us_ssn"
     entity = "US_SSN"
     level = "restricted"
-    pattern = r"\b\d{3}[\- .]\d{2}[\- .]\d{4}\b"
-    prefilter = r"\d{3}[\- .]\d{2}[\- .]\d{4}"
+    pattern = r"[0-9]{3}[\- .][0-9]{2}[\- .][0-9]{4}"
+    prefilter = None
     priority = 70
     check_boundaries = True
 
@@ -460,8 +460,8 @@ class Iban(Recognizer):
     name = "iban"
     entity = "IBAN"
     level = "restricted"
-    pattern = r"(?i)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"
-    prefilter = r"(?i)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11}"
+    pattern = r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}"
+    prefilter = r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11}"
     priority = 80
 
     @staticmethod
@@ -480,11 +480,13 @@ class Iban(Recognizer):
         return cut
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
+        if start > 0 and text[start - 1].isalnum():
+            return ()
         cut = self._cut(text, start, end)
         return ((start, cut),) if cut is not None and v.iban_ok(text[start:cut]) else ()
 
     def shadow(self, text: str, start: int, end: int) -> Span | None:
-        if text[start : start + 2] not in v.IBAN_LENGTHS:
+        if text[start : start + 2] not in v.IBAN_LENGTHS or (start > 0 and text[start - 1].isalnum()):
             return None
         return (start, self._cut(text, start, end) or end)
 
@@ -496,8 +498,8 @@ class Iban(Recognizer):
 class Ipv4(Recognizer):
     name = "ipv4"
     entity = "IP_ADDRESS"
-    pattern = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
-    prefilter = r"(?:\d{1,3}\.){3}\d{1,3}"
+    pattern = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+    prefilter = None
     priority = 55
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
@@ -712,29 +714,43 @@ _NAME_WORD = f"[{_UPPER}][{_LOWER}{_UPPER}'’]*[{_LOWER}](?:-[{_UPPER}][{_LOWER
 _PARTICLE = r"(?:van|von|de|der|den|da|di|del|della|do|dos|das|du|le|la|ter|ten|y|e|zu|d'|'t)"
 _TITLE = f"(?:[{_UPPER}][{_LOWER}]{{0,5}}\\.(?:-?[{_UPPER}]?[{_LOWER}]{{0,5}}\\.?)?[ ]+)"
 _NAME = f"{_TITLE}{{0,3}}{_NAME_WORD}(?:[ ]+(?:{_PARTICLE}[ ]+){{0,2}}{_NAME_WORD}){{0,3}}"
-_INTRO = (
-    r"my name is|my name's|i am called|mein name ist|ich hei(?:ß|ss)e|je m['’]appelle|mon nom est|me llamo|mi nombre es|"
-    r"mi chiamo|il mio nome è|meu nome é|me chamo|mijn naam is|ik heet|name ?:|nom ?:|nome ?:|nombre ?:|naam ?:"
+
+def _cues(*phrases: str) -> str:
+    """An alternation of cue phrases matching them as written or with a capital first letter
+    (no case-insensitive flag: it would blow up the regex automaton)."""
+    out = []
+    for p in phrases:
+        head, tail = p[0], re.escape(p[1:]).replace("\\ ", " ")
+        out.append(f"[{head.upper()}{head}]{tail}" if head.isalpha() else re.escape(p))
+    return "|".join(sorted(out, key=len, reverse=True))
+
+
+_INTRO = _cues(
+    "my name is", "my name's", "i am called", "mein name ist", "ich heiße", "ich heisse", "je m'appelle", "je m’appelle", "mon nom est",
+    "me llamo", "mi nombre es", "mi chiamo", "il mio nome è", "meu nome é", "me chamo", "mijn naam is", "ik heet",
+    "name:", "name :", "nom :", "nom:", "nome:", "nombre:", "naam:",
 )
-_GREETING = (
-    r"dear|hi|hello|hey|hallo|liebe|lieber|sehr geehrte|sehr geehrter|guten tag|bonjour|salut|cher|chère|hola|estimado|estimada|"
-    r"ciao|gentile|caro|cara|buongiorno|olá|oi|prezado|prezada|beste|geachte|hoi"
+_GREETING = _cues(
+    "dear", "hi", "hello", "hey", "hallo", "liebe", "lieber", "sehr geehrte", "sehr geehrter", "guten tag", "bonjour", "salut",
+    "cher", "chère", "hola", "estimado", "estimada", "ciao", "gentile", "caro", "cara", "buongiorno", "olá", "oi", "prezado",
+    "prezada", "beste", "geachte", "hoi",
 )
-_SIGN_OFF = (
-    r"regards|best regards|kind regards|thanks|thank you|cheers|sincerely|best|mit freundlichen grüßen|viele grüße|"
-    r"cordialement|bien à vous|saludos|un saludo|atentamente|cordiali saluti|saluti|distinti saluti|atenciosamente|"
-    r"abraços|met vriendelijke groet|groeten|vriendelijke groeten"
+_SIGN_OFF = _cues(
+    "regards", "best regards", "kind regards", "thanks", "thank you", "cheers", "sincerely", "best", "mit freundlichen grüßen",
+    "viele grüße", "cordialement", "bien à vous", "saludos", "un saludo", "atentamente", "cordiali saluti", "saluti",
+    "distinti saluti", "atenciosamente", "abraços", "met vriendelijke groet", "groeten", "vriendelijke groeten",
 )
 _HONORIFIC = r"Mr|Mrs|Ms|Mx|Miss|Dr|Herr|Frau|Monsieur|Madame|Mme|Mlle|Señor|Señora|Sr|Sra|Srta|Signor|Signora|Sig|Sig\.ra|Dott|Dhr|Mevr|Senhor|Senhora"
-_CONTACT = r"contact|kontakt|contacto|contatto|contato|ansprechpartner|interlocuteur"
+_CONTACT = _cues("contact", "kontakt", "contacto", "contatto", "contato", "ansprechpartner", "interlocuteur")
 _PERSON_CUES = (
-    ("intro", re.compile(f"(?i:{_INTRO})[ \t]*:?[ \t]*")),
-    ("greeting", re.compile(f"(?i:{_GREETING})[ \t]+")),
-    ("sign_off", re.compile(f"(?i:{_SIGN_OFF})[ \t]*[,!.]?[ \t]*\n?[ \t]*")),
+    ("intro", re.compile(f"(?:{_INTRO})[ \t]*:?[ \t]*")),
+    ("greeting", re.compile(f"(?:{_GREETING})[ \t]+")),
+    ("sign_off", re.compile(f"(?:{_SIGN_OFF})[ \t]*[,!.]?[ \t]*\n?[ \t]*")),
     ("honorific", re.compile(f"(?:{_HONORIFIC})\\.?[ \t]+")),
-    ("contact", re.compile(f"(?i:{_CONTACT})[ \t]*:?[ \t]+")),
+    ("contact", re.compile(f"(?:{_CONTACT})[ \t]*:?[ \t]+")),
 )
 _NAME_RE = re.compile(_NAME)
+_NAME_MAX = 80
 #: Words that follow a greeting or a cue without being a name.
 _NOT_NAMES = frozenset(
     "team all everyone there sir madam madame customer customers support service friends folks guys kunde kunden kundenservice "
@@ -755,29 +771,28 @@ class PersonContext(Recognizer):
 
     name = "person_context"
     entity = "PERSON"
-    pattern = (
-        f"(?:(?i:{_INTRO})[ \\t]*:?[ \\t]*{_NAME}"
-        f"|(?i:{_GREETING})[ \\t]+{_NAME}[ \\t]*[,!:\\n]"
-        f"|(?i:{_SIGN_OFF})[ \\t]*[,!.]?[ \\t]*\\n?[ \\t]*{_NAME}"
-        f"|(?:{_HONORIFIC})\\.?[ \\t]+{_NAME}"
-        f"|(?i:{_CONTACT})[ \\t]*:?[ \\t]+{_NAME}[ \\t]*\\()"
-    )
-    prefilter = (
-        f"(?-u:\\b)(?:(?i:{_INTRO}|{_GREETING}|{_SIGN_OFF}|{_CONTACT})[ \\t]*[:,!.]?[ \\t]*\\n?[ \\t]*|(?:{_HONORIFIC})\\.?[ \\t]+)[{_UPPER}]"
-    )
+    # Polars finds the cue and the capital letter after it; accept() reads the name itself
+    # (at most _NAME_MAX characters, so Python's regex works on a short window only).
+    pattern = f"(?:{_INTRO}|{_GREETING}|{_SIGN_OFF}|{_CONTACT}|{_HONORIFIC})[ \\t]*[:,!.]?[ \\t]*\\n?[ \\t]*[{_UPPER}]"
     priority = 20
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
         if start > 0 and text[start - 1].isalnum():
             return ()
+        limit = min(len(text), end + _NAME_MAX)
         for kind, cue in _PERSON_CUES:
             m = cue.match(text, start, end)
-            if m is None:
+            if m is None or m.end() != end - 1:
                 continue
-            name = _NAME_RE.match(text, m.end(), end)
+            name = _NAME_RE.match(text, m.end(), limit)
             if name is None:
                 continue
             s, e = name.span()
+            after = text[e : e + 3].lstrip(" \t")
+            if kind == "greeting" and not (after[:1] in (",", "!", ":", "\n") or e == len(text)):
+                return ()
+            if kind == "contact" and not after.startswith("("):
+                return ()
             words = text[s:e].split()
             first = words[0].rstrip(".").lower()
             if first in _NOT_NAMES or (kind == "greeting" and any(w.lower() in _NOT_NAMES for w in words)):
