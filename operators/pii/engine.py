@@ -13,8 +13,9 @@ How a batch is scanned (every step is linear in the size of the batch):
    a backtracking engine);
 4. **validation**: each candidate goes through its recognizer's ``accept`` (checksum,
    layout, boundary and context rules) in Python; the time each row spends here is
-   counted, and a row over ``privacy.budget.max_ms`` stops being scanned
-   (``ScanResult.slow``: the caller refuses it);
+   counted, and a row over ``privacy.budget.max_ms``, or with more candidates than
+   ``privacy.budget.max_candidates``, stops being scanned (``ScanResult.slow``: the caller
+   refuses it);
 5. **overlaps**: per row, candidates sorted by priority, then length, then position; a
    candidate is kept when none of its characters is already taken (a byte map: linear);
 6. **masking**: view spans map back to spans of the original string; each becomes its
@@ -47,7 +48,7 @@ from driftline.config import ConfigError
 from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, entity_names
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
-from driftline.operators.pii.recognizers import RECOGNIZERS, Recognizer, RecognizerOptions
+from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
 from driftline.operators.pii.spans import regex_spans
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
@@ -119,8 +120,9 @@ class ScanResult:
     ``findings``: per row a list of ``{type, recognizer, start, end}`` (offsets in code
     points of the ORIGINAL string; never the values); ``rules``: DLP rule name -> whether
     it fired on the row (evaluated on the view); ``cut``: the string was longer than
-    ``budget.max_chars`` and only its masked head is in ``masked``; ``slow``: validating
-    the row's candidates took longer than ``budget.max_ms``, so it was not fully scanned.
+    ``budget.max_chars`` and only its masked head is in ``masked``; ``slow``: the row has
+    more candidates than ``budget.max_candidates`` or validating them took longer than
+    ``budget.max_ms``, so it was not fully scanned.
     """
 
     masked: pl.Series
@@ -179,6 +181,7 @@ class PiiMasker:
         self.config: PrivacyConfig = config or PrivacyConfig()
         self._max_chars = self.config.budget.max_chars
         self._max_s = self.config.budget.max_ms / 1000.0
+        self._max_candidates = self.config.budget.max_candidates
         self._needs_view = needs_view_regex()
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
@@ -248,6 +251,7 @@ class PiiMasker:
         cands: dict[int, list[Candidate]] = {}
         slow = np.zeros(total, dtype=bool)
         slow[: n] = spent > self._max_s
+        n_cands = np.zeros(total, dtype=np.int64)
         for i, scanner in enumerate(self._scanners):
             flagged = hits[f"s{i}"].to_numpy()
             if not flagged.any():
@@ -258,12 +262,19 @@ class PiiMasker:
             r_arr, s_arr, e_arr = regex_spans(all_views.gather(rows), rows, scanner.pattern)
             if not len(r_arr):
                 continue
+            # A row with more candidates than the budget allows is not validated at all.
+            n_cands += np.bincount(r_arr, minlength=total)
+            crowded = n_cands > self._max_candidates
+            if crowded.any():
+                slow |= crowded
+                keep = ~slow[r_arr]
+                r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
             strings = dict(zip(rows.tolist(), all_views.gather(rows).to_list()))
             self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, spent_all, slow)
         if self._person is not None:
             self._ner(views, n, cands)
         slow_rows = slow[:n].copy()
-        for k, parent in enumerate(parents):
+        for k, (parent, _s, _e) in enumerate(parents):
             if slow[n + k]:
                 slow_rows[parent] = True
         self._lift_base64(extra, parents, all_views, cands, n)
@@ -428,7 +439,11 @@ class PiiMasker:
                 continue
             t0 = time.perf_counter()
             text = strings[r]
-            accepted = list(scanner.accept(text, s, e))
+            try:
+                accepted = list(scanner.accept(text, s, e))
+            except BudgetExceeded:
+                slow[r] = True
+                continue
             if accepted:
                 bucket = cands.setdefault(r, [])
                 bucket.extend((a, b, prio, entity, rname, None) for a, b in accepted)

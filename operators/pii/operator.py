@@ -51,7 +51,7 @@ IDENTIFIERS = ("event_id", "source", "tenant")
 BUDGET_REASONS = {
     "pii_budget:too_long": "a field is longer than privacy.budget.max_chars characters; it was cut before masking",
     "pii_budget:too_many_attributes": "the record has more attributes than privacy.budget.max_attributes",
-    "pii_budget:too_slow": "scanning the record took longer than privacy.budget.max_ms; its text is not stored",
+    "pii_budget:too_slow": "the record has more PII candidates than privacy.budget.max_candidates, or scanning it took longer than privacy.budget.max_ms; its text is not stored",
 }
 
 
@@ -282,13 +282,24 @@ def _apply(frame: pl.DataFrame, seg: _Segments, scan: ScanResult) -> pl.DataFram
 # ----------------------------------------------------------------------------- the stage
 
 
-def _too_many_attributes(valid: pl.DataFrame, masker: PiiMasker) -> np.ndarray:
-    if "attributes" not in valid.columns or valid.height == 0:
-        return np.zeros(valid.height, dtype=bool)
-    return valid["attributes"].list.len().fill_null(0).to_numpy() > masker.config.budget.max_attributes
+def _attribute_budget(valid: pl.DataFrame, masker: PiiMasker) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with more attributes than the budget, and rows with an attribute key or value
+    longer than ``budget.max_chars`` (vectorized, before any scan: their attributes are
+    not scanned, since a refused record's attributes are never stored)."""
+    n = valid.height
+    if "attributes" not in valid.columns or n == 0:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    b = masker.config.budget
+    attrs = valid["attributes"]
+    too_many = attrs.list.len().fill_null(0).to_numpy() > b.max_attributes
+    longest = pl.DataFrame({"a": attrs}).select(
+        pl.col("a").list.eval(pl.max_horizontal(pl.element().struct.field("key").str.len_chars(), pl.element().struct.field("value").str.len_chars())).list.max().fill_null(0)
+    ).to_series()
+    too_long = longest.to_numpy() > b.max_chars
+    return too_many, too_long
 
 
-def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: ScanResult, too_many: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, pl.Series, pl.Series]:
+def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: ScanResult, too_many: np.ndarray, too_long: np.ndarray) -> tuple[pl.DataFrame, np.ndarray, pl.Series, pl.Series]:
     """Masked ``valid`` with the privacy columns, the refusal mask, and codes/reasons per row ([] when passed)."""
     cfg = masker.config
     n = valid.height
@@ -335,7 +346,7 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
                 codes[f"pii_in_identifier:{f}"] = flags
                 reasons[f"pii_in_identifier:{f}"] = f"the {f.replace('_', ' ')} holds PII and privacy.identifiers is refuse"
     budget_flags = {
-        "pii_budget:too_long": _any_field(seg, scan.cut),
+        "pii_budget:too_long": _any_field(seg, scan.cut) | too_long,
         "pii_budget:too_many_attributes": too_many,
         "pii_budget:too_slow": _any_field(seg, scan.slow),
     }
@@ -366,8 +377,8 @@ def mask_batch_audited(batch: MicroBatch, masker: PiiMasker) -> tuple[MicroBatch
     Every string of the batch (valid and refused rows, reasons included) goes through ONE
     :meth:`PiiMasker.scan`, so the per-call costs are paid once per batch."""
     valid, rejected = batch.valid, batch.rejected
-    too_many = _too_many_attributes(valid, masker)
-    vseg = _segments(valid, masker, skip_attrs=too_many)
+    too_many, too_long = _attribute_budget(valid, masker)
+    vseg = _segments(valid, masker, skip_attrs=too_many | too_long)
     rseg = _segments(rejected, masker, attributes=False)
     reasons = _list_values(rejected["reasons"]) if "reasons" in rejected.columns and rejected.height else pl.Series("s", [], dtype=pl.Utf8)
     nv, nr = vseg.strings.len(), rseg.strings.len()
@@ -375,7 +386,7 @@ def mask_batch_audited(batch: MicroBatch, masker: PiiMasker) -> tuple[MicroBatch
     masked_rejected = _apply(rejected, rseg, scan.slice(nv, nr))
     if reasons.len():
         masked_rejected = masked_rejected.with_columns(_with_list_values(rejected["reasons"], scan.masked.slice(nv + nr, reasons.len())))
-    out_valid, refuse, codes, reason_list = _annotate(valid, masker, vseg, scan.slice(0, nv), too_many)
+    out_valid, refuse, codes, reason_list = _annotate(valid, masker, vseg, scan.slice(0, nv), too_many, too_long)
     audit = _audit_rows(out_valid, refuse, codes, batch, masker)
     mask = pl.Series("refuse", refuse, dtype=pl.Boolean)
     out = MicroBatch(valid=out_valid, rejected=masked_rejected, now=batch.now).refuse(mask, STAGE, codes.filter(mask), reason_list.filter(mask))

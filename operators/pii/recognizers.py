@@ -105,6 +105,11 @@ class RecognizerOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class BudgetExceeded(Exception):
+    """Raised by ``accept`` when one candidate would need more work than a record may take;
+    the masker then refuses the record (``pii_budget:too_slow``) instead of holding the flow."""
+
+
 class Recognizer:
     """Base class: a pattern, an optional validator and a priority for overlaps."""
 
@@ -244,19 +249,30 @@ def _groups(text: str, start: int, end: int, seps: str) -> list[Span]:
 
 
 def group_windows(
-    text: str, start: int, end: int, ok: Callable[[int, int], bool], seps: str = " ", max_groups: int = 6, can_start: Callable[[int], bool] | None = None
+    text: str,
+    start: int,
+    end: int,
+    ok: Callable[[int, int], bool],
+    seps: str = " ",
+    max_groups: int = 6,
+    can_start: Callable[[int], bool] | None = None,
+    digits: tuple[int, int] = (0, 1 << 30),
 ) -> list[Span]:
     """Accepted group-aligned windows of a long candidate, left to right: at each group
     (where ``can_start`` allows one to start) the longest window of at most ``max_groups``
-    groups that ``ok`` accepts is taken, and the scan goes on after it.  At most
-    ``max_groups`` checks per group: linear in the candidate."""
+    groups, holding ``digits`` (min, max) digits, that ``ok`` accepts is taken, and the scan
+    goes on after it.  At most ``max_groups`` checks per group: linear in the candidate."""
     groups = _groups(text, start, end, seps)
+    counts = [0]
+    for a, b in groups:
+        counts.append(counts[-1] + sum(c.isdigit() for c in text[a:b]))
+    lo, hi = digits
     out: list[Span] = []
     i = 0
     while i < len(groups):
         if can_start is None or can_start(groups[i][0]):
             for j in range(min(len(groups), i + max_groups) - 1, i - 1, -1):
-                if ok(groups[i][0], groups[j][1]):
+                if lo <= counts[j + 1] - counts[i] <= hi and ok(groups[i][0], groups[j][1]):
                     out.append((groups[i][0], groups[j][1]))
                     i = j
                     break
@@ -287,6 +303,8 @@ class Email(Recognizer):
 
 _EXT = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$")
 _PHONE_SEPS = " -./"
+_PHONE_MAX_CHARS = 40  # 15 digits, their separators, parentheses and an extension
+_PHONE_MAX_PLUS = 64  # "+" signs examined in one long run of digit groups before the record is over budget
 
 
 def _international_ok(digits: str) -> bool:
@@ -377,14 +395,30 @@ class Phone(Recognizer):
         return len(groups) >= 3 and all(2 <= g <= 4 for g in groups[1:]) and 1 <= groups[0] <= 4
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
-        if self._ok(text, start, end, True):
-            return ((start, end),)
-        # A window after the first group starts right after a separator that follows a digit
-        # (the tail of a longer number) unless a ")" or "+" stands there.
-        def can_start(s: int) -> bool:
-            return not (glued_before(text, s) or continues_digits(text, s, s))
+        if end - start <= _PHONE_MAX_CHARS:
+            if self._ok(text, start, end, True):
+                return ((start, end),)
+            # A window after the first group starts right after a separator that follows a
+            # digit (the tail of a longer number) unless a ")" or "+" stands there.
+            return group_windows(text, start, end, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=self._can_start(text), digits=(7, 15))
+        # A long run of digit groups: only international numbers led by "+" are looked for,
+        # each in a window of at most _PHONE_MAX_CHARS characters.
+        out: list[Span] = []
+        p = text.find("+", start, end)
+        tried = 0
+        while p != -1:
+            tried += 1
+            if tried > _PHONE_MAX_PLUS:
+                raise BudgetExceeded(f"more than {_PHONE_MAX_PLUS} '+' in one run of digit groups")
+            stop = min(end, p + _PHONE_MAX_CHARS)
+            found = group_windows(text, p, stop, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=lambda s: s == p, digits=(7, 15))
+            out += found
+            p = text.find("+", found[-1][1] if found else p + 1, end)
+        return out
 
-        return group_windows(text, start, end, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=can_start)
+    @staticmethod
+    def _can_start(text: str) -> Callable[[int], bool]:
+        return lambda s: not (glued_before(text, s) or continues_digits(text, s, s))
 
     def normalize(self, value: str) -> str:
         m = _EXT.search(value)
@@ -421,8 +455,8 @@ class CreditCard(Recognizer):
         return context_verdict(text, start, reject, o.card_accept_context, o.context_window) is not False
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
-        if glued(text, start, end) or continues_digits(text, start, end):
-            return ()
+        if end - start > 48 or glued(text, start, end) or continues_digits(text, start, end):
+            return ()  # 19 digits with separators and a short tail fit in 48 characters
         if v.card_ok(text[start:end]):
             return ((start, end),) if self._context_ok(text, start, end) else ()
         groups = _groups(text, start, end, " .-")
@@ -802,6 +836,7 @@ class PersonContext(Recognizer):
 
 
 __all__ = [
+    "BudgetExceeded",
     "RECOGNIZERS",
     "Recognizer",
     "RecognizerOptions",
