@@ -150,14 +150,14 @@ def entity_names() -> tuple[str, ...]:
 
 class BudgetConfig(BaseModel):
     """Per-record limits of the privacy stage: a record over one is refused with a reason
-    instead of holding the flow (see docs/privacy.md)."""
+    instead of holding the flow (see docs/privacy.md).  All are counts, checked up front
+    with vectorized operations, never timings: a refusal must be the same on replay."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_chars: int = Field(65_536, ge=1_024, le=16_777_216, description="Longest string scanned (text, an attribute key or value, an id); a longer one is cut to this many characters and its record refused (pii_budget:too_long). Refused texts are stored cut and masked.")
     max_attributes: int = Field(1_000, ge=1, description="Most attributes a record may carry; more and it is refused (pii_budget:too_many_attributes).")
-    max_candidates: int = Field(256, ge=10, description="Most candidate matches one string may have; more and its record is refused (pii_budget:too_slow) without validating them.")
-    max_ms: float = Field(10.0, gt=0, description="CPU time one record may spend in the per-record (Python) part of the scan: view building and candidate validation; over it the record is refused (pii_budget:too_slow) and its strings are not stored.")
+    max_candidates: int = Field(256, ge=10, description="Most PII candidate matches one string may have; more and its record is refused (pii_budget:too_many_candidates) without validating them, and its strings are not stored. With max_chars this bounds the work per record; the budget is counted, not timed, so a replay after a crash refuses the same records.")
 
 
 class PrivacyConfig(BaseModel):

@@ -135,6 +135,7 @@ def hostile_records(seed: int = 0) -> list[tuple[str, bytes]]:
     add("event_id_10k", _event("hi", event_id="e" * 10_000))
     add("source_10k", _event("hi", source="s" * 10_000))
     add("kafka_value_empty", b"")
+    add("output_over_topic_limit", _event("y" * 30_000, attributes={f"attr{i:04d}": "v" * 30 for i in range(900)}))
     # Pathological texts for each recognizer (linear time everywhere).
     patho = {
         "many_at_signs": "@" * 30_000,

@@ -12,10 +12,14 @@ How a batch is scanned (every step is linear in the size of the batch):
    each recognizer's matches (``replace_all`` with markers, then ``split``: spans without
    a backtracking engine);
 4. **validation**: each candidate goes through its recognizer's ``accept`` (checksum,
-   layout, boundary and context rules) in Python; the time each row spends here is
-   counted, and a row over ``privacy.budget.max_ms``, or with more candidates than
-   ``privacy.budget.max_candidates``, stops being scanned (``ScanResult.slow``: the caller
-   refuses it);
+   layout, boundary and context rules) in Python.  A string with more candidates than
+   ``privacy.budget.max_candidates`` (counted with numpy before any is validated), or one a
+   recognizer finds too costly (:class:`~.recognizers.BudgetExceeded`), is not scanned
+   further (``ScanResult.over_budget``: the caller refuses its record).  Every ``accept``
+   does work bounded by its candidate's length, so a string costs at most
+   O(recognizers x length).  The budget is counted in work, not measured in time, so a
+   record is refused the same way when it is replayed after a crash (the datasets are
+   exactly-once by source coordinates);
 5. **overlaps**: per row, candidates sorted by priority, then length, then position; a
    candidate is kept when none of its characters is already taken (a byte map: linear);
 6. **masking**: view spans map back to spans of the original string; each becomes its
@@ -36,7 +40,6 @@ import base64
 import binascii
 import functools
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -115,14 +118,14 @@ class SpacyPersonDetector:
 class ScanResult:
     """What :meth:`PiiMasker.scan` found in a column of strings (row order kept).
 
-    ``masked``: the masked strings (null where the input was null, or where the row ran
-    out of time: see ``slow``); ``counts``: entity type -> Int32 count per row;
+    ``masked``: the masked strings (null where the input was null, or where the row was
+    over budget: see ``over_budget``); ``counts``: entity type -> Int32 count per row;
     ``findings``: per row a list of ``{type, recognizer, start, end}`` (offsets in code
     points of the ORIGINAL string; never the values); ``rules``: DLP rule name -> whether
     it fired on the row (evaluated on the view); ``cut``: the string was longer than
-    ``budget.max_chars`` and only its masked head is in ``masked``; ``slow``: the row has
-    more candidates than ``budget.max_candidates`` or validating them took longer than
-    ``budget.max_ms``, so it was not fully scanned.
+    ``budget.max_chars`` and only its masked head is in ``masked``; ``over_budget``: the row
+    has more candidates than ``budget.max_candidates`` (or one too costly to check), so it
+    was not fully scanned.
     """
 
     masked: pl.Series
@@ -130,7 +133,7 @@ class ScanResult:
     findings: pl.Series
     rules: dict[str, pl.Series]
     cut: np.ndarray
-    slow: np.ndarray
+    over_budget: np.ndarray
 
     def slice(self, start: int, length: int) -> ScanResult:
         """The result for strings ``[start, start + length)`` only."""
@@ -141,7 +144,7 @@ class ScanResult:
             findings=self.findings.slice(start, length),
             rules={k: v.slice(start, length) for k, v in self.rules.items()},
             cut=self.cut[start:end],
-            slow=self.slow[start:end],
+            over_budget=self.over_budget[start:end],
         )
 
     @property
@@ -180,7 +183,6 @@ class PiiMasker:
         #: The ``privacy`` section this masker was built from (classification, user_id, attribute and budget settings).
         self.config: PrivacyConfig = config or PrivacyConfig()
         self._max_chars = self.config.budget.max_chars
-        self._max_s = self.config.budget.max_ms / 1000.0
         self._max_candidates = self.config.budget.max_candidates
         self._needs_view = needs_view_regex()
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
@@ -227,15 +229,13 @@ class PiiMasker:
         cut = lengths > self._max_chars
         head = self._max_chars - len(CUT_MARKER)
         scanned = texts.str.slice(0, head).zip_with(pl.Series(cut), texts) if cut.any() else texts
-        spent = np.zeros(n, dtype=np.float64)
         # Strings no recognizer can match (short ones, lower-case words, UUIDs) skip the scan.
         trivial = scanned.str.contains(_TRIVIAL).fill_null(True)
         probe = scanned.zip_with(~trivial, pl.Series([None], dtype=pl.Utf8).extend_constant(None, n - 1)) if trivial.any() and n else scanned
 
-        views, maps = self._views(probe, spent)
+        views, maps = self._views(probe)
         extra, parents = self._base64_segments(views)
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
-        spent_all = np.concatenate([spent, np.zeros(len(extra))]) if extra else spent
         total = all_views.len()
 
         frame = pl.DataFrame({"t": all_views})
@@ -250,7 +250,6 @@ class PiiMasker:
 
         cands: dict[int, list[Candidate]] = {}
         slow = np.zeros(total, dtype=bool)
-        slow[: n] = spent > self._max_s
         n_cands = np.zeros(total, dtype=np.int64)
         for i, scanner in enumerate(self._scanners):
             flagged = hits[f"s{i}"].to_numpy()
@@ -270,7 +269,7 @@ class PiiMasker:
                 keep = ~slow[r_arr]
                 r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
             strings = dict(zip(rows.tolist(), all_views.gather(rows).to_list()))
-            self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, spent_all, slow)
+            self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, slow)
         if self._person is not None:
             self._ner(views, n, cands)
         slow_rows = slow[:n].copy()
@@ -337,7 +336,7 @@ class PiiMasker:
             if len(sel):
                 counts[e] = np.bincount(sel, minlength=n).astype(np.int32)
         findings = findings_column(n, rows_arr, f_type, f_rec, f_start, f_end)
-        return ScanResult(masked=masked.rename(texts.name), counts=counts, findings=findings, rules=rules, cut=cut, slow=slow_rows)
+        return ScanResult(masked=masked.rename(texts.name), counts=counts, findings=findings, rules=rules, cut=cut, over_budget=slow_rows)
 
     def mask_series(self, texts: pl.Series) -> pl.Series:
         """Masked copy of a text column (the monitor flow masks prompts and completions with it)."""
@@ -377,7 +376,7 @@ class PiiMasker:
 
     # ------------------------------------------------------------------ internals
 
-    def _views(self, scanned: pl.Series, spent: np.ndarray) -> tuple[pl.Series, dict[int, View]]:
+    def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View]]:
         needs = scanned.str.contains(self._needs_view).fill_null(False)
         if not needs.any():
             return scanned, {}
@@ -385,9 +384,7 @@ class PiiMasker:
         maps: dict[int, View] = {}
         new: list[str] = []
         for r, t in zip(idx, scanned.gather(idx).to_list()):
-            t0 = time.perf_counter()
             v = build_view(t)
-            spent[r] += time.perf_counter() - t0
             if v.starts is not None:
                 maps[r] = v
             new.append(v.text)
@@ -429,15 +426,12 @@ class PiiMasker:
         starts: np.ndarray,
         ends: np.ndarray,
         cands: dict[int, list[Candidate]],
-        spent: np.ndarray,
         slow: np.ndarray,
     ) -> None:
         prio, entity, rname = scanner.priority, scanner.entity, scanner.name
-        budget = self._max_s
         for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist()):
             if slow[r]:
                 continue
-            t0 = time.perf_counter()
             text = strings[r]
             try:
                 accepted = list(scanner.accept(text, s, e))
@@ -451,9 +445,6 @@ class PiiMasker:
                 sh = scanner.shadow(text, s, e)
                 if sh is not None:
                     cands.setdefault(r, []).append((sh[0], sh[1], prio, "", rname, None))
-            spent[r] += time.perf_counter() - t0
-            if spent[r] > budget:
-                slow[r] = True
 
     def _ner(self, views: pl.Series, n: int, cands: dict[int, list[Candidate]]) -> None:
         assert self._person is not None

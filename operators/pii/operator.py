@@ -51,7 +51,7 @@ IDENTIFIERS = ("event_id", "source", "tenant")
 BUDGET_REASONS = {
     "pii_budget:too_long": "a field is longer than privacy.budget.max_chars characters; it was cut before masking",
     "pii_budget:too_many_attributes": "the record has more attributes than privacy.budget.max_attributes",
-    "pii_budget:too_slow": "the record has more PII candidates than privacy.budget.max_candidates, or scanning it took longer than privacy.budget.max_ms; its text is not stored",
+    "pii_budget:too_many_candidates": "a field has more PII candidates than privacy.budget.max_candidates (or one too costly to check); it was not scanned to the end, so its text is not stored",
 }
 
 
@@ -348,7 +348,7 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
     budget_flags = {
         "pii_budget:too_long": _any_field(seg, scan.cut) | too_long,
         "pii_budget:too_many_attributes": too_many,
-        "pii_budget:too_slow": _any_field(seg, scan.slow),
+        "pii_budget:too_many_candidates": _any_field(seg, scan.over_budget),
     }
     for code, flags in budget_flags.items():
         codes[code] = flags
@@ -356,9 +356,9 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
     refuse = np.zeros(n, dtype=bool)
     for flags in codes.values():
         refuse |= flags
-    if budget_flags["pii_budget:too_slow"].any():  # not fully scanned: nothing of it is stored
-        slow = pl.Series(budget_flags["pii_budget:too_slow"])
-        out = out.with_columns(pl.when(slow).then(pl.lit(None, pl.Utf8)).otherwise(pl.col(f)).alias(f) for f in ("text", *IDENTIFIERS) if f in out.columns)
+    over = budget_flags["pii_budget:too_many_candidates"]
+    if over.any():  # not fully scanned: nothing of it is stored
+        out = out.with_columns(pl.when(pl.Series(over)).then(pl.lit(None, pl.Utf8)).otherwise(pl.col(f)).alias(f) for f in ("text", *IDENTIFIERS) if f in out.columns)
     code_list = _flag_list({c: f for c, f in codes.items() if f.any()}, n, "reason_codes")
     reason_list = code_list.list.eval(pl.element().replace_strict(reasons, default="", return_dtype=pl.Utf8)).alias("reasons") if n else pl.Series("reasons", [], pl.List(pl.Utf8))
     return out, refuse, code_list, reason_list

@@ -107,7 +107,7 @@ class RecognizerOptions:
 
 class BudgetExceeded(Exception):
     """Raised by ``accept`` when one candidate would need more work than a record may take;
-    the masker then refuses the record (``pii_budget:too_slow``) instead of holding the flow."""
+    the masker then refuses the record (``pii_budget:too_many_candidates``) instead of holding the flow."""
 
 
 class Recognizer:
