@@ -312,40 +312,68 @@ def canary_records(seed: int = 0, n: int = 1000) -> list[Canary]:
     return out
 
 
-_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{8,}={0,2}")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{12,}={0,2}")
 _DIGIT_SEP = re.compile(r"(?<=[0-9])[ .\-](?=[0-9])")
 
 
-def decoded_views(text: str) -> Iterable[str]:
-    """``text`` and every decodable reading of it a reader could recover a value from."""
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([tnr])")
+
+
+def _json_unescape(text: str) -> str:
+    return _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else {"t": "\t", "n": "\n", "r": "\r"}[m.group(2)], text)
+
+
+def decoded_views(text: str, depth: int = 1) -> Iterable[str]:
+    """``text`` and every decodable reading of it a reader could recover a value from: JSON
+    escapes, HTML entities, percent-escapes, the detection view (invisible characters,
+    fullwidth and other digits, white space in digit runs), separators between digits
+    dropped, and Base64 runs decoded (then read the same way, ``depth`` levels deep)."""
     from driftline.operators.pii.normalize import build_view
 
-    yield text
-    yield html.unescape(text)
-    yield urllib.parse.unquote(text)
-    view = build_view(text).text
-    yield view
-    yield _DIGIT_SEP.sub("", view)
+    for base in {text, _json_unescape(text)}:
+        for reading in (base, html.unescape(base), urllib.parse.unquote(base)):
+            view = build_view(reading).text
+            yield reading
+            yield view
+            yield _DIGIT_SEP.sub("", view.replace("+", ""))
+    if depth <= 0:
+        return
     for m in _B64_RUN.finditer(text):
         run = m.group().rstrip("=")
-        for alt in (run, run.replace("-", "+").replace("_", "/")):
+        if run.islower() or run.isupper() or run.isdigit():
+            continue  # Base64 of text has upper- and lower-case letters
+        for alt in {run, run.replace("-", "+").replace("_", "/")}:
             try:
-                yield base64.b64decode(alt + "=" * (-len(alt) % 4), validate=False).decode("utf-8", "ignore")
+                decoded = base64.b64decode(alt + "=" * (-len(alt) % 4), validate=False).decode("utf-8", "ignore")
             except ValueError:
-                pass
+                continue
+            if decoded:
+                yield from decoded_views(decoded, depth - 1)
+
+
+_EMAILS = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+_DIGIT_RUNS = re.compile(r"(?<![0-9])[0-9]{9,19}(?![0-9])")
+_IBANS = re.compile(r"[A-Za-z]{2}[0-9]{2}[A-Za-z0-9]{11,30}")
+
+
+def _canonical(c: Canary) -> str:
+    if c.kind == "email":
+        return c.value.lower()
+    if c.kind == "iban":
+        return c.value.upper()
+    return re.sub(r"[^0-9]", "", c.value)
 
 
 def find_canaries(text: str, canaries: Iterable[Canary]) -> list[Canary]:
-    """The canaries found in ``text``, raw or decoded (see :func:`decoded_views`)."""
-    readings = list(decoded_views(text))
-    found = []
-    for c in canaries:
-        forms = {c.value, c.value.lower()}
-        if c.kind in ("card", "ssn", "phone", "iban"):
-            forms.add(re.sub(r"[^0-9A-Za-z]", "", c.value))
-        if any(f in r for f in forms for r in readings):
-            found.append(c)
-    return found
+    """The canaries found in ``text``, raw or decoded (see :func:`decoded_views`): every
+    e-mail address, digit run (separators removed) and IBAN-shaped token of every reading
+    is collected once, then each canary's canonical form is looked up."""
+    tokens: set[str] = set()
+    for reading in decoded_views(text):
+        tokens.update(m.lower() for m in _EMAILS.findall(reading))
+        tokens.update(_DIGIT_RUNS.findall(reading))
+        tokens.update(m.upper() for m in _IBANS.findall(reading))
+    return [c for c in canaries if _canonical(c) in tokens]
 
 
 __all__ = ["Canary", "canary_records", "decoded_views", "find_canaries", "hostile_records", "iban_de", "luhn_complete", "valid_event"]
