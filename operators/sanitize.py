@@ -144,7 +144,7 @@ def sanitize_frame(frame: pl.DataFrame, sanitizer: Sanitizer) -> pl.DataFrame:
         changed = (texts != frame[col]).fill_null(False)
         if changed.any():
             idx = changed.arg_true()
-            texts = texts.scatter(idx, sanitizer.masker.mask_series(texts.gather(idx)))
+            texts = texts.clone().scatter(idx, sanitizer.masker.mask_series(texts.gather(idx)))
     texts, neutralized = _neutralize(texts, sanitizer)
     cap = cfg.max_chars
     marker = cfg.truncation_marker if len(cfg.truncation_marker) < cap else ""

@@ -64,7 +64,7 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{12,}={0,2}")
 #: Strings that cannot hold any entity: shorter than six characters, one lower-case word
 #: (``support-desk``, ``lang_hint``), or a UUID.
 _TRIVIAL = r"(?s)^(?:.{0,5}|[a-z_]+(?:-[a-z_]+){0,3}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-#: A truncated string ends with this marker (inside the budget, so it is never longer than the cap).
+#: A cut string ends with this marker (the head is cut to leave room for it, before masking).
 CUT_MARKER = " [cut]"
 
 Candidate = tuple[int, int, int, str, str, str | None]  # start, end, priority, entity ('' = shadow), recognizer, value for the token
@@ -328,7 +328,7 @@ class PiiMasker:
                 done[r] = None
             new_rows, new_texts = list(done), list(done.values())
         if new_rows:
-            masked = masked.scatter(new_rows, pl.Series(new_texts, dtype=pl.Utf8))
+            masked = masked.clone().scatter(new_rows, pl.Series(new_texts, dtype=pl.Utf8))  # scatter works in place
         rows_arr = np.asarray(f_row, dtype=np.int64)
         types_arr = np.asarray(f_type, dtype=object)
         for e in counts:
@@ -388,7 +388,7 @@ class PiiMasker:
             if v.starts is not None:
                 maps[r] = v
             new.append(v.text)
-        return scanned.scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps
+        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps  # scatter works in place
 
     @staticmethod
     def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
