@@ -134,6 +134,12 @@ def _default_rules() -> list[DlpRule]:
     ]
 
 
+def _recognizer_options():  # type: ignore[no-untyped-def]
+    from driftline.operators.pii.recognizers import RecognizerOptions
+
+    return RecognizerOptions()
+
+
 def entity_defaults() -> dict[str, tuple[str, str | None]]:
     """Entity type -> (default classification level, default strategy or None for
     ``default_strategy``), in column order, from the registered recognizers: an entity is
@@ -179,12 +185,10 @@ class PrivacyConfig(BaseModel):
     pseudonymize_user_id: bool = Field(True, description="Replace user_id with <USER_ID:hmac> (same key and scheme as text tokens).")
     mask_attributes: bool = Field(True, description="Mask the values of event attributes like text.")
     mask_dead_letter: bool = Field(False, description="Mask the original payload bytes written to the dead-letter topic (they are then no longer byte-exact for replay).")
-    phone_regions: list[str] = Field(default_factory=list, description="ISO regions (e.g. DE, FR) whose national phone layouts (leading 0, no +) are also detected; empty = only North American and +international.")
+    phone_regions: list[str] = Field(default_factory=list, description="ISO regions (e.g. DE, FR) whose national layouts are also checked with phonenumbers; phones are found by layout and context without them (see docs/privacy.md).")
     phone_reject_context: list[str] = Field(
-        default_factory=lambda: list(
-            ("order", "invoice", "ticket", "tracking", "shipment", "parcel", "reference", "ref", "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build")
-        ),
-        description="Words that, as one of the two words right before a bare digit run, mark it as not a phone or card number (the nearer of these and a phone/card word such as 'call' or 'card' decides).",
+        default_factory=lambda: list(_recognizer_options().phone_reject_context),
+        description="Words that, among the words right before a number in the same clause, mark it as not a phone or card number (the nearer of these and a phone/card word such as 'call' or 'card' decides): order, invoice, tracking, date, version...",
     )
     default_level: Level = Field("internal", description="Classification of a record with no findings and no fired rule.")
     source_levels: dict[str, Level] = Field(default_factory=dict, description="Base classification per event source (overrides default_level).")

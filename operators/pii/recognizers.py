@@ -86,6 +86,7 @@ class RecognizerOptions:
     phone_reject_context: tuple[str, ...] = (
         "order", "invoice", "ticket", "tracking", "shipment", "parcel", "reference", "ref",
         "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build",
+        "ordered", "date", "dated", "since", "until", "delivered", "shipped", "code", "voucher",
     )  # fmt: skip
     phone_accept_context: tuple[str, ...] = (
         "phone", "call", "tel", "telephone", "mobile", "cell", "reach", "whatsapp", "fax", "sms", "text", "dial",
@@ -217,10 +218,18 @@ def context_has(text: str, start: int, words: tuple[str, ...], window: int) -> b
     return any(w.lower() in wanted for w in tail)
 
 
+_CLAUSE_END = re.compile(r"[0-9!?;()<>\n]")
+
+
 def context_verdict(text: str, start: int, reject: tuple[str, ...], accept: tuple[str, ...], window: int = 2) -> bool | None:
     """The nearest of the ``window`` words before ``start`` found in ``reject`` (False) or
-    ``accept`` (True) decides; None when neither list names one of them."""
-    tail = _WORD.findall(text, max(0, start - 48), start)[-window:]
+    ``accept`` (True) decides; None when neither list names one of them.  Only words after
+    the last digit, bracket or ``!?;`` before ``start`` count: a word before another number
+    or another sentence is not this number's context."""
+    lo = max(0, start - 48)
+    for m in _CLAUSE_END.finditer(text, lo, start):
+        lo = m.end()
+    tail = _WORD.findall(text, lo, start)[-window:]
     rej = _lowered(reject)
     acc = _lowered(accept)
     for w in reversed(tail):
@@ -269,13 +278,17 @@ def group_windows(
     lo, hi = digits
     out: list[Span] = []
     i = 0
+    after_accept = False  # a window right after an accepted one starts a new number
     while i < len(groups):
-        if can_start is None or can_start(groups[i][0]):
+        accepted = False
+        if after_accept or can_start is None or can_start(groups[i][0]):
             for j in range(min(len(groups), i + max_groups) - 1, i - 1, -1):
                 if lo <= counts[j + 1] - counts[i] <= hi and ok(groups[i][0], groups[j][1]):
                     out.append((groups[i][0], groups[j][1]))
                     i = j
+                    accepted = True
                     break
+        after_accept = accepted
         i += 1
     return out
 
@@ -304,7 +317,8 @@ class Email(Recognizer):
 _EXT = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$")
 _PHONE_SEPS = " -./"
 _PHONE_MAX_CHARS = 40  # 15 digits, their separators, parentheses and an extension
-_PHONE_MAX_PLUS = 64  # "+" signs examined in one long run of digit groups before the record is over budget
+_PHONE_MAX_STARTS = 64  # number starts examined in one long run of digit groups before the record is over budget
+_PHONE_STARTS = re.compile(r"\+|\(|\) ?[0-9]")
 
 
 def _international_ok(digits: str) -> bool:
@@ -315,6 +329,21 @@ def _international_ok(digits: str) -> bool:
         return phonenumbers.is_possible_number(phonenumbers.parse("+" + digits, None))
     except phonenumbers.NumberParseException:
         return False
+
+
+def _layout_changes(text: str, s: int) -> bool:
+    """True when the separator before ``s`` differs from the one before the previous digit
+    group or from the first one after ``s``: two numbers written side by side."""
+    before = text[s - 1]
+    i = s - 2
+    while i >= 0 and text[i].isdigit():
+        i -= 1
+    prev = text[i] if i >= 0 else ""
+    j = s
+    while j < len(text) and j < s + 6 and text[j].isdigit():
+        j += 1
+    inside = text[j] if j < len(text) else ""
+    return (prev in _PHONE_SEPS and prev != before) or (inside in _PHONE_SEPS and inside != before)
 
 
 def _phone_groups(core: str) -> list[int]:
@@ -349,15 +378,18 @@ class Phone(Recognizer):
     priority = 40
 
     def _ok(self, text: str, start: int, end: int, whole: bool) -> bool:
-        if glued(text, start, end) or continues_digits(text, start, end):
+        while text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
+            start += 1  # an opening bracket around the number, not part of it
+        led = text[start] in "+("  # a visible start: the digits before it are another number
+        if glued_after(text, end) or glued_before(text, start) or (not led and continues_digits(text, start, end)):
             return False
         cand = text[start:end]
         m = _EXT.search(cand)
         core = cand[: m.start()] if m else cand
         if core.count("(") != core.count(")") or core.endswith(("(", "-", ".", "/")):
             return False
-        digits = v.digits_of(core)
-        if not 7 <= len(digits) <= 15 or v.looks_like_date(core):
+        digits = v.digits_of(core.replace("(0)", "") if core.startswith("+") else core)  # +49 (0) 30 ...: the trunk 0 is not dialled
+        if not 7 <= len(digits) <= 15 or v.looks_like_date(core) or (core.isdigit() and v.looks_like_compact_date(core)):
             return False
         o = self.options
         intl = core.startswith("+") or core.startswith("00")
@@ -395,30 +427,43 @@ class Phone(Recognizer):
         return len(groups) >= 3 and all(2 <= g <= 4 for g in groups[1:]) and 1 <= groups[0] <= 4
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
+        if text[start] == "(" and text.find(")", start, end) == -1:
+            start += 1  # "(+1 415 555 2671)": the closing parenthesis is not part of the match
         if end - start <= _PHONE_MAX_CHARS:
             if self._ok(text, start, end, True):
                 return ((start, end),)
             # A window after the first group starts right after a separator that follows a
             # digit (the tail of a longer number) unless a ")" or "+" stands there.
             return group_windows(text, start, end, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=self._can_start(text), digits=(7, 15))
-        # A long run of digit groups: only international numbers led by "+" are looked for,
-        # each in a window of at most _PHONE_MAX_CHARS characters.
+        # A long run of digit groups: numbers are looked for where one visibly starts (a "+",
+        # a "(", or a group after a ")"), each in a window of at most _PHONE_MAX_CHARS characters.
         out: list[Span] = []
-        p = text.find("+", start, end)
         tried = 0
-        while p != -1:
+        for m in _PHONE_STARTS.finditer(text, start, end):
+            p = m.end() - 1 if m.group().startswith(")") else m.start()
+            if out and p < out[-1][1]:
+                continue
             tried += 1
-            if tried > _PHONE_MAX_PLUS:
-                raise BudgetExceeded(f"more than {_PHONE_MAX_PLUS} '+' in one run of digit groups")
+            if tried > _PHONE_MAX_STARTS:
+                raise BudgetExceeded(f"more than {_PHONE_MAX_STARTS} possible number starts in one run of digit groups")
             stop = min(end, p + _PHONE_MAX_CHARS)
-            found = group_windows(text, p, stop, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=lambda s: s == p, digits=(7, 15))
-            out += found
-            p = text.find("+", found[-1][1] if found else p + 1, end)
+            out += group_windows(text, p, stop, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=lambda s, p=p: s == p, digits=(7, 15))
         return out
 
     @staticmethod
     def _can_start(text: str) -> Callable[[int], bool]:
-        return lambda s: not (glued_before(text, s) or continues_digits(text, s, s))
+        """Where a window may start inside a run: at a "+" or "(", or where the layout
+        changes (``5370-5234-6670-0097 04 13 38 98 25``: spaces after dashes), never in
+        the middle of one number's groups (``9400 1234 0567 8901``)."""
+
+        def ok(s: int) -> bool:
+            if text[s] in "+(":
+                return True
+            if glued_before(text, s):
+                return False
+            return not continues_digits(text, s, s) or _layout_changes(text, s)
+
+        return ok
 
     def normalize(self, value: str) -> str:
         m = _EXT.search(value)
@@ -437,7 +482,8 @@ class CreditCard(Recognizer):
     card layouts (one group, groups of four, Amex 4-6-5, or one digit at a time) with one
     kind of separator (space, dash or dot; tabs, new lines and repeated spaces read as one
     space).  A longer run of digit groups is a card only when it starts with the card and
-    at most one group of up to four digits follows (an expiry date)."""
+    at most one group of up to four digits follows (an expiry date) and the card has 15 digits
+    or more (a 12-digit Maestro number at the head of a 16-digit run is a look-alike)."""
 
     name = "credit_card"
     entity = "CREDIT_CARD"
@@ -462,7 +508,8 @@ class CreditCard(Recognizer):
         groups = _groups(text, start, end, " .-")
         if len(groups) >= 3 and groups[-1][1] - groups[-1][0] <= 4:
             head_end = groups[-2][1]
-            if v.card_ok(text[start:head_end]) and self._context_ok(text, start, head_end):
+            head = text[start:head_end]
+            if sum(c.isdigit() for c in head) >= 15 and v.card_ok(head) and self._context_ok(text, start, head_end):
                 return ((start, head_end),)
         return ()
 
@@ -494,7 +541,7 @@ class Iban(Recognizer):
     name = "iban"
     entity = "IBAN"
     level = "restricted"
-    pattern = r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}"
+    pattern = r"\b[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?"
     prefilter = r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11}"
     priority = 80
 
@@ -750,17 +797,19 @@ _TITLE = f"(?:[{_UPPER}][{_LOWER}]{{0,5}}\\.(?:-?[{_UPPER}]?[{_LOWER}]{{0,5}}\\.
 _NAME = f"{_TITLE}{{0,3}}{_NAME_WORD}(?:[ ]+(?:{_PARTICLE}[ ]+){{0,2}}{_NAME_WORD}){{0,3}}"
 
 def _cues(*phrases: str) -> str:
-    """An alternation of cue phrases matching them as written or with a capital first letter
-    (no case-insensitive flag: it would blow up the regex automaton)."""
-    out = []
+    """An alternation of cue phrases matching them as written, with a capital first letter, or
+    with every word capitalised (German nouns: "Mein Name ist"); no case-insensitive flag, which
+    would blow up the regex automaton."""
+    out: set[str] = set()
     for p in phrases:
-        head, tail = p[0], re.escape(p[1:]).replace("\\ ", " ")
-        out.append(f"[{head.upper()}{head}]{tail}" if head.isalpha() else re.escape(p))
-    return "|".join(sorted(out, key=len, reverse=True))
+        for variant in (p, p.title()):
+            head, tail = variant[0], re.escape(variant[1:]).replace("\\ ", " ")
+            out.add(f"[{head.upper()}{head}]{tail}" if head.isalpha() else re.escape(variant))
+    return "|".join(sorted(out, key=lambda x: (-len(x), x)))
 
 
 _INTRO = _cues(
-    "my name is", "my name's", "i am called", "mein name ist", "ich heiße", "ich heisse", "je m'appelle", "je m’appelle", "mon nom est",
+    "my name is", "my name's", "i am called", "mein name ist", "mein Name ist", "ich heiße", "ich heisse", "je m'appelle", "je m’appelle", "mon nom est",
     "me llamo", "mi nombre es", "mi chiamo", "il mio nome è", "meu nome é", "me chamo", "mijn naam is", "ik heet",
     "name:", "name :", "nom :", "nom:", "nome:", "nombre:", "naam:",
 )

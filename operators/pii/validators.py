@@ -237,6 +237,8 @@ __all__ = [
     "ipv4_ok",
     "ipv6_ok",
     "jwt_ok",
+    "looks_like_compact_date",
+    "looks_like_date",
     "luhn_ok",
     "nanp_ok",
     "random_token_ok",
@@ -264,3 +266,14 @@ def looks_like_date(value: str) -> bool:
         if m and 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31:
             return True
     return False
+
+
+def looks_like_compact_date(value: str) -> bool:
+    """True for an eight-digit ``YYYYMMDD`` date of the years 1900-2099.
+
+    >>> looks_like_compact_date("20260105"), looks_like_compact_date("20261305"), looks_like_compact_date("41555526")
+    (True, False, False)
+    """
+    if len(value) != 8 or not value.isdigit() or value[:2] not in ("19", "20"):
+        return False
+    return 1 <= int(value[4:6]) <= 12 and 1 <= int(value[6:]) <= 31
