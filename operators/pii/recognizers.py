@@ -331,19 +331,17 @@ def _international_ok(digits: str) -> bool:
         return False
 
 
-def _layout_changes(text: str, s: int) -> bool:
-    """True when the separator before ``s`` differs from the one before the previous digit
-    group or from the first one after ``s``: two numbers written side by side."""
+def _layout_changes(text: str, s: int, run_start: int) -> bool:
+    """True when the digit group before ``s`` ends another number: it is glued to letters
+    (the tail of a token such as ``2cf802c61753``) or the separator before ``s`` differs
+    from the one inside that number (``5370-5234-6670-0097 04 13``)."""
     before = text[s - 1]
     i = s - 2
-    while i >= 0 and text[i].isdigit():
+    while i >= run_start and text[i].isdigit():
         i -= 1
-    prev = text[i] if i >= 0 else ""
-    j = s
-    while j < len(text) and j < s + 6 and text[j].isdigit():
-        j += 1
-    inside = text[j] if j < len(text) else ""
-    return (prev in _PHONE_SEPS and prev != before) or (inside in _PHONE_SEPS and inside != before)
+    if i < run_start:
+        return i >= 0 and text[i].isalpha()  # the run began with that group
+    return text[i].isalpha() or (text[i] in _PHONE_SEPS and text[i] != before)
 
 
 def _phone_groups(core: str) -> list[int]:
@@ -377,10 +375,12 @@ class Phone(Recognizer):
     prefilter = r"[0-9][0-9 ().\-/]{5,}[0-9]"
     priority = 40
 
-    def _ok(self, text: str, start: int, end: int, whole: bool) -> bool:
+    def _ok(self, text: str, start: int, end: int, whole: bool, started: bool = False) -> bool:
+        """Whether ``text[start:end]`` is a phone number; ``whole``: judged by every rule (not a
+        prefix of a longer run); ``started``: a window that begins where another number ended."""
         while text[start] == "(" and text.count("(", start, end) > text.count(")", start, end):
             start += 1  # an opening bracket around the number, not part of it
-        led = text[start] in "+("  # a visible start: the digits before it are another number
+        led = started or text[start] in "+("  # a visible start: the digits before it are another number
         if glued_after(text, end) or glued_before(text, start) or (not led and continues_digits(text, start, end)):
             return False
         cand = text[start:end]
@@ -434,7 +434,9 @@ class Phone(Recognizer):
                 return ((start, end),)
             # A window after the first group starts right after a separator that follows a
             # digit (the tail of a longer number) unless a ")" or "+" stands there.
-            return group_windows(text, start, end, lambda s, e: self._ok(text, s, e, False), _PHONE_SEPS, can_start=self._can_start(text), digits=(7, 15))
+            # A window at a visible start inside the run is judged like a whole number; one at
+            # the run's head (a prefix of a longer number) only by the strong layouts.
+            return group_windows(text, start, end, lambda s, e: self._ok(text, s, e, s != start, s != start), _PHONE_SEPS, can_start=self._can_start(text, start), digits=(7, 15))
         # A long run of digit groups: numbers are looked for where one visibly starts (a "+",
         # a "(", or a group after a ")"), each in a window of at most _PHONE_MAX_CHARS characters.
         out: list[Span] = []
@@ -451,7 +453,7 @@ class Phone(Recognizer):
         return out
 
     @staticmethod
-    def _can_start(text: str) -> Callable[[int], bool]:
+    def _can_start(text: str, run_start: int) -> Callable[[int], bool]:
         """Where a window may start inside a run: at a "+" or "(", or where the layout
         changes (``5370-5234-6670-0097 04 13 38 98 25``: spaces after dashes), never in
         the middle of one number's groups (``9400 1234 0567 8901``)."""
@@ -461,7 +463,7 @@ class Phone(Recognizer):
                 return True
             if glued_before(text, s):
                 return False
-            return not continues_digits(text, s, s) or _layout_changes(text, s)
+            return not continues_digits(text, s, s) or _layout_changes(text, s, run_start)
 
         return ok
 
