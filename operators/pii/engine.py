@@ -59,8 +59,10 @@ _FINDING_ARROW = pa.struct([("type", pa.large_string()), ("recognizer", pa.large
 _DLP_PRIORITY = 30
 _PERSON_PRIORITY = 20
 #: Base64 (standard or URL-safe) runs long enough to hide an e-mail address or a number.
-_B64_PREFILTER = r"[A-Za-z0-9+/_\-]{12,}"
-_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{12,}={0,2}")
+#: A run of Base64 characters holding a sign of Base64 (a digit, "+", "/", or a lower-case
+#: letter followed by an upper-case one); plain words such as "Kaffeevollautomat" are not.
+_B64_RUN = r"[A-Za-z0-9+/_\-]*(?:[0-9+/]|[a-z][A-Z])[A-Za-z0-9+/_\-]*={0,2}"
+_B64_MIN = 12
 #: Strings that cannot hold any entity: shorter than six characters, one lower-case word
 #: (``support-desk``, ``lang_hint``), or a UUID.
 _TRIVIAL = r"(?s)^(?:.{0,5}|[a-z_]+(?:-[a-z_]+){0,3}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
@@ -173,6 +175,7 @@ class PiiMasker:
         scanners: list[Recognizer] = list(recognizers)
         scanners += [_ConfiguredPattern(f"dlp:{r.name}", "DLP", r.regex(), _DLP_PRIORITY) for r in mask_rules]
         self._scanners: tuple[Recognizer, ...] = tuple(scanners)
+        self._by_priority = sorted(range(len(scanners)), key=lambda i: -scanners[i].priority)
         self._by_name: dict[str, Recognizer] = {s.name: s for s in scanners}
         self.ctx = ctx
         self._strategies = dict(strategies)
@@ -238,9 +241,7 @@ class PiiMasker:
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
 
-        frame = pl.DataFrame({"t": all_views})
-        exprs = [pl.col("t").str.contains(s.candidate_pattern).fill_null(False).alias(f"s{i}") for i, s in enumerate(self._scanners)]
-        hits = frame.select(exprs) if exprs else pl.DataFrame()
+        hits = self._prefilter(all_views)
         rules: dict[str, pl.Series] = {}
         if self.rules:
             k = n if rule_rows is None else min(n, rule_rows)
@@ -251,14 +252,17 @@ class PiiMasker:
         cands: dict[int, list[Candidate]] = {}
         slow = np.zeros(total, dtype=bool)
         n_cands = np.zeros(total, dtype=np.int64)
-        for i, scanner in enumerate(self._scanners):
-            flagged = hits[f"s{i}"].to_numpy()
-            if not flagged.any():
+        # Higher priorities first, so a candidate inside an accepted span needs no validation.
+        for i in self._by_priority:
+            scanner = self._scanners[i]
+            rows = hits.get(i)
+            if rows is None or not len(rows):
                 continue
-            rows = np.flatnonzero(flagged & ~slow)
+            rows = rows[~slow[rows]]
             if not len(rows):
                 continue
-            r_arr, s_arr, e_arr = regex_spans(all_views.gather(rows), rows, scanner.pattern)
+            sub = all_views.gather(rows)
+            r_arr, s_arr, e_arr = regex_spans(sub, rows, scanner.pattern)
             if not len(r_arr):
                 continue
             # A row with more candidates than the budget allows is not validated at all.
@@ -268,7 +272,7 @@ class PiiMasker:
                 slow |= crowded
                 keep = ~slow[r_arr]
                 r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
-            strings = dict(zip(rows.tolist(), all_views.gather(rows).to_list()))
+            strings = dict(zip(rows.tolist(), sub.to_list()))
             self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, slow)
         if self._person is not None:
             self._ner(views, n, cands)
@@ -276,7 +280,7 @@ class PiiMasker:
         for k, (parent, _s, _e) in enumerate(parents):
             if slow[n + k]:
                 slow_rows[parent] = True
-        self._lift_base64(extra, parents, all_views, cands, n)
+        self._lift_base64(extra, parents, cands, n)
 
         counts = {e: np.zeros(n, dtype=np.int32) for e in self.entities}
         f_row: list[int] = []
@@ -376,6 +380,33 @@ class PiiMasker:
 
     # ------------------------------------------------------------------ internals
 
+    def _prefilter(self, strings: pl.Series) -> dict[int, np.ndarray]:
+        """Per scanner, the rows its prefilter flags.  Only non-null strings are read; the
+        literal prefilters run as one Aho-Corasick pass first (then each on the rows it hit),
+        the regex ones each on their own (one alternation of them all is a far larger, slower
+        automaton)."""
+        if not self._scanners or strings.len() == 0:
+            return {}
+        idx = strings.is_not_null().arg_true().to_numpy()
+        if not len(idx):
+            return {}
+        sub = pl.DataFrame({"t": strings.gather(idx)})
+        out: dict[int, np.ndarray] = {}
+        regex_scanners = [i for i, s in enumerate(self._scanners) if not s.prefilter_literals]
+        if regex_scanners:
+            flags = sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in regex_scanners])
+            out.update({i: idx[flags[f"s{i}"].to_numpy()] for i in regex_scanners})
+        literal_scanners = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
+        if literal_scanners:
+            literals = sorted({w for i in literal_scanners for w in self._scanners[i].prefilter_literals})
+            hit = sub.select(pl.col("t").str.contains_any(literals, ascii_case_insensitive=True).fill_null(False)).to_series().to_numpy()
+            if hit.any():
+                lit_idx = idx[hit]
+                lit_sub = sub.filter(pl.Series(hit))
+                flags = lit_sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in literal_scanners])
+                out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
+        return out
+
     def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View]]:
         needs = scanned.str.contains(self._needs_view).fill_null(False)
         if not needs.any():
@@ -393,21 +424,27 @@ class PiiMasker:
     @staticmethod
     def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
         """Decoded text of Base64 runs (one level deep): ``(texts, [(row, start, end)])``."""
-        flagged = views.str.contains(_B64_PREFILTER).fill_null(False)
+        flagged = views.str.contains(_B64_RUN).fill_null(False)
         if not flagged.any():
             return [], []
-        idx = flagged.arg_true().to_list()
+        idx = flagged.arg_true().to_numpy()
+        sub = views.gather(idx)
+        r_arr, s_arr, e_arr = regex_spans(sub, idx, _B64_RUN)
+        long_enough = (e_arr - s_arr) >= _B64_MIN
+        if not long_enough.any():
+            return [], []
+        strings = dict(zip(idx.tolist(), sub.to_list()))
         texts: list[str] = []
         parents: list[tuple[int, int, int]] = []
-        for r, t in zip(idx, views.gather(idx).to_list()):
-            for m in _B64_RUN.finditer(t):
-                decoded = _b64_text(m.group())
-                if decoded is not None:
-                    texts.append(decoded)
-                    parents.append((r, m.start(), m.end()))
+        for r, s, e in zip(r_arr[long_enough].tolist(), s_arr[long_enough].tolist(), e_arr[long_enough].tolist()):
+            decoded = _b64_text(strings[r][s:e])
+            if decoded is not None:
+                texts.append(decoded)
+                parents.append((r, s, e))
         return texts, parents
 
-    def _lift_base64(self, extra: list[str], parents: list[tuple[int, int, int]], all_views: pl.Series, cands: dict[int, list[Candidate]], n: int) -> None:
+    @staticmethod
+    def _lift_base64(extra: list[str], parents: list[tuple[int, int, int]], cands: dict[int, list[Candidate]], n: int) -> None:
         """Findings inside decoded Base64 become findings of the whole Base64 run in the parent row."""
         for k, (r, s, e) in enumerate(parents):
             inner = cands.pop(n + k, None)
@@ -432,6 +469,9 @@ class PiiMasker:
         for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist()):
             if slow[r]:
                 continue
+            taken = cands.get(r)
+            if taken and any(c[2] > prio and c[0] <= s and e <= c[1] for c in taken):
+                continue  # inside a span a higher-priority recognizer already holds: it would lose anyway
             text = strings[r]
             try:
                 accepted = list(scanner.accept(text, s, e))
