@@ -262,7 +262,7 @@ class PiiMasker:
             if not len(rows):
                 continue
             sub = all_views.gather(rows)
-            r_arr, s_arr, e_arr = regex_spans(sub, rows, scanner.pattern)
+            r_arr, s_arr, e_arr = scanner.locate(sub, rows)
             if not len(r_arr):
                 continue
             # A row with more candidates than the budget allows is not validated at all.

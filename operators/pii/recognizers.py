@@ -149,9 +149,14 @@ class Recognizer:
         """The Python form of :attr:`pattern` (for tests: the masker runs the Rust form)."""
         return re.compile(self.pattern)
 
+    def locate(self, texts: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate spans ``(row, start, end)`` in ``texts`` (labelled by ``rows``): every
+        match of :attr:`pattern`, found by Polars' Rust regex engine."""
+        return regex_spans(texts, rows, self.pattern)
+
     def find(self, text: str) -> list[Span]:
-        """Accepted spans in one text, located the way the masker does (Rust regex); for tests and tools."""
-        _, starts, ends = regex_spans(pl.Series([text], dtype=pl.Utf8), np.zeros(1, dtype=np.int64), self.pattern)
+        """Accepted spans in one text, located the way the masker does; for tests and tools."""
+        _, starts, ends = self.locate(pl.Series([text], dtype=pl.Utf8), np.zeros(1, dtype=np.int64))
         return [span for s, e in zip(starts.tolist(), ends.tolist()) for span in self.accept(text, s, e)]
 
     def validate(self, value: str) -> bool:
@@ -873,7 +878,28 @@ class PersonContext(Recognizer):
     # Polars finds the cue and the capital letter after it; accept() reads the name itself
     # (at most _NAME_MAX characters, so Python's regex works on a short window only).
     pattern = f"(?:{_INTRO}|{_GREETING}|{_SIGN_OFF}|{_CONTACT}|{_HONORIFIC})[ \\t]*[:,!.]?[ \\t]*\\n?[ \\t]*[{_UPPER}]"
+    prefilter_literals = tuple(sorted({*_INTRO_WORDS, *_GREETING_WORDS, *_SIGN_OFF_WORDS, *_CONTACT_WORDS, *_HONORIFIC_WORDS}))
     priority = 20
+
+    def locate(self, texts: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cue positions from Polars' Aho-Corasick search (a regex alternation of hundreds of
+        cue spellings is a slow automaton), each checked with the pattern anchored there."""
+        found = pl.DataFrame({"t": texts}).select(pl.col("t").str.find_many(_CUE_LITERALS_EXPR, ascii_case_insensitive=True)).to_series().to_list()
+        out_r: list[int] = []
+        out_s: list[int] = []
+        out_e: list[int] = []
+        for r, text, offsets in zip(np.asarray(rows).tolist(), texts.to_list(), found):
+            if not offsets:
+                continue
+            raw = None if text.isascii() else text.encode()
+            for b in offsets:
+                pos = b if raw is None else len(raw[:b].decode("utf-8", "ignore"))
+                m = _PERSON_AT.match(text, pos)
+                if m is not None:
+                    out_r.append(r)
+                    out_s.append(m.start())
+                    out_e.append(m.end())
+        return np.asarray(out_r, dtype=np.int64), np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
         if start > 0 and text[start - 1].isalnum():
@@ -898,6 +924,12 @@ class PersonContext(Recognizer):
                 return ()
             return ((s, e),)
         return ()
+
+
+#: Cue spellings, longest first (Aho-Corasick takes the first listed at one position).
+_CUE_LITERALS = sorted(PersonContext.prefilter_literals, key=len, reverse=True)
+_CUE_LITERALS_EXPR = pl.lit(_CUE_LITERALS, dtype=pl.List(pl.Utf8))
+_PERSON_AT = re.compile(PersonContext.pattern)
 
 
 __all__ = [
