@@ -51,7 +51,7 @@ from driftline.config import ConfigError
 from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, entity_names
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
-from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
+from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions, literal_alternation
 from driftline.operators.pii.spans import regex_spans
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
@@ -59,9 +59,10 @@ _FINDING_ARROW = pa.struct([("type", pa.large_string()), ("recognizer", pa.large
 _DLP_PRIORITY = 30
 _PERSON_PRIORITY = 20
 #: Base64 (standard or URL-safe) runs long enough to hide an e-mail address or a number.
-#: A run of Base64 characters holding a sign of Base64 (a digit, "+", "/", or a lower-case
-#: letter followed by an upper-case one); plain words such as "Kaffeevollautomat" are not.
-_B64_RUN = r"[A-Za-z0-9+/_\-]*(?:[0-9+/]|[a-z][A-Z])[A-Za-z0-9+/_\-]*={0,2}"
+#: A run of Base64 characters with a lower-case letter somewhere before an upper-case one, as
+#: Base64 of text of any length almost always has (capitalised words such as
+#: "Kaffeevollautomat", numbers and lower-case identifiers do not).
+_B64_RUN = r"[A-Za-z0-9+/_\-]*[a-z][A-Za-z0-9+/_\-]*[A-Z][A-Za-z0-9+/_\-]*={0,2}"
 _B64_MIN = 12
 #: Strings that cannot hold any entity: shorter than six characters, one lower-case word
 #: (``support-desk``, ``lang_hint``), or a UUID.
@@ -382,8 +383,8 @@ class PiiMasker:
 
     def _prefilter(self, strings: pl.Series) -> dict[int, np.ndarray]:
         """Per scanner, the rows its prefilter flags.  Only non-null strings are read; the
-        literal prefilters run as one Aho-Corasick pass first (then each on the rows it hit),
-        the regex ones each on their own (one alternation of them all is a far larger, slower
+        literal prefilters run as one alternation first (then each on the rows it hit), the
+        regex ones each on their own (one alternation of them all is a far larger, slower
         automaton)."""
         if not self._scanners or strings.len() == 0:
             return {}
@@ -398,8 +399,8 @@ class PiiMasker:
             out.update({i: idx[flags[f"s{i}"].to_numpy()] for i in regex_scanners})
         literal_scanners = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
         if literal_scanners:
-            literals = sorted({w for i in literal_scanners for w in self._scanners[i].prefilter_literals})
-            hit = sub.select(pl.col("t").str.contains_any(literals, ascii_case_insensitive=True).fill_null(False)).to_series().to_numpy()
+            alternation = literal_alternation(w for i in literal_scanners for w in self._scanners[i].prefilter_literals)
+            hit = sub.select(pl.col("t").str.contains(alternation).fill_null(False)).to_series().to_numpy()
             if hit.any():
                 lit_idx = idx[hit]
                 lit_sub = sub.filter(pl.Series(hit))

@@ -52,6 +52,13 @@ RECOGNIZERS: dict[str, type[Recognizer]] = {}
 _LEVELS = ("public", "internal", "confidential", "restricted")
 
 
+def literal_alternation(literals: Iterable[str]) -> str:
+    """A Rust regex matching any of ``literals``, ASCII case-insensitively (Polars' regex
+    engine runs such an alternation as a literal search, faster than its Aho-Corasick
+    ``contains_any`` on short strings)."""
+    return "(?i-u:" + "|".join(re.escape(w) for w in sorted(set(literals), key=len, reverse=True)) + ")"
+
+
 def register(cls: type[Recognizer]) -> type[Recognizer]:
     """Class decorator adding a recognizer to :data:`RECOGNIZERS` under ``cls.name``.
 
@@ -120,7 +127,8 @@ class Recognizer:
     #: Rust-syntax superset of ``pattern`` for Polars (None: the pattern itself).
     prefilter: ClassVar[str | None] = None
     #: Instead of a regex prefilter: literals, one of which (ASCII case-insensitively) every
-    #: match contains; Polars finds them with Aho-Corasick, far faster than a long alternation.
+    #: match contains.  The masker runs the literals of all recognizers as one alternation
+    #: first, then each recognizer's on the rows that alternation hit.
     prefilter_literals: ClassVar[tuple[str, ...]] = ()
     #: Higher wins when two accepted spans overlap (then the longer, then the earlier).
     priority: ClassVar[int] = 50
@@ -142,7 +150,7 @@ class Recognizer:
     def candidate_expr(self, col: pl.Expr) -> pl.Expr:
         """The prefilter as a Polars expression: True where the pattern may match."""
         if self.prefilter_literals:
-            return col.str.contains_any(list(self.prefilter_literals), ascii_case_insensitive=True)
+            return col.str.contains(literal_alternation(self.prefilter_literals))
         return col.str.contains(self.candidate_pattern)
 
     def compiled(self) -> re.Pattern[str]:
@@ -877,8 +885,8 @@ class PersonContext(Recognizer):
     entity = "PERSON"
     # Polars finds the cue and the capital letter after it; accept() reads the name itself
     # (at most _NAME_MAX characters, so Python's regex works on a short window only).
-    pattern = f"(?:{_INTRO}|{_GREETING}|{_SIGN_OFF}|{_CONTACT}|{_HONORIFIC})[ \\t]*[:,!.]?[ \\t]*\\n?[ \\t]*[{_UPPER}]"
-    prefilter_literals = tuple(sorted({*_INTRO_WORDS, *_GREETING_WORDS, *_SIGN_OFF_WORDS, *_CONTACT_WORDS, *_HONORIFIC_WORDS}))
+    pattern = f"(?:{_INTRO}|{_GREETING}|{_SIGN_OFF}|{_CONTACT}|{_HONORIFIC})[ \\t:,!.\\n]{{1,6}}[{_UPPER}]"
+    prefilter = "(?i-u:\\b(?:" + "|".join(re.escape(w) for w in sorted({*_INTRO_WORDS, *_GREETING_WORDS, *_SIGN_OFF_WORDS, *_CONTACT_WORDS, *_HONORIFIC_WORDS}, key=len, reverse=True)) + "))[ \\t:,!.\\n]"
     priority = 20
 
     def locate(self, texts: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -894,6 +902,8 @@ class PersonContext(Recognizer):
             raw = None if text.isascii() else text.encode()
             for b in offsets:
                 pos = b if raw is None else len(raw[:b].decode("utf-8", "ignore"))
+                if pos and text[pos - 1].isalnum():
+                    continue  # inside a word ("this" holds "hi")
                 m = _PERSON_AT.match(text, pos)
                 if m is not None:
                     out_r.append(r)
@@ -926,8 +936,8 @@ class PersonContext(Recognizer):
         return ()
 
 
-#: Cue spellings, longest first (Aho-Corasick takes the first listed at one position).
-_CUE_LITERALS = sorted(PersonContext.prefilter_literals, key=len, reverse=True)
+#: Cue words, longest first (Aho-Corasick takes the first listed at one position).
+_CUE_LITERALS = sorted({*_INTRO_WORDS, *_GREETING_WORDS, *_SIGN_OFF_WORDS, *_CONTACT_WORDS, *_HONORIFIC_WORDS}, key=len, reverse=True)
 _CUE_LITERALS_EXPR = pl.lit(_CUE_LITERALS, dtype=pl.List(pl.Utf8))
 _PERSON_AT = re.compile(PersonContext.pattern)
 
