@@ -233,11 +233,14 @@ class PiiMasker:
         cut = lengths > self._max_chars
         head = self._max_chars - len(CUT_MARKER)
         scanned = texts.str.slice(0, head).zip_with(pl.Series(cut), texts) if cut.any() else texts
-        # Strings no recognizer can match (short ones, lower-case words, UUIDs) skip the scan.
-        trivial = scanned.str.contains(_TRIVIAL).fill_null(True)
-        probe = scanned.zip_with(~trivial, pl.Series([None], dtype=pl.Utf8).extend_constant(None, n - 1)) if trivial.any() and n else scanned
+        # Strings no recognizer can match (short ones, lower-case words, UUIDs) are left out:
+        # everything below works on the m others ("work"), indexed 0..m-1.
+        trivial = scanned.str.contains(_TRIVIAL).fill_null(True).to_numpy()
+        act = np.flatnonzero(~trivial)
+        m = len(act)
+        work = scanned.gather(act)
 
-        views, maps = self._views(probe)
+        views, maps = self._views(work)
         extra, parents = self._base64_segments(views)
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
@@ -246,7 +249,8 @@ class PiiMasker:
         rules: dict[str, pl.Series] = {}
         if self.rules:
             k = n if rule_rows is None else min(n, rule_rows)
-            readable = views.head(k).zip_with(~trivial.head(k), scanned.head(k))
+            in_k = act < k
+            readable = scanned.head(k).clone().scatter(act[in_k], views.filter(pl.Series(in_k))) if in_k.any() else scanned.head(k)
             rule_hits = pl.DataFrame({"t": readable}).select([pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)])
             rules = {r.name: rule_hits[f"r{j}"].extend_constant(False, n - k).rename(r.name) for j, r in enumerate(self.rules)}
 
@@ -276,12 +280,14 @@ class PiiMasker:
             strings = dict(zip(rows.tolist(), sub.to_list()))
             self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, slow)
         if self._person is not None:
-            self._ner(views, n, cands)
-        slow_rows = slow[:n].copy()
-        for k, (parent, _s, _e) in enumerate(parents):
-            if slow[n + k]:
-                slow_rows[parent] = True
-        self._lift_base64(extra, parents, cands, n)
+            self._ner(views, m, cands)
+        slow_work = slow[:m].copy()
+        for j, (parent, _s, _e) in enumerate(parents):
+            if slow[m + j]:
+                slow_work[parent] = True
+        self._lift_base64(extra, parents, cands, m)
+        slow_rows = np.zeros(n, dtype=bool)
+        slow_rows[act[slow_work]] = True
 
         counts = {e: np.zeros(n, dtype=np.int32) for e in self.entities}
         f_row: list[int] = []
@@ -291,14 +297,15 @@ class PiiMasker:
         f_end: list[int] = []
         new_rows: list[int] = []
         new_texts: list[str | None] = []
-        rows_with = sorted(r for r in cands if r < n and not slow_rows[r])
-        originals = dict(zip(rows_with, scanned.gather(rows_with).to_list())) if rows_with else {}
+        rows_with = sorted(r for r in cands if r < m and not slow_work[r])
+        originals = dict(zip(rows_with, work.gather(rows_with).to_list())) if rows_with else {}
         view_text = dict(zip(rows_with, views.gather(rows_with).to_list())) if rows_with else {}
         for r in rows_with:
             chosen = _resolve(cands[r])
             text = originals[r]
             view = maps.get(r)
             vtext = view_text[r]
+            g = int(act[r])
             pieces: list[str] = []
             pos = 0
             for s, e, _p, entity, rname, value in chosen:
@@ -310,14 +317,14 @@ class PiiMasker:
                 pieces.append(text[pos:os_])
                 pieces.append(self._replacement(entity, rname, vtext[s:e] if value is None else value))
                 pos = oe
-                f_row.append(r)
+                f_row.append(g)
                 f_type.append(entity)
                 f_rec.append(rname)
                 f_start.append(os_)
                 f_end.append(oe)
             if pos:
                 pieces.append(text[pos:])
-                new_rows.append(r)
+                new_rows.append(g)
                 new_texts.append("".join(pieces))
         masked = scanned
         if cut.any():
