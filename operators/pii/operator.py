@@ -37,6 +37,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from driftline.config import PipelineConfig
 from driftline.config.privacy import LEVELS, PrivacyConfig, entity_names
@@ -139,13 +140,17 @@ def classify(masker: PiiMasker, sources: pl.Series, scan: ScanResult) -> tuple[p
 
 
 def _flag_list(flags: dict[str, np.ndarray], n: int, alias: str) -> pl.Series:
-    """``List(Utf8)`` per row: the names whose flag is set (in the given order)."""
-    if not flags or n == 0:
-        return pl.repeat(pl.lit([], pl.List(pl.Utf8)), n, eager=True).alias(alias)
-    frame = pl.DataFrame({f"f{i}": v for i, v in enumerate(flags.values())})
-    return frame.select(
-        pl.concat_list([pl.when(pl.col(f"f{i}")).then(pl.lit(name)).otherwise(pl.lit(None, pl.Utf8)) for i, name in enumerate(flags)]).list.drop_nulls().alias(alias)
-    ).to_series()
+    """``List(Utf8)`` per row: the names whose flag is set (in the given order), built from
+    the flags' nonzero positions as Arrow offsets and values."""
+    names = list(flags)
+    if names and n:
+        rows, cols = np.nonzero(np.column_stack([np.asarray(flags[k], dtype=bool) for k in names]))
+    else:
+        rows = cols = np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    values = pa.array(np.asarray(names, dtype=object)[cols] if len(cols) else [], type=pa.large_string())
+    return pl.Series(alias, pa.LargeListArray.from_arrays(pa.array(offsets.astype(np.int64)), values)).cast(pl.List(pl.Utf8))
 
 
 # ----------------------------------------------------------------------------- list masking
@@ -292,10 +297,13 @@ def _attribute_budget(valid: pl.DataFrame, masker: PiiMasker) -> tuple[np.ndarra
     b = masker.config.budget
     attrs = valid["attributes"]
     too_many = attrs.list.len().fill_null(0).to_numpy() > b.max_attributes
-    longest = pl.DataFrame({"a": attrs}).select(
-        pl.col("a").list.eval(pl.max_horizontal(pl.element().struct.field("key").str.len_chars(), pl.element().struct.field("value").str.len_chars())).list.max().fill_null(0)
-    ).to_series()
-    too_long = longest.to_numpy() > b.max_chars
+    arr = _combined(attrs.to_arrow())
+    structs = arr.flatten()
+    too_long = np.zeros(n, dtype=bool)
+    if len(structs):
+        lengths = np.maximum(np.asarray(pc.fill_null(pc.utf8_length(structs.field("key")), 0)), np.asarray(pc.fill_null(pc.utf8_length(structs.field("value")), 0)))
+        rows = np.repeat(np.arange(n), np.asarray(arr.value_lengths().fill_null(0), dtype=np.int64))
+        np.logical_or.at(too_long, rows[lengths > b.max_chars], True)
     return too_many, too_long
 
 
