@@ -240,7 +240,7 @@ class PiiMasker:
         m = len(act)
         work = scanned.gather(act)
 
-        views, maps = self._views(work)
+        views, maps, over_views = self._views(work)
         extra, parents = self._base64_segments(views)
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
@@ -256,6 +256,7 @@ class PiiMasker:
 
         cands: dict[int, list[Candidate]] = {}
         slow = np.zeros(total, dtype=bool)
+        slow[over_views] = True
         n_cands = np.zeros(total, dtype=np.int64)
         # Higher priorities first, so a candidate inside an accepted span needs no validation.
         for i in self._by_priority:
@@ -267,7 +268,7 @@ class PiiMasker:
             if not len(rows):
                 continue
             sub = all_views.gather(rows)
-            r_arr, s_arr, e_arr = scanner.locate(sub, rows)
+            r_arr, s_arr, e_arr = scanner.locate(sub, rows, self._max_candidates)
             if not len(r_arr):
                 continue
             # A row with more candidates than the budget allows is not validated at all.
@@ -415,19 +416,26 @@ class PiiMasker:
                 out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
         return out
 
-    def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View]]:
+    def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View], list[int]]:
+        """Detection views, their offset maps, and the rows over budget while building them."""
         needs = scanned.str.contains(self._needs_view).fill_null(False)
         if not needs.any():
-            return scanned, {}
+            return scanned, {}, []
         idx = needs.arg_true().to_list()
         maps: dict[int, View] = {}
-        new: list[str] = []
+        new: list[str | None] = []
+        over: list[int] = []
         for r, t in zip(idx, scanned.gather(idx).to_list()):
-            v = build_view(t)
+            try:
+                v = build_view(t, self._max_candidates)
+            except BudgetExceeded:
+                over.append(r)
+                new.append(None)
+                continue
             if v.starts is not None:
                 maps[r] = v
             new.append(v.text)
-        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps  # scatter works in place
+        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps, over  # scatter works in place
 
     @staticmethod
     def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:

@@ -40,6 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 
 KEEP, REPLACE, REMOVE, EXPAND = 0, 1, 2, 3
+
+
+class BudgetExceeded(Exception):
+    """Raised when one string would need more work than a record may take (more encoded
+    references than the budget, a recognizer's candidate too costly to check); the masker
+    then refuses the record (``pii_budget:too_many_candidates``) instead of holding the flow."""
 _PLANES = (0, 1, 2, 3, 14)  # planes with assigned characters (4-13 are empty, 15-16 private use)
 _MAX_CP = 0x110000
 
@@ -168,9 +174,12 @@ def _map_chars(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[str, np
     return _from_codepoints(out), starts[src], ends[src]
 
 
-def _decode_references(text: str, starts: np.ndarray, ends: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, bool]:
+def _decode_references(text: str, starts: np.ndarray, ends: np.ndarray, max_refs: int | None = None) -> tuple[str, np.ndarray, np.ndarray, bool]:
     """Step 2: HTML character references and percent-escapes decoded; every decoded
-    character maps to the whole reference or escape run it came from."""
+    character maps to the whole reference or escape run it came from.  More than
+    ``max_refs`` of them raise :class:`BudgetExceeded` (checked before decoding any)."""
+    if max_refs is not None and text.count("&") + text.count("%") > max_refs and len(_DECODE_RE.findall(text)) > max_refs:
+        raise BudgetExceeded(f"more than {max_refs} encoded references")
     pieces: list[str] = []
     m_start: list[int] = []
     m_end: list[int] = []
@@ -237,9 +246,10 @@ def _collapse_digit_gaps(text: str, starts: np.ndarray, ends: np.ndarray) -> tup
     if not pick.any():
         return text, starts, ends
     run_start, run_end = run_start[pick], run_end[pick]
-    keep = np.ones(n, dtype=bool)
-    for a, b in zip(run_start.tolist(), run_end.tolist()):
-        keep[a + 1 : b] = False
+    drop = np.zeros(n + 1, dtype=np.int64)  # every character of a run but its first
+    np.add.at(drop, run_start + 1, 1)
+    np.add.at(drop, run_end, -1)
+    keep = np.cumsum(drop[:n]) == 0
     cps = cps.copy()
     cps[run_start] = 32
     ends = ends.copy()
@@ -247,13 +257,14 @@ def _collapse_digit_gaps(text: str, starts: np.ndarray, ends: np.ndarray) -> tup
     return _from_codepoints(cps[keep]), starts[keep], ends[keep]
 
 
-def build_view(text: str) -> View:
-    """The detection view of ``text`` (see the module docstring)."""
+def build_view(text: str, max_refs: int | None = None) -> View:
+    """The detection view of ``text`` (see the module docstring); more than ``max_refs``
+    encoded references raise :class:`BudgetExceeded`."""
     n = len(text)
     starts = np.arange(n, dtype=np.int64)
     ends = starts + 1
     v, s, e = _map_chars(text, starts, ends)
-    v, s, e, decoded = _decode_references(v, s, e)
+    v, s, e, decoded = _decode_references(v, s, e, max_refs)
     if decoded:
         v, s, e = _map_chars(v, s, e)
     v, s, e = _collapse_digit_gaps(v, s, e)
@@ -262,4 +273,4 @@ def build_view(text: str) -> View:
     return View(v, s, e)
 
 
-__all__ = ["View", "build_view", "needs_view_regex"]
+__all__ = ["BudgetExceeded", "View", "build_view", "needs_view_regex"]

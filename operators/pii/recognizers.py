@@ -42,6 +42,7 @@ import phonenumbers
 import polars as pl
 
 from driftline.operators.pii import validators as v
+from driftline.operators.pii.normalize import BudgetExceeded
 from driftline.operators.pii.spans import regex_spans
 
 Span = tuple[int, int]
@@ -113,11 +114,6 @@ class RecognizerOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class BudgetExceeded(Exception):
-    """Raised by ``accept`` when one candidate would need more work than a record may take;
-    the masker then refuses the record (``pii_budget:too_many_candidates``) instead of holding the flow."""
-
-
 class Recognizer:
     """Base class: a pattern, an optional validator and a priority for overlaps."""
 
@@ -157,9 +153,10 @@ class Recognizer:
         """The Python form of :attr:`pattern` (for tests: the masker runs the Rust form)."""
         return re.compile(self.pattern)
 
-    def locate(self, texts: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def locate(self, texts: pl.Series, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidate spans ``(row, start, end)`` in ``texts`` (labelled by ``rows``): every
-        match of :attr:`pattern`, found by Polars' Rust regex engine."""
+        match of :attr:`pattern`, found by Polars' Rust regex engine.  ``limit``: a row
+        with more than this many candidates may be cut short there (it is over budget)."""
         return regex_spans(texts, rows, self.pattern)
 
     def find(self, text: str) -> list[Span]:
@@ -889,7 +886,7 @@ class PersonContext(Recognizer):
     prefilter = "(?i-u:\\b(?:" + "|".join(re.escape(w) for w in sorted({*_INTRO_WORDS, *_GREETING_WORDS, *_SIGN_OFF_WORDS, *_CONTACT_WORDS, *_HONORIFIC_WORDS}, key=len, reverse=True)) + "))[ \\t:,!.\\n]"
     priority = 20
 
-    def locate(self, texts: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def locate(self, texts: pl.Series, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cue positions from Polars' Aho-Corasick search (a regex alternation of hundreds of
         cue spellings is a slow automaton), each checked with the pattern anchored there."""
         found = pl.DataFrame({"t": texts}).select(pl.col("t").str.find_many(_CUE_LITERALS_EXPR, ascii_case_insensitive=True)).to_series().to_list()
@@ -900,6 +897,9 @@ class PersonContext(Recognizer):
             if not offsets:
                 continue
             raw = None if text.isascii() else text.encode()
+            if limit is not None and len(offsets) > 4 * limit:
+                offsets = offsets[: 4 * limit]  # cues far over the budget: enough to refuse the row
+            found_here = 0
             for b in offsets:
                 pos = b if raw is None else len(raw[:b].decode("utf-8", "ignore"))
                 if pos and text[pos - 1].isalnum():
@@ -909,6 +909,9 @@ class PersonContext(Recognizer):
                     out_r.append(r)
                     out_s.append(m.start())
                     out_e.append(m.end())
+                    found_here += 1
+                    if limit is not None and found_here > limit:
+                        break
         return np.asarray(out_r, dtype=np.int64), np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:
