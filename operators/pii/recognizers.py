@@ -156,7 +156,8 @@ class Recognizer:
     def locate(self, texts: pl.Series, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidate spans ``(row, start, end)`` in ``texts`` (labelled by ``rows``): every
         match of :attr:`pattern`, found by Polars' Rust regex engine.  ``limit``: a row
-        with more than this many candidates may be cut short there (it is over budget)."""
+        with more than this many candidates is over budget, so an implementation may stop
+        looking in it once it has returned more than ``limit`` (never fewer)."""
         return regex_spans(texts, rows, self.pattern)
 
     def find(self, text: str) -> list[Span]:
@@ -898,7 +899,12 @@ class PersonContext(Recognizer):
                 continue
             raw = None if text.isascii() else text.encode()
             if limit is not None and len(offsets) > 4 * limit:
-                offsets = offsets[: 4 * limit]  # cues far over the budget: enough to refuse the row
+                # Cues far over the budget: report limit + 1 unchecked positions, so the row is
+                # refused as over budget rather than scanned in part.
+                out_r += [r] * (limit + 1)
+                out_s += offsets[: limit + 1]
+                out_e += [b + 1 for b in offsets[: limit + 1]]
+                continue
             found_here = 0
             for b in offsets:
                 pos = b if raw is None else len(raw[:b].decode("utf-8", "ignore"))
