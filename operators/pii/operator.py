@@ -190,16 +190,11 @@ def _mask_list_of_strings(masker: PiiMasker, col: pl.Series) -> pl.Series:
 
 
 def _mask_attributes(masker: PiiMasker, col: pl.Series) -> pl.Series:
-    """Mask the ``key`` and ``value`` fields of a ``List(Struct{key, value})`` column."""
-    if col.len() == 0 or col.null_count() == col.len():
-        return col
-    arr = _combined(col.to_arrow())
-    structs = arr.flatten()
-    if len(structs) == 0:
-        return col
-    keys = masker.mask_series(pl.Series(structs.field("key"))).to_arrow()
-    vals = masker.mask_series(pl.Series(structs.field("value"))).to_arrow()
-    return _rebuild_list(col, arr, pa.StructArray.from_arrays([keys, vals.cast(keys.type)], names=["key", "value"]))
+    """Mask the ``key`` and ``value`` fields of a ``List(Struct{key, value})`` column (the
+    same path the stage takes: one scan, then the list rebuilt from Arrow offsets)."""
+    frame = pl.DataFrame({"attributes": col})
+    seg = _segments(frame, masker, text=False)
+    return _apply(frame, seg, masker.scan(seg.strings))["attributes"]
 
 
 # ----------------------------------------------------------------------------- one scan per batch

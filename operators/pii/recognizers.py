@@ -890,7 +890,7 @@ class PersonContext(Recognizer):
     def locate(self, texts: pl.Series, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cue positions from Polars' Aho-Corasick search (a regex alternation of hundreds of
         cue spellings is a slow automaton), each checked with the pattern anchored there."""
-        found = pl.DataFrame({"t": texts}).select(pl.col("t").str.find_many(_CUE_LITERALS_EXPR, ascii_case_insensitive=True)).to_series().to_list()
+        found = pl.DataFrame({"t": texts}).select(pl.col("t").str.find_many(_CUE_LITERALS_EXPR, ascii_case_insensitive=True, leftmost=True)).to_series().to_list()
         out_r: list[int] = []
         out_s: list[int] = []
         out_e: list[int] = []

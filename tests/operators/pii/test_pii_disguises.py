@@ -128,6 +128,7 @@ def test_look_alikes_stay(text: str) -> None:
         ("Hi Anna, the parcel is late", "Anna"),
         ("Thanks,\nMaria Rossi", "Maria Rossi"),
         ("Frau Weber rief an", "Weber"),
+        ("Grazie. Mi chiamo Ernesto Tartaglia.", "Ernesto Tartaglia"),  # "hi" inside "chiamo" must not hide the cue
     ],
 )
 def test_names_by_context(text: str, name: str) -> None:
