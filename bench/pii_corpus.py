@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
+from driftline.testing.hostile import group as _group
+from driftline.testing.hostile import luhn_complete
+
 LOCALES = ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "en_GB")
 #: The synthetic producer's seven locales (driftline.producer.LANGUAGES) and its name sentences.
 PHONE_LOCALES = ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "nl_NL")
@@ -59,22 +62,6 @@ def _alnum(rng: random.Random, n: int, alphabet: str = string.ascii_letters + st
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _group(value: str, size: int, sep: str) -> str:
-    return sep.join(value[i : i + size] for i in range(0, len(value), size))
-
-
-def _luhn_digit(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
 
 
 # ----------------------------------------------------------------------------------- PII
@@ -294,7 +281,7 @@ def _decoy_generators() -> list[Callable[[Faker, random.Random], tuple[str, str,
         prefix = r.choice(["4", "51", "53", "6011", "37"])
         length = 15 if prefix == "37" else 16
         body = prefix + "".join(r.choice(string.digits) for _ in range(length - len(prefix) - 1))
-        good = _luhn_digit(body)
+        good = luhn_complete(body)[-1]
         bad = str((int(good) + r.randint(1, 9)) % 10)
         number = body + bad
         v = _group(number, 4, r.choice([" ", "-"])) if length == 16 else number

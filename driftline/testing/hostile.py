@@ -29,6 +29,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -75,7 +76,8 @@ def iban_de(rng: random.Random) -> str:
     return f"DE{check:02d}{bban}"
 
 
-def _group(value: str, size: int, sep: str) -> str:
+def group(value: str, size: int, sep: str) -> str:
+    """``value`` in groups of ``size`` characters joined by ``sep``."""
     return sep.join(value[i : i + size] for i in range(0, len(value), size))
 
 
@@ -104,14 +106,14 @@ def hostile_records(seed: int = 0) -> list[tuple[str, bytes]]:
     for ch_name, ch in (("zero_width", ZW), ("soft_hyphen", SOFT_HYPHEN), ("nul", "\x00"), ("bidi", BIDI)):
         add(f"email_{ch_name}_before_at", _event(f"mail ann.lee{ch}@example.com"))
         add(f"email_{ch_name}_in_domain", _event(f"mail ann.lee@exa{ch}mple.com"))
-    add("card_fullwidth", _event("card " + _group(card, 4, " ").translate(FULLWIDTH)))
+    add("card_fullwidth", _event("card " + group(card, 4, " ").translate(FULLWIDTH)))
     add("card_one_digit_at_a_time", _event("card " + " ".join(card)))
     for sep_name, sep in (("dots", "."), ("nbsp", NBSP), ("tabs", "\t"), ("double_spaces", "  "), ("newlines", "\n")):
-        add(f"card_grouped_{sep_name}", _event("card " + _group(card, 4, sep)))
+        add(f"card_grouped_{sep_name}", _event("card " + group(card, 4, sep)))
     add("email_entity_decimal", _event("mail ann.lee&#64;example.com"))
     add("email_entity_named", _event("mail ann.lee&commat;example.com"))
     add("email_percent", _event("mail ann.lee%40example.com"))
-    add("iban_lowercase_spaced", _event("iban " + _group(iban_de(rng).lower(), 4, " ")))
+    add("iban_lowercase_spaced", _event("iban " + group(iban_de(rng).lower(), 4, " ")))
     add("ssn_dots", _event("ssn 884.08.1501"))
     add("card_zero_width", _event("card 4111 11" + ZW + "11 1111 1111"))
     add("ssn_zero_width", _event("ssn 884-0" + ZW + "8-1501"))
@@ -261,13 +263,13 @@ def _disguises(kind: str, value: str) -> dict[str, str]:
         )
     elif kind == "card":
         d.update(
-            fullwidth=_group(value, 4, " ").translate(FULLWIDTH),
+            fullwidth=group(value, 4, " ").translate(FULLWIDTH),
             one_digit_at_a_time=" ".join(value),
-            dots=_group(value, 4, "."),
-            nbsp=_group(value, 4, NBSP),
-            tabs=_group(value, 4, "\t"),
-            double_spaces=_group(value, 4, "  "),
-            newlines=_group(value, 4, "\n"),
+            dots=group(value, 4, "."),
+            nbsp=group(value, 4, NBSP),
+            tabs=group(value, 4, "\t"),
+            double_spaces=group(value, 4, "  "),
+            newlines=group(value, 4, "\n"),
             zero_width=value[:6] + ZW + value[6:],
         )
     elif kind == "ssn":
@@ -275,7 +277,7 @@ def _disguises(kind: str, value: str) -> dict[str, str]:
     elif kind == "phone":
         d.update(zero_width=value[:-4] + ZW + value[-4:], fullwidth=value.translate(FULLWIDTH), tabs=value.replace(" ", "\t"))
     elif kind == "iban":
-        d.update(lower_spaced=_group(value.lower(), 4, " "), spaced=_group(value, 4, " "), zero_width=value[:8] + ZW + value[8:])
+        d.update(lower_spaced=group(value.lower(), 4, " "), spaced=group(value, 4, " "), zero_width=value[:8] + ZW + value[8:])
     return d
 
 
@@ -364,6 +366,25 @@ def _canonical(c: Canary) -> str:
     return re.sub(r"[^0-9]", "", c.value)
 
 
+def parquet_texts(root: Path) -> dict[str, str]:
+    """Every Parquet file under ``root`` as JSON text, by path relative to ``root``."""
+    import pyarrow.parquet as pq
+
+    return {str(f.relative_to(root)): orjson.dumps(pq.read_table(f).to_pylist(), default=str).decode() for f in sorted(root.rglob("*.parquet"))}
+
+
+def topic_text(bootstrap: str, topic: str) -> str:
+    """Every message of ``topic`` (value, key, header values) as text."""
+    from driftline.testing.kafka import consume_all
+
+    chunks = []
+    for m in consume_all(bootstrap, topic):
+        chunks.append((m.value or b"").decode("utf-8", "replace"))
+        chunks.append((m.key or b"").decode("utf-8", "replace"))
+        chunks.extend(v.decode("utf-8", "replace") for v in m.headers.values())
+    return "\n".join(chunks)
+
+
 def find_canaries(text: str, canaries: Iterable[Canary]) -> list[Canary]:
     """The canaries found in ``text``, raw or decoded (see :func:`decoded_views`): every
     e-mail address, digit run (separators removed) and IBAN-shaped token of every reading
@@ -376,4 +397,4 @@ def find_canaries(text: str, canaries: Iterable[Canary]) -> list[Canary]:
     return [c for c in canaries if _canonical(c) in tokens]
 
 
-__all__ = ["Canary", "canary_records", "decoded_views", "find_canaries", "hostile_records", "iban_de", "luhn_complete", "valid_event"]
+__all__ = ["Canary", "canary_records", "decoded_views", "find_canaries", "group", "hostile_records", "iban_de", "luhn_complete", "parquet_texts", "topic_text", "valid_event"]

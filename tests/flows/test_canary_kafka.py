@@ -16,8 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
-import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY, generate_latest
@@ -27,8 +25,7 @@ from driftline.flows.enrich import build_enrich_flow
 from driftline.kafka_io import ensure_topics
 from driftline.logs import configure_logging
 from driftline.runner import run_flow
-from driftline.testing.hostile import canary_records, find_canaries
-from driftline.testing.kafka import consume_all
+from driftline.testing.hostile import canary_records, find_canaries, parquet_texts, topic_text
 from driftline.testing.openai_server import Behaviour, OpenAITestServer
 
 pytestmark = pytest.mark.kafka
@@ -44,23 +41,6 @@ class RecordingServer(OpenAITestServer):
     def _handle_completion(self, h: Any, raw: bytes) -> None:
         self.bodies.append(raw)
         super()._handle_completion(h, raw)
-
-
-def _parquet_texts(root: Path) -> dict[str, str]:
-    out = {}
-    for f in sorted(root.rglob("*.parquet")):
-        out[str(f.relative_to(root))] = orjson.dumps(pq.read_table(f).to_pylist(), default=str).decode()
-    assert out, f"no Parquet files under {root}"
-    return out
-
-
-def _topic_text(bootstrap: str, topic: str) -> str:
-    chunks = []
-    for m in consume_all(bootstrap, topic):
-        chunks.append((m.value or b"").decode("utf-8", "replace"))
-        chunks.append((m.key or b"").decode("utf-8", "replace"))
-        chunks.extend(v.decode("utf-8", "replace") for v in m.headers.values())
-    return "\n".join(chunks)
 
 
 def test_no_canary_raw_or_decodable_anywhere(kafka_bootstrap: str, unique_topic, tmp_path: Path) -> None:
@@ -102,11 +82,11 @@ def test_no_canary_raw_or_decodable_anywhere(kafka_bootstrap: str, unique_topic,
 
     assert bodies, "no request reached the model server"
     outputs: dict[str, str] = {
-        **{f"parquet {k}": v for k, v in _parquet_texts(tmp_path / "out").items()},
+        **{f"parquet {k}": v for k, v in parquet_texts(tmp_path / "out").items()},
         "log": log_file.read_text(encoding="utf-8"),
         "metrics page": generate_latest(REGISTRY).decode(),
         "model request bodies": "\n".join(b.decode("utf-8", "replace") for b in bodies),
-        **{f"topic {name}": _topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
+        **{f"topic {name}": topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
     }
     assert outputs["topic output_topic"] and outputs["topic dead_letter_topic"]
     for where, text in outputs.items():
