@@ -76,7 +76,7 @@ def pii_output_schema(cfg: PrivacyConfig | PipelineConfig) -> dict[str, pl.DataT
         {
             "pii_total": pl.Int32,
             "pii_findings": pl.List(FINDING_DTYPE),
-            "pii_fields": pl.List(pl.Utf8),
+            "masked_fields": pl.List(pl.Utf8),
             "classification": pl.Utf8,
             "route_local": pl.Boolean,
             "dlp_rules": pl.List(pl.Utf8),
@@ -320,7 +320,7 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
         *entity_cols,
         pl.Series("pii_total", text_scan.total, dtype=pl.Int32),
         text_scan.findings.alias("pii_findings"),
-        _flag_list(field_flags, n, "pii_fields"),
+        _flag_list(field_flags, n, "masked_fields"),
         classification,
         route_local,
         _flag_list({r.name: text_scan.rules[r.name].to_numpy() for r in masker.rules}, n, "dlp_rules"),

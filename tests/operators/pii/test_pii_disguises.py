@@ -169,8 +169,8 @@ def test_identifiers_are_masked_in_place_by_default() -> None:
     row = out.row(0, named=True)
     assert row["event_id"].startswith("<EMAIL:") and "<PHONE:" in row["source"] and row["tenant"].startswith("<EMAIL:")
     assert row["attributes"][0]["key"].startswith("<EMAIL:")
-    assert sorted(row["pii_fields"]) == ["attributes", "event_id", "source", "tenant"]
-    assert out.row(1, named=True)["event_id"] == "e1" and out["pii_fields"][1].to_list() == []
+    assert sorted(row["masked_fields"]) == ["attributes", "event_id", "source", "tenant"]
+    assert out.row(1, named=True)["event_id"] == "e1" and out["masked_fields"][1].to_list() == []
 
 
 def test_identifiers_refuse_mode_refuses_with_reason_and_stores_masked() -> None:
