@@ -44,7 +44,7 @@ from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
 from driftline.operators.model_call import model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
-from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letter_payloads
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letters
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
@@ -100,7 +100,7 @@ def build_enrich_flow(
     validator = Validator.from_config(cfg.validation)
     masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
     features = FeatureEngine.from_config(cfg.features)
-    sanitizer = Sanitizer.from_config(cfg.features)
+    sanitizer = Sanitizer.from_config(cfg.features, masker)
     models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     specs = dataset_specs(cfg)
@@ -128,7 +128,7 @@ def build_enrich_flow(
     scored = op.merge("scored", results, ticks)
 
     if cfg.privacy.mask_dead_letter:
-        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker).alias("raw")))
+        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker))
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
     op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
