@@ -41,7 +41,7 @@ from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
 from driftline.operators.decode import RawRecord
-from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letter_payloads
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letters
 from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
 from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
@@ -145,7 +145,7 @@ def build_monitor_flow(
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
     rows = op.map("telemetry_rows", batches, lambda b: telemetry_rows(b, cfg, masker))
     if cfg.privacy.mask_dead_letter:
-        rejected = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker.masker).alias("raw")))
+        rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
 
     out = window_monitor(
