@@ -78,7 +78,6 @@ class OpenAIBackend(ModelBackend):
 
     remote = True
     default_model = ""
-    chars_per_token: float = 4.0
 
     def __init__(self, *args: Any, sleep: Callable[[float], None] = time.sleep, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,7 +99,6 @@ class OpenAIBackend(ModelBackend):
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self.on_retry: Callable[[str], None] | None = None
         self.breaker = CircuitBreaker(cfg.circuit, self.clock, on_change=self._breaker_changed)
 
     def _breaker_changed(self, state: CircuitState) -> None:
@@ -180,7 +178,9 @@ class OpenAIBackend(ModelBackend):
                     {"role": "assistant", "content": reply.content or ""},
                     {"role": "user", "content": f"Your answer was invalid: {exc}. Reply again with the JSON object only."},
                 ]
-                reply2, err2, n2, sent2 = self._attempts(retry_messages, req.key)
+                # a different request: its own idempotency key, so a provider that honours
+                # keys does not answer it with the stored invalid answer
+                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix")
                 if sent2:  # model_retries counts requests that went out (1 + retries = requests sent)
                     retries += 1 + n2
                     if self.on_retry:
