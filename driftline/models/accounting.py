@@ -1,12 +1,14 @@
 """Accounting: what a result costs, and making it durable before anything else happens.
 
-For every group of results a tier hands over (:meth:`Accounting.called`): the cost
-from the provider's usage and the price table; the reservation replaced by that cost;
-the output-token estimate fed; the answer cached and shared with the identical rows
-of the batch; then ONE ledger transaction holds the rows answered, the spend, the
-cache entries and this process's new reservation totals, and only after it has
-committed are the batches of other workers waiting for the same request released.
-Metrics are counted per tier and batch (:class:`TierTally`) and added once.
+For every result, in the thread that received it (:meth:`Accounting.received`, the
+backend's ``on_results`` hook): the cost from the provider's usage and the price table;
+the reservation replaced by that cost; the output-token estimate fed; the answer cached
+and shared with the identical rows of the batch; then one ledger transaction (shared
+with the answers that arrive at the same moment) holds the rows answered, the spend
+and the cache entries, and this process's lower reservation totals are published.
+Only when the result is handed over to the batch (:meth:`Accounting.handed_over`) are
+the batches of other workers waiting for the same request released, and metrics are
+counted per tier and batch (:class:`TierTally`) and added once.
 
 >>> from driftline.config.models import BackendConfig
 >>> from driftline.models.rules import RulesBackend
@@ -135,26 +137,32 @@ class Accounting:
         self.config_hash = config_hash
 
     # -- results of requests -------------------------------------------------------
-    def called(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
-        """Results that just arrived, made durable together before the next ones are taken."""
+    def received(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
+        """Results that just arrived, in the thread that received them: rows updated and
+        everything durable in one ledger transaction.  Never raises: a failure is kept on
+        the groups and raised by :meth:`handed_over` in the batch's own thread."""
+        try:
+            self._receive(tier, items, batch, rows)
+        except BaseException as exc:
+            for group, _ in items:
+                group.error = exc
+
+    def _receive(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
         backend = tier.backend
         pricing = self.config.pricing
-        durable = self.ledger is not None and backend.remote  # rows a remote tier answered are recorded
         day = self.budgets.day() if self.ledger is not None else ""
         spend: dict[DayScopeKey, float] = defaultdict(float)
         settled: list[tuple[Reservation, float]] = []
         cache_rows: list[tuple[str, bytes]] = []
         answered: list[int] = []
-        shared: list[tuple[Group, Shared]] = []
         for group, res in items:
             lead = group.rows[0]
             row = rows[lead]
-            cost = call_cost(pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
+            cost = group.cost = call_cost(pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
             row.cost += cost
             row.cost_estimated |= res.tokens_estimated and cost > 0
             row.retries += res.retries
             row.latency += res.latency_ms
-            tally.observe(res, cost)
             if backend.remote and res.error_class != "circuit_open":
                 for i in group.rows:
                     rows[i].remote = True
@@ -162,6 +170,7 @@ class Accounting:
                 self.estimator.observe(batch.tasks[lead], tier.name, res.output_tokens)
             if group.reservation is not None:
                 settled.append((group.reservation, cost))
+                self.budgets.settle(group.reservation, cost)
             if cost and self.ledger is not None:
                 spend[(day, "tenant", batch.tenants[lead] or "")] += cost
                 spend[(day, "source", batch.sources[lead] or "")] += cost
@@ -175,24 +184,45 @@ class Accounting:
                         self.cache.put(group.cache_key, hit)
                     cache_rows.append((group.cache_key, hit.encode()))
                     for i in group.rows[1:]:
-                        self._from_cache(tier, rows[i], hit, tally)
+                        _from_cache(tier, rows[i], hit)
                         answered.append(i)
             else:
                 assert res.error_class is not None
                 for i in group.rows:
                     rows[i].fail(tier, res.error_class)
-                if len(group.rows) > 1:
-                    tally.shared_failures[res.error_class] += len(group.rows) - 1
-            if group.pending is not None:
-                shared.append((group, Shared(res, cost)))
-        self._settle(settled, [i for i in answered if durable and batch.coords[i] is not None], spend, cache_rows, batch, rows)
-        for group, outcome in shared:  # durable now: other batches may use it
-            assert group.cache_key is not None and group.pending is not None
-            self.inflight.resolve(group.cache_key, group.pending, outcome)
+        if self.ledger is not None:
+            durable = [i for i in answered if backend.remote and batch.coords[i] is not None]
+            self.ledger.record(self._entries(durable, batch, rows), spend, now=self.clock.now().timestamp(), config_hash=self.config_hash, cache=cache_rows)
+        self.budgets.recorded(settled)
+        for group, _ in items:
+            group.received = True
+
+    def handed_over(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
+        """Results the backend handed over, in the batch's thread: record those the hook did
+        not see, count them, and let the batches waiting for the same requests go on."""
+        unseen = [(g, res) for g, res in items if not g.received]
+        if unseen:
+            self._receive(tier, unseen, batch, rows)
+        for group, res in items:
+            if group.error is not None:
+                raise group.error
+            tally.observe(res, group.cost)
+            followers = len(group.rows) - 1
+            if followers and res.ok:
+                tally.cached += followers
+                tally.saved += followers * group.cost
+            elif followers:
+                assert res.error_class is not None
+                tally.shared_failures[res.error_class] += followers
+            if group.pending is not None:  # durable by now: other batches may use it
+                assert group.cache_key is not None
+                self.inflight.resolve(group.cache_key, group.pending, Shared(res, group.cost))
 
     def from_cache(self, tier: Tier, group: Group, hit: CachedAnswer, rows: list[RowState], tally: TierTally) -> None:
         for i in group.rows:
-            self._from_cache(tier, rows[i], hit, tally)
+            _from_cache(tier, rows[i], hit)
+        tally.cached += len(group.rows)
+        tally.saved += hit.cost_usd * len(group.rows)
 
     def followed(self, tier: Tier, group: Group, outcome: Shared | None, rows: list[RowState], tally: TierTally) -> None:
         """Rows that waited for the same request of another batch."""
@@ -207,38 +237,7 @@ class Accounting:
             rows[i].remote = True
         tally.shared_failures[cls] += len(group.rows)
 
-    @staticmethod
-    def _from_cache(tier: Tier, row: RowState, hit: CachedAnswer, tally: TierTally) -> None:
-        row.answer = ModelResult(label=hit.label, output=hit.output, confidence=hit.confidence, model_name=tier.backend.model, model_version=hit.model_version)
-        row.tier = tier
-        row.cached = True
-        row.saved = hit.cost_usd
-        row.remote = True
-        tally.cached += 1
-        tally.saved += hit.cost_usd
-
     # -- durability ------------------------------------------------------------------
-    def _settle(
-        self,
-        settled: list[tuple[Reservation, float]],
-        answered: list[int],
-        spend: dict[DayScopeKey, float],
-        cache_rows: list[tuple[str, bytes]],
-        batch: BatchInputs,
-        rows: list[RowState],
-    ) -> None:
-        """Replace reservations by costs and record everything in one transaction."""
-        if self.ledger is None:
-            for r, cost in settled:
-                self.budgets.settle(r, cost)
-            return
-        entries = self._entries(answered, batch, rows)
-        with self.budgets.settling():  # nobody reserves against a half-settled total
-            for r, cost in settled:
-                self.budgets.settle(r, cost)
-            reserved = self.budgets.own_totals(r for r, _ in settled) if settled else None
-            self.ledger.record(entries, spend, now=self.clock.now().timestamp(), config_hash=self.config_hash, cache=cache_rows, reserved=reserved)
-
     def commit_rows(self, which: Iterable[int], batch: BatchInputs, rows: list[RowState]) -> None:
         """Record the remaining rows a remote tier answered or failed (end of the batch)."""
         if self.ledger is None:
@@ -257,3 +256,11 @@ class Accounting:
             out.append((coord, row.record(batch.tasks[i])))
             row.committed = True
         return out
+
+
+def _from_cache(tier: Tier, row: RowState, hit: CachedAnswer) -> None:
+    row.answer = ModelResult(label=hit.label, output=hit.output, confidence=hit.confidence, model_name=tier.backend.model, model_version=hit.model_version)
+    row.tier = tier
+    row.cached = True
+    row.saved = hit.cost_usd
+    row.remote = True

@@ -53,6 +53,9 @@ class Group:
     cache_key: str | None = None
     reservation: Reservation | None = None
     pending: Pending | None = None  # this process's registration of the request in flight
+    cost: float = 0.0  # what the request cost, once answered
+    received: bool = False  # its result is accounted for (and durable)
+    error: BaseException | None = None  # accounting failed in the receiving thread
 
 
 @dataclass(slots=True)

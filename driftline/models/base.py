@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Called with the error class each time a remote request is retried (metrics hook in there).
 RetryHook = Callable[[str], None]
+#: Called with results in the thread that produced them, before they are yielded (never raises).
+ResultsHook = Callable[[list[tuple[int, ModelResult]]], None]
 
 
 @runtime_checkable
@@ -46,10 +48,13 @@ class Backend(Protocol):
 
     ``iter_batch`` hands results over as they become available, in groups of
     ``(position in requests, result)``, every position exactly once; a failed request
-    is a result with ``error_class`` set, never an exception.  The service records each
-    group of a remote tier in the call ledger before it takes the next, so a crash
-    re-sends at most the requests still in flight.  ``breaker`` is the tier's circuit
-    breaker (None when the tier has none): while it is open the service does not call.
+    is a result with ``error_class`` set, never an exception.  It calls ``on_results``
+    (when given) with each group in the thread that produced it, before yielding it:
+    there the service records a remote tier's answers in the call ledger, the moment
+    they exist, so a crash re-sends at most the requests still in flight (a group the
+    hook did not see is recorded when it is yielded).  ``breaker`` is the tier's
+    circuit breaker (None when the tier has none): while it is open the service does
+    not call.
     """
 
     name: str
@@ -61,7 +66,7 @@ class Backend(Protocol):
 
     def supports(self, task: TaskSpec) -> bool: ...
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]: ...
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]: ...
 
     def close(self) -> None: ...
 
@@ -108,7 +113,7 @@ class ModelBackend(ABC):
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         """One result per request, in order."""
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
         """Results as they become available (see :class:`Backend`).
 
         This default calls :meth:`call_batch` on chunks of at most ``max_rows`` requests;
@@ -120,7 +125,10 @@ class ModelBackend(ABC):
             got = self.call_batch(chunk)
             if len(got) != len(chunk):
                 raise RuntimeError(f"backend {self.name!r} returned {len(got)} results for {len(chunk)} requests")
-            yield [(start + j, r) for j, r in enumerate(got)]
+            group = [(start + j, r) for j, r in enumerate(got)]
+            if on_results is not None:
+                on_results(group)
+            yield group
 
     def close(self) -> None:
         """Release connections and threads."""

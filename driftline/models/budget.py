@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -129,6 +128,7 @@ class BudgetTracker:
         self._lock = threading.RLock()
         self._own: dict[DayScopeKey, float] = defaultdict(float)  # this process's reservations in flight
         self._settled: dict[DayScopeKey, float] = defaultdict(float)  # settled spend when there is no ledger
+        self._settling: dict[DayScopeKey, float] = defaultdict(float)  # settled, not yet committed to the ledger
         self._announced: set[DayScopeKey] = set()
         self._events: list[BudgetEvent] = []
 
@@ -155,10 +155,6 @@ class BudgetTracker:
         with self._lock:
             return {k: v for k, v in self._settled.items() if k[0] == day}
 
-    def settling(self) -> AbstractContextManager[object]:
-        """Hold while settling and recording, so no reservation reads a half-settled total."""
-        return self._lock
-
     # -- admission -----------------------------------------------------------------
     def reserve(self, requests: Sequence[tuple[str | None, str | None, float]]) -> list[Reservation | Refusal]:
         """Reserve ``(tenant, source, usd)`` requests in order; each one fits entirely or is refused."""
@@ -176,6 +172,9 @@ class BudgetTracker:
             result: list[tuple[list[Reservation | Refusal], dict[ScopeKey, float]]] = []
 
             def decide(settled: dict[ScopeKey, float], others: dict[ScopeKey, float]) -> dict[DayScopeKey, float]:
+                # costs settled here but still on their way into the ledger count as spent
+                for sk in limited:
+                    settled[sk] = settled.get(sk, 0.0) + self._settling.get((day, *sk), 0.0)
                 got, added = self._decide(day, requests, settled, others)
                 result.append((got, added))
                 return {(day, *sk): self._own.get((day, *sk), 0.0) + usd for sk, usd in added.items()}
@@ -218,8 +217,9 @@ class BudgetTracker:
 
     # -- settlement ------------------------------------------------------------------
     def settle(self, reservation: Reservation, actual: float) -> None:
-        """Replace a reservation by the actual cost (0 releases it).  With a ledger, the
-        actual cost is recorded by the caller in the answer's own transaction."""
+        """Replace a reservation by the actual cost (0 releases it).  With a ledger the
+        caller records the cost in the answer's transaction, then calls :meth:`recorded`;
+        until then this process counts it as spent itself."""
         with self._lock:
             for sk in reservation.scopes():
                 k = (reservation.day, *sk)
@@ -231,11 +231,28 @@ class BudgetTracker:
                         del self._own[k]
                 if self.ledger is None:
                     self._settled[k] += actual
+                elif actual and self.limit(*sk) is not None:
+                    self._settling[k] += actual
 
-    def own_totals(self, reservations: Iterable[Reservation]) -> dict[DayScopeKey, float]:
-        """This process's current reservation totals for the scopes of ``reservations`` (to publish)."""
+    def recorded(self, settled: Sequence[tuple[Reservation, float]]) -> None:
+        """The costs of :meth:`settle` are in the ledger: stop counting them here and
+        publish this process's lower reservation totals to the other processes."""
+        if self.ledger is None or not settled:
+            return
         with self._lock:
-            return {(r.day, *sk): self._own.get((r.day, *sk), 0.0) for r in reservations for sk in r.scopes() if self.limit(*sk) is not None}
+            totals: dict[DayScopeKey, float] = {}
+            for r, actual in settled:
+                for sk in r.scopes():
+                    if self.limit(*sk) is None:
+                        continue
+                    k = (r.day, *sk)
+                    left = self._settling.get(k, 0.0) - actual
+                    if left > EPS:
+                        self._settling[k] = left
+                    else:
+                        self._settling.pop(k, None)
+                    totals[k] = self._own.get(k, 0.0)
+            self.ledger.publish_reserved(totals, now=self.clock.now().timestamp())
 
     # -- events -------------------------------------------------------------------
     def refused(self, refusal: Refusal, *, tier: str) -> None:

@@ -24,14 +24,16 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 
+from driftline.models.base import ResultsHook
 from driftline.models.rows import Tier
 from driftline.models.types import ModelRequest, ModelResult
 
 log = logging.getLogger("driftline.models")
 
 
-def call_tier(tier: Tier, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
-    """Groups of ``(position, result)`` from the tier's backend as they complete."""
+def call_tier(tier: Tier, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
+    """Groups of ``(position, result)`` from the tier's backend as they complete
+    (``on_results`` is given to the backend, see :class:`~driftline.models.base.Backend`)."""
     backend = tier.backend
     if backend.breaker is not None and not backend.breaker.allow():
         yield [(j, ModelResult.failure("circuit_open", "circuit breaker is open", model_name=backend.model)) for j in range(len(requests))]
@@ -39,7 +41,7 @@ def call_tier(tier: Tier, requests: Sequence[ModelRequest], max_rows: int) -> It
     seen: set[int] = set()
     try:
         # a backend never gets more than one batch (max_rows) at a time unless it streams
-        for group in backend.iter_batch(requests, max_rows):
+        for group in backend.iter_batch(requests, max_rows, on_results):
             fresh = [(j, r) for j, r in group if 0 <= j < len(requests) and j not in seen]
             if len(fresh) != len(group):
                 raise RuntimeError(f"backend yielded an unknown or repeated position in {[j for j, _ in group]}")

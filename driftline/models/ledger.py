@@ -3,12 +3,14 @@
 After a crash Bytewax replays input from the last recovery snapshot.  Every result that
 involved a remote tier is written here, keyed by ``(src_topic, src_partition,
 src_offset, config_hash)``; a replayed event finds its row and takes the recorded
-result, marked replayed, at zero cost.  A provider's answer is written in one small
-transaction the moment it arrives, together with the spend it caused (per day and
+result, marked replayed, at zero cost.  A provider's answer is written the moment it
+arrives, by the thread that received it, together with the spend it caused (per day and
 budget scope) and its response-cache entry, so a restart resumes the day's totals and
-the cache, and a crash re-sends at most the requests still in flight.  Commits are
-fsynced (``synchronous=FULL``) unless ``ledger.synchronous`` says ``normal``: a
-``normal`` commit survives the process being killed but not the host losing power.
+the cache, and a crash re-sends at most the requests still in flight.  Answers that
+arrive together share one small transaction (group commit).  Commits are fsynced
+(``synchronous=FULL``) unless ``ledger.synchronous`` says ``normal``; either way a
+commit survives the process being killed as soon as it returns (SQLite has written the
+WAL), ``full`` also survives the host losing power.
 
 The ledger is one SQLite file in WAL mode, shared by every worker and process of a
 host (they may all open it).  Budget reservations of requests in flight are published
@@ -34,6 +36,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +83,18 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return db
 
 
+@dataclass(slots=True)
+class _Write:
+    """What one writer asked to record, waiting for its group's transaction."""
+
+    rows: list[tuple[Any, ...]]
+    deltas: list[tuple[str, str, str, float]]
+    cached: list[tuple[str, float, bytes]]
+    now: float
+    done: bool = False
+    error: BaseException | None = None
+
+
 class CallLedger:
     """SQLite ledger (WAL); safe to share between the workers and processes of one host.
 
@@ -107,6 +122,9 @@ class CallLedger:
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._commits = 0
         self._lock = threading.Lock()
+        self._group = threading.Condition(threading.Lock())  # group commit of concurrent writers
+        self._queue: list[_Write] = []
+        self._committing = False
         self._db = _connect(self.path, synchronous.upper())
         self._db.executescript(_SCHEMA)
         # reservations are not worth an fsync: a crash takes them with it
@@ -139,34 +157,59 @@ class CallLedger:
         now: float,
         config_hash: str,
         cache: Iterable[tuple[str, bytes]] = (),
-        reserved: Mapping[DayScopeKey, float] | None = None,
     ) -> None:
-        """Durably write, in one transaction: results by coordinates, spend deltas
-        ``{(day, scope, key): usd}``, cache entries ``(key, answer)`` and this process's
-        reservation totals ``{(day, scope, key): usd}`` (0 removes one)."""
-        rows = [(c[0], c[1], c[2], config_hash, now, orjson.dumps(dict(r))) for c, r in entries]
-        cached = [(k, now, blob) for k, blob in cache]
-        deltas = [(d, s, k, usd) for (d, s, k), usd in spend.items() if usd]
-        if not rows and not deltas and not cached and not reserved:
+        """Durably write results by coordinates, spend deltas ``{(day, scope, key): usd}``
+        and cache entries ``(key, answer)``: one transaction, shared with the writes other
+        threads make at the same moment (group commit), done when this returns."""
+        write = _Write(
+            [(c[0], c[1], c[2], config_hash, now, orjson.dumps(dict(r))) for c, r in entries],
+            [(d, s, k, usd) for (d, s, k), usd in spend.items() if usd],
+            [(k, now, blob) for k, blob in cache],
+            now,
+        )
+        if not write.rows and not write.deltas and not write.cached:
             return
+        with self._group:
+            self._queue.append(write)
+            while not write.done:
+                if self._committing:
+                    self._group.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._group.release()
+                error: BaseException | None = None
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # every writer of the group learns it failed
+                    error = exc
+                finally:
+                    self._group.acquire()
+                    self._committing = False
+                    for w in batch:
+                        w.done, w.error = True, error
+                    self._group.notify_all()
+        if write.error is not None:
+            raise write.error
+
+    def _commit(self, batch: list[_Write]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if rows:
-                    self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)", rows)
-                if deltas:
-                    self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?) ON CONFLICT (day, scope, key) DO UPDATE SET usd = usd + excluded.usd", deltas)
-                if cached:
-                    self._db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", cached)
-                if reserved:
-                    self._publish(self._db, reserved, now)
+                for w in batch:
+                    if w.rows:
+                        self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)", w.rows)
+                    if w.deltas:
+                        self._db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?) ON CONFLICT (day, scope, key) DO UPDATE SET usd = usd + excluded.usd", w.deltas)
+                    if w.cached:
+                        self._db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", w.cached)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._commits += 1
             if self._commits % self.prune_every == 0:
-                self._prune(now)
+                self._prune(max(w.now for w in batch))
 
     # -- budgets -------------------------------------------------------------
     def reserve(
@@ -205,6 +248,17 @@ class CallLedger:
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                raise
+
+    def publish_reserved(self, totals: Mapping[DayScopeKey, float], *, now: float) -> None:
+        """Publish this process's reservation totals ``{(day, scope, key): usd}`` (0 removes one)."""
+        with self._res_lock:
+            self._res_db.execute("BEGIN IMMEDIATE")
+            try:
+                self._publish(self._res_db, totals, now)
+                self._res_db.execute("COMMIT")
+            except BaseException:
+                self._res_db.execute("ROLLBACK")
                 raise
 
     def _publish(self, db: sqlite3.Connection, totals: Mapping[DayScopeKey, float], now: float) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from driftline.models.base import ModelBackend, register_backend
+from driftline.models.base import ModelBackend, ResultsHook, register_backend
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
 from driftline.models.resilience import CircuitBreaker, CircuitState, call_with_retries, classify_exception, classify_status, parse_retry_after
 from driftline.models.types import ModelCallError, ModelRequest, ModelResult
@@ -224,11 +224,19 @@ class OpenAIBackend(ModelBackend):
             return [self.call_one(requests[0])]
         return list(self._pool.map(self.call_one, requests))
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
         """All requests go to the pool at once (``max_in_flight`` run concurrently, so one slow
-        request never holds back the rest of its batch); results are handed over as they
-        complete, a group per wake-up, in position order within a group."""
-        futures: dict[Future[ModelResult], int] = {self._pool.submit(self.call_one, r): i for i, r in enumerate(requests)}
+        request never holds back the rest of its batch); each result goes to ``on_results``
+        in the pool thread that received it, then results are handed over as they complete,
+        a group per wake-up, in position order within a group."""
+
+        def one(j: int, req: ModelRequest) -> ModelResult:
+            res = self.call_one(req)
+            if on_results is not None:
+                on_results([(j, res)])
+            return res
+
+        futures: dict[Future[ModelResult], int] = {self._pool.submit(one, i, r): i for i, r in enumerate(requests)}
         pending = set(futures)
         try:
             while pending:

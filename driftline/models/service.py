@@ -181,9 +181,12 @@ class ModelService:
             ModelRequest(f"{batch.keys[g.rows[0]]}/{batch.tasks[g.rows[0]]}/{tier.name}/{self.config_hash}", batch.texts[g.rows[0]], batch.tasks[g.rows[0]])
             for g in sends
         ]
+        def received(got: list[tuple[int, ModelResult]]) -> None:
+            self.accounting.received(tier, [(sends[j], res) for j, res in got], batch, rows)
+
         try:
-            for got in call_tier(tier, requests, self.config.batching.max_rows):
-                self.accounting.called(tier, [(sends[j], res) for j, res in got], batch, rows, tally)
+            for got in call_tier(tier, requests, self.config.batching.max_rows, received):
+                self.accounting.handed_over(tier, [(sends[j], res) for j, res in got], batch, rows, tally)
         finally:  # rows of other batches waiting for these requests are never left waiting
             self.inflight.resolve_all([(g.cache_key, g.pending) for g in sends if g.cache_key is not None and g.pending is not None], None)
 

@@ -51,6 +51,9 @@ def test_subprocess_mode_writes_the_log_file(tmp_path: Path) -> None:
     try:
         assert _post(url, "a").status_code == 200
         assert _post(url, "b").status_code == 200
+        deadline = time.monotonic() + 5  # a line is written once its answer has gone out
+        while len(read_log(log)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         entries = read_log(log)
         assert [e["key"] for e in entries] == ["a", "b"] and all(e["success"] for e in entries)
         assert httpx.get(url.rsplit("/v1", 1)[0] + "/_log").json()[0]["key"] == "a"
