@@ -160,8 +160,12 @@ class LedgerConfig(_Strict):
         "state/model_ledger.sqlite",
         description="SQLite file shared by every worker and process of a host; a relative path is kept in the recovery folder. Multi-host: see docs/models.md.",
     )
-    synchronous: Literal["full", "normal"] = Field(
-        "full", description="full: every answer's commit is fsynced (survives power loss); normal: it survives the process being killed, not the host losing power."
+    fsync: Literal["batch", "answer"] = Field(
+        "batch",
+        description=(
+            "Every answer is committed the moment it arrives and survives the process being killed from then on. batch: the ledger is fsynced "
+            "once per batch, before its results leave the step (a power loss re-bills at most the batch in flight); answer: every commit is fsynced."
+        ),
     )
     retention_s: float = Field(6 * 3600.0, gt=0, description="Entries older than this are pruned; must exceed the recovery snapshot interval plus the backup interval.")
     prune_every: int = Field(200, ge=1, description="Prune once every this many batch commits.")

@@ -13,8 +13,8 @@ counted per tier and batch (:class:`TierTally`) and added once.
 >>> from driftline.config.models import BackendConfig
 >>> from driftline.models.rules import RulesBackend
 >>> t = TierTally(Tier(0, "rules", RulesBackend("rules", BackendConfig(kind="rules"), {}), 0.0, False))
->>> t.observe(ModelResult(label="positive", latency_ms=1.0), 0.0); t.ok
-1
+>>> t.observe([(Group([0, 1]), ModelResult(label="positive", latency_ms=1.0))]); t.ok, t.cached
+(1, 1)
 """
 
 from __future__ import annotations
@@ -67,23 +67,32 @@ class TierTally:
         self.local_latency: float | None = None
         self._latency = metrics.LATENCY.labels(**tier.labels) if tier.backend.remote else None
 
-    def observe(self, res: ModelResult, cost: float) -> None:
+    def observe(self, items: list[tuple[Group, ModelResult]]) -> None:
+        """Results handed over (``group.cost`` is what each one cost)."""
         t = self.tokens
-        t[0] += res.input_tokens
-        t[1] += res.output_tokens
-        t[2] += res.cached_tokens
-        t[3] += res.reasoning_tokens
-        self.cost += cost
-        if self._latency is not None:
-            if res.error_class != "circuit_open":
-                self._latency.observe(res.latency_ms / 1000.0)
-        elif self.local_latency is None:
-            self.local_latency = res.latency_ms  # this tier's own time; one observation per batch
-        if res.ok:
-            self.ok += 1
-        else:
-            assert res.error_class is not None
-            self.errors[res.error_class] += 1
+        latency = self._latency
+        for group, res in items:
+            if res.input_tokens or res.output_tokens:
+                t[0] += res.input_tokens
+                t[1] += res.output_tokens
+                t[2] += res.cached_tokens
+                t[3] += res.reasoning_tokens
+            self.cost += group.cost
+            if latency is not None:
+                if res.error_class != "circuit_open":
+                    latency.observe(res.latency_ms / 1000.0)
+            elif self.local_latency is None:
+                self.local_latency = res.latency_ms  # this tier's own time; one observation per batch
+            followers = len(group.rows) - 1
+            if res.error_class is None:
+                self.ok += 1
+                if followers:
+                    self.cached += followers
+                    self.saved += followers * group.cost
+            else:
+                self.errors[res.error_class] += 1
+                if followers:
+                    self.shared_failures[res.error_class] += followers
 
     def flush(self) -> None:
         tier = self.tier
@@ -149,21 +158,26 @@ class Accounting:
 
     def _receive(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
         backend = tier.backend
-        pricing = self.config.pricing
-        day = self.budgets.day() if self.ledger is not None else ""
+        remote = backend.remote
+        pricing = self.config.pricing if tier.priced else None
+        ledger = self.ledger
+        day = self.budgets.day() if ledger is not None else ""
         spend: dict[DayScopeKey, float] = defaultdict(float)
         settled: list[tuple[Reservation, float]] = []
         cache_rows: list[tuple[str, bytes]] = []
         answered: list[int] = []
         for group, res in items:
+            group.received = True
             lead = group.rows[0]
             row = rows[lead]
-            cost = group.cost = call_cost(pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
-            row.cost += cost
-            row.cost_estimated |= res.tokens_estimated and cost > 0
-            row.retries += res.retries
             row.latency += res.latency_ms
-            if backend.remote and res.error_class != "circuit_open":
+            row.retries += res.retries
+            cost = 0.0
+            if pricing is not None:
+                cost = group.cost = call_cost(pricing, backend.model, input_tokens=res.input_tokens, output_tokens=res.output_tokens, cached_tokens=res.cached_tokens)
+                row.cost += cost
+                row.cost_estimated |= res.tokens_estimated and cost > 0
+            if remote and res.error_class != "circuit_open":
                 for i in group.rows:
                     rows[i].remote = True
             if res.output_tokens and (res.ok or cost):
@@ -171,13 +185,14 @@ class Accounting:
             if group.reservation is not None:
                 settled.append((group.reservation, cost))
                 self.budgets.settle(group.reservation, cost)
-            if cost and self.ledger is not None:
+            if cost and ledger is not None:
                 spend[(day, "tenant", batch.tenants[lead] or "")] += cost
                 spend[(day, "source", batch.sources[lead] or "")] += cost
-            if res.ok:
+            if res.error_class is None:
                 row.answer = res
                 row.tier = tier
-                answered.append(lead)
+                if remote:
+                    answered.append(lead)
                 if group.cache_key is not None:
                     hit = CachedAnswer(res.label, res.output, res.confidence, res.model_version, cost)
                     if self.cache is not None:
@@ -187,36 +202,31 @@ class Accounting:
                         _from_cache(tier, rows[i], hit)
                         answered.append(i)
             else:
-                assert res.error_class is not None
                 for i in group.rows:
                     rows[i].fail(tier, res.error_class)
-        if self.ledger is not None:
-            durable = [i for i in answered if backend.remote and batch.coords[i] is not None]
-            self.ledger.record(self._entries(durable, batch, rows), spend, now=self.clock.now().timestamp(), config_hash=self.config_hash, cache=cache_rows)
-        self.budgets.recorded(settled)
-        for group, _ in items:
-            group.received = True
+        if ledger is not None and (answered or spend or cache_rows):
+            durable = [i for i in answered if batch.coords[i] is not None]
+            ledger.record(self._entries(durable, batch, rows), spend, now=self.clock.now().timestamp(), config_hash=self.config_hash, cache=cache_rows)
+        if settled:
+            self.budgets.recorded(settled)
 
     def handed_over(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
         """Results the backend handed over, in the batch's thread: record those the hook did
         not see, count them, and let the batches waiting for the same requests go on."""
-        unseen = [(g, res) for g, res in items if not g.received]
-        if unseen:
-            self._receive(tier, unseen, batch, rows)
+        unseen = []
         for group, res in items:
             if group.error is not None:
                 raise group.error
-            tally.observe(res, group.cost)
-            followers = len(group.rows) - 1
-            if followers and res.ok:
-                tally.cached += followers
-                tally.saved += followers * group.cost
-            elif followers:
-                assert res.error_class is not None
-                tally.shared_failures[res.error_class] += followers
-            if group.pending is not None:  # durable by now: other batches may use it
-                assert group.cache_key is not None
-                self.inflight.resolve(group.cache_key, group.pending, Shared(res, group.cost))
+            if not group.received:
+                unseen.append((group, res))
+        if unseen:
+            self._receive(tier, unseen, batch, rows)
+        tally.observe(items)
+        if self.cache is not None:
+            for group, res in items:
+                if group.pending is not None:  # durable by now: other batches may use it
+                    assert group.cache_key is not None
+                    self.inflight.resolve(group.cache_key, group.pending, Shared(res, group.cost))
 
     def from_cache(self, tier: Tier, group: Group, hit: CachedAnswer, rows: list[RowState], tally: TierTally) -> None:
         for i in group.rows:

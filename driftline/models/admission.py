@@ -95,14 +95,16 @@ class Admission:
         backend = tier.backend
         local_only = self.config.budgets.on_exhausted == "local"
         skipped: Counter[str] = Counter()
+        supported = {name: backend.supports(spec) for name, spec in self.tasks.items()}
+        if not backend.remote and not tier.priced and all(supported.values()):  # nothing to check per row
+            return [Group([i]) for i in pending], skipped
         groups: list[Group] = []
         by_key: dict[str, Group] = {}
         keyed = backend.remote and self.cache is not None
         for i in pending:
             row = rows[i]
-            spec = self.tasks[batch.tasks[i]]
             reason = None
-            if not backend.supports(spec):
+            if not supported[batch.tasks[i]]:
                 reason = "unsupported"
             elif backend.remote and batch.private[i]:
                 reason = "privacy"
@@ -115,6 +117,7 @@ class Admission:
             if not keyed:
                 groups.append(Group([i]))
                 continue
+            spec = self.tasks[batch.tasks[i]]
             key = cache_key(spec.name, spec.config.prompt_version, backend.model, batch.texts[i])
             group = by_key.get(key)
             if group is None:
@@ -142,6 +145,9 @@ class Admission:
                     todo.append(g)
         if tier.priced and self.budgets.enabled:
             todo = self._reserve(tier, todo, batch, plan, last_wave)
+        if self.cache is None or not tier.backend.remote:  # no cache keys: every group is sent
+            plan.send = todo
+            return plan
         for g in todo:
             if g.cache_key is None:
                 plan.send.append(g)

@@ -7,10 +7,12 @@ result, marked replayed, at zero cost.  A provider's answer is written the momen
 arrives, by the thread that received it, together with the spend it caused (per day and
 budget scope) and its response-cache entry, so a restart resumes the day's totals and
 the cache, and a crash re-sends at most the requests still in flight.  Answers that
-arrive together share one small transaction (group commit).  Commits are fsynced
-(``synchronous=FULL``) unless ``ledger.synchronous`` says ``normal``; either way a
-commit survives the process being killed as soon as it returns (SQLite has written the
-WAL), ``full`` also survives the host losing power.
+arrive together share one small transaction (group commit).  A commit survives the
+process being killed as soon as it returns (SQLite has written it to the WAL file);
+with ``ledger.fsync: batch`` (default) the WAL is fsynced once per batch, before the
+batch's results leave the step, so a power loss re-bills at most the batch in flight;
+with ``answer`` every commit is fsynced (``synchronous=FULL``), which makes each answer
+wait for the disk.
 
 The ledger is one SQLite file in WAL mode, shared by every worker and process of a
 host (they may all open it).  Budget reservations of requests in flight are published
@@ -109,7 +111,7 @@ class CallLedger:
         retention_s: float,
         prune_every: int = 200,
         *,
-        synchronous: Literal["full", "normal"] = "full",
+        fsync: Literal["batch", "answer"] = "batch",
         cache_ttl_s: float = 3600.0,
         cache_max_entries: int = 100_000,
     ) -> None:
@@ -125,7 +127,12 @@ class CallLedger:
         self._group = threading.Condition(threading.Lock())  # group commit of concurrent writers
         self._queue: list[_Write] = []
         self._committing = False
-        self._db = _connect(self.path, synchronous.upper())
+        # "answer": SQLite fsyncs every commit; "batch": commits reach the WAL file (safe
+        # from a process crash) and sync() fsyncs it once per batch
+        self._db = _connect(self.path, "FULL" if fsync == "answer" else "NORMAL")
+        self._fsync_batches = fsync == "batch"
+        self._unsynced = False
+        self._sync_lock = threading.Lock()
         self._db.executescript(_SCHEMA)
         # reservations are not worth an fsync: a crash takes them with it
         self._res_lock = threading.Lock()
@@ -208,8 +215,25 @@ class CallLedger:
                 self._db.execute("ROLLBACK")
                 raise
             self._commits += 1
+            self._unsynced = self._fsync_batches
             if self._commits % self.prune_every == 0:
                 self._prune(max(w.now for w in batch))
+
+    def sync(self) -> None:
+        """Make every commit so far survive a power loss too (fsync of the WAL file); a
+        no-op when each commit is fsynced already or nothing was written since."""
+        with self._sync_lock:  # a sync in progress covers the commits made before it started
+            if not self._unsynced:
+                return
+            self._unsynced = False
+            try:
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            except FileNotFoundError:  # checkpointed and removed: the database file holds it, synced
+                return
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # -- budgets -------------------------------------------------------------
     def reserve(

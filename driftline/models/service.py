@@ -103,7 +103,7 @@ class ModelService:
         led = config.ledger
         has_remote = any(t.backend.remote for t in self.tiers)
         self.ledger = (
-            CallLedger(led.path, led.retention_s, led.prune_every, synchronous=led.synchronous, cache_ttl_s=config.cache.ttl_s, cache_max_entries=config.cache.max_entries)
+            CallLedger(led.path, led.retention_s, led.prune_every, fsync=led.fsync, cache_ttl_s=config.cache.ttl_s, cache_max_entries=config.cache.max_entries)
             if led.enabled and has_remote
             else None
         )
@@ -143,6 +143,8 @@ class ModelService:
             rows[i].reasons.append("none:internal")
         results = result_frame(frame, rows, batch.tasks, replayed, self.tiers)
         self.accounting.commit_rows(range(n), batch, rows)  # rows a remote tier failed and a later tier answered
+        if self.ledger is not None:
+            self.ledger.sync()  # on disk before the results leave the step
         events = self.budgets.drain_events()
         for e in events:
             metrics.BUDGET_EVENTS.labels(scope=e.scope).inc()
@@ -175,12 +177,14 @@ class ModelService:
         return [i for i in pending if rows[i].answer is None]
 
     def _call(self, tier: Tier, sends: list[Group], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
-        # the idempotency key names the event, the task, the tier and the configuration:
-        # the same request after a crash carries the same key
-        requests = [
-            ModelRequest(f"{batch.keys[g.rows[0]]}/{batch.tasks[g.rows[0]]}/{tier.name}/{self.config_hash}", batch.texts[g.rows[0]], batch.tasks[g.rows[0]])
-            for g in sends
-        ]
+        keys, texts, tasks = batch.keys, batch.texts, batch.tasks
+        if tier.backend.remote:
+            # the idempotency key names the event, the task, the tier and the configuration:
+            # the same request after a crash carries the same key
+            suffix = f"/{tier.name}/{self.config_hash}"
+            requests = [ModelRequest(f"{keys[i]}/{tasks[i]}{suffix}", texts[i], tasks[i]) for i in (g.rows[0] for g in sends)]
+        else:
+            requests = [ModelRequest(keys[i], texts[i], tasks[i]) for i in (g.rows[0] for g in sends)]
         def received(got: list[tuple[int, ModelResult]]) -> None:
             self.accounting.received(tier, [(sends[j], res) for j, res in got], batch, rows)
 

@@ -15,11 +15,12 @@ logged with ``client_gone`` and is not a success.  ``hold`` keeps every answer w
 chosen moment.  Each entry has ``t`` (arrival) and ``done`` (answer sent or dropped).
 
 With ``idempotency`` on, the server honours ``Idempotency-Key`` the way payment APIs
-do: the first successful answer under a key is stored (and billed) even if its client
-has gone away; a later request with the same key and the same body gets the stored
-answer, logged with outcome ``replay`` (not a success, not billed); the same key with a
-different body is refused with 422; a request whose key is still being answered waits
-for that answer.  Failed answers are not stored, so retries after a failure proceed.
+do: the first answer the model produced under a key (usable or not) is stored and
+billed even if its client has gone away; a later request with the same key and the
+same body gets the stored answer, logged with outcome ``replay`` (not a success, not
+billed); the same key with a different body is refused with 422; a request whose key
+is still being answered waits for that answer.  Errors (429, 5xx, resets...) are not
+stored, so retries after a failure proceed.
 
 In-process::
 
@@ -74,7 +75,8 @@ OUTCOMES = (
     "forbidden",
     "quota",
 )
-#: Outcomes whose answer a client can use (the request "succeeded" and is billed once).
+#: Outcomes whose answer a client can use (the request "succeeded" and is billed once); a
+#: ``timeout`` answer also succeeds when its client still takes it (or the server stores it).
 SUCCESS_OUTCOMES = frozenset({"ok", "slow", "bad_usage", "no_usage"})
 
 DEFAULT_MIX = {"timeout": 1.0, "rate_limit": 1.0, "server_error": 1.0, "malformed": 1.0, "reset": 1.0, "unavailable": 1.0}
@@ -357,7 +359,8 @@ class OpenAITestServer:
         with self._lock:
             self.log.append(entry)
         try:
-            self._complete(h, entry, b, outcome, status, body, headers, stored=_Stored(_fingerprint(raw), body) if running is not None and success and body else None)
+            billed = status == 200 and outcome not in ("garbage", "reset")  # an answer the model produced, usable or not
+            self._complete(h, entry, b, outcome, status, body, headers, stored=_Stored(_fingerprint(raw), body) if running is not None and billed and body else None)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -419,6 +422,9 @@ class OpenAITestServer:
             finally:
                 with self._lock:
                     self._held -= 1
+        if outcome == "timeout":  # a usable answer after all, if anyone still takes it
+            with self._lock:
+                entry["success"] = True
         if stored is not None:  # honouring keys: the answer exists (and is billed) from now on
             with self._lock:
                 self._stored[entry["key"]] = stored

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -92,6 +93,7 @@ def test_kills_rebill_at_most_the_requests_in_flight(kafka_bootstrap: str, uniqu
     cmd = [sys.executable, "-m", "driftline.cli", "--config", str(cfg_path), "run", "enrich", "--drain", "--recovery-dir", str(recovery), "--epoch-interval", "0.5"]
     rng = random.Random(7 + idempotent)
     kill_times: list[float] = []
+    durable_at_kill: list[set[str]] = []  # events recorded in the ledger when each kill struck
     completed = _Counter(log_path)
     try:
         for run in range(KILLS + 1):
@@ -109,6 +111,8 @@ def test_kills_rebill_at_most_the_requests_in_flight(kafka_bootstrap: str, uniqu
                         if flow.poll() is None:
                             kill_times.append(time.time())
                             os.killpg(flow.pid, signal.SIGKILL)
+                            flow.wait(timeout=60)
+                            durable_at_kill.append(_ledger_events(recovery / "model_ledger.sqlite"))
                     flow.wait(timeout=300)
                 finally:
                     if flow.poll() is None:
@@ -127,27 +131,52 @@ def test_kills_rebill_at_most_the_requests_in_flight(kafka_bootstrap: str, uniqu
     assert out.height == EVENTS and out["event_id"].n_unique() == EVENTS
     assert kill_times, "the flow finished before the first kill"
 
-    # requests the provider was still answering at each kill instant
-    in_flight = [sum(1 for e in log if e["t"] <= k and (e["done"] is None or e["done"] > k)) for k in kill_times]
+    # In flight at a kill: requests the provider was still answering (it drops those answers,
+    # or with idempotency stores them), and answers it had sent that were not yet in the
+    # ledger (on the wire, in the socket, being parsed: the process had not recorded them).
+    open_at = [[e for e in log if e["t"] <= k and (e["done"] is None or e["done"] > k)] for k in kill_times]
+    at_server = [len(o) for o in open_at]
+    not_durable: list[set[str]] = []
+    for n, (k, durable) in enumerate(zip(kill_times, durable_at_kill)):
+        since = kill_times[n - 1] if n else 0.0
+        not_durable.append({_event(e["key"]) for e in log if e["success"] and since < e["done"] <= k} - durable)
+    in_flight = [a + len(b) for a, b in zip(at_server, not_durable)]
     billed = Counter(_event(e["key"]) for e in log if e["success"])
-    twice = {ev: n for ev, n in billed.items() if n > 1}
+    twice = {ev for ev, n in billed.items() if n > 1}
     replays = sum(1 for e in log if e.get("replay"))
-    # how long before a kill the first answer of each re-billed event had completed
-    first_done = {}
-    for e in sorted(log, key=lambda e: e["seq"]):
-        if e["success"] and _event(e["key"]) in twice:
-            first_done.setdefault(_event(e["key"]), e["done"])
-    gaps = sorted(round(1000 * (min(k for k in kill_times if k >= d) - d), 1) for d in first_done.values() if any(k >= d for k in kill_times))
+    # how long before its kill each answer not yet durable had been sent
+    gaps = sorted(
+        round(1000 * (k - e["done"]), 1)
+        for k, nd in zip(kill_times, not_durable)
+        for e in log
+        if e["success"] and _event(e["key"]) in nd and e["done"] <= k and k - e["done"] < 5
+    )
     primary = out.filter(pl.col("model_tier") == "primary")
     print(
-        f"\n{'idempotent' if idempotent else 'plain'} provider, {EVENTS} events, {len(kill_times)} SIGKILLs: "
-        f"requests in flight at the kills {in_flight} (sum {sum(in_flight)}); events answered twice {len(twice)}; "
-        f"replayed by the provider {replays}; answer-to-kill gaps of re-billed events (ms) {gaps}; "
+        f"\n{'idempotent' if idempotent else 'plain'} provider, {EVENTS} events, {len(kill_times)} SIGKILLs: requests in flight at the kills {in_flight} "
+        f"(at the provider {at_server}, answered but not yet in the ledger {[len(b) for b in not_durable]}); events answered twice {len(twice)}; "
+        f"replayed by the provider {replays}; answer-to-kill gaps of answers not yet in the ledger (ms) {gaps}; "
         f"requests {len(log)}; answered by primary {primary.height}; replayed from the ledger {out['model_replayed'].sum()}"
     )
+    # nothing durable was billed again: every event answered twice was in flight at a kill
+    # (an answer the provider finished after the kill instant is billed when it still reached
+    # the socket of the dying process)
+    assert twice <= set().union(*not_durable, *({_event(e["key"]) for e in o} for o in open_at))
     assert len(twice) <= sum(in_flight)
-    # every event the provider answered is billed to its row exactly once in the dataset
+    # every event the provider answered is billed to its row
     assert set(primary.select(pl.format("{}:{}:{}", "src_topic", "src_partition", "src_offset")).to_series()) <= set(billed)
     if idempotent:
         assert not twice
         assert sum(in_flight) == 0 or replays > 0  # the requests cut off by a kill were answered from the provider's store
+
+
+def _ledger_events(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {f"{t}:{p}:{o}" for t, p, o in db.execute("SELECT topic, part, off FROM calls")}
+    except sqlite3.OperationalError:  # tables not created yet
+        return set()
+    finally:
+        db.close()
