@@ -160,6 +160,10 @@ class LedgerConfig(_Strict):
         "state/model_ledger.sqlite",
         description="SQLite file shared by every worker and process of a host; a relative path is kept in the recovery folder. Multi-host: see docs/models.md.",
     )
+    journal_mode: Literal["wal", "delete"] = Field(
+        "wal",
+        description="wal: the fast default for processes of one host; delete: for a ledger on a network file system shared by several hosts (WAL needs memory shared by all its users, which only one host has).",
+    )
     fsync: Literal["batch", "answer"] = Field(
         "batch",
         description=(

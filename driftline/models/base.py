@@ -54,7 +54,8 @@ class Backend(Protocol):
     they exist, so a crash re-sends at most the requests still in flight (a group the
     hook did not see is recorded when it is yielded).  ``breaker`` is the tier's
     circuit breaker (None when the tier has none): while it is open the service does
-    not call.
+    not call.  The batches of several worker threads run at the same time, so
+    ``iter_batch`` may be called from several threads at once.
     """
 
     name: str

@@ -15,7 +15,8 @@ with ``answer`` every commit is fsynced (``synchronous=FULL``), which makes each
 wait for the disk.
 
 The ledger is one SQLite file in WAL mode, shared by every worker and process of a
-host (they may all open it).  Budget reservations of requests in flight are published
+host (they may all open it); processes of several hosts share it on a network file
+system in rollback-journal mode (``ledger.journal_mode: delete``).  Budget reservations of requests in flight are published
 per process (``reserved``, with a lease), so processes admit requests against the
 same totals.  Rows older than ``retention_s`` are pruned: the ledger only has to reach
 back past the last snapshot.
@@ -78,9 +79,9 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+def _connect(path: Path, journal_mode: str, synchronous: str) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA journal_mode={journal_mode}")
     db.execute(f"PRAGMA synchronous={synchronous}")
     return db
 
@@ -112,6 +113,7 @@ class CallLedger:
         prune_every: int = 200,
         *,
         fsync: Literal["batch", "answer"] = "batch",
+        journal_mode: Literal["wal", "delete"] = "wal",
         cache_ttl_s: float = 3600.0,
         cache_max_entries: int = 100_000,
     ) -> None:
@@ -129,14 +131,16 @@ class CallLedger:
         self._committing = False
         # "answer": SQLite fsyncs every commit; "batch": commits reach the WAL file (safe
         # from a process crash) and sync() fsyncs it once per batch
-        self._db = _connect(self.path, "FULL" if fsync == "answer" else "NORMAL")
-        self._fsync_batches = fsync == "batch"
+        # (without WAL, SQLite syncs its rollback journal at every commit: nothing to add)
+        journal = journal_mode.upper()
+        self._db = _connect(self.path, journal, "FULL" if fsync == "answer" else "NORMAL")
+        self._fsync_batches = fsync == "batch" and journal == "WAL"
         self._unsynced = False
         self._sync_lock = threading.Lock()
         self._db.executescript(_SCHEMA)
         # reservations are not worth an fsync: a crash takes them with it
         self._res_lock = threading.Lock()
-        self._res_db = _connect(self.path, "OFF")
+        self._res_db = _connect(self.path, journal, "OFF")
         self._drop_dead_owners()
 
     # -- results -----------------------------------------------------------

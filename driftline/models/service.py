@@ -103,7 +103,7 @@ class ModelService:
         led = config.ledger
         has_remote = any(t.backend.remote for t in self.tiers)
         self.ledger = (
-            CallLedger(led.path, led.retention_s, led.prune_every, fsync=led.fsync, cache_ttl_s=config.cache.ttl_s, cache_max_entries=config.cache.max_entries)
+            CallLedger(led.path, led.retention_s, led.prune_every, fsync=led.fsync, journal_mode=led.journal_mode, cache_ttl_s=config.cache.ttl_s, cache_max_entries=config.cache.max_entries)
             if led.enabled and has_remote
             else None
         )

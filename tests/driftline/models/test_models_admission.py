@@ -108,10 +108,13 @@ def test_budget_serves_the_first_tier_until_the_limit_is_within_one_request(serv
     svc.close()
 
 
-def test_reservations_of_another_process_count_and_the_event_says_so(server: OpenAITestServer, tmp_path: Path) -> None:
-    """Two services on one ledger file are two processes of a host: the requests one has
-    in flight are reserved for the other too, and a refusal they cause says ``reserved``."""
-    cfg = config(server, tmp_path, budgets={"per_tenant_daily_usd": {"acme": 0.03}}, cache={"enabled": False})
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_reservations_of_another_process_count_and_the_event_says_so(server: OpenAITestServer, tmp_path: Path, journal_mode: str) -> None:
+    """Two services on one ledger file are two processes (of one host with WAL, of several
+    sharing a network file system without): the requests one has in flight are reserved
+    for the other too, and a refusal they cause says ``reserved``."""
+    ledger = {"path": str(tmp_path / "ledger.sqlite"), "journal_mode": journal_mode}
+    cfg = config(server, tmp_path, budgets={"per_tenant_daily_usd": {"acme": 0.03}}, cache={"enabled": False}, ledger=ledger)
     a, b = ModelService(cfg), ModelService(cfg)
     est = a.estimate_cost("primary", "sentiment", "text 00")  # cold: prompt + max_output_tokens
     n = int(0.03 // est)  # what fits at once
@@ -193,8 +196,9 @@ def test_identical_texts_in_batches_in_flight_at_once_are_sent_once(server: Open
     svc.close()
 
 
-def test_cache_and_spend_survive_a_restart(server: OpenAITestServer, tmp_path: Path) -> None:
-    cfg = config(server, tmp_path, budgets={"per_tenant_daily_usd": {"acme": 1.0}})
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_cache_and_spend_survive_a_restart(server: OpenAITestServer, tmp_path: Path, journal_mode: str) -> None:
+    cfg = config(server, tmp_path, budgets={"per_tenant_daily_usd": {"acme": 1.0}}, ledger={"path": str(tmp_path / "ledger.sqlite"), "journal_mode": journal_mode})
     first = ModelService(cfg)
     before = first.process(frame(["the same words"])).results.row(0, named=True)
     first.close()
