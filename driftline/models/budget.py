@@ -252,7 +252,8 @@ class BudgetTracker:
                     else:
                         self._settling.pop(k, None)
                     totals[k] = self._own.get(k, 0.0)
-            self.ledger.publish_reserved(totals, now=self.clock.now().timestamp())
+            if totals:
+                self.ledger.publish_reserved(totals, now=self.clock.now().timestamp())
 
     # -- events -------------------------------------------------------------------
     def refused(self, refusal: Refusal, *, tier: str) -> None:

@@ -45,6 +45,8 @@ from typing import Any, Literal
 
 import orjson
 
+from driftline.broker import _pid_alive
+
 Coord = tuple[str, int, int]
 ScopeKey = tuple[str, str]  # (scope, key): ("tenant", "acme")
 DayScopeKey = tuple[str, str, str]  # (day, scope, key)
@@ -306,7 +308,7 @@ class CallLedger:
                 o_host, _, rest = o.partition("/")
                 pid = rest.partition("/")[0]
                 # an owner of this host whose process is gone, or an earlier process that had our pid
-                if o_host == host and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                if o_host == host and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
                     dead.append((o,))
             if dead:
                 self._db.executemany("DELETE FROM reserved WHERE owner=?", dead)
@@ -355,11 +357,16 @@ class CallLedger:
             self._res_db.close()
 
 
-def _alive(pid: int) -> bool:
+def recorded_events(path: str | Path) -> set[str]:
+    """``topic:partition:offset`` of every result in the ledger at ``path``, read-only: what
+    a process starting now would replay (for tools and tests; empty if there is none yet)."""
+    p = Path(path)
+    if not p.exists():
+        return set()
+    db = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=5)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return {f"{t}:{part}:{o}" for t, part, o in db.execute("SELECT topic, part, off FROM calls")}
+    except sqlite3.OperationalError:  # tables not created yet
+        return set()
+    finally:
+        db.close()

@@ -76,7 +76,7 @@ OUTCOMES = (
     "quota",
 )
 #: Outcomes whose answer a client can use (the request "succeeded" and is billed once); a
-#: ``timeout`` answer also succeeds when its client still takes it (or the server stores it).
+#: ``timeout`` answer (too late for the client) also succeeds when the server stores it.
 SUCCESS_OUTCOMES = frozenset({"ok", "slow", "bad_usage", "no_usage"})
 
 DEFAULT_MIX = {"timeout": 1.0, "rate_limit": 1.0, "server_error": 1.0, "malformed": 1.0, "reset": 1.0, "unavailable": 1.0}
@@ -422,12 +422,11 @@ class OpenAITestServer:
             finally:
                 with self._lock:
                     self._held -= 1
-        if outcome == "timeout":  # a usable answer after all, if anyone still takes it
-            with self._lock:
-                entry["success"] = True
         if stored is not None:  # honouring keys: the answer exists (and is billed) from now on
             with self._lock:
                 self._stored[entry["key"]] = stored
+                if outcome == "timeout":  # a late but usable answer, kept for the retry
+                    entry["success"] = True
         if outcome == "reset":
             h.close_connection = True
             try:

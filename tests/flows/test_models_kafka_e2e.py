@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 
 from driftline.config import load_config
 from driftline.flows.enrich import build_enrich_flow
+from driftline.models.ledger import recorded_events
 from driftline.producer import produce
 from driftline.runner import run_flow
 from driftline.testing.openai_server import SUCCESS_OUTCOMES, Behaviour, OpenAITestServer, read_log, start_subprocess
@@ -163,18 +163,6 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
     )
 
 
-def _ledger_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return {f"{t}:{p}:{o}" for t, p, o in db.execute("SELECT topic, part, off FROM calls")}
-    except sqlite3.OperationalError:  # tables not created yet
-        return set()
-    finally:
-        db.close()
-
-
 def _wait(cond: Any, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -222,7 +210,7 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
                 _wait(lambda: stats()["held"] >= 1, "requests in flight")
                 # every answer delivered so far is durable (results the step has not emitted yet included)
                 answered_before = {_event(e["key"]) for e in successes()}
-                _wait(lambda: answered_before <= _ledger_keys(ledger), "delivered answers to reach the ledger", timeout=10)
+                _wait(lambda: answered_before <= recorded_events(ledger), "delivered answers to reach the ledger", timeout=10)
                 in_flight = stats()["in_flight"]
                 flow.send_signal(signal.SIGKILL)
                 flow.wait(timeout=30)
@@ -230,7 +218,7 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
                 if flow.poll() is None:
                     flow.kill()
         assert flow.returncode == -signal.SIGKILL
-        committed_before = _ledger_keys(ledger)
+        committed_before = recorded_events(ledger)
         httpx.post(f"{control}/_behaviour", json={"hold": False}, timeout=5).raise_for_status()
         _wait(lambda: stats()["in_flight"] == 0, "held requests to complete")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import polars as pl
 import pytest
 import yaml
 
+from driftline.models.ledger import recorded_events
 from driftline.producer import produce
 from driftline.testing.openai_server import read_log, start_subprocess
 
@@ -112,7 +112,7 @@ def test_kills_rebill_at_most_the_requests_in_flight(kafka_bootstrap: str, uniqu
                             kill_times.append(time.time())
                             os.killpg(flow.pid, signal.SIGKILL)
                             flow.wait(timeout=60)
-                            durable_at_kill.append(_ledger_events(recovery / "model_ledger.sqlite"))
+                            durable_at_kill.append(recorded_events(recovery / "model_ledger.sqlite"))
                     flow.wait(timeout=300)
                 finally:
                     if flow.poll() is None:
@@ -168,15 +168,3 @@ def test_kills_rebill_at_most_the_requests_in_flight(kafka_bootstrap: str, uniqu
     if idempotent:
         assert not twice
         assert sum(in_flight) == 0 or replays > 0  # the requests cut off by a kill were answered from the provider's store
-
-
-def _ledger_events(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return {f"{t}:{p}:{o}" for t, p, o in db.execute("SELECT topic, part, off FROM calls")}
-    except sqlite3.OperationalError:  # tables not created yet
-        return set()
-    finally:
-        db.close()
