@@ -13,7 +13,7 @@ counted per tier and batch (:class:`TierTally`) and added once.
 >>> from driftline.config.models import BackendConfig
 >>> from driftline.models.rules import RulesBackend
 >>> t = TierTally(Tier(0, "rules", RulesBackend("rules", BackendConfig(kind="rules"), {}), 0.0, False))
->>> t.observe([(Group([0, 1]), ModelResult(label="positive", latency_ms=1.0))]); t.ok, t.cached
+>>> t.observe([Group(0, followers=[1])], [(0, ModelResult(label="positive", latency_ms=1.0))]); t.ok, t.cached
 (1, 1)
 """
 
@@ -67,11 +67,12 @@ class TierTally:
         self.local_latency: float | None = None
         self._latency = metrics.LATENCY.labels(**tier.labels) if tier.backend.remote else None
 
-    def observe(self, items: list[tuple[Group, ModelResult]]) -> None:
-        """Results handed over (``group.cost`` is what each one cost)."""
+    def observe(self, sends: list[Group], got: list[tuple[int, ModelResult]]) -> None:
+        """Results of ``sends`` handed over (``group.cost`` is what each one cost)."""
         t = self.tokens
         latency = self._latency
-        for group, res in items:
+        for j, res in got:
+            group = sends[j]
             if res.input_tokens or res.output_tokens:
                 t[0] += res.input_tokens
                 t[1] += res.output_tokens
@@ -83,7 +84,7 @@ class TierTally:
                     latency.observe(res.latency_ms / 1000.0)
             elif self.local_latency is None:
                 self.local_latency = res.latency_ms  # this tier's own time; one observation per batch
-            followers = len(group.rows) - 1
+            followers = len(group.followers) if group.followers else 0
             if res.error_class is None:
                 self.ok += 1
                 if followers:
@@ -146,17 +147,17 @@ class Accounting:
         self.config_hash = config_hash
 
     # -- results of requests -------------------------------------------------------
-    def received(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
-        """Results that just arrived, in the thread that received them: rows updated and
-        everything durable in one ledger transaction.  Never raises: a failure is kept on
-        the groups and raised by :meth:`handed_over` in the batch's own thread."""
+    def received(self, tier: Tier, sends: list[Group], got: list[tuple[int, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
+        """Results of ``sends`` that just arrived, in the thread that received them: rows
+        updated and everything durable in one ledger transaction.  Never raises: a failure
+        is kept on the groups and raised by :meth:`handed_over` in the batch's own thread."""
         try:
-            self._receive(tier, items, batch, rows)
+            self._receive(tier, sends, got, batch, rows)
         except BaseException as exc:
-            for group, _ in items:
-                group.error = exc
+            for j, _ in got:
+                sends[j].error = exc
 
-    def _receive(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
+    def _receive(self, tier: Tier, sends: list[Group], got: list[tuple[int, ModelResult]], batch: BatchInputs, rows: list[RowState]) -> None:
         backend = tier.backend
         remote = backend.remote
         pricing = self.config.pricing if tier.priced else None
@@ -166,9 +167,10 @@ class Accounting:
         settled: list[tuple[Reservation, float]] = []
         cache_rows: list[tuple[str, bytes]] = []
         answered: list[int] = []
-        for group, res in items:
+        for j, res in got:
+            group = sends[j]
             group.received = True
-            lead = group.rows[0]
+            lead = group.lead
             row = rows[lead]
             row.latency += res.latency_ms
             row.retries += res.retries
@@ -198,32 +200,36 @@ class Accounting:
                     if self.cache is not None:
                         self.cache.put(group.cache_key, hit)
                     cache_rows.append((group.cache_key, hit.encode()))
-                    for i in group.rows[1:]:
+                    for i in group.followers or ():
                         _from_cache(tier, rows[i], hit)
                         answered.append(i)
-            else:
+            elif group.followers:
                 for i in group.rows:
                     rows[i].fail(tier, res.error_class)
+            else:
+                row.fail(tier, res.error_class)
         if ledger is not None and (answered or spend or cache_rows):
             durable = [i for i in answered if batch.coords[i] is not None]
             ledger.record(self._entries(durable, batch, rows), spend, now=self.clock.now().timestamp(), config_hash=self.config_hash, cache=cache_rows)
         if settled:
             self.budgets.recorded(settled)
 
-    def handed_over(self, tier: Tier, items: list[tuple[Group, ModelResult]], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
-        """Results the backend handed over, in the batch's thread: record those the hook did
-        not see, count them, and let the batches waiting for the same requests go on."""
+    def handed_over(self, tier: Tier, sends: list[Group], got: list[tuple[int, ModelResult]], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
+        """Results of ``sends`` the backend handed over, in the batch's thread: record those
+        the hook did not see, count them, and let the batches waiting for the same requests go on."""
         unseen = []
-        for group, res in items:
+        for item in got:
+            group = sends[item[0]]
             if group.error is not None:
                 raise group.error
             if not group.received:
-                unseen.append((group, res))
+                unseen.append(item)
         if unseen:
-            self._receive(tier, unseen, batch, rows)
-        tally.observe(items)
+            self._receive(tier, sends, unseen, batch, rows)
+        tally.observe(sends, got)
         if self.cache is not None:
-            for group, res in items:
+            for j, res in got:
+                group = sends[j]
                 if group.pending is not None:  # durable by now: other batches may use it
                     assert group.cache_key is not None
                     self.inflight.resolve(group.cache_key, group.pending, Shared(res, group.cost))

@@ -45,17 +45,31 @@ from driftline.models.rows import BatchInputs, RowState, Tier
 MAX_WAVES = 16
 
 
-@dataclass(slots=True)
 class Group:
-    """Rows of one batch that make the same request to a tier; the first one leads."""
+    """Rows of one batch that make the same request to a tier: the first one leads, the
+    others follow (share its answer).  One per row on most tiers, so kept small."""
 
-    rows: list[int]
-    cache_key: str | None = None
-    reservation: Reservation | None = None
-    pending: Pending | None = None  # this process's registration of the request in flight
-    cost: float = 0.0  # what the request cost, once answered
-    received: bool = False  # its result is accounted for (and durable)
-    error: BaseException | None = None  # accounting failed in the receiving thread
+    __slots__ = ("lead", "followers", "cache_key", "reservation", "pending", "cost", "received", "error")
+
+    def __init__(self, lead: int, cache_key: str | None = None, followers: list[int] | None = None) -> None:
+        self.lead = lead
+        self.followers = followers
+        self.cache_key = cache_key
+        self.reservation: Reservation | None = None
+        self.pending: Pending | None = None  # this process's registration of the request in flight
+        self.cost = 0.0  # what the request cost, once answered
+        self.received = False  # its result is accounted for (and durable)
+        self.error: BaseException | None = None  # accounting failed in the receiving thread
+
+    @property
+    def rows(self) -> list[int]:
+        return [self.lead, *self.followers] if self.followers else [self.lead]
+
+    def follow(self, i: int) -> None:
+        if self.followers is None:
+            self.followers = [i]
+        else:
+            self.followers.append(i)
 
 
 @dataclass(slots=True)
@@ -97,7 +111,7 @@ class Admission:
         skipped: Counter[str] = Counter()
         supported = {name: backend.supports(spec) for name, spec in self.tasks.items()}
         if not backend.remote and not tier.priced and all(supported.values()):  # nothing to check per row
-            return [Group([i]) for i in pending], skipped
+            return [Group(i) for i in pending], skipped
         groups: list[Group] = []
         by_key: dict[str, Group] = {}
         keyed = backend.remote and self.cache is not None
@@ -115,16 +129,16 @@ class Admission:
                 skipped[reason] += 1
                 continue
             if not keyed:
-                groups.append(Group([i]))
+                groups.append(Group(i))
                 continue
             spec = self.tasks[batch.tasks[i]]
             key = cache_key(spec.name, spec.config.prompt_version, backend.model, batch.texts[i])
             group = by_key.get(key)
             if group is None:
-                group = by_key[key] = Group([i], key)
+                group = by_key[key] = Group(i, key)
                 groups.append(group)
             else:
-                group.rows.append(i)
+                group.follow(i)
         return groups, skipped
 
     # -- per wave ------------------------------------------------------------------
@@ -168,7 +182,7 @@ class Admission:
         admitted: list[Group] = []
         todo = groups
         while todo:
-            leaders = [g.rows[0] for g in todo]
+            leaders = [g.lead for g in todo]
             decisions = self.budgets.reserve([(batch.tenants[i], batch.sources[i], self.estimate(tier, batch.tasks[i], batch.texts[i])) for i in leaders])
             held = {sk for d in decisions if isinstance(d, Reservation) for sk in d.scopes()}
             retry: list[Group] = []
@@ -181,11 +195,11 @@ class Admission:
                 else:
                     # refused, and so is every identical row of the same tenant and source;
                     # the others have their own budgets and try again
-                    payer = (batch.tenants[g.rows[0]], batch.sources[g.rows[0]])
+                    payer = (batch.tenants[g.lead], batch.sources[g.lead])
                     others = [i for i in g.rows if (batch.tenants[i], batch.sources[i]) != payer]
                     plan.refused.extend((i, d) for i in g.rows if (batch.tenants[i], batch.sources[i]) == payer)
                     if others:
-                        retry.append(Group(others, g.cache_key))
+                        retry.append(Group(others[0], g.cache_key, others[1:] or None))
             if admitted and not last_wave:
                 plan.deferred.extend(retry)
                 break

@@ -139,41 +139,45 @@ class RowState:
         self.error_class = error_class
         self.reasons.append(f"{tier.name}:{error_class}")
 
-    def values(self, task: str) -> tuple[Any, ...]:
-        """The result columns, in :data:`MODEL_OUTPUT_SCHEMA` order."""
-        a = self.answer
-        assert a is not None
-        tier = self.tier
-        return (
-            task,
-            a.label,
-            a.output,
-            a.confidence,
-            a.model_name,
-            a.model_version,
-            tier.name if tier else None,
-            tier.index if tier else None,
-            self.reasons,
-            self.error_class,
-            self.retries,
-            a.input_tokens,
-            a.output_tokens,
-            a.cached_tokens,
-            a.reasoning_tokens,
-            a.tokens_estimated,
-            round(self.latency, 3),
-            round(self.cost, 10),
-            self.cost_estimated,
-            self.cached,
-            round(self.saved, 10),
-            False,
-            self.budget_event,
-        )
-
     def record(self, task: str) -> dict[str, Any]:
         """What the ledger keeps of the row (a replay emits exactly this)."""
-        values = dict(zip(MODEL_OUTPUT_SCHEMA, self.values(task)))
-        return {c: values[c] for c in RECORDED}
+        cols = _columns([self], [task])
+        return {c: cols[c][0] for c in RECORDED}
+
+
+_NO_ANSWER = ModelResult()  # stands in for replayed rows, whose columns come from their record
+
+
+def _columns(rows: list[RowState], tasks: list[str]) -> dict[str, list[Any]]:
+    """The result columns of ``rows``, in :data:`MODEL_OUTPUT_SCHEMA` order (built column by
+    column: a list comprehension per column costs less than a tuple per row)."""
+    answers = [r.answer or _NO_ANSWER for r in rows]
+    tiers = [r.tier for r in rows]
+    return {
+        "model_task": list(tasks),
+        "model_label": [a.label for a in answers],
+        "model_output": [a.output for a in answers],
+        "model_confidence": [a.confidence for a in answers],
+        "model_name": [a.model_name for a in answers],
+        "model_version": [a.model_version for a in answers],
+        "model_tier": [t.name if t else None for t in tiers],
+        "model_tier_index": [t.index if t else None for t in tiers],
+        "model_fallback_reasons": [r.reasons for r in rows],
+        "model_error_class": [r.error_class for r in rows],
+        "model_retries": [r.retries for r in rows],
+        "model_input_tokens": [a.input_tokens for a in answers],
+        "model_output_tokens": [a.output_tokens for a in answers],
+        "model_cached_tokens": [a.cached_tokens for a in answers],
+        "model_reasoning_tokens": [a.reasoning_tokens for a in answers],
+        "model_tokens_estimated": [a.tokens_estimated for a in answers],
+        "model_latency_ms": [round(r.latency, 3) for r in rows],
+        "model_cost_usd": [round(r.cost, 10) for r in rows],
+        "model_cost_estimated": [r.cost_estimated for r in rows],
+        "model_cached": [r.cached for r in rows],
+        "model_cost_saved_usd": [round(r.saved, 10) for r in rows],
+        "model_replayed": [False] * len(rows),
+        "model_budget_event": [r.budget_event for r in rows],
+    }
 
 
 def _list_column(name: str, values: list[list[str] | None]) -> pl.Series:
@@ -190,17 +194,11 @@ def _list_column(name: str, values: list[list[str] | None]) -> pl.Series:
 
 def result_frame(frame: pl.DataFrame, rows: list[RowState], tasks: list[str], replayed: Mapping[int, Mapping[str, Any]], tiers: list[Tier]) -> pl.DataFrame:
     """``frame`` with the result columns and :data:`ROUTE_COLUMN` (replayed rows take their record)."""
-    n = len(rows)
-    cols: dict[str, list[Any]] = {c: [None] * n for c in MODEL_OUTPUT_SCHEMA}
-    for i, row in enumerate(rows):
-        rec = replayed.get(i)
-        if rec is not None:
-            for c in RECORDED:
-                cols[c][i] = rec.get(c)
-            cols["model_replayed"][i] = True
-            continue
-        for c, v in zip(MODEL_OUTPUT_SCHEMA, row.values(tasks[i])):
-            cols[c][i] = v
+    cols = _columns(rows, tasks)
+    for i, rec in replayed.items():
+        for c in RECORDED:
+            cols[c][i] = rec.get(c)
+        cols["model_replayed"][i] = True
     out = pl.DataFrame([_list_column(c, cols[c]) if c == "model_fallback_reasons" else pl.Series(c, cols[c], dtype=t) for c, t in MODEL_OUTPUT_SCHEMA.items()])
     if any(c in MODEL_OUTPUT_SCHEMA for c in frame.columns):
         frame = frame.select([c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA])

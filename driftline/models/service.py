@@ -182,15 +182,18 @@ class ModelService:
             # the idempotency key names the event, the task, the tier and the configuration:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
-            requests = [ModelRequest(f"{keys[i]}/{tasks[i]}{suffix}", texts[i], tasks[i]) for i in (g.rows[0] for g in sends)]
+            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead]) for g in sends]
         else:
-            requests = [ModelRequest(keys[i], texts[i], tasks[i]) for i in (g.rows[0] for g in sends)]
+            requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
         def received(got: list[tuple[int, ModelResult]]) -> None:
-            self.accounting.received(tier, [(sends[j], res) for j, res in got], batch, rows)
+            self.accounting.received(tier, sends, got, batch, rows)
 
+        # a remote tier's answers are recorded by the thread that received them; the
+        # others are accounted for as they are handed over
+        hook = received if tier.backend.remote else None
         try:
-            for got in call_tier(tier, requests, self.config.batching.max_rows, received):
-                self.accounting.handed_over(tier, [(sends[j], res) for j, res in got], batch, rows, tally)
+            for got in call_tier(tier, requests, self.config.batching.max_rows, hook):
+                self.accounting.handed_over(tier, sends, got, batch, rows, tally)
         finally:  # rows of other batches waiting for these requests are never left waiting
             self.inflight.resolve_all([(g.cache_key, g.pending) for g in sends if g.cache_key is not None and g.pending is not None], None)
 
