@@ -30,7 +30,7 @@ from driftline.clock import Clock
 from driftline.config.models import ModelsConfig
 from driftline.models import metrics
 from driftline.models.admission import Group
-from driftline.models.budget import BudgetTracker, Reservation
+from driftline.models.budget import BudgetTracker, Refusal, Reservation
 from driftline.models.cache import CachedAnswer, InFlight, ResponseCache
 from driftline.models.estimate import OutputTokenEstimator
 from driftline.models.ledger import CallLedger, Coord, DayScopeKey
@@ -233,6 +233,16 @@ class Accounting:
                 if group.pending is not None:  # durable by now: other batches may use it
                     assert group.cache_key is not None
                     self.inflight.resolve(group.cache_key, group.pending, Shared(res, group.cost))
+
+    def refused(self, tier: Tier, refused: list[tuple[int, Refusal]], rows: list[RowState], tally: TierTally) -> None:
+        """Rows a budget refused: they skip this tier and every tier not cheaper than it."""
+        for i, refusal in refused:
+            row = rows[i]
+            row.budget_event = refusal.reason
+            row.price_floor = tier.price_per_mtok
+            row.skip(tier, "budget")
+            tally.skipped["budget"] += 1
+            self.budgets.refused(refusal, tier=tier.name)
 
     def from_cache(self, tier: Tier, group: Group, hit: CachedAnswer, rows: list[RowState], tally: TierTally) -> None:
         for i in group.rows:

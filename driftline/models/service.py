@@ -160,13 +160,7 @@ class ModelService:
             plan = self.admission.admit(tier, groups, batch, last_wave=wave == MAX_WAVES - 1)
             for group, hit in plan.hits:
                 self.accounting.from_cache(tier, group, hit, rows, tally)
-            for i, refusal in plan.refused:
-                row = rows[i]
-                row.budget_event = refusal.reason
-                row.price_floor = tier.price_per_mtok
-                row.skip(tier, "budget")
-                tally.skipped["budget"] += 1
-                self.budgets.refused(refusal, tier=tier.name)
+            self.accounting.refused(tier, plan.refused, rows, tally)
             if plan.send:
                 self._call(tier, plan.send, batch, rows, tally)
             for group, pending_request in plan.follow:
@@ -185,6 +179,7 @@ class ModelService:
             requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead]) for g in sends]
         else:
             requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
+
         def received(got: list[tuple[int, ModelResult]]) -> None:
             self.accounting.received(tier, sends, got, batch, rows)
 
