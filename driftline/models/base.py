@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.models import BackendConfig
@@ -153,19 +153,12 @@ def register_backend(kind: str) -> Callable[[B], B]:
     return deco
 
 
-def build_backend(
-    name: str,
-    config: BackendConfig,
-    tasks: Mapping[str, TaskSpec],
-    clock: Clock | None = None,
-    *,
-    chars_per_token: float = 4.0,
-    on_retry: RetryHook | None = None,
-) -> ModelBackend:
-    """Instantiate the backend of tier ``name``; the error names the bad key."""
+def build_backend(name: str, config: BackendConfig, tasks: Mapping[str, TaskSpec], clock: Clock | None = None, **options: Any) -> ModelBackend:
+    """Instantiate the backend of tier ``name`` (``options``: ``chars_per_token``,
+    ``on_retry``, see :class:`ModelBackend`); the error names the bad key."""
     from driftline.models import local, openai_compat, rules  # noqa: F401  (register built-ins)
 
     cls = BACKENDS.get(config.kind)
     if cls is None:
         raise ValueError(f"models.backends.{name}.kind: unknown backend kind {config.kind!r} (registered: {sorted(BACKENDS)})")
-    return cls(name, config, tasks, clock, chars_per_token=chars_per_token, on_retry=on_retry)
+    return cls(name, config, tasks, clock, **options)
