@@ -42,7 +42,7 @@ from driftline.operators.batch import MicroBatch
 from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
 from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawRecord, decode_batch
-from driftline.operators.model_call import model_call_builder
+from driftline.operators.model_call import model_batch_key, model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letters
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
@@ -119,9 +119,10 @@ def build_enrich_flow(
     valid = op.map("valid_rows", batches, _valid_rows)
     valid = op.map("sanitize", valid, lambda f: sanitize_frame(f, sanitizer))
 
-    # Model calls: rows are grouped by count or waiting time; idle ticks (empty frames)
-    # bypass the batcher so time-based file flushes downstream keep moving.
-    keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), lambda _f: "models")
+    # Model calls: keyed by input partition (spread over the workers, each key batching its
+    # own rows by count or waiting time); idle ticks (empty frames) bypass the batcher so
+    # time-based file flushes downstream keep moving.
+    keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), model_batch_key)
     called = op.stateful_batch("model_call", keyed, model_call_builder("model_call", models, cfg.models.batching, clock))
     results = op.map("model_results", called, lambda kv: metrics.observe_out(FLOW, kv[1].results))
     ticks = op.filter("idle_ticks", valid, lambda f: f.height == 0)

@@ -12,14 +12,18 @@ order they arrived.  Its state (rows waiting, with their arrival times) is a
 called after recovery; results already recorded in the call ledger are replayed, not
 re-billed.
 
-Wiring (the model service is built once per worker process and shared)::
+Micro-batches are keyed by :func:`model_batch_key`, their input partition, so the
+partitions' batches spread over the workers and each key owns its waiting rows; the
+model service (backends, budgets, cache, ledger) is built once per worker process and
+shared by its keys, and its totals are shared with the other processes through the
+ledger.  Wiring::
 
     import bytewax.operators as op
     from driftline.models import ModelService
-    from driftline.operators.model_call import model_call_builder
+    from driftline.operators.model_call import model_batch_key, model_call_builder
 
     service = ModelService(cfg.models)
-    keyed = op.key_on("key_models", frames, lambda df: "models")
+    keyed = op.key_on("key_models", frames, model_batch_key)
     out = op.stateful_batch("model_call", keyed, model_call_builder("model_call", service, cfg.models.batching))
     results = op.map("model_results", out, lambda kv: kv[1].results)
     budget_events = op.filter_map("model_budget_events", out, lambda kv: kv[1].budget_events if kv[1].budget_events.height else None)
@@ -52,6 +56,27 @@ from driftline.models.budget import budget_events_frame
 from driftline.models.service import ModelService
 
 _NO_EVENTS = budget_events_frame([])
+
+
+def model_batch_key(frame: pl.DataFrame) -> str:
+    """The routing key of a micro-batch for the model step: its input partition.
+
+    A micro-batch of the Kafka source holds one partition's records, in offset order, so
+    keying by ``src_topic:src_partition`` keeps each partition's rows in order, spreads
+    the partitions over the workers, and lets a partition move to another worker (its
+    waiting rows travel in the step's snapshot; its ledger entries are found by any
+    worker of the host).  Frames without source coordinates share one key.
+
+    >>> model_batch_key(pl.DataFrame({"src_topic": ["events"], "src_partition": [2], "text": ["hi"]}))
+    'events:2'
+    >>> model_batch_key(pl.DataFrame({"text": ["hi"]}))
+    'unpartitioned'
+    """
+    if frame.height and "src_topic" in frame.columns and "src_partition" in frame.columns:
+        topic, part = frame["src_topic"][0], frame["src_partition"][0]
+        if topic is not None and part is not None:
+            return f"{topic}:{part}"
+    return "unpartitioned"
 
 
 def call_models(frame: pl.DataFrame, service: ModelService) -> pl.DataFrame:

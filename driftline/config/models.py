@@ -68,7 +68,7 @@ class BackendConfig(_Strict):
     timeout_s: float = Field(20.0, gt=0, description="Read/write timeout of one HTTP request.")
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout of one HTTP request.")
     max_in_flight: int = Field(16, ge=1, le=512, description="Cap on concurrent requests to this backend.")
-    max_output_tokens: int = Field(256, ge=1, description="max_tokens sent with each request; also the output estimate used for budgets.")
+    max_output_tokens: int = Field(256, ge=1, description="max_tokens sent with each request; also the cap of the learned output estimate budgets reserve.")
     json_mode: bool = Field(True, description="Send response_format={type: json_object}; turn off for servers that reject it.")
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
@@ -129,12 +129,18 @@ class BudgetConfig(_Strict):
     on_exhausted: Literal["next_tier", "local"] = Field(
         "next_tier", description="next_tier: try the next tier of the chain (skipping tiers that are not cheaper); local: go straight to the first non-remote tier."
     )
+    output_estimate_percentile: float = Field(95.0, gt=0, le=100, description="A request reserves this percentile of the output tokens its task and tier billed recently (capped by max_output_tokens).")
+    output_estimate_window: int = Field(256, ge=1, description="How many recent requests per task and tier the output estimate looks at.")
+    output_estimate_min_samples: int = Field(3, ge=1, description="Until a task and tier has this many answers, a request reserves max_output_tokens.")
+    reservation_lease_s: float = Field(
+        120.0, gt=0, description="Reservations another process published and has not refreshed (by reserving or settling) for this long are ignored: it is presumed dead."
+    )
 
 
 class CacheConfig(_Strict):
-    """In-process response cache of remote tiers."""
+    """Response cache of remote tiers: in memory, and durable in the call ledger when there is one."""
 
-    enabled: bool = Field(True, description="Cache answers of remote backends.")
+    enabled: bool = Field(True, description="Cache answers of remote backends; identical inputs in flight at the same time are also sent once.")
     ttl_s: float = Field(3600.0, gt=0, description="Age after which an entry is no longer used.")
     max_entries: int = Field(100_000, ge=1, description="Least recently used entries are evicted beyond this.")
 
@@ -147,10 +153,24 @@ class BatchingConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    """The replay-safe call ledger (SQLite, fsynced before results leave the step)."""
+    """The replay-safe call ledger (SQLite): results, spend, reservations, cached answers."""
 
     enabled: bool = Field(True, description="Record results by source coordinates so replayed events are not billed twice.")
-    path: str = Field("state/model_ledger.sqlite", description="SQLite file; shared by the workers of one host.")
+    path: str = Field(
+        "state/model_ledger.sqlite",
+        description="SQLite file shared by every worker and process of a host; a relative path is kept in the recovery folder. Multi-host: see docs/models.md.",
+    )
+    journal_mode: Literal["wal", "delete"] = Field(
+        "wal",
+        description="wal: the fast default for processes of one host; delete: for a ledger on a network file system shared by several hosts (WAL needs memory shared by all its users, which only one host has).",
+    )
+    fsync: Literal["batch", "answer"] = Field(
+        "batch",
+        description=(
+            "Every answer is committed the moment it arrives and survives the process being killed from then on. batch: the ledger is fsynced "
+            "once per batch, before its results leave the step (a power loss re-bills at most the batch in flight); answer: every commit is fsynced."
+        ),
+    )
     retention_s: float = Field(6 * 3600.0, gt=0, description="Entries older than this are pruned; must exceed the recovery snapshot interval plus the backup interval.")
     prune_every: int = Field(200, ge=1, description="Prune once every this many batch commits.")
 

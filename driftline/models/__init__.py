@@ -4,16 +4,18 @@ Public entry points:
 
 - :class:`ModelService` runs a Polars frame of requests through the chain and returns
   it with :data:`MODEL_OUTPUT_SCHEMA` columns (see :func:`model_output_schema`);
-- :func:`register_backend` adds a backend kind; :class:`ModelBackend` is its interface;
+- :func:`register_backend` adds a backend kind; :class:`Backend` is the protocol the
+  service calls, :class:`ModelBackend` the base class that implements it;
 - :class:`CircuitBreaker`, :class:`ResponseCache`, :class:`BudgetTracker`,
-  :class:`CallLedger` are the pieces, usable on their own.
+  :class:`OutputTokenEstimator`, :class:`CallLedger` are the pieces, usable on their own.
 """
 
 from __future__ import annotations
 
-from driftline.models.base import BACKENDS, ModelBackend, build_backend, register_backend
+from driftline.models.base import BACKENDS, Backend, ModelBackend, build_backend, register_backend
 from driftline.models.budget import BUDGET_EVENT_SCHEMA, BudgetEvent, BudgetTracker, budget_events_frame
 from driftline.models.cache import CachedAnswer, ResponseCache, cache_key
+from driftline.models.estimate import OutputTokenEstimator
 from driftline.models.ledger import CallLedger
 from driftline.models.pricing import call_cost
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
@@ -26,6 +28,7 @@ from driftline.models import local as _local, openai_compat as _openai, rules as
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "BUDGET_EVENT_SCHEMA",
     "ERROR_CLASSES",
     "MODEL_OUTPUT_SCHEMA",
@@ -41,6 +44,7 @@ __all__ = [
     "ModelResult",
     "ModelService",
     "OutputError",
+    "OutputTokenEstimator",
     "ResponseCache",
     "TaskSpec",
     "budget_events_frame",

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from driftline.models.base import ModelBackend, register_backend
+from driftline.models.base import ModelBackend, ResultsHook, register_backend
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
 from driftline.models.resilience import CircuitBreaker, CircuitState, call_with_retries, classify_exception, classify_status, parse_retry_after
 from driftline.models.types import ModelCallError, ModelRequest, ModelResult
@@ -78,7 +78,6 @@ class OpenAIBackend(ModelBackend):
 
     remote = True
     default_model = ""
-    chars_per_token: float = 4.0
 
     def __init__(self, *args: Any, sleep: Callable[[float], None] = time.sleep, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,7 +99,6 @@ class OpenAIBackend(ModelBackend):
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self.on_retry: Callable[[str], None] | None = None
         self.breaker = CircuitBreaker(cfg.circuit, self.clock, on_change=self._breaker_changed)
 
     def _breaker_changed(self, state: CircuitState) -> None:
@@ -180,7 +178,9 @@ class OpenAIBackend(ModelBackend):
                     {"role": "assistant", "content": reply.content or ""},
                     {"role": "user", "content": f"Your answer was invalid: {exc}. Reply again with the JSON object only."},
                 ]
-                reply2, err2, n2, sent2 = self._attempts(retry_messages, req.key)
+                # a different request: its own idempotency key, so a provider that honours
+                # keys does not answer it with the stored invalid answer
+                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix")
                 if sent2:  # model_retries counts requests that went out (1 + retries = requests sent)
                     retries += 1 + n2
                     if self.on_retry:
@@ -224,11 +224,19 @@ class OpenAIBackend(ModelBackend):
             return [self.call_one(requests[0])]
         return list(self._pool.map(self.call_one, requests))
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
         """All requests go to the pool at once (``max_in_flight`` run concurrently, so one slow
-        request never holds back the rest of its batch); results are handed over as they
-        complete, a group per wake-up, in position order within a group."""
-        futures: dict[Future[ModelResult], int] = {self._pool.submit(self.call_one, r): i for i, r in enumerate(requests)}
+        request never holds back the rest of its batch); each result goes to ``on_results``
+        in the pool thread that received it, then results are handed over as they complete,
+        a group per wake-up, in position order within a group."""
+
+        def one(j: int, req: ModelRequest) -> ModelResult:
+            res = self.call_one(req)
+            if on_results is not None:
+                on_results([(j, res)])
+            return res
+
+        futures: dict[Future[ModelResult], int] = {self._pool.submit(one, i, r): i for i, r in enumerate(requests)}
         pending = set(futures)
         try:
             while pending:

@@ -30,9 +30,9 @@ def call_cost(pricing: Mapping[str, PriceConfig], model: str, *, input_tokens: i
     return round(usd, 10)
 
 
-def estimate_tokens(text: str, chars_per_token: float) -> int:
-    """Token estimate of a text (at least 1)."""
-    return max(1, math.ceil(len(text) / chars_per_token))
+def estimate_tokens(chars: int, chars_per_token: float) -> int:
+    """Token estimate of a text of ``chars`` characters (at least 1)."""
+    return max(1, math.ceil(chars / chars_per_token))
 
 
 def is_priced(pricing: Mapping[str, PriceConfig], model: str) -> bool:

@@ -12,7 +12,15 @@ as a JSON line when it completes.  Like vLLM, the server drops an answer whose c
 has gone away before it was ready (the client crashed or timed out): that request is
 logged with ``client_gone`` and is not a success.  ``hold`` keeps every answer waiting
 (requests stay in flight) until it is turned off: tests use it to crash a client at a
-chosen moment.
+chosen moment.  Each entry has ``t`` (arrival) and ``done`` (answer sent or dropped).
+
+With ``idempotency`` on, the server honours ``Idempotency-Key`` the way payment APIs
+do: the first answer the model produced under a key (usable or not) is stored and
+billed even if its client has gone away; a later request with the same key and the
+same body gets the stored answer, logged with outcome ``replay`` (not a success, not
+billed); the same key with a different body is refused with 422; a request whose key
+is still being answered waits for that answer.  Errors (429, 5xx, resets...) are not
+stored, so retries after a failure proceed.
 
 In-process::
 
@@ -26,12 +34,14 @@ As a subprocess (survives a flow killed with SIGKILL)::
 
 prints ``READY http://127.0.0.1:PORT/v1`` once listening.  ``GET /_log`` returns the log,
 ``POST /_behaviour`` (a JSON object of :class:`Behaviour` fields) changes the behaviour,
-``GET /_stats`` returns ``{"in_flight": n, "held": m}``.
+``GET /_stats`` returns ``{"in_flight": n, "held": m}``.  ``--idempotency`` turns on
+key honouring.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -65,7 +75,8 @@ OUTCOMES = (
     "forbidden",
     "quota",
 )
-#: Outcomes whose answer a client can use (the request "succeeded" and is billed once).
+#: Outcomes whose answer a client can use (the request "succeeded" and is billed once); a
+#: ``timeout`` answer (too late for the client) also succeeds when the server stores it.
 SUCCESS_OUTCOMES = frozenset({"ok", "slow", "bad_usage", "no_usage"})
 
 DEFAULT_MIX = {"timeout": 1.0, "rate_limit": 1.0, "server_error": 1.0, "malformed": 1.0, "reset": 1.0, "unavailable": 1.0}
@@ -90,6 +101,15 @@ class Behaviour:
     api_key: str | None = None
     model_version: str = "test-model-2026-01"
     hold: bool = False
+    idempotency: bool = False
+
+
+@dataclass(slots=True)
+class _Stored:
+    """The answer kept under an idempotency key."""
+
+    fingerprint: str
+    body: bytes
 
 
 def _tokens(chars: int) -> int:
@@ -123,6 +143,8 @@ class OpenAITestServer:
         self._lock = threading.Lock()
         self._script: deque[str] = deque()
         self._attempts: dict[str, int] = defaultdict(int)
+        self._stored: dict[str, _Stored] = {}
+        self._running: dict[str, threading.Event] = {}
         self._seq = 0
         self._in_flight = 0
         self._held = 0
@@ -250,6 +272,12 @@ class OpenAITestServer:
     def _handle_completion(self, h: Any, raw: bytes) -> None:
         arrived = time.time()
         key = h.headers.get("Idempotency-Key") or ""
+        running: threading.Event | None = None
+        if key and self.behaviour.idempotency:
+            running = self._claim(key)
+            if running is None:
+                self._replay(h, key, raw, arrived)
+                return
         try:
             req = json.loads(raw)
             messages = req["messages"]
@@ -325,19 +353,63 @@ class OpenAITestServer:
             "model": req.get("model") if isinstance(req, dict) else None,
             "usage": usage if status == 200 and outcome not in ("garbage", "reset") else None,  # billed answers
             "client_gone": False,
+            "replay": False,
+            "done": None,
         }
         with self._lock:
             self.log.append(entry)
         try:
-            self._complete(h, entry, b, outcome, status, body, headers)
+            billed = status == 200 and outcome not in ("garbage", "reset")  # an answer the model produced, usable or not
+            self._complete(h, entry, b, outcome, status, body, headers, stored=_Stored(_fingerprint(raw), body) if running is not None and billed and body else None)
         finally:
             with self._lock:
                 self._in_flight -= 1
+                entry["done"] = round(time.time(), 4)
+                if running is not None and self._running.get(key) is running:
+                    del self._running[key]
+                    running.set()
                 if self._log_file:
                     self._log_file.write(json.dumps(entry) + "\n")
                     self._log_file.flush()
 
-    def _complete(self, h: Any, entry: dict[str, Any], b: Behaviour, outcome: str, status: int, body: bytes | None, headers: dict[str, str]) -> None:
+    def _claim(self, key: str) -> threading.Event | None:
+        """Become the request answering ``key`` (its completion event), or None when an
+        answer is stored; waits while another request with the key is being answered."""
+        while True:
+            with self._lock:
+                if key in self._stored:
+                    return None
+                running = self._running.get(key)
+                if running is None:
+                    running = self._running[key] = threading.Event()
+                    return running
+            running.wait(60)
+
+    def _replay(self, h: Any, key: str, raw: bytes, arrived: float) -> None:
+        """Answer a request whose key already has a stored answer (not billed again)."""
+        with self._lock:
+            stored = self._stored[key]
+            self._seq += 1
+            self._attempts[key] += 1
+            conflict = stored.fingerprint != _fingerprint(raw)
+            entry = {
+                "seq": self._seq, "t": round(arrived, 4), "key": key, "attempt": self._attempts[key],
+                "outcome": "idempotency_conflict" if conflict else "replay", "status": 422 if conflict else 200,
+                "success": False, "model": None, "usage": None, "client_gone": False, "replay": not conflict, "done": round(time.time(), 4),
+            }
+            self.log.append(entry)
+            if self._log_file:
+                self._log_file.write(json.dumps(entry) + "\n")
+                self._log_file.flush()
+        if conflict:
+            body = b'{"error": {"message": "Keys for idempotent requests can only be used with the same parameters they were first used with.", "type": "idempotency_error"}}'
+            h._send(422, body, {"Idempotent-Replayed": "false"})
+        else:
+            h._send(200, stored.body, {"Idempotent-Replayed": "true"})
+
+    def _complete(
+        self, h: Any, entry: dict[str, Any], b: Behaviour, outcome: str, status: int, body: bytes | None, headers: dict[str, str], *, stored: _Stored | None
+    ) -> None:
         delay = b.latency_s + (b.hang_s if outcome == "timeout" else 0.0) + (max(b.latency_s, 0.2) if outcome == "slow" else 0.0)
         if delay:
             time.sleep(delay)
@@ -350,6 +422,11 @@ class OpenAITestServer:
             finally:
                 with self._lock:
                     self._held -= 1
+        if stored is not None:  # honouring keys: the answer exists (and is billed) from now on
+            with self._lock:
+                self._stored[entry["key"]] = stored
+                if outcome == "timeout":  # a late but usable answer, kept for the retry
+                    entry["success"] = True
         if outcome == "reset":
             h.close_connection = True
             try:
@@ -357,18 +434,23 @@ class OpenAITestServer:
             except OSError:
                 pass
             return
-        if _client_gone(h.connection):  # nobody to deliver the answer to: not a success
+        if _client_gone(h.connection):  # nobody to deliver the answer to
+            h.close_connection = True
             with self._lock:
                 entry["client_gone"] = True
-                entry["success"] = False
-                entry["usage"] = None
-            h.close_connection = True
+                if stored is None:  # like vLLM: an answer nobody received is not billed
+                    entry["success"] = False
+                    entry["usage"] = None
             return
         assert body is not None
         try:
             h._send(status, body, headers)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             h.close_connection = True
+
+
+def _fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _client_gone(sock: socket.socket) -> bool:
@@ -425,8 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-after", default="0.05", help="Retry-After header value of 429/503 answers")
     p.add_argument("--hang-s", type=float, default=2.0, help="how long a 'timeout' answer hangs")
     p.add_argument("--api-key", default=None, help="require this bearer token")
+    p.add_argument("--idempotency", action="store_true", help="honour Idempotency-Key: the same key gets the stored answer, billed once")
     a = p.parse_args(argv)
-    b = Behaviour(latency_s=a.latency_ms / 1000.0, failure_rate=a.failure_rate, seed=a.seed, retry_after=a.retry_after, hang_s=a.hang_s, api_key=a.api_key)
+    b = Behaviour(
+        latency_s=a.latency_ms / 1000.0, failure_rate=a.failure_rate, seed=a.seed, retry_after=a.retry_after, hang_s=a.hang_s, api_key=a.api_key, idempotency=a.idempotency
+    )
     if a.mix:
         b.failure_mix = a.mix
     srv = OpenAITestServer(b, port=a.port, log_path=a.log)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 
 from driftline.config import load_config
 from driftline.flows.enrich import build_enrich_flow
+from driftline.models.ledger import recorded_events
 from driftline.producer import produce
 from driftline.runner import run_flow
 from driftline.testing.openai_server import SUCCESS_OUTCOMES, Behaviour, OpenAITestServer, read_log, start_subprocess
@@ -67,6 +67,12 @@ def _key(row: dict[str, Any]) -> str:
     return f"{row['src_topic']}:{row['src_partition']}:{row['src_offset']}"
 
 
+def _event(idempotency_key: str) -> str:
+    """The event (source coordinates) a request was for: its idempotency key is
+    ``topic:partition:offset/task/tier/config`` (``/fix`` appended for a corrective retry)."""
+    return idempotency_key.split("/")[0]
+
+
 def _read(root: Path, dataset: str) -> pl.DataFrame:
     return pl.read_parquet(str(root / dataset / "**" / "*.parquet"))
 
@@ -99,14 +105,14 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
     assert out["model_retries"].null_count() == 0 and not out["model_replayed"].any()
     assert set(out["model_tier"].unique().to_list()) <= {"primary", "local", "rules"}
 
-    requests: Counter[str] = Counter(e["key"] for e in log)
-    successes: Counter[str] = Counter(e["key"] for e in log if e["success"])
+    requests: Counter[str] = Counter(_event(e["key"]) for e in log)
+    successes: Counter[str] = Counter(_event(e["key"]) for e in log if e["success"])
     outcomes_by_key: dict[str, list[str]] = {}
     last_class: dict[str, str] = {}  # what the client must have filed the key's last attempt as
-    for e in sorted(log, key=lambda e: (e["key"], e["attempt"])):
-        outcomes_by_key.setdefault(e["key"], []).append(e["outcome"])
+    for e in sorted(log, key=lambda e: e["seq"]):
+        outcomes_by_key.setdefault(_event(e["key"]), []).append(e["outcome"])
         # an answer the client timed out on before it was ready is dropped by the server (client_gone)
-        last_class[e["key"]] = "timeout" if e["client_gone"] else ERROR_CLASS_OF.get(e["outcome"], "none")
+        last_class[_event(e["key"])] = "timeout" if e["client_gone"] else ERROR_CLASS_OF.get(e["outcome"], "none")
     assert all(k for k in requests), "a request went out without its Idempotency-Key"
 
     rows = out.select("src_topic", "src_partition", "src_offset", "model_tier", "model_fallback_reasons", "model_error_class", "model_retries", "model_cost_usd").to_dicts()
@@ -157,18 +163,6 @@ def test_every_event_gets_a_result_that_agrees_with_the_server_log(kafka_bootstr
     )
 
 
-def _ledger_keys(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return {f"{t}:{p}:{o}" for t, p, o in db.execute("SELECT topic, part, off FROM calls")}
-    except sqlite3.OperationalError:  # tables not created yet
-        return set()
-    finally:
-        db.close()
-
-
 def _wait(cond: Any, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -215,8 +209,8 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
                 httpx.post(f"{control}/_behaviour", json={"hold": True}, timeout=5).raise_for_status()
                 _wait(lambda: stats()["held"] >= 1, "requests in flight")
                 # every answer delivered so far is durable (results the step has not emitted yet included)
-                answered_before = {e["key"] for e in successes()}
-                _wait(lambda: answered_before <= _ledger_keys(ledger), "delivered answers to reach the ledger", timeout=10)
+                answered_before = {_event(e["key"]) for e in successes()}
+                _wait(lambda: answered_before <= recorded_events(ledger), "delivered answers to reach the ledger", timeout=10)
                 in_flight = stats()["in_flight"]
                 flow.send_signal(signal.SIGKILL)
                 flow.wait(timeout=30)
@@ -224,7 +218,7 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
                 if flow.poll() is None:
                     flow.kill()
         assert flow.returncode == -signal.SIGKILL
-        committed_before = _ledger_keys(ledger)
+        committed_before = recorded_events(ledger)
         httpx.post(f"{control}/_behaviour", json={"hold": False}, timeout=5).raise_for_status()
         _wait(lambda: stats()["in_flight"] == 0, "held requests to complete")
 
@@ -241,7 +235,7 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
     assert out.height == events and out["event_id"].n_unique() == events
     assert set(out["event_id"].to_list()) == {e.record["event_id"] for e in sent}
 
-    successes_by_key: Counter[str] = Counter(e["key"] for e in log if e["success"])
+    successes_by_key: Counter[str] = Counter(_event(e["key"]) for e in log if e["success"])
     rows = out.select("src_topic", "src_partition", "src_offset", "model_tier", "model_replayed", "model_retries").to_dicts()
     by_key = {_key(r): r for r in rows}
     # the server's log: one successful request per event answered by the provider, none for the others
@@ -255,10 +249,10 @@ def test_sigkill_mid_run_then_restart_sends_one_successful_request_per_event(kaf
     assert all(by_key[k]["model_tier"] == "primary" for k in answered_before)
     gone = [e for e in log if e.get("client_gone") and e["outcome"] in SUCCESS_OUTCOMES]
     assert gone, "no request was in flight at the kill"
-    last_attempt: dict[str, int] = {}
+    last_request: dict[str, int] = {}
     for e in log:
-        last_attempt[e["key"]] = max(last_attempt.get(e["key"], 0), e["attempt"])
-    assert all(last_attempt[e["key"]] > e["attempt"] for e in gone), "a request dropped at the kill was not sent again"
+        last_request[_event(e["key"])] = max(last_request.get(_event(e["key"]), 0), e["seq"])
+    assert all(last_request[_event(e["key"])] > e["seq"] for e in gone), "a request dropped at the kill was not sent again"
     failed = Counter(e["outcome"] for e in log if not e["success"] and e["outcome"] not in SUCCESS_OUTCOMES)
     tiers = Counter(r["model_tier"] for r in rows)
     print(

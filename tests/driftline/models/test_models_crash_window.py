@@ -36,7 +36,8 @@ class _Stepper(ModelBackend):
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         raise AssertionError("the service must take results as they complete")
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: object = None) -> Iterator[list[tuple[int, ModelResult]]]:
+        # on_results is not called: the service records what it is handed over, as it is handed over
         reader = CallLedger(self.ledger_path, retention_s=3600)
         try:
             for j, _req in enumerate(requests):

@@ -65,6 +65,11 @@ def frame(texts: Sequence[str], *, start: int = 0, tenant: str = "acme", source:
     return pl.DataFrame(base)
 
 
+def event_of(idempotency_key: str) -> str:
+    """The event part (source coordinates) of a request's idempotency key."""
+    return idempotency_key.split("/")[0]
+
+
 def test_output_schema_and_order(server: OpenAITestServer, tmp_path: Path) -> None:
     svc = ModelService(config(server, tmp_path))
     texts = [f"great thanks {i}" if i % 3 else f"awful {i}" for i in range(50)]
@@ -78,19 +83,19 @@ def test_output_schema_and_order(server: OpenAITestServer, tmp_path: Path) -> No
 
 def test_private_rows_never_reach_the_remote_backend(server: OpenAITestServer, tmp_path: Path) -> None:
     svc = ModelService(config(server, tmp_path))
-    df = frame(["a great day"] * 4, route_local=[True, False, False, False], classification=["internal", "restricted", "public", None])
+    df = frame([f"a great day {i}" for i in range(4)], route_local=[True, False, False, False], classification=["internal", "restricted", "public", None])
     out = svc.process(df).results
     assert out["model_tier"].to_list() == ["local", "local", "primary", "primary"]
     assert out["model_fallback_reasons"].to_list()[:2] == [["primary:privacy"], ["primary:privacy"]]
     assert out["model_error_class"].to_list()[:2] == [None, None]
-    assert sorted(e["key"] for e in server.log) == ["events:0:2", "events:0:3"]
+    assert sorted(event_of(e["key"]) for e in server.log) == ["events:0:2", "events:0:3"]
     svc.close()
 
 
 def test_cost_per_event_is_tokens_times_prices_to_the_cent(server: OpenAITestServer, tmp_path: Path) -> None:
     server.update(usage=FIXED_USAGE)
     svc = ModelService(config(server, tmp_path))
-    out = svc.process(frame(["fine"] * 40)).results
+    out = svc.process(frame([f"fine {i}" for i in range(40)])).results  # distinct: identical texts would be sent once
     assert out["model_cost_usd"].to_list() == [pytest.approx(BIG_COST, abs=1e-12)] * 40
     assert round(out["model_cost_usd"].sum(), 2) == round(40 * BIG_COST, 2) == 0.25
     row = out.row(0, named=True)
@@ -192,17 +197,24 @@ def test_budget_next_tier_tries_a_cheaper_model_and_local_mode_skips_it(server: 
 
 
 def test_budget_within_one_batch_never_overspends(server: OpenAITestServer, tmp_path: Path) -> None:
-    # The server's default usage is the real prompt size and a short answer: the reservation
-    # (estimated prompt + max_output_tokens) is an upper bound, so a batch cannot overspend.
-    svc = ModelService(config(server, tmp_path, budgets={"default_tenant_daily_usd": 0.02}))
-    out = svc.process(frame([f"fine {i:02d}" for i in range(30)])).results
-    n_primary = out["model_tier"].to_list().count("primary")
-    assert 0 < n_primary < 30 and out["model_cost_usd"].sum() <= 0.02
-    assert svc.ledger is not None and svc.ledger.spend(svc.budgets.day())[("tenant", "acme")] == pytest.approx(out["model_cost_usd"].sum())
-    # reservations were replaced by actual costs, which were lower: a later batch uses the rest
+    # The server's default usage is the real prompt size and a short answer (~10 tokens, far
+    # below max_output_tokens).  Reservations are replaced by the actual costs as the answers
+    # arrive, so the batch itself goes on to use what is left, and never overspends.
+    limit = 0.005  # about 22 of the 30 calls
+    svc = ModelService(config(server, tmp_path, budgets={"default_tenant_daily_usd": limit}))
+    texts = [f"fine {i:02d}" for i in range(30)]
+    out = svc.process(frame(texts)).results
+    tiers = out["model_tier"].to_list()
+    n_primary = tiers.count("primary")
+    spent = out["model_cost_usd"].sum()
+    assert 0 < n_primary < 30 and spent <= limit
+    assert svc.ledger is not None and svc.ledger.spend(svc.budgets.day())[("tenant", "acme")] == pytest.approx(spent)
+    # the first refused row did not fit in what was left: the tenant was served until then
+    first_refused = tiers.index("local")
+    assert tiers[:first_refused] == ["primary"] * first_refused
+    assert limit - spent < svc.estimate_cost("primary", "sentiment", texts[first_refused])
     later = svc.process(frame([f"later {i:02d}" for i in range(30)], start=100)).results
-    assert later["model_tier"].to_list().count("primary") > 0
-    assert out["model_cost_usd"].sum() + later["model_cost_usd"].sum() <= 0.02
+    assert spent + later["model_cost_usd"].sum() <= limit
     svc.close()
 
 
