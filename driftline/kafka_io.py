@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
+from driftline.metrics import timed
 from driftline.operators.decode import RawRecord
 
 
@@ -176,4 +177,6 @@ class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
             **self._extra,
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain)
+        part = _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain)
+        part.next_batch = timed(step_id, part.next_batch)  # type: ignore[method-assign]  # a no-op unless step timers are on
+        return part
