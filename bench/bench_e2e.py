@@ -78,7 +78,7 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int) -> dict[str, Any]:
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int) -> dict[str, Any]:
     timers = work / "driftline-timers.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
     env.update(
@@ -94,7 +94,7 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
             "DRIFTLINE_STEP_TIMERS": str(timers),
         }
     )
-    cmd = [sys.executable, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
+    cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
     if processes > 1:
         raise SystemExit("--processes > 1 is not supported yet")
     log = work / "driftline.log"
@@ -114,11 +114,14 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
                 next_mark += rss_every
     if proc.returncode != 0:
         raise SystemExit(f"driftline failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+    ended = time.time()
+    if not timers.exists():  # a driftline without step timers (--driftline-python of an older checkout): wall time
+        return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
     doc = json.loads(timers.read_text())
     while rss_every and doc["events_in"] >= next_mark:  # the last mark when the run ended right on it
         rss_marks.append((next_mark, doc["rss_bytes"]))
         next_mark += rss_every
-    doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": time.time() - started, "rss_marks": rss_marks})
+    doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
     return doc
 
 
@@ -134,6 +137,7 @@ def main() -> int:
     ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
     ap.add_argument("--processes", type=int, default=1, help="driftline worker processes (1 only for now)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs (e.g. another checkout's .venv/bin/python for a before/after run)")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = set(legs) - set(LEGS)
@@ -166,7 +170,7 @@ def main() -> int:
         results: dict[str, dict[str, Any]] = {}
         for leg in legs:
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.processes)
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.processes, args.driftline_python, args.events)
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
@@ -202,6 +206,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         first, last = d["rss_marks"][0][1], d["rss_marks"][-1][1]
         if len(d["rss_marks"]) > 1:
             print(f"\nRSS at the last mark vs the first: {100 * (last - first) / first:+.1f}%")
+    if not d["steps"]:
+        return
     span = d["t_end"] - d["t_first"]
     n = max(d["events"], 1)
     steps = sorted(d["steps"].items(), key=lambda kv: -kv[1]["seconds"])
