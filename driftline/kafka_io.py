@@ -1,9 +1,11 @@
 """Kafka plumbing shared by the flows: topic creation and the micro-batch source
 (the Kafka sinks are in :mod:`driftline.sinks.kafka`).
 
-The source emits one item per poll: a list of :class:`~driftline.operators.decode.RawRecord`
-(a micro-batch), and an empty list every ``idle_tick_ms`` while the partitions are idle,
-so that time-based steps downstream (file flushes, model batching) keep moving.
+The source emits one item per poll: a raw micro-batch, a Polars frame of
+:data:`~driftline.operators.decode.SOURCE_SCHEMA` (coordinates, key and payload bytes of
+each message, built column by column straight from the poll), and an empty frame every
+``idle_tick_ms`` while the partitions are idle, so that time-based steps downstream (file
+flushes, model batching) keep moving.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
 from driftline.metrics import timed
-from driftline.operators.decode import RawRecord
+import polars as pl
+
+from driftline.operators.decode import raw_frame
 
 
 def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | None, key: bytes | None = None, headers: Any = None, on_delivery: Any = None) -> None:
@@ -56,7 +60,7 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: 
         time.sleep(0.1)
 
 
-class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
+class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
     def __init__(self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool) -> None:
         self._consumer = Consumer(conf)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -70,11 +74,14 @@ class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
         self._eof = False
         self._last_emit = time.monotonic()
 
-    def next_batch(self) -> list[list[RawRecord]]:
+    def next_batch(self) -> list[pl.DataFrame]:
         if self._eof:
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout)
-        batch: list[RawRecord] = []
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        offsets: list[int] = []
+        stamps: list[int] = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -83,25 +90,18 @@ class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
                         self._eof = True
                     continue
                 raise RuntimeError(f"error consuming {self._topic}[{self._partition}]: {err}")
-            batch.append(
-                RawRecord(
-                    value=msg.value(),
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    timestamp_ms=msg.timestamp()[1],
-                    key=msg.key(),
-                    headers=tuple(msg.headers() or ()),
-                )
-            )
+            values.append(msg.value())
+            keys.append(msg.key())
+            offsets.append(msg.offset())
+            stamps.append(msg.timestamp()[1])
         now = time.monotonic()
-        if batch:
-            self._offset = batch[-1].offset + 1
+        if values:
+            self._offset = offsets[-1] + 1
             self._last_emit = now
-            return [batch]
+            return [raw_frame(values, keys, self._topic, self._partition, offsets, stamps)]
         if now - self._last_emit >= self._idle_tick:
             self._last_emit = now
-            return [[]]
+            return [raw_frame([], [], self._topic, self._partition, [], [])]
         return []
 
     def snapshot(self) -> int:
@@ -111,8 +111,8 @@ class _MicroBatchPartition(StatefulSourcePartition[list[RawRecord], int]):
         self._consumer.close()
 
 
-class MicroBatchKafkaSource(FixedPartitionedSource[list[RawRecord], int]):
-    """Read Kafka topics as micro-batches of :class:`RawRecord`.
+class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
+    """Read Kafka topics as raw micro-batches (Polars frames, see the module docstring).
 
     Each Kafka partition is a Bytewax partition; its resume state is the next offset
     to read, snapshotted with Bytewax's recovery, so after a crash input is replayed

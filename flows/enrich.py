@@ -41,7 +41,7 @@ from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
 from driftline.flows.windowing import AlertWebhookSink, window_monitor
 from driftline.models import ModelService, model_output_schema
-from driftline.operators.decode import RawRecord, decode_batch
+from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.model_call import model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letter_payloads
@@ -58,12 +58,13 @@ FLOW = "enrich"
 class EnrichIO:
     """The flow's edges: where micro-batches come from and where Kafka-bound records go.
 
-    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and ``output`` take
+    ``source`` emits raw micro-batches (frames of ``SOURCE_SCHEMA``, or lists of
+    :class:`~driftline.operators.decode.RawRecord`); ``dead_letter`` and ``output`` take
     lists of ``(key, value, headers)``.  Parquet datasets are always written under
     ``cfg.sinks.root``.
     """
 
-    source: Source[list[RawRecord]]
+    source: Source[RawBatch]
     dead_letter: Sink[Any]
     output: Sink[Any] | None
     metrics: Sink[Any] | None = None
@@ -162,10 +163,11 @@ def _rejected_rows(batch: MicroBatch) -> pl.DataFrame:
     return batch.rejected
 
 
-def _counted(records: list[RawRecord]) -> list[RawRecord]:
-    if records:
-        metrics.observe_in(FLOW, len(records))
+def _counted(records: RawBatch) -> RawBatch:
+    n = len(records)  # a raw frame's height or a list's length
+    if n:
+        metrics.observe_in(FLOW, n)
         timers = metrics.step_timers()
         if timers is not None:
-            timers.count_in(len(records))
+            timers.count_in(n)
     return records

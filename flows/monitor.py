@@ -39,7 +39,7 @@ from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
-from driftline.operators.decode import RawRecord
+from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letter_payloads
 from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
@@ -57,13 +57,13 @@ TELEMETRY_FEATURES: list[DriftFeature] = []
 class MonitorIO:
     """Edges of the monitor flow.
 
-    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and the optional
+    ``source`` emits raw micro-batches (see :class:`~driftline.flows.enrich.EnrichIO`); ``dead_letter`` and the optional
     ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``;
     ``frames`` maps ``telemetry``, ``metrics``, ``alerts``, ``late`` to extra sinks of
     Polars frames (tests use :class:`~driftline.testing.InMemorySink`).
     """
 
-    source: Source[list[RawRecord]]
+    source: Source[RawBatch]
     dead_letter: Sink[Any]
     metrics_topic: Sink[Any] | None = None
     alerts_topic: Sink[Any] | None = None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import polars as pl
+import pyarrow as pa
 
 ATTRIBUTES_DTYPE = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
 TIME_DTYPE = pl.Datetime("ms", "UTC")
@@ -83,6 +84,22 @@ def attribute_value(key: str, column: str = "attributes") -> pl.Expr:
     """
     el = pl.element()
     return pl.col(column).list.eval(el.filter(el.struct.field("key") == key).struct.field("value")).list.first()
+
+
+def utf8_lists(name: str, values: list[list[str]]) -> pl.Series:
+    """A ``List(Utf8)`` column from Python lists, built through Arrow offsets (Polars builds
+    one inner Series per row from nested lists: ~10x slower).
+
+    >>> utf8_lists("codes", [["a", "b"], [], ["c"]]).to_list()
+    [['a', 'b'], [], ['c']]
+    """
+    offsets = [0]
+    flat: list[str] = []
+    for v in values:
+        flat.extend(v)
+        offsets.append(len(flat))
+    arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.large_string()))
+    return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 
 def empty_events() -> pl.DataFrame:

@@ -27,7 +27,7 @@ compares every score on 10,000 texts):
 - the compound score is rounded with Python's ``round(x, 4)``.
 
 >>> VaderBatch().compound(["I love this, great job!", "The package was damaged.", ""])
-[0.8622, -0.4767, 0.0]
+[0.8851, -0.4404, 0.0]
 """
 
 from __future__ import annotations
