@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -63,6 +64,12 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (each leg is one)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -78,7 +85,7 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int) -> dict[str, Any]:
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int, profile: str | None = None) -> dict[str, Any]:
     timers = work / "driftline-timers.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
     env.update(
@@ -95,6 +102,8 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
         }
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
+    if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
+        cmd = [str(Path(python).with_name("py-spy")), "record", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
     if processes > 1:
         raise SystemExit("--processes > 1 is not supported yet")
     log = work / "driftline.log"
@@ -137,6 +146,7 @@ def main() -> int:
     ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
     ap.add_argument("--processes", type=int, default=1, help="driftline worker processes (1 only for now)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs (e.g. another checkout's .venv/bin/python for a before/after run)")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
@@ -169,11 +179,13 @@ def main() -> int:
         load_before = os.getloadavg()
         results: dict[str, dict[str, Any]] = {}
         for leg in legs:
+            cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.processes, args.driftline_python, args.events)
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.processes, args.driftline_python, args.events, args.profile)
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
+            r["cpu_s"] = _children_cpu() - cpu_before
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
         load_after = os.getloadavg()
@@ -188,11 +200,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     print(f"## {args.events:,} events, {os.cpu_count()} cpus, load average before {load_before[0]:.2f} / after {load_after[0]:.2f}")
     print()
     d = results.get("driftline")
-    print("| pipeline | events/s | driftline vs it | peak RSS |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| pipeline | events/s | driftline vs it | CPU µs/event (process, incl. start-up) | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for leg, r in results.items():
         ratio = f"{d['eps'] / r['eps']:.2f}x" if d else "-"
-        print(f"| {leg}: {LABELS[leg]} | {r['eps']:,.0f} | {ratio} | {_mb(r.get('peak_rss_bytes', 0))} |")
+        print(f"| {leg}: {LABELS[leg]} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
     if d is None:
         return
     if "floor" in results:

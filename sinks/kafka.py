@@ -112,8 +112,9 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
     """
     if frame.height == 0:
         return []
-    cols = [c for c in columns if c in frame.columns and frame.schema[c] != pl.Binary]
-    exprs = [_json_column(c, frame.schema[c]) for c in cols]
+    schema = frame.schema  # built anew on every access: once per call
+    cols = [c for c in columns if c in schema and schema[c] != pl.Binary]
+    exprs = [_json_column(c, schema[c]) for c in cols]
     if not cols:
         values = [b"{}"] * frame.height
     elif all(e is not None for e in exprs):
