@@ -48,6 +48,10 @@ _TOKEN_RE = r"[^\s\x1c-\x1f]+"
 _ISUPPER_RE = r"^[^\p{Lowercase}\p{Lt}]*\p{Uppercase}[^\p{Lowercase}\p{Lt}]*$"
 _NEGATE = sorted(set(vs.NEGATE))
 _SO_THIS = ["so", "this"]
+# Batches this small, of texts this short without emoji, are scored by vaderSentiment
+# itself (the same scores; its quadratic steps cannot bite below this length).
+SMALL_BATCH = 32
+SMALL_TEXT_CHARS = 1000
 _OR_NOR = ["or", "nor"]
 
 
@@ -67,6 +71,7 @@ class VaderBatch:
         self.special: dict[str, float] = {k: float(v) for k, v in vs.SPECIAL_CASES.items()}
         # only single characters can match: vaderSentiment looks emoji up character by character
         self.emojis: dict[str, str] = {k: v for k, v in a.emojis.items() if len(k) == 1}
+        self._emoji_chars = frozenset(self.emojis)
         self._emoji_re = "[" + "".join(_class_escape(c) for c in sorted(self.emojis)) + "]"
         words = sorted(set(self.lexicon) | set(self.boosters))
         self._vocab = pl.DataFrame(
@@ -110,6 +115,11 @@ class VaderBatch:
         n = s.len()
         if n == 0:
             return []
+        if n <= SMALL_BATCH:  # a columnar pass has a fixed cost: short texts go through vaderSentiment itself
+            small = s.fill_null("").to_list()
+            if all(len(t) <= SMALL_TEXT_CHARS and self._emoji_chars.isdisjoint(t) for t in small):
+                score = _analyzer().polarity_scores
+                return [score(t)["compound"] for t in small]
         text = self._prepared(s)
         sums = self._valence_sums(text)
         punct = pl.DataFrame({"t": text}).select(
