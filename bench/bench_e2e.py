@@ -28,6 +28,7 @@ timer, giving the per-step table in microseconds per input event.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -134,6 +135,26 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
     return doc
 
 
+def produce_events(bootstrap: str, topic: str, args: argparse.Namespace, chunk: int = 100_000) -> tuple[int, int]:
+    """Produce ``args.events`` events of one seeded stream, ``chunk`` at a time (the
+    producer returns what it sent: a million events at once would hold gigabytes).
+    Returns (malformed, with PII)."""
+    from driftline.producer import SyntheticProducer, produce
+
+    stream = SyntheticProducer(args.seed, pii_rate=args.pii_rate, invalid_rate=args.invalid_rate).events(args.events)
+
+    class Slice:
+        def events(self, n: int) -> Any:
+            return itertools.islice(stream, n)
+
+    malformed = with_pii = 0
+    for start in range(0, args.events, chunk):
+        sent = produce(bootstrap, topic, min(chunk, args.events - start), partitions=args.partitions, progress=False, generator=Slice())  # type: ignore[arg-type]
+        malformed += sum(1 for e in sent if e.defect)
+        with_pii += sum(1 for e in sent if e.pii)
+    return malformed, with_pii
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
@@ -156,8 +177,6 @@ def main() -> int:
     if "quix" in legs and not Path(args.quix_python).exists():
         ap.error(f"--quix-python {args.quix_python} does not exist: run `make bench-e2e` (it builds .venv-quix) or drop the quix leg")
 
-    from driftline.producer import produce
-
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -171,10 +190,7 @@ def main() -> int:
             bootstrap = broker.bootstrap
         topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         t0 = time.monotonic()
-        sent = produce(bootstrap, topic, args.events, seed=args.seed, invalid_rate=args.invalid_rate, pii_rate=args.pii_rate, partitions=args.partitions, progress=sys.stderr.isatty())
-        malformed = sum(1 for e in sent if e.defect)
-        with_pii = sum(1 for e in sent if e.pii)
-        del sent
+        malformed, with_pii = produce_events(bootstrap, topic, args)
         print(f"produced {args.events:,} events to {topic} ({args.partitions} partitions, {malformed:,} malformed, {with_pii:,} with PII, seed {args.seed}) in {time.monotonic() - t0:.0f} s")
         load_before = os.getloadavg()
         results: dict[str, dict[str, Any]] = {}
