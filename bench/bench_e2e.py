@@ -86,7 +86,8 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int, profile: str | None = None) -> dict[str, Any]:
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
     env.update(
@@ -100,6 +101,7 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
             "DRIFTLINE__SINKS__ROOT": str(work / "driftline-out"),
             "DRIFTLINE_HOME": str(work / "driftline-home"),
             "DRIFTLINE_STEP_TIMERS": str(timers),
+            **(env or {}),
         }
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
@@ -168,7 +170,8 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=1, help="driftline worker processes (1 only for now)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
-    ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs (e.g. another checkout's .venv/bin/python for a before/after run)")
+    ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
+    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = set(legs) - set(LEGS)
@@ -204,6 +207,13 @@ def main() -> int:
             r["cpu_s"] = _children_cpu() - cpu_before
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        if args.before_python:
+            cpu_before = _children_cpu()
+            before = run_driftline(bootstrap, topic, work / "before", 0, 1, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            before["cpu_s"] = _children_cpu() - cpu_before
+            mine = results.get("driftline")
+            print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s"
+                  + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s" if mine else ""))
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
         if args.json:
