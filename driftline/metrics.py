@@ -160,6 +160,13 @@ def step_timers() -> StepTimers | None:
     return _TIMERS
 
 
+def count_input(n: int) -> None:
+    """Count ``n`` input events for the step timers (nothing when they are off)."""
+    timers = step_timers()
+    if timers is not None:
+        timers.count_in(n)
+
+
 def timed(step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` timed under ``step_id`` when step timers are on; ``fn`` itself otherwise."""
     timers = step_timers()

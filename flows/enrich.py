@@ -167,7 +167,5 @@ def _counted(records: RawBatch) -> RawBatch:
     n = len(records)  # a raw frame's height or a list's length
     if n:
         metrics.observe_in(FLOW, n)
-        timers = metrics.step_timers()
-        if timers is not None:
-            timers.count_in(n)
+        metrics.count_input(n)
     return records

@@ -35,6 +35,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from driftline import metrics
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
@@ -133,11 +134,12 @@ def build_monitor_flow(
     io = io or kafka_io(cfg, drain=drain)
     masker = TextMasker(cfg)
 
+    t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_monitor")
     raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, lambda recs: decode_telemetry(recs, cfg.decode))
+    batches = op.map("decode", raw, t("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
-    rows = op.map("telemetry_rows", batches, lambda b: telemetry_rows(b, cfg, masker))
+    rows = op.map("telemetry_rows", batches, t("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
     if cfg.privacy.mask_dead_letter:
         rejected = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker.masker).alias("raw")))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
@@ -160,8 +162,13 @@ def build_monitor_flow(
         run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
         specs = dataset_specs(cfg)
         for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
-            parquet_output(f"{name}_parquet", stream, ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))
+            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)))
     return flow
+
+
+def _counted(records: RawBatch) -> RawBatch:
+    metrics.count_input(len(records))
+    return records
 
 
 __all__ = ["MonitorIO", "TextMasker", "build_monitor_flow", "kafka_io", "telemetry_rows"]
