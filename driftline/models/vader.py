@@ -72,7 +72,9 @@ class VaderBatch:
         # only single characters can match: vaderSentiment looks emoji up character by character
         self.emojis: dict[str, str] = {k: v for k, v in a.emojis.items() if len(k) == 1}
         self._emoji_chars = frozenset(self.emojis)
-        self._emoji_re = "[" + "".join(_class_escape(c) for c in sorted(self.emojis)) + "]"
+        # cheap prefilter: the emoji characters below U+2000 (© and ®), and anything above
+        low = "".join(_class_escape(c) for c in sorted(self.emojis) if ord(c) < 0x2000)
+        self._maybe_emoji_re = f"[{low}\u2000-\U0010ffff]"
         words = sorted(set(self.lexicon) | set(self.boosters))
         self._vocab = pl.DataFrame(
             {"low": words, "lex": [self.lexicon.get(w) for w in words], "boost": [self.boosters.get(w) for w in words]},
@@ -100,11 +102,13 @@ class VaderBatch:
 
     def _prepared(self, texts: pl.Series) -> pl.Series:
         texts = texts.cast(pl.Utf8).fill_null("")
-        has_emoji = texts.str.contains(self._emoji_re)
-        if has_emoji.any():
-            idx = has_emoji.arg_true()
-            fixed = pl.Series([self._demojize(t) for t in texts.gather(idx).to_list()], dtype=pl.Utf8)
-            texts = texts.scatter(idx, fixed)
+        maybe = texts.str.contains(self._maybe_emoji_re)
+        if maybe.any():
+            idx = maybe.arg_true()
+            candidates = texts.gather(idx).to_list()
+            hits = [(i, t) for i, t in zip(idx.to_list(), candidates) if not self._emoji_chars.isdisjoint(t)]
+            if hits:
+                texts = texts.scatter([i for i, _ in hits], pl.Series([self._demojize(t) for _, t in hits], dtype=pl.Utf8))
         return texts
 
     # -- scoring ------------------------------------------------------------------------
