@@ -113,16 +113,16 @@ def empty_rejects() -> pl.DataFrame:
 def reject_rows(rows: pl.DataFrame, stage: str, codes: pl.Series | list[list[str]], reasons: pl.Series | list[list[str]]) -> pl.DataFrame:
     """Build ``REJECT_SCHEMA`` rows from event rows refused at ``stage``."""
     n = rows.height
-    out = rows.select([c for c in REJECT_SCHEMA if c in rows.columns and c not in ("stage", "reason_codes", "reasons")])
+    have = set(rows.columns)  # Polars builds the list anew on every access
+    out = rows.select([c for c in REJECT_SCHEMA if c in have and c not in ("stage", "reason_codes", "reasons")])
     out = out.with_columns(
         pl.lit(stage, pl.Utf8).alias("stage"),
         pl.Series("reason_codes", codes, dtype=pl.List(pl.Utf8)) if n else pl.Series("reason_codes", [], pl.List(pl.Utf8)),
         pl.Series("reasons", reasons, dtype=pl.List(pl.Utf8)) if n else pl.Series("reasons", [], pl.List(pl.Utf8)),
     )
-    for name, dtype in REJECT_SCHEMA.items():
-        if name not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype).alias(name))
-    return out.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
+    have = set(out.columns)
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in REJECT_SCHEMA.items() if name not in have]
+    return out.with_columns(missing).select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
 
 
 @dataclass(slots=True)
