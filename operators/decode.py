@@ -302,7 +302,8 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
         attr_values.extend(vals)
         attr_offsets.append(len(attr_keys))
     n = len(ok)
-    decoded = [pl.Series(name, [r[i] for r in fields], dtype=pl.Int64 if name == "event_time" else pl.Utf8) for i, name in enumerate(_FIELDS)]
+    columns = list(zip(*fields)) if fields else [()] * len(_FIELDS)  # rows to columns in one C-level pass
+    decoded = [pl.Series(name, values, dtype=pl.Int64 if name == "event_time" else pl.Utf8) for name, values in zip(_FIELDS, columns)]
     decoded[-1] = decoded[-1].cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
     attributes = pa.ListArray.from_arrays(
         pa.array(attr_offsets, pa.int32()),
