@@ -14,14 +14,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
 from driftline.metrics import timed
-import polars as pl
-
 from driftline.operators.decode import raw_frame
 
 
