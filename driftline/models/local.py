@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 
 import orjson
@@ -55,10 +55,14 @@ class VaderBackend(ModelBackend):
         spec = self.tasks.get(task)
         return spec is not None and spec.kind == "sentiment"
 
-    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int) -> Iterator[list[tuple[int, ModelResult]]]:
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: Callable[[list[tuple[int, ModelResult]]], None] | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
         """Every request in one batch: a columnar batch costs less per row the larger it is,
-        and nothing leaves the process, so ``max_rows`` (sized for remote calls) does not apply."""
-        yield list(enumerate(self.call_batch(requests)))
+        and nothing leaves the process, so ``max_rows`` (sized for remote calls) does not apply.
+        ``on_results`` (when given) sees the group before it is yielded, like the base class's."""
+        group = list(enumerate(self.call_batch(requests)))
+        if on_results is not None:
+            on_results(group)
+        yield group
 
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         start = time.perf_counter()
