@@ -86,7 +86,7 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, processes: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
@@ -107,32 +107,29 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, proces
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
     if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
         cmd = [str(Path(python).with_name("py-spy")), "record", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
-    if processes > 1:
-        raise SystemExit("--processes > 1 is not supported yet")
     log = work / "driftline.log"
     started = time.time()
     rss_marks: list[tuple[int, int]] = []
-    next_mark = rss_every
+
+    def mark(doc: dict[str, Any]) -> None:  # RSS each time another rss_every events were read
+        while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
+            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"]))
+
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
         while proc.poll() is None:
             time.sleep(0.2)
             try:
-                doc = json.loads(timers.read_text())
+                mark(json.loads(timers.read_text()))
             except (OSError, ValueError):
                 continue
-            while rss_every and doc["events_in"] >= next_mark:
-                rss_marks.append((next_mark, doc["rss_bytes"]))
-                next_mark += rss_every
     if proc.returncode != 0:
         raise SystemExit(f"driftline failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
     ended = time.time()
     if not timers.exists():  # a driftline without step timers (--driftline-python of an older checkout): wall time
         return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
     doc = json.loads(timers.read_text())
-    while rss_every and doc["events_in"] >= next_mark:  # the last mark when the run ended right on it
-        rss_marks.append((next_mark, doc["rss_bytes"]))
-        next_mark += rss_every
+    mark(doc)  # the last mark when the run ended right on it
     doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
     return doc
 
@@ -167,7 +164,6 @@ def main() -> int:
     ap.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated subset of {','.join(LEGS)}")
     ap.add_argument("--quix-python", default=str(REPO / ".venv-quix" / "bin" / "python"), help="interpreter with quixstreams installed")
     ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
-    ap.add_argument("--processes", type=int, default=1, help="driftline worker processes (1 only for now)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
@@ -200,7 +196,7 @@ def main() -> int:
         for leg in legs:
             cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.processes, args.driftline_python, args.events, args.profile)
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
@@ -208,9 +204,7 @@ def main() -> int:
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
         if args.before_python:
-            cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, 1, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
-            before["cpu_s"] = _children_cpu() - cpu_before
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
             mine = results.get("driftline")
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s"
                   + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s" if mine else ""))
@@ -235,6 +229,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         return
     if "floor" in results:
         print(f"\ndriftline = {100 * d['eps'] / results['floor']['eps']:.1f}% of the I/O floor")
+    targets = [("loop", 1.0, "x the per-event loop"), ("quix", 3.0, "x Quix Streams"), ("floor", 0.12, " of the I/O floor")]
+    checks = [f"{d['eps'] / results[leg]['eps']:.2f}{what} (target {want:g}: {'met' if d['eps'] / results[leg]['eps'] >= want else 'NOT met'})" for leg, want, what in targets if leg in results]
+    if checks:
+        print("issue 11 targets: " + "; ".join(checks))
     print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
     if d["rss_marks"]:
         print("\n| events read | driftline RSS |")
