@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-e2e kafka-jars kafka-start kafka-stop lock clean
+.PHONY: install demo test bench bench-e2e kafka-jars kafka-start kafka-stop lock clean chromium report-screenshot torture-compact
 
 install: $(STAMP) $(JARS)
 
@@ -23,12 +23,19 @@ $(JARS): deploy/kafka/pom.xml $(STAMP)
 
 kafka-jars: $(JARS)
 
-## Start the local broker, produce events, run the flow until drained, print a summary.
+## Produce events, run the flow until drained, print a summary.  Uses the Kafka broker at
+## the configured address (127.0.0.1:9092 or $$KAFKA_BOOTSTRAP_SERVERS) if one answers, else
+## starts the bundled broker for the run.  Options: make demo DEMO_ARGS="--port 9192 --keep-broker"
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/driftline demo --events 2000
+	$(BIN)/driftline demo --events 2000 $(DEMO_ARGS)
+
+## Headless Chromium (Debian's package) for the report test and screenshots; installed once.
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
-test: install
+test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
 
 bench: install
@@ -47,6 +54,15 @@ $(QUIX_VENV)/.installed: bench/quix-constraints.txt
 
 bench-e2e: install $(QUIX_VENV)/.installed
 	$(BIN)/python bench/bench_e2e.py $(BENCH_E2E_ARGS)
+
+## A 5,000-event demo, its HTML report and a full-page screenshot (docs/report.png).
+report-screenshot: install chromium
+	$(BIN)/driftline demo --events 5000 --out var/demo-report --report var/demo-report/report.html
+	$(BIN)/python -m driftline.testing.chromium var/demo-report/report.html docs/report.png
+
+## 10 minutes at 50 events/s (flush_seconds 5) while compacting and SIGKILLing the compactor.
+torture-compact: install
+	$(BIN)/python bench/torture_compact.py --minutes 10 --rate 50 --flush-seconds 5
 
 kafka-start: install
 	$(BIN)/driftline kafka start

@@ -60,7 +60,9 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: 
 
 
 class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
-    def __init__(self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool) -> None:
+    def __init__(
+        self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool, stop: int | None = None
+    ) -> None:
         self._consumer = Consumer(conf)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
@@ -70,13 +72,18 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         self._poll_timeout = poll_timeout
         self._idle_tick = idle_tick
         self._drain = drain
+        self._stop = stop  # backfill: end before this offset
         self._eof = False
         self._last_emit = time.monotonic()
 
     def next_batch(self) -> list[pl.DataFrame]:
-        if self._eof:
+        if self._eof or (self._stop is not None and self._offset >= self._stop):
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout)
+        if self._stop is not None:
+            kept = [m for m in msgs if m.error() is not None or m.offset() < self._stop]
+            self._eof = len(kept) < len(msgs)  # reached the end of the range (offsets may skip)
+            msgs = kept
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
         offsets: list[int] = []
@@ -117,7 +124,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
     to read, snapshotted with Bytewax's recovery, so after a crash input is replayed
     from the last snapshot (the sinks make the outputs exactly-once).  With
     ``drain=True`` the source ends at the end of each partition (demos, tests,
-    backfills); otherwise it tails forever.
+    backfills); otherwise it tails forever.  ``start_offsets``/``stop_offsets`` (per
+    ``(topic, partition)``) bound a backfill to ``[start, stop)``: a partition without a
+    resume state starts at its start offset and ends before its stop offset.
     """
 
     def __init__(
@@ -130,6 +139,8 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         poll_timeout_ms: int = 50,
         idle_tick_ms: int = 500,
         extra: dict[str, str] | None = None,
+        start_offsets: dict[tuple[str, int], int] | None = None,
+        stop_offsets: dict[tuple[str, int], int] | None = None,
     ) -> None:
         if isinstance(topics, str):
             raise TypeError("topics must be a sequence of names, not a string")
@@ -140,10 +151,21 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         self._poll_timeout = poll_timeout_ms / 1000
         self._idle_tick = idle_tick_ms / 1000
         self._extra = dict(extra or {})
+        self._start = dict(start_offsets or {})  # backfill range per (topic, partition): [start, stop)
+        self._stop = dict(stop_offsets or {})
 
     @classmethod
-    def from_config(cls, kafka: KafkaConfig, topics: Sequence[str], *, drain: bool) -> MicroBatchKafkaSource:
-        """The source for ``topics`` with the ``kafka`` section's brokers and poll settings."""
+    def from_config(
+        cls,
+        kafka: KafkaConfig,
+        topics: Sequence[str],
+        *,
+        drain: bool,
+        start_offsets: dict[tuple[str, int], int] | None = None,
+        stop_offsets: dict[tuple[str, int], int] | None = None,
+    ) -> MicroBatchKafkaSource:
+        """The source for ``topics`` with the ``kafka`` section's brokers and poll settings
+        (and a backfill's range, see the class docstring)."""
         return cls(
             kafka.bootstrap_servers,
             topics,
@@ -151,7 +173,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             batch_size=kafka.poll_batch_size,
             poll_timeout_ms=kafka.poll_timeout_ms,
             idle_tick_ms=kafka.idle_tick_ms,
-            extra=kafka.extra,
+            extra=kafka.client_config(),
+            start_offsets=start_offsets,
+            stop_offsets=stop_offsets,
         )
 
     def list_parts(self) -> list[str]:
@@ -179,7 +203,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             "queued.max.messages.kbytes": "16384",
             **self._extra,
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        part = _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain)
+        offset = self._start.get((topic, int(idx)), OFFSET_BEGINNING) if resume_state is None else resume_state
+        part = _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, int(idx))))
         part.next_batch = timed(step_id, part.next_batch)  # type: ignore[method-assign]  # a no-op unless step timers are on
         return part

@@ -41,7 +41,6 @@ import hmac
 import json
 import logging
 import operator
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -270,9 +269,8 @@ class AlertWebhook:
             raise ValueError("monitoring.alerts.webhook_url is not set")
         self.cfg = cfg
         self.url = a.webhook_url
-        if secret is None:
-            env = os.environ.get(a.webhook_secret_env, "")
-            secret = env.encode() if env else None
+        if secret is None and a.webhook_secret is not None:
+            secret = a.webhook_secret.get_secret_value().encode()
         self.secret = secret
         self.header = a.webhook_signature_header
         self.retries = a.webhook_retries

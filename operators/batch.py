@@ -12,7 +12,7 @@ Column contract of ``valid`` (``EVENT_SCHEMA`` plus what later stages add):
   ``src_key``: the message key (bytes), kept for the dead-letter topic;
 - ``raw``: the original payload bytes, kept for the dead-letter topic, never written
   to a dataset;
-- ``payload_format``: ``json`` or ``avro``;
+- ``payload_format``: ``json``, ``avro`` (single-object) or ``avro_confluent`` (registry);
 - ``field_errors``: codes such as ``missing_field:text`` or ``wrong_type:event_time``
   found while decoding (the field is then null); the schema check refuses such rows;
 - ``warnings``: names of validation rules that warned.

@@ -1,8 +1,9 @@
 """Decode raw Kafka payloads into a typed micro-batch.
 
-Payloads are JSON (UTF-8 object) or Avro single-object encoding (``C3 01`` marker, the
-8-byte CRC-64-AVRO fingerprint of the writer schema, then the binary datum), so no
-schema registry is needed.  The two are told apart by the marker.
+Payloads are JSON (UTF-8 object), Avro single-object encoding (``C3 01`` marker, the
+8-byte CRC-64-AVRO fingerprint of the writer schema, then the binary datum; no schema
+registry needed) or Confluent's wire format (byte 0 and a schema registry id:
+:mod:`driftline.operators.decode_confluent`).  They are told apart by the first bytes.
 
 Payloads that cannot be decoded at all are refused at stage ``decode`` with one of
 :data:`DECODE_REASONS`.  Payloads that decode but carry a missing or mistyped field
@@ -29,7 +30,9 @@ from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
 from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows, utf8_lists
+from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
+from driftline.schemas.registry import SchemaRegistry, registry_for
 
 AVRO_MAGIC = SINGLE_OBJECT_MAGIC
 AVRO_HEADER_LEN = 10
@@ -44,6 +47,7 @@ DECODE_REASONS: dict[str, str] = {
     "unknown_schema": "the Avro single-object fingerprint matches no known schema",
     "bad_avro": "the Avro datum does not match its schema",
     "unsupported_value": "a field holds a value the decoder cannot represent",
+    **CONFLUENT_REASONS,
 }
 
 REQUIRED = ("event_id", "event_time", "source", "text")
@@ -77,13 +81,20 @@ class Undecodable(Exception):
         return f"{base}: {self.detail}" if self.detail else base
 
 
-def decode_payload(value: bytes | None, limit: int, schema: str = "text_event") -> tuple[dict[str, Any], str]:
-    """``(object, "json" | "avro")`` of a payload whose Avro form uses ``schema``
-    (a name from :mod:`driftline.schemas`); raises :class:`Undecodable` with a reason code."""
+def decode_payload(value: bytes | None, limit: int, schema: str = "text_event", registry: SchemaRegistry | None = None) -> tuple[dict[str, Any], str]:
+    """``(object, "json" | "avro" | "avro_confluent")`` of a payload whose Avro form uses
+    ``schema`` (a name from :mod:`driftline.schemas`; the reader schema of Confluent-framed
+    payloads, whose writer schema comes from ``registry``); raises :class:`Undecodable`
+    with a reason code."""
     if not value:
         raise Undecodable("empty_payload")
     if len(value) > limit:
         raise Undecodable("payload_too_large", f"{len(value)} bytes > {limit}")
+    if value[0] == CONFLUENT_MAGIC:
+        try:
+            return decode_confluent(value, registry, schema), "avro_confluent"
+        except ConfluentUndecodable as exc:
+            raise Undecodable(exc.code, exc.detail) from None
     if value[:2] == AVRO_MAGIC:
         if len(value) < AVRO_HEADER_LEN:
             raise Undecodable("truncated_avro", f"{len(value)} bytes, header needs {AVRO_HEADER_LEN}")
@@ -261,13 +272,14 @@ def as_raw_frame(records: RawBatch) -> pl.DataFrame:
 def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
     """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order.
 
-    Payloads are parsed one by one (orjson, or fastavro for single-object Avro), so each
-    refusal keeps its own reason; the decoded fields go straight into column lists, and
-    the coordinates and bytes stay in the raw frame's columns (gathered, never copied
-    into Python objects).
+    Payloads are parsed one by one (orjson, fastavro for single-object Avro, the
+    registry's writer schema for Confluent framing), so each refusal keeps its own
+    reason; the decoded fields go straight into column lists, and the coordinates and
+    bytes stay in the raw frame's columns (gathered, never copied into Python objects).
     """
     raw = as_raw_frame(records)
-    limit = (config or DecodeConfig()).max_payload_bytes
+    config = config or DecodeConfig()
+    limit, registry = config.max_payload_bytes, registry_for(config.schema_registry)
     now = now or datetime.now(timezone.utc)
     fields: list[tuple[Any, ...]] = []
     formats: list[str] = []
@@ -281,7 +293,7 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     bad_reasons: list[list[str]] = []
     for j, value in enumerate(raw["raw"].to_list()):
         try:
-            obj, fmt = decode_payload(value, limit)
+            obj, fmt = decode_payload(value, limit, registry=registry)
         except Undecodable as exc:
             bad.append(j)
             bad_codes.append([exc.code])

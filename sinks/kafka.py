@@ -171,7 +171,7 @@ class KafkaRecordsSink(DynamicSink[Any]):
     @classmethod
     def from_config(cls, kafka: KafkaConfig, topic: str) -> KafkaRecordsSink:
         """The sink for ``topic`` with the ``kafka`` section's brokers and extra settings."""
-        return cls(kafka.bootstrap_servers, topic, extra=kafka.extra)
+        return cls(kafka.bootstrap_servers, topic, extra=kafka.client_config())
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         return _ProducerPartition(Producer(self._conf), self._topic)

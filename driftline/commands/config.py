@@ -9,7 +9,7 @@ import sys
 from typing import Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from driftline.config import ConfigError, PipelineConfig, load_config
 
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _type_name(annotation: Any) -> str:
+    if annotation is SecretStr:
+        return "secret"
     origin = get_origin(annotation)
     if origin is None:
         return getattr(annotation, "__name__", str(annotation)).replace("NoneType", "null")

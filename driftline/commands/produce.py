@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from driftline.broker import require_kafka
 from driftline.config import load_config
 from driftline.producer import produce
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.events < 0:
         print("driftline produce: --events must be >= 0", file=sys.stderr)
         return 2
+    require_kafka(cfg.kafka, bootstrap_servers=args.bootstrap)
     sent = produce(
         args.bootstrap or cfg.kafka.bootstrap_servers,
         args.topic or cfg.kafka.input_topic,
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         payload_format=args.payload_format,
         partitions=args.partitions,
         progress=sys.stderr.isatty(),
-        extra_config=cfg.kafka.extra,
+        extra_config=cfg.kafka.client_config(bootstrap_servers=args.bootstrap),
     )
     malformed = sum(1 for e in sent if e.defect)
     print(f"produced {len(sent)} events to {args.topic or cfg.kafka.input_topic} ({malformed} malformed, {sum(1 for e in sent if e.pii)} with PII)")

@@ -18,6 +18,7 @@ from datetime import datetime
 import polars as pl
 
 from driftline.config import load_config
+from driftline.progress import bar
 from driftline.operators.aggregate import WindowAccumulator, key_string, slice_frame
 from driftline.operators.drift import monitored_features, profile_from_accumulators
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     m = cfg.monitoring
     files = sorted({f for pattern in args.input for f in glob.glob(pattern, recursive=True)})
     if not files:
-        print(f"driftline profile: no Parquet file matches {args.input}", file=sys.stderr)
+        print(f"driftline profile: no Parquet file matches {args.input}; check --input (the enrich flow writes under sinks.root)", file=sys.stderr)
         return 1
     tcol = m.columns.event_time
     lf = pl.scan_parquet(files)
@@ -64,16 +65,20 @@ def run(args: argparse.Namespace) -> int:
     lf = lf.select([c for c in wanted if isinstance(c, str) and c in have])
     accs: dict[str, WindowAccumulator] = {}
     rows = 0
-    for batch in lf.collect().iter_slices(args.batch_rows):
+    frame = lf.collect()
+    progress = bar(total=frame.height, desc="profile", unit="row", unit_scale=True)
+    for batch in frame.iter_slices(args.batch_rows):
         rows += batch.height
+        progress.update(batch.height)
         for s in slice_frame(batch, m):
             for k in (key_string(m, s.key), "*"):
                 if k in accs:
                     accs[k].merge(s.acc)
                 else:
                     accs[k] = s.acc.copy()
+    progress.close()
     if not rows:
-        print("driftline profile: the selected data holds no rows", file=sys.stderr)
+        print("driftline profile: the selected data holds no rows; widen --since/--until or choose other --input files", file=sys.stderr)
         return 1
     prof = profile_from_accumulators(accs, m, sources=files, rows=rows)
     prof.save(args.output)

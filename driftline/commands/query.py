@@ -1,8 +1,10 @@
 """``driftline query "SQL"``: DuckDB over the datasets, one view per dataset name.
 
-Each view reads ``<root>/<name>/**/*.parquet`` with Hive partitioning, so filters on
-``date`` and ``hour`` prune whole folders.  Only committed files end in ``.parquet``
-(staged files end in ``.parquet.tmp``), so a view never shows a half-written file.
+Each view reads the dataset's *live* files, taken from its manifest (committed, not
+replaced by a compaction), with Hive partitioning, so filters on ``date`` and ``hour``
+prune whole folders.  A view never shows a half-written file, nor a row twice while a
+compaction's retired files wait for their vacuum.  A folder without a manifest is read
+as ``<root>/<name>/**/*.parquet``.
 
     driftline query "SELECT date, count(*) FROM enriched GROUP BY date ORDER BY date"
 """
@@ -16,6 +18,7 @@ import duckdb
 import polars as pl
 
 from driftline.config import load_config
+from driftline.sinks.parquet.manifest import MANIFEST_DIR, live_files
 from driftline.sinks.parquet.store import FsspecStore, open_store
 from driftline.sinks.parquet.verify import discover_datasets
 
@@ -40,14 +43,18 @@ def connect(root: str, storage_options: dict[str, str] | None = None) -> tuple[d
         con.register_filesystem(store.fs)
     views = []
     for name in discover_datasets(store):
-        files = [p for p in store.list_files(name) if p.endswith(".parquet")]
+        if MANIFEST_DIR in store.list_dirs(name):
+            files = live_files(store, name)
+            source = [store.uri(p) for p in files]
+        else:
+            files = [p for p in store.list_files(name) if p.endswith(".parquet")]
+            source = [store.uri(f"{name}/**/*.parquet")]
         if not files:
             continue
         fields = [seg.split("=", 1)[0] for seg in files[0][len(name) + 1 :].split("/")[:-1] if "=" in seg]
         types = ", ".join(f"'{f}': {HIVE_TYPES[f]}" for f in fields if f in HIVE_TYPES)
-        pattern = store.uri(f"{name}/**/*.parquet")
-        pattern = pattern.replace("'", "''")
-        con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})")
+        listed = ", ".join("'" + s.replace("'", "''") + "'" for s in source)
+        con.execute(f"CREATE VIEW \"{name}\" AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, hive_types = {{{types}}})")
         views.append(name)
     return con, views
 
@@ -55,7 +62,7 @@ def connect(root: str, storage_options: dict[str, str] | None = None) -> tuple[d
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.root or cfg.sinks.root
-    con, views = connect(root, cfg.sinks.storage_options)
+    con, views = connect(root, cfg.sinks.fsspec_options())
     try:
         rel = con.sql(args.sql)
     except duckdb.Error as exc:

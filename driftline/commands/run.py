@@ -1,14 +1,28 @@
-"""``driftline run enrich|monitor``: run a flow against Kafka."""
+"""``driftline run enrich|monitor``: run a flow against Kafka, or backfill a range.
+
+``--from-time/--to-time`` (Kafka timestamps) or ``--from-offset/--to-offset`` make the
+enrich flow read only that range of every input partition and stop (see
+docs/running.md, *Backfill*); a drained run or a backfill shows a progress bar with an
+ETA on a terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from driftline.config import load_config
-from driftline.logs import configure_logging
+from driftline.backfill import DrainProgress, OffsetRange
+from driftline.broker import require_kafka
+from driftline.config import PipelineConfig, load_config
 from driftline.metrics import serve_metrics
 from driftline.runner import run_flow
+from driftline.timeargs import parse_instant
+
+if TYPE_CHECKING:
+    from driftline.flows.enrich import EnrichIO
 
 NAME = "run"
 HELP = "run a flow (enrich: text events; monitor: model-call telemetry)"
@@ -21,18 +35,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
-    parser.add_argument("--log-file", default=None, help="also write JSON-lines logs here")
-    parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    backfill = parser.add_argument_group("backfill (enrich): read only a range of every input partition, then stop")
+    backfill.add_argument("--from-time", type=parse_instant, default=None, help="first record with a Kafka timestamp at or after this instant (ISO-8601, or e.g. 2h)")
+    backfill.add_argument("--to-time", type=parse_instant, default=None, help="stop before the first record with a Kafka timestamp at or after this instant")
+    backfill.add_argument("--from-offset", type=int, default=None, help="first offset to read in every partition")
+    backfill.add_argument("--to-offset", type=int, default=None, help="stop before this offset in every partition")
+
+
+def _backfill_io(cfg: PipelineConfig, args: argparse.Namespace) -> tuple[EnrichIO, OffsetRange]:
+    """The enrich flow's I/O with a source bounded to the requested range, and the range."""
+    from driftline.backfill import offset_gaps, resolve_range
+    from driftline.flows.enrich import kafka_io
+    from driftline.kafka_io import MicroBatchKafkaSource
+    from driftline.sinks.parquet.manifest import kafka_watermarks, load_entries
+    from driftline.sinks.parquet.store import open_store
+
+    k = cfg.kafka
+    conf = k.client_config()
+    rng = resolve_range(conf, k.input_topic, from_time=args.from_time, to_time=args.to_time, from_offset=args.from_offset, to_offset=args.to_offset)
+    store = open_store(cfg.sinks.root, cfg.sinks.fsspec_options(), fsync=cfg.sinks.fsync)
+    wm: dict[tuple[str, int], int] = {}
+    for ds in ("enriched", "rejected"):  # every offset lands in one of the two
+        for tp, hi in kafka_watermarks(load_entries(store, ds)).items():
+            wm[tp] = max(wm.get(tp, -1), hi)
+    for gap in offset_gaps(rng, wm):
+        print(f"driftline run: warning: {gap} were never committed under {cfg.sinks.root}; a later run on this root will treat them as committed (backfill into its own sinks.root)", file=sys.stderr)
+    source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=True, start_offsets={(rng.topic, p): o for p, o in rng.start.items()}, stop_offsets={(rng.topic, p): o for p, o in rng.stop.items()})
+    return replace(kafka_io(cfg, drain=True), source=source), rng
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, file=args.log_file)
     cfg = load_config(args.config)
+    require_kafka(cfg.kafka)  # a wrong password or address fails here, not as a silent retry loop
+    bounded = any(v is not None for v in (args.from_time, args.to_time, args.from_offset, args.to_offset))
+    if bounded and args.flow != "enrich":
+        print("driftline run: --from-*/--to-* backfill the enrich flow only", file=sys.stderr)
+        return 2
+    if (args.from_time is not None and args.from_offset is not None) or (args.to_time is not None and args.to_offset is not None):
+        print("driftline run: give a time or an offset for each bound, not both", file=sys.stderr)
+        return 2
+    if args.from_time is not None and args.to_time is not None and args.from_time >= args.to_time:
+        print(f"driftline run: --from-time {args.from_time.isoformat()} is not before --to-time {args.to_time.isoformat()}", file=sys.stderr)
+        return 2
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     module_name, builder = FLOWS[args.flow]
     kwargs = {"state_dir": args.recovery_dir} if args.flow == "enrich" else {}
-    flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain, **kwargs)
-    run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
+    total, desc = None, f"{args.flow}"
+    if bounded:
+        try:
+            kwargs["io"], rng = _backfill_io(cfg, args)
+        except LookupError as exc:
+            print(f"driftline run: {exc}", file=sys.stderr)
+            return 2
+        total, desc = rng.total, f"backfill {rng.topic}"
+    flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain or bounded, **kwargs)
+    if args.drain or bounded:
+        with DrainProgress(args.flow, total, desc):
+            run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
+    else:
+        run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
     return 0

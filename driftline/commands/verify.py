@@ -11,6 +11,7 @@ import json
 import sys
 
 from driftline.config import load_config
+from driftline.progress import bar
 from driftline.sinks.parquet.store import open_store
 from driftline.sinks.parquet.verify import discover_datasets, verify_dataset
 
@@ -28,9 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     root = args.root or cfg.sinks.root
-    store = open_store(root, cfg.sinks.storage_options, fsync=cfg.sinks.fsync)
+    store = open_store(root, cfg.sinks.fsspec_options(), fsync=cfg.sinks.fsync)
     names = args.dataset or discover_datasets(store)
-    reports = [verify_dataset(store, n, repair=args.repair) for n in names]
+    reports = []
+    with bar(desc="verify", unit="file") as progress:
+        for n in names:
+            progress.set_postfix_str(n)
+            reports.append(verify_dataset(store, n, repair=args.repair, on_file=progress.update))
     ok = all(r.ok for r in reports)
     if args.json:
         print(json.dumps({"root": root, "ok": ok, "datasets": [r.to_dict() for r in reports]}, indent=2))
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"no datasets under {root}")
         for r in reports:
             status = "OK" if r.ok else f"{len(r.problems)} PROBLEM(S)"
-            print(f"{r.name}: {status} — {r.commits} commits, {r.files} files, {r.rows} rows, {r.bytes} bytes")
+            retired = f", {r.retired} replaced by compaction" if r.retired else ""
+            print(f"{r.name}: {status} — {r.commits} commits, {r.files} files, {r.rows} rows, {r.bytes} bytes{retired}")
             for f in r.problems:
                 print(f"  problem {f.kind}: {f.path}: {f.detail}")
             for f in r.warnings:

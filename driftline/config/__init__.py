@@ -6,8 +6,10 @@ documented on the fields and in ``docs/configuration.md``.
 
 Environment overrides use ``DRIFTLINE__<SECTION>__<KEY>`` (double underscores between
 levels, case-insensitive); values are parsed as YAML scalars, so ``true``, ``10`` and
-``[a, b]`` work.  ``KAFKA_BOOTSTRAP_SERVERS`` is honoured as a shortcut for
-``DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS``.
+``[a, b]`` work (secrets are kept as text).  ``KAFKA_BOOTSTRAP_SERVERS`` is honoured as
+a shortcut for ``DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS``.  Secrets (:mod:`.secrets`) come
+from the environment, ``*_FILE`` variables, ``$DRIFTLINE_SECRETS_DIR`` or files the YAML
+names, never from the YAML itself; ``config_hash()`` leaves them out.
 
 >>> cfg = load_config(None, env={"DRIFTLINE__KAFKA__INPUT_TOPIC": "tickets"})
 >>> cfg.kafka.input_topic
@@ -24,17 +26,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, SettingsConfigDict
 
 from driftline.config.features import FeaturesConfig
 from driftline.config.kafka import DecodeConfig, KafkaConfig
 from driftline.config.models import ModelsConfig
 from driftline.config.monitoring import MonitoringConfig
-from driftline.config.privacy import PrivacyConfig
+from driftline.config.privacy import SAMPLE_KEYS, PrivacyConfig
+from driftline.config.secrets import SecretSourceError, is_secret_path, resolve_secret_files, secret_exclude
 from driftline.config.sinks import SinksConfig
 from driftline.config.validation import ValidationConfig
 
 ENV_PREFIX = "DRIFTLINE__"
+SECRETS_DIR_ENV = "DRIFTLINE_SECRETS_DIR"
 
 
 class ConfigError(ValueError):
@@ -59,9 +64,17 @@ class PipelineConfig(BaseModel):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
 
+    @model_validator(mode="after")
+    def _production_secrets(self) -> PipelineConfig:
+        key = self.privacy.key
+        if self.mode == "production" and key is not None and key.get_secret_value() in SAMPLE_KEYS:
+            raise ValueError(f"privacy.key: production mode refuses the sample pseudonymization key; set ${self.privacy.key_env} or $DRIFTLINE__PRIVACY__KEY_FILE to a random key (e.g. `openssl rand -hex 32`)")
+        return self
+
     def config_hash(self) -> str:
-        """A short stable hash of the effective configuration (recorded in manifests)."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short stable hash of the effective configuration (recorded in manifests and
+        file footers).  Secrets are left out: rotating one keeps the hash."""
+        payload = json.dumps(self.model_dump(mode="json", exclude=secret_exclude(self)), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -93,11 +106,39 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not path:
             continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        if is_secret_path(PipelineConfig, path):
+            value: Any = raw  # a password such as 123456 or yes stays text
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
         _set_path(tree, path, value)
+    return tree
+
+
+class _SecretFiles(PipelineConfig, BaseSettings):
+    """The configuration's shape as pydantic-settings sees it: used to read the secrets
+    directory (one file per secret, ``kafka__security__password``)."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, secrets_nested_delimiter="__", secrets_dir_missing="error")
+
+
+def secrets_dir_values(directory: str | Path) -> dict[str, Any]:
+    """The secrets held in ``directory`` as a nested tree; a file there that is not a
+    secret setting is refused (other settings belong in the YAML file)."""
+    if not Path(directory).is_dir():
+        raise ConfigError(f"${SECRETS_DIR_ENV}: {directory} is not a directory")
+    tree = NestedSecretsSettingsSource(_SecretFiles, secrets_dir=directory)()
+
+    def leaves(node: Any, path: list[str]) -> list[list[str]]:
+        if isinstance(node, dict) and node:
+            return [leaf for k, v in node.items() for leaf in leaves(v, [*path, str(k).lower()])]
+        return [path]
+
+    wrong = [".".join(p) for p in leaves(tree, []) if not is_secret_path(PipelineConfig, p)]
+    if wrong:
+        raise ConfigError(f"${SECRETS_DIR_ENV} ({directory}) holds files for settings that are not secrets ({', '.join(sorted(wrong))}); put those in the configuration file")
     return tree
 
 
@@ -111,12 +152,25 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _with_sections(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with an (empty) mapping for every nested section it leaves out, so each
+    section is validated with the loader's context (its secrets read from ``env``)."""
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            value = data.setdefault(name, {})
+            if isinstance(value, dict):
+                _with_sections(sub, value)
+    return data
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():
         loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
         loc = loc.replace(".[", "[")
         lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    lines.append(f"fix the keys above in {origin if origin != 'defaults' else 'a configuration file'} or their DRIFTLINE__ environment variables; `driftline config reference` lists every key")
     return "\n".join(lines)
 
 
@@ -129,8 +183,10 @@ def load_config(
     """Load and validate the configuration.
 
     Precedence, lowest first: defaults, the YAML file at ``path`` (or ``$DRIFTLINE_CONFIG``),
-    environment overrides, then ``overrides`` (used by tests and the CLI).
-    Raises :class:`ConfigError` naming each bad key.
+    the secrets directory ``$DRIFTLINE_SECRETS_DIR``, environment overrides, then
+    ``overrides`` (used by tests and the CLI).  ``<secret>_file`` entries are read;
+    conventional secret variables (``$DRIFTLINE_PII_KEY``, a backend's ``api_key_env``)
+    fill secrets left unset.  Raises :class:`ConfigError` naming each bad key.
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -139,20 +195,28 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"configuration file not found: {p}")
+            raise ConfigError(f"configuration file not found: {p}; pass an existing file with --config (or fix $DRIFTLINE_CONFIG)")
         try:
             loaded = yaml.safe_load(p.read_text("utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"configuration file {p} is not valid YAML (fix the line shown): {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {p} must hold a mapping at the top level")
+            raise ConfigError(f"configuration file {p} must hold a mapping at the top level (section names such as `kafka:`; see config/driftline.example.yaml)")
         data = loaded
         origin = str(p)
-    data = _merge(data, env_overrides(env))
+    try:
+        resolve_secret_files(data, PipelineConfig, origin=origin, literal_allowed=False)
+        if env.get(SECRETS_DIR_ENV):
+            data = _merge(data, secrets_dir_values(env[SECRETS_DIR_ENV]))
+        from_env = env_overrides(env)
+        resolve_secret_files(from_env, PipelineConfig, origin="environment", literal_allowed=True)
+        data = _merge(data, from_env)
+    except SecretSourceError as exc:
+        raise ConfigError(str(exc)) from None
     if overrides:
         data = _merge(data, overrides)
     try:
-        return PipelineConfig.model_validate(data)
+        return PipelineConfig.model_validate(_with_sections(PipelineConfig, data), context={"env": env})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from None
 

@@ -25,7 +25,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from driftline.config.secrets import env_secret
 
 TaskKind = Literal["sentiment", "classification", "summarization", "extraction"]
 BackendKind = str  # validated against the backend registry at start-up
@@ -60,7 +62,8 @@ class BackendConfig(_Strict):
     kind: BackendKind = Field(..., description="Registered backend kind: local, openai or rules (or any registered extension).")
     model: str | None = Field(None, description="Model name sent to the provider and used to look up prices; defaults per kind (local: vader, rules: keywords).")
     base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (openai kind only).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key; unset means no Authorization header (vLLM, Ollama, llama.cpp).")
+    api_key: SecretStr | None = Field(None, description="API key (secret: $DRIFTLINE__MODELS__BACKENDS__<NAME>__API_KEY, ..._FILE or $<api_key_env>).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key when api_key is not set otherwise; neither set means no Authorization header (vLLM, Ollama, llama.cpp).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers, e.g. api-version for Azure OpenAI. Never put secrets here: use api_key_env.")
     timeout_s: float = Field(20.0, gt=0, description="Read/write timeout of one HTTP request.")
     connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout of one HTTP request.")
@@ -71,6 +74,12 @@ class BackendConfig(_Strict):
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     positive_threshold: float = Field(0.05, description="local kind: VADER compound score at or above which the label is positive.")
     negative_threshold: float = Field(-0.05, description="local kind: compound score at or below which the label is negative.")
+
+    @model_validator(mode="after")
+    def _key_from_env(self, info: ValidationInfo) -> BackendConfig:
+        if self.api_key is None:
+            self.api_key = env_secret(info, self.api_key_env)
+        return self
 
 
 class TaskConfig(_Strict):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from driftline.config.secrets import env_secret
 
 #: Metric names an alert rule of kind ``threshold`` may watch: numeric columns of every
 #: metrics row (see ``driftline.operators.aggregate.metrics_schema``).
@@ -174,11 +176,18 @@ class AlertsConfig(BaseModel):
     rules: list[AlertRule] = Field(default_factory=_default_rules, description="Rules evaluated on every window row.")
     cooldown_seconds: float = Field(900.0, ge=0, description="A rule and key that fired is not fired again within this (event-time) span.")
     webhook_url: str | None = Field(None, description="Alertmanager /api/v2/alerts URL or chat webhook; none disables it.")
-    webhook_secret_env: str = Field("DRIFTLINE_WEBHOOK_SECRET", description="Environment variable holding the HMAC-SHA256 secret.")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies (secret: $DRIFTLINE__MONITORING__ALERTS__WEBHOOK_SECRET, ..._FILE or $<webhook_secret_env>).")
+    webhook_secret_env: str = Field("DRIFTLINE_WEBHOOK_SECRET", description="Environment variable holding the webhook secret when webhook_secret is not set otherwise.")
     webhook_signature_header: str = Field("X-Driftline-Signature", description="Header carrying 'sha256=<hex HMAC of the body>'.")
     webhook_timeout_seconds: float = Field(5.0, gt=0, le=120, description="Timeout of one webhook POST.")
     webhook_retries: int = Field(3, ge=0, le=10, description="Retries of a failed webhook POST (exponential back-off).")
     generator_url: str = Field("", description="Link put in Alertmanager's generatorURL (a dashboard).")
+
+    @model_validator(mode="after")
+    def _secret_from_env(self, info: ValidationInfo) -> AlertsConfig:
+        if self.webhook_secret is None:
+            self.webhook_secret = env_secret(info, self.webhook_secret_env)
+        return self
 
     @field_validator("rules")
     @classmethod

@@ -10,12 +10,18 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from driftline.config.secrets import env_secret
 
 Strategy = Literal["redact", "pseudonymize", "partial", "drop"]
 Level = Literal["public", "internal", "confidential", "restricted"]
 Action = Literal["block", "mask", "warn", "route_local"]
 Severity = Literal["low", "medium", "high", "critical"]
+
+#: Pseudonymization keys published in this repository (docker-compose.yml's default);
+#: production mode refuses them.
+SAMPLE_KEYS: tuple[str, ...] = ("change-me-development-only",)
 
 #: Ordered from least to most sensitive.
 LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
@@ -162,8 +168,8 @@ class PrivacyConfig(BaseModel):
     )
     partial_keep: int = Field(4, ge=0, le=8, description="Characters (letters/digits) the partial strategy leaves visible at the end.")
     token_hex_chars: int = Field(12, ge=8, le=64, description="Hex characters of HMAC-SHA256 kept in a pseudonym token (12 = 48 bits).")
-    key_env: str = Field("DRIFTLINE_PII_KEY", description="Environment variable holding the pseudonymization key (at least 16 bytes).")
-    key_file: str | None = Field(None, description="File holding the pseudonymization key; used when key_env is unset.")
+    key: SecretStr | None = Field(None, description="Pseudonymization (HMAC) key, at least 16 bytes (secret: $DRIFTLINE__PRIVACY__KEY, ..._FILE, privacy.key_file or $<key_env>).")
+    key_env: str = Field("DRIFTLINE_PII_KEY", description="Environment variable holding the pseudonymization key when privacy.key is not set otherwise.")
     pseudonymize_user_id: bool = Field(True, description="Replace user_id with <USER_ID:hmac> (same key and scheme as text tokens).")
     mask_attributes: bool = Field(True, description="Mask the values of event attributes like text.")
     mask_dead_letter: bool = Field(False, description="Mask the original payload bytes written to the dead-letter topic (they are then no longer byte-exact for replay).")
@@ -204,6 +210,12 @@ class PrivacyConfig(BaseModel):
         return [r.upper() for r in value]
 
     @model_validator(mode="after")
+    def _key_from_env(self, info: ValidationInfo) -> PrivacyConfig:
+        if self.key is None:
+            self.key = env_secret(info, self.key_env)
+        return self
+
+    @model_validator(mode="after")
     def _unique_rules(self) -> PrivacyConfig:
         names = [r.name for r in self.dlp_rules]
         dup = {n for n in names if names.count(n) > 1}
@@ -220,4 +232,4 @@ class PrivacyConfig(BaseModel):
         return self.entity_levels.get(entity) or DEFAULT_ENTITY_LEVELS.get(entity) or "confidential"
 
 
-__all__ = ["DEFAULT_ENTITY_LEVELS", "DEFAULT_STRATEGIES", "LEVELS", "SEVERITY_LEVELS", "CustomRecognizer", "DlpRule", "PersonConfig", "PrivacyConfig", "check_rust_regex"]
+__all__ = ["DEFAULT_ENTITY_LEVELS", "DEFAULT_STRATEGIES", "LEVELS", "SAMPLE_KEYS", "SEVERITY_LEVELS", "CustomRecognizer", "DlpRule", "PersonConfig", "PrivacyConfig", "check_rust_regex"]

@@ -7,9 +7,15 @@ partitions without ``date``) fail at start-up with a message naming the key.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+#: fsspec option names that carry credentials (s3fs, gcsfs, adlfs, ...): refused in
+#: ``storage_options`` so they only come from ``storage_secrets``.
+CREDENTIAL_OPTIONS: frozenset[str] = frozenset(
+    ("key", "secret", "token", "password", "session_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "account_key", "sas_token", "client_secret", "connection_string", "credentials")
+)
 
 PARTITION_FIELDS: tuple[str, ...] = ("date", "hour")
 """Hive partition fields derived from a dataset's time column, coarse to fine."""
@@ -57,7 +63,11 @@ class SinksConfig(BaseModel):
 
     root: str = Field("var/output", description="Folder or fsspec URI (s3://bucket/prefix, gs://, abfs://, memory://) holding every dataset.")
     storage_options: dict[str, str] = Field(
-        default_factory=dict, description="Options passed to the fsspec file system of a URI root (e.g. endpoint_url, key); ignored for local folders."
+        default_factory=dict, description="Options passed to the fsspec file system of a URI root (e.g. endpoint_url, region_name); ignored for local folders. Credentials go in storage_secrets."
+    )
+    storage_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Credential options of the fsspec file system (key, secret, token, ...), merged over storage_options (secret: $DRIFTLINE__SINKS__STORAGE_SECRETS__<OPTION>, ..._FILE or the secrets directory).",
     )
     flush_rows: int = Field(50_000, ge=1, description="Commit a file once its topic-partition (or dataset) buffer holds this many rows.")
     flush_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Commit once the buffered rows reach this many bytes (in-memory Arrow size, before compression).")
@@ -71,11 +81,24 @@ class SinksConfig(BaseModel):
     fsync: bool = Field(True, description="fsync files, manifest entries and folders on local disks (turning it off loses the crash guarantee on power loss).")
     datasets: dict[str, DatasetSinkConfig] = Field(default_factory=dict, description="Per-dataset overrides keyed by dataset name.")
 
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        found = sorted(k for k in value if k.lower() in CREDENTIAL_OPTIONS)
+        if found:
+            raise ValueError(f"{', '.join(found)}: credentials are secrets; set $DRIFTLINE__SINKS__STORAGE_SECRETS__{found[0].upper()} (or ..._FILE) instead")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> SinksConfig:
         if not self.root.strip():
             raise ValueError("root must not be empty")
         return self
+
+    def fsspec_options(self) -> dict[str, Any]:
+        """``storage_options`` with the secrets revealed over them: what the file system
+        is opened with.  Holds credentials in clear: never log it."""
+        return {**self.storage_options, **{k: v.get_secret_value() for k, v in self.storage_secrets.items()}}
 
     def for_dataset(self, name: str) -> DatasetSinkConfig:
         """Effective settings of dataset ``name`` (overrides merged over defaults, partition_by left None if unset)."""

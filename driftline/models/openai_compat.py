@@ -17,7 +17,6 @@ marked ``tokens_estimated``.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -86,13 +85,11 @@ class OpenAIBackend(ModelBackend):
         cfg = self.config
         headers = {"Content-Type": "application/json", **cfg.headers}
         self._key_missing = False
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
-            else:
-                self._key_missing = True
-                log.warning(orjson.dumps({"event": "model_api_key_missing", "tier": self.name, "env": cfg.api_key_env}).decode())
+        if cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+        elif cfg.api_key_env:
+            self._key_missing = True
+            log.warning(orjson.dumps({"event": "model_api_key_missing", "tier": self.name, "env": cfg.api_key_env}).decode())
         self._client = httpx.Client(
             base_url=(cfg.base_url or "").rstrip("/") + "/",
             headers=headers,

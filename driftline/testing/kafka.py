@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -19,13 +21,17 @@ class ConsumedMessage:
     headers: dict[str, bytes]
 
 
-def consume_all(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[ConsumedMessage]:
-    """Every message currently in ``topic``, from the beginning to the end of each partition."""
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
+def consume_all(bootstrap: str, topic: str, *, timeout: float = 60.0, client_config: Mapping[str, Any] | None = None) -> list[ConsumedMessage]:
+    """Every message currently in ``topic``, from the beginning to the end of each partition.
+
+    ``client_config``: librdkafka settings of a secured cluster (``KafkaConfig.client_config()``).
+    """
+    base = {**(client_config or {}), "bootstrap.servers": bootstrap}
+    md = AdminClient(base).list_topics(topic, timeout=30)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         return []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "driftline-test-reader", "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer({**base, "group.id": "driftline-test-reader", "enable.auto.commit": False, "enable.partition.eof": True})
     parts = sorted(t.partitions)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     remaining = set(parts)

@@ -25,7 +25,6 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from driftline.config import ConfigError
 from driftline.config.privacy import PrivacyConfig
@@ -99,7 +98,8 @@ def partial(entity: str, value: str, normalized: str, ctx: MaskContext) -> str:
 
 
 def load_pseudonym_key(cfg: PrivacyConfig, mode: str, env: Mapping[str, str] | None = None) -> bytes:
-    """The HMAC key: ``$<cfg.key_env>`` (UTF-8 bytes), else the file ``cfg.key_file``.
+    """The HMAC key: ``cfg.key`` (a secret the configuration read from the environment,
+    a file or the secrets directory), else ``$<cfg.key_env>`` in ``env`` (UTF-8 bytes).
 
     In ``production`` mode a missing or short key raises :class:`ConfigError`; in
     ``development`` mode a missing key falls back to :data:`DEVELOPMENT_KEY` with a warning.
@@ -110,20 +110,15 @@ def load_pseudonym_key(cfg: PrivacyConfig, mode: str, env: Mapping[str, str] | N
     env = os.environ if env is None else env
     key: bytes | None = None
     origin = ""
-    raw = env.get(cfg.key_env)
+    raw = cfg.key.get_secret_value() if cfg.key is not None else env.get(cfg.key_env)
     if raw:
-        key, origin = raw.encode("utf-8"), f"${cfg.key_env}"
-    elif cfg.key_file:
-        path = Path(cfg.key_file)
-        if not path.is_file():
-            raise ConfigError(f"privacy.key_file: pseudonymization key file not found: {path}")
-        key, origin = path.read_bytes().strip(), f"privacy.key_file ({path})"
+        key, origin = raw.encode("utf-8"), f"privacy.key (${cfg.key_env})"
     if key is not None:
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"privacy: the pseudonymization key from {origin} has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed")
         return key
     if mode == "production":
-        raise ConfigError(f"privacy: no pseudonymization key in production mode: set ${cfg.key_env} or privacy.key_file")
+        raise ConfigError(f"privacy: no pseudonymization key in production mode: set ${cfg.key_env}, $DRIFTLINE__PRIVACY__KEY_FILE or privacy.key_file")
     # One record through logging: JSON lines once configure_logging ran, Python's
     # last-resort stderr handler otherwise (printing it as well doubled the line).
     _log.warning(f"no pseudonymization key (${cfg.key_env} / privacy.key_file): using the PUBLIC development key; tokens are not pseudonymous")

@@ -12,17 +12,25 @@ under their final names only after the entry exists.  So every visible file is l
 and an entry whose file is not yet visible still has its staged copy, which
 :func:`roll_forward` publishes (the approach of Delta Lake's log directory, which works
 on object stores without rename or append).
+
+Compaction (:mod:`driftline.sinks.parquet.compact`) writes entries of its own writer,
+``compact``, whose ``retires`` list names the files its new files replace.  A retired
+file stays on disk until ``vacuum`` removes it after a retention period; from the
+moment the compaction's new files are published, readers take the new files and skip
+the retired ones (:func:`load_entries` applies this).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from driftline.sinks.parquet.store import Store
 
 FORMAT_VERSION = 1
+COMPACT_FORMAT_VERSION = 2  # entries with ``retires``; older readers refuse them (loudly) instead of double counting
+COMPACT_WRITER = "compact"
 MANIFEST_DIR = "_manifest"
 STAGING_DIR = "_staging"
 
@@ -45,6 +53,16 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class RetiredFile:
+    """A file a compaction replaced: its path (relative to the dataset) and what it held."""
+
+    path: str
+    commit_id: str
+    rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ManifestEntry:
     """One commit: its files, the keys it covers and its lineage."""
 
@@ -60,6 +78,7 @@ class ManifestEntry:
     config_hash: str
     model_versions: dict[str, str]
     format: int = FORMAT_VERSION
+    retires: tuple[RetiredFile, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -74,7 +93,8 @@ class ManifestEntry:
         try:
             d = json.loads(data)
             files = tuple(FileEntry(**f) for f in d.pop("files"))
-            return cls(files=files, **d)
+            retires = tuple(RetiredFile(**r) for r in d.pop("retires", ()))
+            return cls(files=files, retires=retires, **d)
         except (ValueError, TypeError, KeyError) as exc:
             raise ManifestError(f"manifest entry {origin} is unreadable: {exc}") from None
 
@@ -87,8 +107,14 @@ def entry_path(dataset: str, cid: str) -> str:
     return f"{dataset}/{MANIFEST_DIR}/{cid}.json"
 
 
-def load_entries(store: Store, dataset: str) -> list[ManifestEntry]:
-    """Every committed entry of ``dataset`` in commit order (writer, then sequence)."""
+def load_entries(store: Store, dataset: str, *, live: bool = True) -> list[ManifestEntry]:
+    """Every committed entry of ``dataset`` in commit order (writer, then sequence).
+
+    With ``live`` (the default, what writers and readers need) each entry lists only its
+    *live* files: files retired by an effective compaction are left out, and so are the
+    files of a compaction whose publication is unfinished (see :func:`split_view`).
+    ``live=False`` returns the entries as written (``verify``, ``compact``).
+    """
     out = []
     for rel in store.list_files(f"{dataset}/{MANIFEST_DIR}"):
         name = rel.rsplit("/", 1)[-1]
@@ -96,7 +122,60 @@ def load_entries(store: Store, dataset: str) -> list[ManifestEntry]:
             continue  # in-flight temp of an entry that was never committed
         out.append(ManifestEntry.from_json(store.read(rel), rel))
     out.sort(key=lambda e: (e.writer, e.seq))
-    return out
+    if not live:
+        return out
+    view = split_view(store, dataset, out)
+    return [replace(e, files=tuple(f for f in e.files if (e.commit_id, f.path) in view.live)) for e in out]
+
+
+def live_files(store: Store, dataset: str) -> list[str]:
+    """Paths (relative to the root) of the files a reader of ``dataset`` should read now.
+
+    This is the committed set: never a staged file, never a file a compaction replaced.
+    Readers that glob ``**/*.parquet`` instead also see retired files until they are
+    vacuumed.
+    """
+    return [f"{dataset}/{f.path}" for e in load_entries(store, dataset) for f in e.files]
+
+
+@dataclass
+class DatasetView:
+    """Which committed files readers should read.
+
+    ``live`` holds ``(commit_id, path)`` of every file to read; ``retired`` maps each file
+    an effective compaction replaced to that compaction's entry; ``pending`` lists the
+    compactions whose new files are still staged (not effective yet: readers keep reading
+    the files they replace until a restart, ``compact`` or ``verify --repair`` publishes them).
+    """
+
+    live: set[tuple[str, str]] = field(default_factory=set)
+    retired: dict[str, ManifestEntry] = field(default_factory=dict)
+    pending: list[ManifestEntry] = field(default_factory=list)
+
+
+def split_view(store: Store, dataset: str, entries: list[ManifestEntry]) -> DatasetView:
+    """Classify the files of ``entries`` (as written) into live, retired and pending.
+
+    A compaction is *effective* unless one of its files exists only as its staged copy,
+    i.e. unless its publication was interrupted.  This needs no ordering between
+    compactions: a compaction whose output was itself compacted and vacuumed has no
+    staged copy left, so it stays effective and its own retirements stay applied.
+    """
+    view = DatasetView()
+    for e in entries:
+        if not e.retires:
+            continue
+        if any(not store.exists(f"{dataset}/{f.path}") and store.exists(f"{dataset}/{f.staged}") for f in e.files):
+            view.pending.append(e)
+            continue
+        for r in e.retires:
+            view.retired[r.path] = e
+    pending = {e.commit_id for e in view.pending}
+    for e in entries:
+        if e.commit_id in pending:
+            continue
+        view.live.update((e.commit_id, f.path) for f in e.files if f.path not in view.retired)
+    return view
 
 
 def append_entry(store: Store, entry: ManifestEntry) -> None:

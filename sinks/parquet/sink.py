@@ -76,7 +76,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         self.settings = settings
         self.run_info = run_info
         self.clock = clock or SystemClock()
-        self.store = store or open_store(settings.root, settings.storage_options, fsync=settings.fsync)
+        self.store = store or open_store(settings.root, settings.fsspec_options(), fsync=settings.fsync)
         self.parts = settings.partitions
         ds = settings.for_dataset(spec.name)
         if ds.partition_by is not None:  # fail fast on contradictions with the schema

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from driftline.config import ConfigError
+from driftline.config import ConfigError, load_config
 from driftline.config.privacy import PrivacyConfig
 from driftline.operators.pii import DEVELOPMENT_KEY, PiiMasker, load_pseudonym_key
 
@@ -58,7 +58,8 @@ def test_key_from_env_and_file(tmp_path: Path) -> None:
     assert load_pseudonym_key(cfg, "production", {"DRIFTLINE_PII_KEY": "k" * 16}) == b"k" * 16
     f = tmp_path / "key"
     f.write_bytes(b"file-key-0123456789\n")
-    assert load_pseudonym_key(PrivacyConfig(key_file=str(f)), "production", {}) == b"file-key-0123456789"
+    cfg = load_config(None, env={"DRIFTLINE__PRIVACY__KEY_FILE": str(f)})
+    assert load_pseudonym_key(cfg.privacy, "production", {}) == b"file-key-0123456789"
 
 
 def test_production_refuses_without_key() -> None:
@@ -70,7 +71,7 @@ def test_short_key_and_missing_file_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 16"):
         load_pseudonym_key(PrivacyConfig(), "development", {"DRIFTLINE_PII_KEY": "short"})
     with pytest.raises(ConfigError, match="privacy.key_file"):
-        load_pseudonym_key(PrivacyConfig(key_file=str(tmp_path / "nope")), "development", {})
+        load_config(None, env={"DRIFTLINE__PRIVACY__KEY_FILE": str(tmp_path / "nope")})
 
 
 def test_development_falls_back_to_public_key(capsys: pytest.CaptureFixture[str]) -> None:

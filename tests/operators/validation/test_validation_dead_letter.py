@@ -10,7 +10,7 @@ from driftline.sinks.kafka import dead_letter_records
 
 
 def test_dead_letters_carry_original_bytes_and_reasons(make_batch, event, now):
-    raw_bad = b"\x00\x01 not json"
+    raw_bad = b"<\x01 not json"  # (a leading byte 0 would be read as Confluent framing)
     batch = make_batch([raw_bad, event(1, text=""), event(2), None])
     out = validate_batch(batch, Validator.from_config(ValidationConfig()), now)
     records = dead_letter_records(out.rejected, VALIDATOR_VERSION)
