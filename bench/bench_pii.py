@@ -36,6 +36,7 @@ from driftline.config.privacy import PrivacyConfig  # noqa: E402
 from driftline.operators.pii import PiiMasker  # noqa: E402
 
 STRUCTURED = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "URL_CREDENTIALS")
+ENTITIES = (*STRUCTURED, "PERSON")
 
 
 def run_driftline(docs: list[Doc], batch: int) -> tuple[list[str], float]:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(results)
     print("\nrecall per entity type (found/total)")
     print("  " + f"{'entity':<18}" + "".join(f"{n:>26}" for n in names))
-    for e in STRUCTURED:
+    for e in ENTITIES:
         cells = []
         for n in names:
             f, t = results[n][0].get(e, (0, 0))
@@ -188,12 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     same, differ = token_check()
     print(f"\npseudonym tokens: equal across two processes with the same key: {same}; differ with another key: {differ}")
 
-    recall_ok = all(results["driftline"][0][e][0] / results["driftline"][0][e][1] >= 0.99 for e in STRUCTURED if e in results["driftline"][0])
-    d = results["driftline"][2]
-    decoy_ok = sum(v[0] for v in d.values()) / sum(v[1] for v in d.values()) >= 0.97
+    ent, kinds_found, d = results["driftline"]
+    recall_ok = all(ent[e][0] / ent[e][1] >= 0.99 for e in STRUCTURED if e in ent)
+    phone_kinds = {k: f / t for k, (f, t) in kinds_found.items() if k.startswith("phone")}
+    phones_ok = all(r >= 0.99 for r in phone_kinds.values())
+    names = ent.get("PERSON", (0, 0))
+    names_ok = names[1] > 0 and names[0] / names[1] >= 0.8
+    decoy_ok = sum(v[0] for v in d.values()) / sum(v[1] for v in d.values()) >= 0.98
     speed_ok = "presidio" not in rates or rates["driftline"] >= 30 * rates["presidio"]
-    print(f"targets: recall>=0.99 every type: {recall_ok}; decoys intact>=0.97: {decoy_ok}; >=30x Presidio: {speed_ok}")
-    return 0
+    print(
+        f"targets: recall>=0.99 every structured type: {recall_ok}; every phone kind >=0.99: {phones_ok}; "
+        f"names >=0.8: {names_ok}; decoys intact>=0.98: {decoy_ok}; >=30x Presidio: {speed_ok}"
+    )
+    return 0 if recall_ok and phones_ok and names_ok and decoy_ok and speed_ok else 1
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_windowing.py [events]
 
 1. ``slice_frame`` alone over 1,000-row micro-batches (the vectorized pre-aggregation);
-2. the whole Bytewax wiring (slices, event-time window, drift, alerts) over the same data;
+2. the whole Bytewax wiring (event time per partition, window shards, drift, alerts) over the same data;
 3. the quantile sketch's worst relative error on 1,000,000 latencies.
 """
 

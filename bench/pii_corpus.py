@@ -6,6 +6,15 @@ Each document mixes locale filler text (Faker, several locales), one to three PI
 numbers with a bad Luhn digit, IBANs with a bad checksum, times).  Everything is
 generated from a seed, so two runs build the same corpus.
 
+The phone numbers and names are held out from what the recognizers were written against:
+phones come from Faker's own formats in seven locales (``phone_<locale>``), from
+``phonenumbers``' example numbers of eight regions with their subscriber digits redrawn
+(so most are unassigned) in national and international layouts (``phone_example_*``), and
+from North American numbers with unassigned area codes (``phone_nanp_unassigned``); half
+of them stand in a sentence without any phone word.  No region is configured in the
+benchmark.  Names are Faker names of seven locales in the synthetic producer's sentence
+patterns (``person_<lang>``: "My name is ...", "Mein Name ist ...", "Contact ... (...)").
+
     .venv/bin/python bench/pii_corpus.py 5     # prints five documents with their labels
 """
 
@@ -22,7 +31,22 @@ from dataclasses import dataclass, field
 
 from faker import Faker
 
+from driftline.testing.hostile import group as _group
+from driftline.testing.hostile import luhn_complete
+
 LOCALES = ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR", "en_GB")
+#: The synthetic producer's seven locales (driftline.producer.LANGUAGES) and its name sentences.
+PHONE_LOCALES = ("en_US", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "nl_NL")
+PHONE_REGIONS = ("US", "DE", "FR", "ES", "IT", "BR", "NL", "GB")
+_NAME_SENTENCES = {
+    "en_US": "My name is {name}.",
+    "de_DE": "Mein Name ist {name}.",
+    "fr_FR": "Je m'appelle {name}.",
+    "es_ES": "Me llamo {name}.",
+    "it_IT": "Mi chiamo {name}.",
+    "pt_BR": "Meu nome é {name}.",
+    "nl_NL": "Mijn naam is {name}.",
+}
 
 
 @dataclass
@@ -38,22 +62,6 @@ def _alnum(rng: random.Random, n: int, alphabet: str = string.ascii_letters + st
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _group(value: str, size: int, sep: str) -> str:
-    return sep.join(value[i : i + size] for i in range(0, len(value), size))
-
-
-def _luhn_digit(body: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
 
 
 # ----------------------------------------------------------------------------------- PII
@@ -101,6 +109,33 @@ def _private_key(rng: random.Random) -> str:
     kind = rng.choice(["RSA ", "EC ", "OPENSSH ", ""])
     return f"-----BEGIN {kind}PRIVATE KEY-----\n{lines}\n-----END {kind}PRIVATE KEY-----"
 
+
+def _phone_example(rng: random.Random) -> tuple[str, str]:
+    """A number shaped like ``phonenumbers``' example for a region, subscriber digits redrawn."""
+    import phonenumbers as pn
+
+    region = rng.choice(PHONE_REGIONS)
+    kind = rng.choice((pn.PhoneNumberType.FIXED_LINE, pn.PhoneNumberType.MOBILE))
+    example = pn.example_number_for_type(region, kind)
+    nsn = pn.national_significant_number(example)
+    keep = 3 if len(nsn) > 8 else 2
+    nsn = nsn[:keep] + "".join(rng.choice(string.digits) for _ in range(len(nsn) - keep))
+    number = pn.parse("+" + str(example.country_code) + nsn, None)
+    fmt = rng.choice((pn.PhoneNumberFormat.NATIONAL, pn.PhoneNumberFormat.INTERNATIONAL))
+    name = "national" if fmt == pn.PhoneNumberFormat.NATIONAL else "international"
+    return pn.format_number(number, fmt), f"phone_example_{name}"
+
+
+def _phone_nanp_unassigned(rng: random.Random) -> tuple[str, str]:
+    """A North American number whose area code is not assigned (N9X codes are reserved)."""
+    area = f"{rng.randint(2, 9)}9{rng.randint(0, 9)}"
+    exch = f"{rng.randint(2, 9)}{rng.randint(0, 9)}{rng.randint(0, 9)}"
+    line = f"{rng.randint(0, 9999):04d}"
+    return rng.choice([f"({area}) {exch}-{line}", f"{area}-{exch}-{line}", f"{area}.{exch}.{line}", f"+1 {area} {exch} {line}"]), "phone_nanp_unassigned"
+
+
+_PHONE_WITH_WORD = ("Call me at {v}.", "phone: {v}", "You can reach me on {v} after 5pm", "Tel. {v}", "mobile: {v}")
+_PHONE_NO_WORD = ("Back from holiday on Monday, {v}", "({v})", "My details: {v}", "ok {v} thanks", "{v} - any time")
 
 Gen = Callable[[Faker, Faker, random.Random], tuple[str, str, str, str]]  # -> (entity, kind, value, sentence)
 
@@ -174,7 +209,30 @@ def _pii_generators() -> list[Gen]:
         url = f"{scheme}://{user}:{pw}@{f.domain_name()}/{f.uri_path()}"
         return "URL_CREDENTIALS", "url_credentials", f"{user}:{pw}", r.choice([f"connection string {url} refused", f"see {url}"])
 
-    return [email, phone_na, phone_intl, card, ssn, iban, ipv4, ipv6, openai, aws, github, bearer, jwt, pkey, password, url_creds]
+    def phone_locale(f: Faker, fu: Faker, r: random.Random) -> tuple[str, str, str, str]:
+        loc = r.choice(PHONE_LOCALES)
+        v = _FAKERS[loc].phone_number()
+        return "PHONE", f"phone_{loc}", v, r.choice(_PHONE_WITH_WORD + _PHONE_NO_WORD).format(v=v)
+
+    def phone_example(f: Faker, fu: Faker, r: random.Random) -> tuple[str, str, str, str]:
+        v, k = _phone_example(r)
+        return "PHONE", k, v, r.choice(_PHONE_WITH_WORD + _PHONE_NO_WORD).format(v=v)
+
+    def phone_unassigned(f: Faker, fu: Faker, r: random.Random) -> tuple[str, str, str, str]:
+        v, k = _phone_nanp_unassigned(r)
+        return "PHONE", k, v, r.choice(_PHONE_WITH_WORD + _PHONE_NO_WORD).format(v=v)
+
+    def person(f: Faker, fu: Faker, r: random.Random) -> tuple[str, str, str, str]:
+        loc = r.choice(PHONE_LOCALES)
+        v = _FAKERS[loc].name()
+        if r.random() < 0.25:
+            return "PERSON", "person_contact", v, f"Contact {v} ({_FAKERS[loc].company()}) about it."
+        return "PERSON", f"person_{loc}", v, _NAME_SENTENCES[loc].format(name=v)
+
+    return [email, phone_na, phone_intl, card, ssn, iban, ipv4, ipv6, openai, aws, github, bearer, jwt, pkey, password, url_creds, phone_locale, phone_example, phone_unassigned, person]
+
+
+_FAKERS: dict[str, Faker] = {}
 
 
 # ---------------------------------------------------------------------------------- decoys
@@ -223,7 +281,7 @@ def _decoy_generators() -> list[Callable[[Faker, random.Random], tuple[str, str,
         prefix = r.choice(["4", "51", "53", "6011", "37"])
         length = 15 if prefix == "37" else 16
         body = prefix + "".join(r.choice(string.digits) for _ in range(length - len(prefix) - 1))
-        good = _luhn_digit(body)
+        good = luhn_complete(body)[-1]
         bad = str((int(good) + r.randint(1, 9)) % 10)
         number = body + bad
         v = _group(number, 4, r.choice([" ", "-"])) if length == 16 else number
@@ -250,6 +308,8 @@ def build_corpus(n: int, seed: int = 7) -> list[Doc]:
     fakers = {loc: Faker(loc) for loc in LOCALES}
     for i, fk in enumerate(fakers.values()):
         fk.seed_instance(seed + i)
+    _FAKERS.clear()
+    _FAKERS.update(fakers)
     f_us = fakers["en_US"]
     pii_gens = _pii_generators()
     decoy_gens = _decoy_generators()

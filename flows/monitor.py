@@ -27,6 +27,7 @@ Without Kafka, inject a source and in-memory sinks:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -41,11 +42,11 @@ from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
 from driftline.operators.decode import RawBatch
-from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letter_payloads
+from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letters
 from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
 from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
-from driftline.flows.windowing import AlertWebhookSink, window_monitor
+from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
 
 FLOW = "monitor"
 TEXT_COLUMNS = ("prompt", "completion")
@@ -128,23 +129,30 @@ def build_monitor_flow(
     drain: bool = False,
     clock: Clock | None = None,
     parquet: bool = True,
+    state_dir: str | Path | None = None,
 ) -> Dataflow:
-    """Wire the monitor dataflow; configuration errors (rules, profile file, masker) fail here."""
+    """Wire the monitor dataflow; configuration errors (rules, profile file, masker) fail here.
+
+    ``state_dir`` is the run's recovery folder, if it has one: windows still open when a
+    drained input ends then continue in the next run (``monitoring.end_of_input``).
+    """
     clock = clock or SystemClock()
     io = io or kafka_io(cfg, drain=drain)
     masker = TextMasker(cfg)
 
-    t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
+    timed = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_monitor")
     raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, t("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
+    batches = op.map("decode", raw, timed("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
-    rows = op.map("telemetry_rows", batches, t("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
+    rows = op.map("telemetry_rows", batches, timed("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
     if cfg.privacy.mask_dead_letter:
-        rejected = op.map("mask_dead_letter", rejected, lambda f: f.with_columns(mask_dead_letter_payloads(f["raw"], masker.masker).alias("raw")))
+        rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
 
-    out = window_monitor("windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock)
+    out = window_monitor(
+        "windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock, recovery=state_dir is not None, partitions=SourcePartitions(io.source)
+    )
     stored = op.map("telemetry_stored", rows, lambda f: f.select([pl.col(c).cast(t) for c, t in TELEMETRY_COLUMNS.items()]))
 
     streams = {"telemetry": stored, "metrics": out.metrics, "alerts": out.alerts, "late": out.late}

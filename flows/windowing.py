@@ -1,27 +1,25 @@
 """Event-time windows, drift and alerts as Bytewax steps, shared by both flows.
 
-How it works:
+How it works (the logic lives in :mod:`driftline.operators.aggregate.windows`):
 
-1. ``slices``: each micro-batch (a Polars frame, or a :class:`MicroBatch` whose
-   ``valid`` rows are used) is cut into per-key, per-pane
-   :class:`~driftline.operators.aggregate.Slice` summaries with one vectorized pass
-   (:func:`~driftline.operators.aggregate.slice_frame`).  A pane is the slide of a sliding
-   window or the whole tumbling window, so every row of a slice belongs to the same
-   windows.  Rows are never windowed one by one.
-2. ``window``: Bytewax's :func:`bytewax.operators.windowing.window` with an
-   :class:`~bytewax.operators.windowing.EventClock` (timestamp: the slice's newest event
-   time; ``wait_for_system_duration``: ``monitoring.allowed_lateness_seconds``; the
-   system time comes from the injected driftline clock) and a
-   :class:`~bytewax.operators.windowing.TumblingWindower` or
-   :class:`~bytewax.operators.windowing.SlidingWindower`.  All slices are routed to one
-   key so the watermark is the stream's, not each key's; the window state is a dict of
-   mergeable accumulators per key.
-3. Bytewax's late output (slices older than the watermark) becomes ``metrics_late`` rows
-   counted against the window they belong to.  The late rows themselves still reach the
-   enriched/telemetry dataset, which is written before windowing.
-4. ``monitor``: one stateful step turns each closed window into metrics rows, fills the
-   drift columns (:class:`~driftline.operators.drift.DriftMonitor`) and evaluates the
-   alert rules (:class:`~driftline.operators.alerts.AlertEngine`).
+1. ``partitions``: each micro-batch (a Polars frame, or a :class:`MicroBatch` whose
+   ``valid`` rows are used) is split by input partition (``src_topic``/``src_partition``;
+   one partition when the columns are absent).
+2. ``event_time`` (keyed by input partition): decides which rows are late from the
+   partition's own frontier, cuts the on-time rows into per-key, per-pane slices (one
+   vectorized pass) and sends each slice to the shard of its window key, followed by the
+   partition's frontier to every shard.  Late rows become ``metrics_late`` rows.
+3. ``window_shards`` (keyed by shard, ``monitoring.window_shards`` of them): merges slices
+   into open windows and emits each window and key once, when every input partition
+   has passed its end plus the allowed lateness (idle partitions are released after
+   ``idle_partition_timeout_seconds``; the source's idle ticks reach every shard).
+4. ``monitor_keys`` (keyed by window key): metrics row, drift columns and alert rules,
+   window after window.
+
+Windows depend on the input only (not on workers, batch boundaries, partition
+interleaving or restarts); see docs/monitoring.md.  At the end of a drained input,
+windows still open are emitted (``end_of_input: close``, the default without a recovery
+folder) or kept in the recovery snapshot for the next run (``keep``, the default with one).
 
 >>> from datetime import datetime, timezone
 >>> import polars as pl
@@ -42,78 +40,32 @@ How it works:
 
 from __future__ import annotations
 
-import copy
-
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Stream, operator
-from bytewax.operators.windowing import EventClock, SlidingWindower, TumblingWindower, WindowLogic, window
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
-from driftline.operators.aggregate import (
-    Slice,
-    WindowAccumulator,
-    align_origin,
-    late_row,
-    late_schema,
-    metrics_row,
-    metrics_schema,
-    rows_frame,
-    slice_frame,
-    window_bounds,
-)
-from driftline.operators.alerts import AlertEngine, AlertState, AlertWebhook, alerts_schema
+from driftline.logs import get_logger
+from driftline.operators.aggregate import key_string, late_schema
+from driftline.operators.aggregate.event_time import LateSlice, partition_id
+from driftline.operators.aggregate.windows import TICK, ClosedWindow, EventTimeLogic, MonitorLogic, WindowShardLogic, late_frame, shard_keys
+from driftline.operators.alerts import AlertEngine, AlertWebhook
 from driftline.operators.batch import MicroBatch
-from driftline.operators.drift import DriftMonitor, DriftState
+from driftline.operators.drift import ProfileFile
 
-ROUTE = "all"
-
-
-class _MergeLogic(WindowLogic[Slice, dict[tuple[str, ...], WindowAccumulator], dict[tuple[str, ...], WindowAccumulator]]):
-    """One window's state: a mergeable accumulator per key; emitted once at close."""
-
-    def __init__(self, state: dict[tuple[str, ...], WindowAccumulator] | None) -> None:
-        self.accs: dict[tuple[str, ...], WindowAccumulator] = state or {}
-
-    def on_value(self, value: Slice) -> Iterable[dict[tuple[str, ...], WindowAccumulator]]:
-        have = self.accs.get(value.key)
-        if have is None:  # copy: with sliding windows one slice feeds several windows
-            self.accs[value.key] = value.acc.copy()
-        else:
-            have.merge(value.acc)
-        return ()
-
-    def on_merge(self, original: _MergeLogic) -> Iterable[dict[tuple[str, ...], WindowAccumulator]]:
-        for k, acc in original.accs.items():
-            self.on_value(Slice(k, 0, acc.last_event_time, None, acc))  # type: ignore[arg-type]
-        return ()
-
-    def on_close(self) -> Iterable[dict[tuple[str, ...], WindowAccumulator]]:
-        return (self.accs,)
-
-    def snapshot(self) -> dict[tuple[str, ...], WindowAccumulator]:
-        # accumulators are merged in place: the snapshot must not see later merges
-        return copy.deepcopy(self.accs)
-
-
-@dataclass
-class MonitorState:
-    """Snapshot of the ``monitor`` step: drift references and alert firing state."""
-
-    drift: DriftState = field(default_factory=DriftState)
-    alerts: AlertState = field(default_factory=AlertState)
+TOPIC, PARTITION = "src_topic", "src_partition"
+log = get_logger("windows")
 
 
 @dataclass(frozen=True)
 class WindowStreams:
-    """Outputs of :func:`window_monitor`: one Polars frame per closed window (all keys)."""
+    """Outputs of :func:`window_monitor`: Polars frames of metrics rows, alerts and late rows."""
 
     metrics: Stream[pl.DataFrame]
     alerts: Stream[pl.DataFrame]
@@ -128,13 +80,45 @@ def _frame_of(item: pl.DataFrame | MicroBatch) -> pl.DataFrame:
     raise TypeError(f"window_monitor: expected a Polars DataFrame or MicroBatch, got {type(item).__name__}")
 
 
-def windower_for(cfg: MonitoringConfig) -> TumblingWindower | SlidingWindower:
-    """The Bytewax windower for the configured window length and slide."""
-    align = align_origin(cfg)
-    length = timedelta(seconds=cfg.window_seconds)
-    if cfg.slide_seconds:
-        return SlidingWindower(length=length, offset=timedelta(seconds=cfg.slide_seconds), align_to=align)
-    return TumblingWindower(length=length, align_to=align)
+def split_partitions(frame: pl.DataFrame) -> list[tuple[str, tuple[str, pl.DataFrame]]]:
+    """``(partition id, (partition id, rows))`` per input partition of a frame, rows in their order."""
+    if frame.height == 0:
+        return []
+    if TOPIC not in frame.columns or PARTITION not in frame.columns:
+        return [("", ("", frame))]
+    out = []
+    for (topic, part), rows in frame.partition_by([TOPIC, PARTITION], as_dict=True, maintain_order=True).items():
+        pid = partition_id(topic, part)
+        out.append((pid, (pid, rows)))
+    return out
+
+
+class SourcePartitions:
+    """The input partitions of a Kafka micro-batch source (``topic+partition``), listed once
+    per process when a window shard is first built (at run time: building a flow stays
+    offline); other sources have none, and windows then learn partitions from the rows."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._names: frozenset[str] | None = None
+
+    def __call__(self) -> frozenset[str]:
+        if self._names is None:
+            from driftline.kafka_io import MicroBatchKafkaSource
+
+            names: list[str] = []
+            if isinstance(self.source, MicroBatchKafkaSource):
+                try:
+                    names = [partition_id(topic, idx) for idx, topic in (p.split("-", 1) for p in self.source.list_parts())]
+                except Exception as exc:  # the source reports the broker's state itself
+                    log.warning("window shards could not list the input partitions; learning them from the rows", extra={"fields": {"error": type(exc).__name__}})
+            self._names = frozenset(names)
+        return self._names
+
+
+def close_at_end(cfg: MonitoringConfig, *, recovery: bool) -> bool:
+    """Whether windows still open at the end of a drained input are emitted (see ``monitoring.end_of_input``)."""
+    return cfg.end_of_input == "close" or (cfg.end_of_input == "auto" and not recovery)
 
 
 @operator
@@ -145,62 +129,49 @@ def window_monitor(
     *,
     features: Sequence[DriftFeature] | None = None,
     clock: Clock | None = None,
+    recovery: bool = False,
+    partitions: Iterable[str] | Callable[[], Iterable[str]] = (),
 ) -> WindowStreams:
     """Window ``up`` (frames or micro-batches) by event time and key; compute metrics, drift and alerts.
 
     ``features`` overrides ``cfg.drift.features`` (e.g. from the features stage's
-    published specs); ``clock`` supplies the system time that advances the watermark
-    while the stream is idle and stamps ``fired_at`` (default: the system clock).
+    published specs); ``clock`` supplies the system time used only to release idle
+    partitions and to stamp ``fired_at`` (default: the system clock).  ``recovery`` says
+    whether the run resumes from and snapshots to a recovery folder (it decides
+    ``end_of_input: auto``); ``partitions`` names the input partitions known to exist
+    (``topic+partition``; or a callable listing them at run time, see
+    :class:`SourcePartitions`), which hold windows open until they deliver or go idle.
     Bad rules or a missing profile file fail here, at start-up.
 
     Example: see the module docstring.
     """
     clock = clock or SystemClock()
     feats = list(cfg.drift.features if features is None else features)
-    # Built once, at start-up (configuration errors surface here); each closed window
-    # binds the step's snapshotted state to them.
-    drift = DriftMonitor(cfg, feats)
-    engine = AlertEngine(cfg, clock)
-    m_schema = metrics_schema(cfg)
-    a_schema = alerts_schema(cfg)
+    # configuration errors surface here, at start-up; the profile is loaded once and shared read-only
+    profile = ProfileFile.load(cfg.drift.profile_path) if cfg.drift.reference == "profile" and cfg.drift.profile_path else None
+    AlertEngine(cfg, clock)
+    close = close_at_end(cfg, recovery=recovery)
+    expected: Callable[[], Iterable[str]] = partitions if callable(partitions) else (lambda names=frozenset(partitions): names)
+    shards = shard_keys(cfg.window_shards)
     l_schema = late_schema(cfg)
 
-    def to_slices(item: Any) -> list[Slice]:
-        return slice_frame(_frame_of(item), cfg, feats)
-
-    slices = op.flat_map("slices", up, to_slices)
-    keyed = op.key_on("route", slices, lambda _s: ROUTE)
-    ev_clock: EventClock[Slice] = EventClock(
-        ts_getter=lambda s: s.max_time,
-        wait_for_system_duration=timedelta(seconds=cfg.allowed_lateness_seconds),
-        now_getter=clock.now,
+    frames = op.map("frames", up, _frame_of)
+    parts = op.flat_map("partitions", frames, split_partitions)
+    timed = op.key_rm("event_time_out", op.stateful_batch("event_time", parts, lambda st: EventTimeLogic(cfg, feats, close, st)))
+    late_rows = op.branch("late_rows", timed, lambda v: isinstance(v, LateSlice))
+    ticks = op.flat_map("ticks", frames, lambda f: [(k, [TICK]) for k in shards] if f.height == 0 else [])
+    shard_in = op.merge("shard_in", late_rows.falses, ticks)
+    shard_step = f"{step_id}.window_shards"
+    windowed = op.key_rm(
+        "window_shards_out", op.stateful_batch("window_shards", shard_in, lambda st: WindowShardLogic(shard_step, cfg, clock, close, frozenset(expected()), st))
     )
-    wo = window("window", keyed, ev_clock, windower_for(cfg), _MergeLogic, ordered=False)
-
-    def monitor(state: MonitorState | None, item: tuple[int, dict[tuple[str, ...], WindowAccumulator]]) -> tuple[MonitorState, tuple[pl.DataFrame, pl.DataFrame]]:
-        st = state or MonitorState()
-        drift.state, engine.state = st.drift, st.alerts
-        window_id, accs = item
-        start, end = window_bounds(cfg, window_id)
-        rows, alerts = [], []
-        for key in sorted(accs):
-            acc = accs[key]
-            row = drift.on_window(metrics_row(acc, start, end, key, cfg), acc)
-            rows.append(row)
-            alerts.extend(engine.evaluate(row))
-        return st, (rows_frame(rows, m_schema), rows_frame(alerts, a_schema))
-
-    results = op.stateful_map("monitor", wo.down, monitor)
-    results = op.key_rm("unkey", results)
-    metrics = op.map("metrics", results, lambda r: r[0])
+    closed = op.branch("closed", windowed, lambda v: isinstance(v, ClosedWindow))
+    by_key = op.key_on("window_keys", closed.trues, lambda cw: key_string(cfg, cw.key))
+    results = op.key_rm("unkey", op.stateful_batch("monitor_keys", by_key, lambda st: MonitorLogic(cfg, feats, profile, clock, st)))
+    metrics = op.filter("metrics_nonempty", op.map("metrics", results, lambda r: r[0]), lambda f: f.height > 0)
     alerts = op.filter("alerts_nonempty", op.map("alerts", results, lambda r: r[1]), lambda f: f.height > 0)
-
-    def late_frame(item: tuple[str, tuple[int, Slice]]) -> pl.DataFrame:
-        _, (window_id, s) = item
-        start, end = window_bounds(cfg, window_id)
-        return rows_frame([late_row(s.acc, start, end, s.key, s.first_id, cfg)], l_schema)
-
-    late = op.map("late", wo.late, late_frame)
+    late_all = op.merge("late_all", late_rows.trues, closed.falses)
+    late = op.map("late", late_all, lambda s: late_frame(s, cfg, l_schema))
     return WindowStreams(metrics=metrics, alerts=alerts, late=late)
 
 
@@ -228,4 +199,4 @@ class AlertWebhookSink(DynamicSink[pl.DataFrame]):
         return _WebhookPartition(AlertWebhook(self.cfg, secret=self.secret))
 
 
-__all__ = ["AlertWebhookSink", "MonitorState", "WindowStreams", "window_monitor", "windower_for"]
+__all__ = ["AlertWebhookSink", "SourcePartitions", "WindowStreams", "close_at_end", "split_partitions", "window_monitor"]

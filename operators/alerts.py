@@ -21,7 +21,9 @@ one is one decorated function::
 
 Alerts go to the alerts topic and dataset as rows of :func:`alerts_schema`, and
 optionally to a webhook (:class:`AlertWebhook`) as an Alertmanager ``/api/v2/alerts``
-payload signed with ``X-Driftline-Signature: sha256=<HMAC-SHA256 of the body>``.
+payload signed with ``X-Driftline-Signature: sha256=<HMAC-SHA256 of the body>``.  Every
+alert carries ``alert_id``, a hash of its rule, key, window and transition: the same
+alert raised again (a replay after a crash) has the same id, so receivers drop repeats.
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from driftline.config.monitoring import MonitoringConfig
@@ -121,9 +123,22 @@ def alerts_schema(cfg: MonitoringConfig) -> dict[str, pl.DataType]:
             "fired_at": TIME_DTYPE,
             "reference_id": pl.Utf8,
             "pipeline_version": pl.Utf8,
+            "alert_id": pl.Utf8,
         }
     )
     return schema
+
+
+def alert_id(rule: str, key: str, window_start: datetime, window_end: datetime, state: str) -> str:
+    """Stable id of one alert transition (rule, key, window, firing/resolved): 32 hex digits.
+
+    >>> from datetime import timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> alert_id("r", "source=a", t, t + timedelta(minutes=1), "firing") == alert_id("r", "source=a", t, t + timedelta(minutes=1), "firing")
+    True
+    """
+    text = "|".join((rule, key, window_start.isoformat(), window_end.isoformat(), state))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(slots=True)
@@ -179,6 +194,7 @@ class AlertEngine:
                 "fired_at": self.clock.now(),
                 "reference_id": row.get("reference_id"),
                 "pipeline_version": pipeline_version(self.cfg),
+                "alert_id": alert_id(rule.name, row["key"], row["window_start"], row["window_end"], state),
             }
         )
         return out
@@ -243,6 +259,7 @@ def alertmanager_payload(alerts: Sequence[Mapping[str, Any]], cfg: MonitoringCon
                 "threshold": f"{a['comparison']} {a['threshold']:.6g}",
                 "window": f"{_iso(a['window_start'])}/{_iso(a['window_end'])}",
                 "detail": a.get("detail") or "",
+                "alert_id": a.get("alert_id") or "",
             },
             "startsAt": _iso(a.get("started_at") or a["window_start"]),
             "generatorURL": cfg.alerts.generator_url,
@@ -253,8 +270,17 @@ def alertmanager_payload(alerts: Sequence[Mapping[str, Any]], cfg: MonitoringCon
     return out
 
 
+DELIVERY_HEADER = "X-Driftline-Delivery-Id"
+
+
 class AlertWebhook:
-    """POSTs signed Alertmanager payloads; retries with exponential back-off, never raises on delivery failure."""
+    """POSTs signed Alertmanager payloads; retries with exponential back-off, never raises on delivery failure.
+
+    Delivery guarantee: at least once (a replay after a crash may post an alert again).
+    Each alert's annotations carry its ``alert_id`` and each POST the header
+    ``X-Driftline-Delivery-Id`` (a hash of the alert ids it carries), both stable across
+    repeats, so a receiver drops what it has already seen.
+    """
 
     def __init__(
         self,
@@ -284,7 +310,8 @@ class AlertWebhook:
         if not alerts:
             return True
         body = json.dumps(alertmanager_payload(alerts, self.cfg), sort_keys=True).encode()
-        headers = {"Content-Type": "application/json"}
+        ids = sorted(str(a.get("alert_id") or "") for a in alerts)
+        headers = {"Content-Type": "application/json", DELIVERY_HEADER: hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]}
         if self.secret:
             headers[self.header] = sign(body, self.secret)
         delay = 0.5
@@ -311,11 +338,13 @@ class AlertWebhook:
 
 
 __all__ = [
+    "DELIVERY_HEADER",
     "AlertEngine",
     "AlertState",
     "AlertWebhook",
     "RULE_KINDS",
     "RuleKeyState",
+    "alert_id",
     "alertmanager_payload",
     "alerts_schema",
     "register_rule_kind",

@@ -2,18 +2,28 @@
 
 Statistics (all vectorized numpy; scipy only for the p-value distributions):
 
-- **PSI** over ``drift.psi_bins`` bins cut at the reference's quantiles (interior edges;
-  the outer bins are open).  Shares of empty bins are replaced by ``drift.psi_epsilon``
-  (default 1e-4) before ``sum((c - r) * ln(c / r))``, so PSI stays finite.  Levels:
-  below 0.1 none, below 0.25 moderate, else significant (configurable).
+- **PSI** over ``drift.psi_bins`` bins cut at the reference's exact quantiles (numpy
+  ``linear``; interior edges, the outer bins are open).  Shares of empty bins are replaced
+  by ``drift.psi_epsilon`` (default 1e-4) before ``sum((c - r) * ln(c / r))``, so PSI stays
+  finite.  Levels: below 0.1 none, below 0.25 moderate, else significant (configurable).
 - **Kolmogorov-Smirnov** statistic (largest gap between the two empirical CDFs), equal
-  to ``scipy.stats.ks_2samp(...).statistic`` on exact data.
+  to ``scipy.stats.ks_2samp(...).statistic``.
 - **Jensen-Shannon distance** (square root of the divergence, natural log), equal to
-  ``scipy.spatial.distance.jensenshannon`` on the two share vectors.
+  ``scipy.spatial.distance.jensenshannon`` on the two count vectors: categories for
+  categorical and list features, the PSI bins for numeric ones.
 - **Wasserstein** distance divided by the reference's standard deviation, and the
   **chi-square** test, used when a feature's method is chosen automatically.
 - **Relative change of mean confidence**: ``|mean - ref_mean| / ref_mean`` with the
   levels minor (5%), moderate (10%) and significant (15%).
+
+Exactness.  The reference's bin edges are exact quantiles and its bin counts exact
+counts, whatever its size; a window keeps its values exactly (up to
+``drift.window_exact_values`` distinct values per feature) and is binned with the same
+edges, so PSI and JS equal the exact computation.  KS and Wasserstein are exact too while
+the reference has at most ``drift.reference_exact_values`` distinct values; a larger
+reference keeps a grid of at most ``drift.reference_grid_points`` cells with exact counts,
+and KS is then within the profile's ``ks_tolerance`` (at most ``1 / reference_grid_points``)
+of the exact value.  Each drift entry says whether it is ``exact``.
 
 Automatic method choice (``method: auto``) follows Evidently: with at most
 ``drift.auto_small_reference`` (1000) reference values, numeric features with more than 5
@@ -21,10 +31,9 @@ distinct values use the KS test (drift when p < 0.05), other features chi-square
 0.05); with a larger reference, numeric features use the normed Wasserstein distance and
 the others Jensen-Shannon (drift at 0.1).
 
-A :class:`ReferenceProfile` keeps fixed bins and counts (and a quantile sketch) per
-feature, so it is computed once and merged, never recomputed per window.  It is built
-from the first ``drift.warmup_windows`` windows of each key, or loaded from a
-:class:`ProfileFile` written by ``driftline profile``.
+A :class:`ReferenceProfile` is built once, from the first ``drift.warmup_windows``
+windows of each key or loaded from a :class:`ProfileFile` written by ``driftline
+profile``, and never recomputed per window.
 
 >>> import numpy as np
 >>> round(psi(np.array([50, 50]), np.array([50, 50])), 6)
@@ -48,12 +57,14 @@ import numpy as np
 
 from driftline.config.monitoring import DriftConfig, DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.accumulator import WindowAccumulator
+from driftline.operators.aggregate.reference import ColumnScan
 from driftline.operators.aggregate.rows import key_string
-from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch
+from driftline.operators.aggregate.sketch import OTHER, CategoryCounts, QuantileSketch, merge_counts, weighted_quantile
 
-PROFILE_FORMAT = "driftline-profile/1"
+PROFILE_FORMAT = "driftline-profile/2"
 DEFAULT_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "chisquare": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 P_VALUE_METHODS = ("ks", "chisquare")
+_NONE = np.empty(0, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------
@@ -114,14 +125,20 @@ def ks_pvalue(statistic: float, n: float, m: float) -> float:
     return float(kstwo.sf(statistic, en))
 
 
-def wasserstein_normed(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None) -> float:
-    """First Wasserstein distance of ``b`` from ``a``, divided by ``max(std(a), 0.001)`` (as Evidently)."""
+def wasserstein_normed(
+    a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb: np.ndarray | None = None, *, std: float | None = None
+) -> float:
+    """First Wasserstein distance of ``b`` from ``a``, divided by ``max(std(a), 0.001)`` (as Evidently).
+
+    ``std`` overrides the standard deviation computed from ``a`` (a profile knows its exact one).
+    """
     grid, fa, fb = _ecdf_pair(a, b, wa, wb)
     dist = float(np.sum(np.abs(fa - fb)[:-1] * np.diff(grid))) if grid.size > 1 else 0.0
-    a = np.asarray(a, dtype=np.float64)
-    w = np.ones_like(a) if wa is None else np.asarray(wa, dtype=np.float64)
-    mean = np.average(a, weights=w)
-    std = math.sqrt(float(np.average((a - mean) ** 2, weights=w)))
+    if std is None:
+        a = np.asarray(a, dtype=np.float64)
+        w = np.ones_like(a) if wa is None else np.asarray(wa, dtype=np.float64)
+        mean = np.average(a, weights=w)
+        std = math.sqrt(float(np.average((a - mean) ** 2, weights=w)))
     return dist / max(std, 0.001)
 
 
@@ -194,40 +211,128 @@ def choose_method(kind: str, n_reference: int, n_unique: int, cfg: DriftConfig) 
 # ---------------------------------------------------------------------------------
 # reference profiles
 # ---------------------------------------------------------------------------------
+def exact_edges(values: np.ndarray, counts: np.ndarray, bins: int) -> np.ndarray:
+    """:func:`quantile_edges` of the multiset ``values`` (sorted, distinct) x ``counts``, without expanding it."""
+    qs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    return np.unique(np.array([weighted_quantile(values, counts, float(q)) for q in qs], dtype=np.float64))
+
+
+def distribution_grid(tops: np.ndarray, masses: np.ndarray, single: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coarsen a sorted partition of a distribution into at most about ``cells`` cells.
+
+    ``tops`` are the largest values of consecutive leaves, ``masses`` their counts and
+    ``single`` whether a leaf holds one distinct value.  A cell ends at the first leaf
+    where the cumulative count reaches the next multiple of ``n / cells``; it is
+    represented by its top value and its count, so the ECDF is exact at every point.
+    Returns the points, their counts and the KS tolerance: the largest share of a cell
+    that lies strictly below its point (0 where every cell is one value).
+
+    >>> distribution_grid(np.array([1.0, 2, 3, 4]), np.array([1, 1, 1, 1]), np.array([True] * 4), 2)
+    (array([2., 4.]), array([2., 2.]), 0.25)
+    """
+    n = float(masses.sum())
+    cum = np.cumsum(masses)
+    marks = np.arange(1, cells + 1, dtype=np.float64) * (n / cells)
+    ends = np.unique(np.minimum(np.searchsorted(cum, marks, side="left"), tops.size - 1))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    cell_mass = cum[ends] - np.concatenate([[0.0], cum[ends[:-1]]])
+    below = cell_mass - np.where(single[ends], masses[ends], 0.0)  # what is not exactly at the point
+    below = np.where((ends == starts) & single[ends], 0.0, below)
+    return tops[ends].astype(np.float64), cell_mass.astype(np.float64), float(below.max() / n) if n else 0.0
+
+
 @dataclass(slots=True)
 class FeatureProfile:
-    """Fixed bins and counts (numeric) or category counts of one feature in the reference."""
+    """One feature of the reference: exact PSI bins and counts plus its distribution (numeric),
+    or category counts.
+
+    ``support`` and ``weights`` are the exact distinct values and counts when ``exact``,
+    else grid points with the exact count of each grid cell (``ks_tolerance`` bounds the
+    KS error).
+    """
 
     name: str
     kind: str
-    edges: list[float] = field(default_factory=list)
-    counts: list[float] = field(default_factory=list)
-    sketch: QuantileSketch | None = None
+    edges: np.ndarray = field(default_factory=lambda: _NONE)
+    counts: np.ndarray = field(default_factory=lambda: _NONE)
     categories: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+    mean: float | None = None
+    std: float | None = None
+    support: np.ndarray = field(default_factory=lambda: _NONE)
+    weights: np.ndarray = field(default_factory=lambda: _NONE)
+    exact: bool = True
+    ks_tolerance: float = 0.0
 
     @property
     def n(self) -> int:
-        if self.kind == "numeric":
-            return self.sketch.count if self.sketch is not None else 0
-        return sum(self.categories.values())
+        return self.count if self.kind == "numeric" else sum(self.categories.values())
 
     @classmethod
-    def numeric(cls, name: str, sketch: QuantileSketch, bins: int) -> FeatureProfile:
-        vals, w = sketch.weighted()
+    def numeric(cls, name: str, sketch: QuantileSketch, drift: DriftConfig) -> FeatureProfile:
+        """From a window sketch (exact unless it overflowed ``window_exact_values``)."""
+        mean = sketch.mean
+        std = math.sqrt(max(sketch.total_sq / sketch.count - mean * mean, 0.0)) if mean is not None else None
         if sketch.exact:
-            edges = quantile_edges(sketch.values, bins)  # type: ignore[arg-type]
+            return cls.from_multiset(name, sketch.values, sketch.counts, drift, mean=mean, std=std)  # type: ignore[arg-type]
+        vals, w = sketch.weighted()  # bucket representatives: approximate, flagged
+        edges = np.unique(np.array(sketch.quantiles(np.linspace(0.0, 1.0, drift.psi_bins + 1)[1:-1]), dtype=np.float64))
+        return cls(
+            name=name, kind="numeric", edges=edges, counts=bin_counts(edges, vals, w), count=sketch.count,
+            mean=mean, std=std, support=vals, weights=w, exact=False, ks_tolerance=math.nan,
+        )  # fmt: skip
+
+    @classmethod
+    def from_multiset(cls, name: str, values: np.ndarray, counts: np.ndarray, drift: DriftConfig, *, mean: float | None, std: float | None) -> FeatureProfile:
+        """From the exact reference values (sorted, distinct) and their counts."""
+        edges = exact_edges(values, counts, drift.psi_bins)
+        bins = bin_counts(edges, values, counts.astype(np.float64))
+        return cls._of(name, edges, bins, values, counts.astype(np.float64), np.ones(values.size, dtype=bool), drift, count=int(counts.sum()), mean=mean, std=std)
+
+    @classmethod
+    def from_scan(cls, name: str, scan: ColumnScan, drift: DriftConfig) -> FeatureProfile:
+        """From a finished :class:`~driftline.operators.aggregate.reference.ColumnScan` (``driftline profile``)."""
+        edges = scan.edges()
+        tops, masses, single = scan.leaf_arrays()
+        bins = bin_counts(edges, tops, masses) if scan.bin_counts is None else scan.bin_counts.astype(np.float64)
+        return cls._of(name, edges, bins, tops, masses, single, drift, count=scan.count, mean=scan.mean, std=scan.std)
+
+    @classmethod
+    def _of(
+        cls, name: str, edges: np.ndarray, bins: np.ndarray, tops: np.ndarray, masses: np.ndarray, single: np.ndarray, drift: DriftConfig, *,
+        count: int, mean: float | None, std: float | None,
+    ) -> FeatureProfile:  # fmt: skip
+        """The distribution is kept exactly when it is a small set of values, else as a grid."""
+        if bool(single.all()) and tops.size <= drift.reference_exact_values:
+            support, weights, tol, exact = tops, masses, 0.0, True
+            mean = float(np.average(tops, weights=masses))
+            std = math.sqrt(float(np.average((tops - mean) ** 2, weights=masses)))
         else:
-            edges = np.unique(np.array(sketch.quantiles(np.linspace(0.0, 1.0, bins + 1)[1:-1]), dtype=np.float64))
-        counts = bin_counts(edges, vals, w)
-        return cls(name=name, kind="numeric", edges=edges.tolist(), counts=counts.tolist(), sketch=sketch)
+            support, weights, tol = distribution_grid(tops, masses, single, 2 * drift.reference_grid_points)
+            exact = False
+        return cls(
+            name=name, kind="numeric", edges=edges, counts=np.asarray(bins, dtype=np.float64), count=count, mean=mean, std=std,
+            support=np.asarray(support, dtype=np.float64), weights=np.asarray(weights, dtype=np.float64), exact=exact, ks_tolerance=tol,
+        )  # fmt: skip
 
     def merge(self, other: FeatureProfile) -> None:
-        """Add ``other``'s counts (same bins) to this profile."""
-        if self.kind != other.kind or self.edges != other.edges:
+        """Add ``other``'s counts (same bins; exact distributions) to this profile."""
+        if self.kind != other.kind or not np.array_equal(self.edges, other.edges):
             raise ValueError(f"cannot merge profiles of {self.name!r}: different kinds or bins")
-        self.counts = (np.asarray(self.counts) + np.asarray(other.counts)).tolist()
-        if self.sketch is not None and other.sketch is not None:
-            self.sketch.merge(other.sketch)
+        if self.kind == "numeric":
+            if not (self.exact and other.exact):
+                raise ValueError(f"cannot merge profiles of {self.name!r}: only exact distributions merge")
+            self.counts = self.counts + other.counts
+            vals, cnt = self.support, self.weights.astype(np.int64)
+            ov, oc = other.support, other.weights.astype(np.int64)
+            merged_v, merged_c = merge_counts(vals, cnt, ov, oc)
+            n = self.count + other.count
+            m = ((self.mean or 0.0) * self.count + (other.mean or 0.0) * other.count) / n if n else None
+            if m is not None:
+                var = (self.count * ((self.std or 0.0) ** 2 + ((self.mean or 0.0) - m) ** 2) + other.count * ((other.std or 0.0) ** 2 + ((other.mean or 0.0) - m) ** 2)) / n
+                self.std = math.sqrt(var)
+            self.mean, self.count = m, n
+            self.support, self.weights = merged_v, merged_c.astype(np.float64)
         for k, c in other.categories.items():
             self.categories[k] = self.categories.get(k, 0) + c
 
@@ -235,21 +340,34 @@ class FeatureProfile:
         return {
             "name": self.name,
             "kind": self.kind,
-            "edges": self.edges,
-            "counts": self.counts,
-            "sketch": None if self.sketch is None else self.sketch.to_dict(),
+            "edges": self.edges.tolist(),
+            "counts": self.counts.tolist(),
             "categories": self.categories,
+            "count": self.count,
+            "mean": self.mean,
+            "std": self.std,
+            "support": self.support.tolist(),
+            "weights": self.weights.tolist(),
+            "exact": self.exact,
+            "ks_tolerance": None if math.isnan(self.ks_tolerance) else self.ks_tolerance,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureProfile:
+        tol = d.get("ks_tolerance")
         return cls(
             name=str(d["name"]),
             kind=str(d["kind"]),
-            edges=[float(x) for x in d.get("edges", [])],
-            counts=[float(x) for x in d.get("counts", [])],
-            sketch=None if d.get("sketch") is None else QuantileSketch.from_dict(d["sketch"]),
+            edges=np.asarray(d.get("edges", []), dtype=np.float64),
+            counts=np.asarray(d.get("counts", []), dtype=np.float64),
             categories={str(k): int(v) for k, v in d.get("categories", {}).items()},
+            count=int(d.get("count", 0)),
+            mean=d.get("mean"),
+            std=d.get("std"),
+            support=np.asarray(d.get("support", []), dtype=np.float64),
+            weights=np.asarray(d.get("weights", []), dtype=np.float64),
+            exact=bool(d.get("exact", True)),
+            ks_tolerance=math.nan if tol is None else float(tol),
         )
 
 
@@ -308,7 +426,7 @@ def build_profile(acc: WindowAccumulator, reference_id: str, cfg: MonitoringConf
             continue
         if isinstance(vals, QuantileSketch):
             if vals.count:
-                prof.features[f.name] = FeatureProfile.numeric(f.name, vals, cfg.drift.psi_bins)
+                prof.features[f.name] = FeatureProfile.numeric(f.name, vals, cfg.drift)
         elif vals.total:
             prof.features[f.name] = FeatureProfile(name=f.name, kind=f.kind, categories=dict(vals.counts))
     return prof
@@ -323,28 +441,31 @@ def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringCo
         cur = _feature_values(acc, f, cfg)
         if ref is None or cur is None:
             continue
-        e: dict[str, Any] = {"feature": f.name, "kind": f.kind, "psi": None, "psi_level": None, "ks": None, "wasserstein": None, "js": None}
+        e: dict[str, Any] = {"feature": f.name, "kind": f.kind, "psi": None, "psi_level": None, "ks": None, "wasserstein": None, "js": None}  # fmt: skip
         if isinstance(cur, QuantileSketch):
-            if cur.count < d.min_window_values or ref.sketch is None:
+            if cur.count < d.min_window_values or ref.kind != "numeric" or not ref.support.size:
                 continue
             cv, cw = cur.weighted()
-            rv, rw = ref.sketch.weighted()
+            rv, rw = ref.support, ref.weights
+            cur_bins = bin_counts(ref.edges, cv, cw)
             e["n"] = cur.count
-            e["psi"] = psi(np.asarray(ref.counts), bin_counts(np.asarray(ref.edges), cv, cw), d.psi_epsilon)
+            e["psi"] = psi(ref.counts, cur_bins, d.psi_epsilon)
             e["psi_level"] = psi_level(e["psi"], d)
             e["ks"] = ks_statistic(rv, cv, rw, cw)
-            e["wasserstein"] = wasserstein_normed(rv, cv, rw, cw)
-            n_unique = len(rv)
-            method = f.method if f.method != "auto" else choose_method("numeric", ref.n, n_unique, d)
-            if method in ("jensenshannon", "chisquare"):
-                ref_cat = {str(v): c for v, c in zip(rv.tolist(), rw.tolist())}
-                cur_cat = {str(v): c for v, c in zip(cv.tolist(), cw.tolist())}
-                e["js"] = js_distance(ref_cat, cur_cat)
+            e["wasserstein"] = wasserstein_normed(rv, cv, rw, cw, std=ref.std)
+            ref_cat = {str(i): c for i, c in enumerate(ref.counts.tolist())}
+            cur_cat = {str(i): c for i, c in enumerate(cur_bins.tolist())}
+            e["js"] = js_distance(ref_cat, cur_cat)
+            e["exact"] = bool(ref.exact and cur.exact)
+            e["ks_tolerance"] = ref.ks_tolerance if cur.exact and not math.isnan(ref.ks_tolerance) else None
+            method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(rv), d)
         else:
             if cur.total < d.min_window_values:
                 continue
             e["n"] = cur.total
             e["js"] = js_distance(ref.categories, cur.counts)
+            e["exact"] = OTHER not in cur.counts and OTHER not in ref.categories
+            e["ks_tolerance"] = None
             method = f.method if f.method != "auto" else choose_method("categorical", ref.n, len(ref.categories), d)
             ref_cat, cur_cat = ref.categories, cur.counts
         threshold = f.threshold if f.threshold is not None else DEFAULT_THRESHOLDS.get(method, 0.1)
@@ -424,7 +545,8 @@ class ProfileFile:
         text = p.read_text("utf-8")
         data = json.loads(text)
         if data.get("format") != PROFILE_FORMAT:
-            raise ValueError(f"{p}: not a {PROFILE_FORMAT} file (format={data.get('format')!r})")
+            hint = "; rebuild it with `driftline profile`" if str(data.get("format", "")).startswith("driftline-profile/") else ""
+            raise ValueError(f"{p}: not a {PROFILE_FORMAT} file (format={data.get('format')!r}){hint}")
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         profiles = {}
         for k, v in data["profiles"].items():
@@ -451,16 +573,25 @@ class DriftMonitor:
     """Adds drift columns to each window's metrics row.
 
     In ``warmup`` mode the first ``drift.warmup_windows`` windows of a key are merged into
-    its reference (their rows keep null drift columns); in ``profile`` mode references
-    come from the profile file (key first, then ``*``).
+    its reference (their rows keep null drift columns; the merge stays exact while it holds
+    at most ``warmup_windows x window_exact_values`` distinct values); in ``profile`` mode
+    references come from the profile file (key first, then ``*``), loaded once by the
+    caller and shared read-only (or loaded here when not given).
     """
 
-    def __init__(self, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None, state: DriftState | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MonitoringConfig,
+        features: Sequence[DriftFeature] | None = None,
+        state: DriftState | None = None,
+        *,
+        profile_file: ProfileFile | None = None,
+    ) -> None:
         self.cfg = cfg
         self.features = list(cfg.drift.features if features is None else features)
         self.state = state or DriftState()
-        self.profile_file: ProfileFile | None = None
-        if cfg.drift.reference == "profile":
+        self.profile_file = profile_file
+        if cfg.drift.reference == "profile" and profile_file is None:
             assert cfg.drift.profile_path
             self.profile_file = ProfileFile.load(cfg.drift.profile_path)
 
@@ -482,7 +613,9 @@ class DriftMonitor:
             st.warmup_windows[key] = n
             st.warmup_first.setdefault(key, row["window_start"].isoformat())
             base = st.warmup.get(key)
-            merged = WindowAccumulator.empty(self.cfg).merge(acc) if base is None else base.merge(acc)
+            if base is None:
+                base = WindowAccumulator.empty(self.cfg, drift_limit=self.cfg.drift.window_exact_values * self.cfg.drift.warmup_windows)
+            merged = base.merge(acc)
             if n >= self.cfg.drift.warmup_windows:
                 rid = f"warmup:{key}:{st.warmup_first[key]}/{row['window_end'].isoformat()}"
                 st.references[key] = build_profile(merged, rid, self.cfg, self.features)

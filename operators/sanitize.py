@@ -7,9 +7,16 @@ will receive, in this order:
    and bidi-override characters...) except new line and tab; ``\\r\\n`` and ``\\r`` become ``\\n``;
 2. normalize white space: runs of horizontal white space (tabs included) become one
    space, spaces around new lines are dropped, 3+ new lines become 2, ends are trimmed;
-3. neutralize spans matched by injection patterns of at least
-   ``neutralize_min_severity``: each becomes ``placeholder`` (``[removed:<pattern name>]``);
-4. cap the length at ``max_chars`` characters (the cut text ends with ``truncation_marker``).
+3. **re-mask**: steps 1-2 join characters that were apart in the masked text (a zero-width
+   space removed from inside an e-mail address, a tab between digit groups), so every row
+   they changed is masked again with the privacy stage's masker (built with ``masker=``):
+   nothing the privacy stage let through can become PII here.  The privacy stage already
+   detects on a view with these characters removed; this is the second line of defence;
+4. neutralize spans matched by injection patterns of at least
+   ``neutralize_min_severity``: each becomes ``placeholder`` (``[removed:<pattern name>]``).
+   Patterns are matched with look-alike letters folded (Cyrillic ``і`` reads as ``i``); a
+   row that matches only once folded is sent folded;
+5. cap the length at ``max_chars`` characters (the cut text ends with ``truncation_marker``).
 
 Added columns: ``model_input`` (Utf8), ``model_input_sha256`` (hex SHA-256 of its UTF-8
 bytes), ``model_input_chars`` (UInt32), ``model_input_truncated`` (Boolean) and
@@ -31,12 +38,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from driftline.config.features import FeaturesConfig, SanitizeConfig
 from driftline.operators.batch import MicroBatch
-from driftline.operators.features.injection import CompiledPattern, InjectionMatcher
+from driftline.operators.features.injection import CompiledPattern, InjectionMatcher, fold_lookalikes
+
+if TYPE_CHECKING:
+    from driftline.operators.pii import PiiMasker
 
 CONTROL_RE = r"[\p{Cc}\p{Cf}&&[^\n\t]]"
 SANITIZE_COLUMNS: dict[str, pl.DataType] = {
@@ -56,16 +67,18 @@ class Sanitizer:
     text_column: str = "text"
     patterns: list[CompiledPattern] = field(default_factory=list)
     any_regex: str | None = None
+    masker: PiiMasker | None = None
 
     @classmethod
-    def from_config(cls, cfg: FeaturesConfig) -> Sanitizer:
-        """Build from ``cfg.sanitize`` and the injection patterns of ``cfg.injection``."""
+    def from_config(cls, cfg: FeaturesConfig, masker: PiiMasker | None = None) -> Sanitizer:
+        """Build from ``cfg.sanitize`` and the injection patterns of ``cfg.injection``; ``masker``
+        (the privacy stage's) re-masks rows that normalization changed."""
         sc = cfg.sanitize
         patterns: list[CompiledPattern] = []
         if sc.neutralize_injections:
             patterns = InjectionMatcher(cfg.injection).at_least(sc.neutralize_min_severity)
         any_regex = "(?i)" + "|".join(f"(?:{p.regex.removeprefix('(?i)')})" for p in patterns) if patterns else None
-        return cls(sc, cfg.text_column, patterns, any_regex)
+        return cls(sc, cfg.text_column, patterns, any_regex, masker)
 
 
 def _normalize(text: pl.Expr, cfg: SanitizeConfig) -> pl.Expr:
@@ -93,7 +106,11 @@ def _neutralize(texts: pl.Series, s: Sanitizer) -> tuple[pl.Series, pl.Series]:
     names = pl.Series("model_input_neutralized", [None] * n, dtype=pl.List(pl.Utf8))
     if not s.any_regex or n == 0:
         return texts, names
-    idx = texts.str.contains(s.any_regex).fill_null(False).arg_true()
+    folded = pl.DataFrame({"t": texts}).select(fold_lookalikes(pl.col("t"))).to_series()
+    hit_folded = folded.str.contains(s.any_regex).fill_null(False)
+    hit_plain = texts.str.contains(s.any_regex).fill_null(False)
+    texts = texts.zip_with(~(hit_folded & ~hit_plain), folded)  # rows that only match folded are sent folded
+    idx = hit_folded.arg_true()
     if idx.len() == 0:
         return texts, names
     sub = pl.DataFrame({"__row": idx, "t": texts.gather(idx)})
@@ -123,6 +140,11 @@ def sanitize_frame(frame: pl.DataFrame, sanitizer: Sanitizer) -> pl.DataFrame:
         raise ValueError(f"sanitize: the frame has no text column {col!r} (columns: {frame.columns})")
     cfg = sanitizer.config
     texts = frame.select(_normalize(pl.col(col), cfg).alias("model_input")).to_series()
+    if sanitizer.masker is not None:
+        changed = (texts != frame[col]).fill_null(False)
+        if changed.any():
+            idx = changed.arg_true()
+            texts = texts.clone().scatter(idx, sanitizer.masker.mask_series(texts.gather(idx)))
     texts, neutralized = _neutralize(texts, sanitizer)
     cap = cfg.max_chars
     marker = cfg.truncation_marker if len(cfg.truncation_marker) < cap else ""

@@ -6,12 +6,16 @@ Items are lists of ``(key, value, headers)`` tuples built from micro-batch frame
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 from typing import Any
 
 import orjson
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from driftline.config.kafka import KafkaConfig
 from driftline.kafka_io import produce_with_backpressure
@@ -131,24 +135,130 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
     return [(k, v, []) for k, v in zip(keys, values)]
 
 
+#: Bytes reserved in a message for the record-batch and record framing around key, value and headers.
+FRAMING_BYTES = 1024
+#: Error codes that concern one record only: the record is sent again cut down, never retried as it is.
+PER_RECORD_ERRORS = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError._INVALID_ARG, KafkaError._BAD_MSG, KafkaError.INVALID_TIMESTAMP}
+)
+
+_log = logging.getLogger("driftline.sinks.kafka")
+
+
+def message_size(record: KafkaRecord) -> int:
+    """Bytes a record takes in a message before framing: key, value and headers."""
+    key, value, headers = record
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+
+
+def fit_record(record: KafkaRecord, limit: int, *, stub: bool = False, error: str | None = None) -> KafkaRecord:
+    """A record that fits in ``limit`` bytes: the value cut to what fits (``stub``: dropped),
+    with headers ``driftline.truncated``, ``driftline.original.sha256`` and
+    ``driftline.original.size`` (of the original value), the key cut to 256 bytes when key
+    and headers alone would not leave room, and ``driftline.error`` naming the broker's
+    refusal when there was one.  The record's other headers (source coordinates) are kept.
+
+    >>> k, v, h = fit_record((b"k", b"x" * 5000, [("driftline.src.offset", b"7")]), 2000)
+    >>> len(v) < 2000, dict(h)["driftline.original.size"], dict(h)["driftline.src.offset"]
+    (True, b'5000', b'7')
+    """
+    key, value, headers = record
+    raw = value or b""
+    extra = [
+        ("driftline.truncated", b"stub" if stub else b"value"),
+        ("driftline.original.sha256", hashlib.sha256(raw).hexdigest().encode()),
+        ("driftline.original.size", str(len(raw)).encode()),
+    ]
+    if error:
+        extra.append(("driftline.error", error.encode()))
+    kept = [(k, v) for k, v in headers if not k.startswith(("driftline.truncated", "driftline.original.", "driftline.error"))]
+    new_headers = kept + extra
+    room = limit - FRAMING_BYTES - message_size((key, b"", new_headers))
+    if room < limit // 2 and key is not None and len(key) > 256:
+        new_headers.append(("driftline.original.key_sha256", hashlib.sha256(key).hexdigest().encode()))
+        key = key[:256]
+        room = limit - FRAMING_BYTES - message_size((key, b"", new_headers))
+    cut = b"" if stub else raw[: max(0, room)]
+    return key, cut, new_headers
+
+
+def topic_size_limit(conf: dict[str, Any], topic: str, timeout: float = 10.0) -> int | None:
+    """The largest message ``topic`` accepts: its ``max.message.bytes``, or the broker's
+    ``message.max.bytes`` when the topic does not exist yet (it will be created with the
+    broker's default).  None when the cluster cannot be asked."""
+    admin = AdminClient({k: v for k, v in conf.items() if k in _ADMIN_KEYS or k.startswith(("security.", "sasl.", "ssl."))})
+    try:
+        md = admin.list_topics(timeout=timeout)
+        if topic in md.topics and md.topics[topic].error is None:
+            resource = ConfigResource(ResourceType.TOPIC, topic)
+            name = "max.message.bytes"
+        else:
+            resource = ConfigResource(ResourceType.BROKER, str(next(iter(md.brokers))))
+            name = "message.max.bytes"
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+        return int(entries[name].value)
+    except Exception as exc:  # noqa: BLE001 - an unreachable cluster must not stop start-up here
+        _log.warning("cannot read the message size limit of a topic; using the producer's", extra={"fields": {"topic": topic, "error": type(exc).__name__}})
+        return None
+
+
+_ADMIN_KEYS = frozenset({"bootstrap.servers", "client.id", "socket.timeout.ms", "broker.address.family"})
+
+
 class _ProducerPartition(StatelessSinkPartition[Any]):
-    def __init__(self, producer: Producer, topic: str) -> None:
+    """Produces each batch, flushes it, and deals with records the broker refuses.
+
+    A record larger than ``limit`` is cut down before it is sent (:func:`fit_record`).  A
+    record the broker still refuses for a reason that concerns it alone
+    (:data:`PER_RECORD_ERRORS`) is sent again cut down, then as a stub with headers only;
+    it is never retried as it was, so one record cannot stop the flow.  Other delivery
+    errors (broker unreachable, authorization) fail the batch: the flow stops before its
+    snapshot and replays the batch on restart (at-least-once)."""
+
+    def __init__(self, producer: Producer, topic: str, limit: int) -> None:
         self._producer = producer
         self._topic = topic
-        self._errors: list[str] = []
+        self._limit = limit
+        self._errors: dict[int, KafkaError] = {}
 
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
+    def _on_delivery(self, index: int, err: Any, _msg: Any) -> None:
         if err is not None:
-            self._errors.append(str(err))
+            self._errors[index] = err
 
-    def write_batch(self, items: list[Any]) -> None:
-        for item in items:
-            for key, value, headers in item:
-                produce_with_backpressure(self._producer, self._topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+    def _send(self, records: list[KafkaRecord]) -> dict[int, KafkaError]:
+        self._errors = {}
+        for i, record in enumerate(records):
+            key, value, headers = record if message_size(record) + FRAMING_BYTES <= self._limit else fit_record(record, self._limit)
+            try:
+                produce_with_backpressure(self._producer, self._topic, value=value, key=key, headers=headers, on_delivery=functools.partial(self._on_delivery, i))
+            except KafkaException as exc:
+                self._errors[i] = exc.args[0]
             self._producer.poll(0)
         # Flush before the epoch can close: a snapshot must never cover undelivered messages.
-        if self._producer.flush(30) or self._errors:
-            raise RuntimeError(f"Kafka sink for {self._topic!r}: delivery failed: {self._errors[:3]}")
+        if self._producer.flush(30):
+            raise RuntimeError(f"Kafka sink for {self._topic!r}: messages still undelivered after 30 s (broker unreachable?)")
+        fatal = {i: e for i, e in self._errors.items() if e.code() not in PER_RECORD_ERRORS}
+        if fatal:
+            codes = sorted({e.name() for e in fatal.values()})
+            raise RuntimeError(f"Kafka sink for {self._topic!r}: delivery failed for {len(fatal)} message(s): {codes}")
+        return dict(self._errors)
+
+    def write_batch(self, items: list[Any]) -> None:
+        records: list[KafkaRecord] = [record for item in items for record in item]
+        failed = self._send(records)
+        for stub in (False, True):
+            if not failed:
+                return
+            index = list(failed)
+            _log.warning(
+                "records refused by the broker sent again cut down",
+                extra={"fields": {"topic": self._topic, "records": len(index), "stub": stub, "errors": sorted({e.name() for e in failed.values()})}},
+            )
+            records = [fit_record(records[i], self._limit, stub=stub, error=failed[i].name()) for i in index]
+            again = self._send(records)
+            failed = {j: again[j] for j in again}
+        if failed:
+            raise RuntimeError(f"Kafka sink for {self._topic!r}: {len(failed)} record(s) refused even as header-only stubs: {sorted({e.name() for e in failed.values()})}")
 
     def close(self) -> None:
         self._producer.flush(30)
@@ -162,6 +272,12 @@ class KafkaRecordsSink(DynamicSink[Any]):
     snapshot never covers a message that was not delivered; after a crash, messages
     written since the last snapshot are written again.  Consumers deduplicate on the
     ``driftline.src`` header (source topic, partition and offset).
+
+    Size: at start-up the sink reads the topic's ``max.message.bytes`` (the broker's
+    ``message.max.bytes`` for a topic still to be created) and uses the smaller of it and
+    the producer's ``message.max.bytes``.  A record over it is still delivered, cut down,
+    with the original's SHA-256 and size in headers (see :func:`fit_record`): no record
+    can stop the flow by its size.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, *, extra: dict[str, str] | None = None) -> None:
@@ -174,4 +290,7 @@ class KafkaRecordsSink(DynamicSink[Any]):
         return cls(kafka.bootstrap_servers, topic, extra=kafka.client_config())
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(Producer(self._conf), self._topic)
+        producer_limit = int(self._conf["message.max.bytes"])
+        topic_limit = topic_size_limit(self._conf, self._topic)
+        limit = min(producer_limit, topic_limit) if topic_limit else producer_limit
+        return _ProducerPartition(Producer({**self._conf, "message.max.bytes": limit}), self._topic, limit)

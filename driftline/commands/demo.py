@@ -293,7 +293,8 @@ def run_demo(args: argparse.Namespace) -> DemoRun:
     if not kafka.extra:  # the bundled broker: drop security settings meant for another broker
         kafka_settings.update(extra={}, security=KafkaSecurityConfig().model_dump())
     root = out / "datasets"
-    overrides = {"kafka": kafka_settings, "sinks": {"root": str(root)}}
+    # a one-shot run: the windows still open when the topic is drained are final
+    overrides = {"kafka": kafka_settings, "sinks": {"root": str(root)}, "monitoring": {"end_of_input": "close"}}
     cfg = load_config(args.config, overrides=overrides)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     module_name, builder = FLOWS[args.flow]
-    kwargs = {"state_dir": args.recovery_dir} if args.flow == "enrich" else {}
+    kwargs: dict = {"state_dir": args.recovery_dir}  # both flows: the ledger (enrich) and windows open at the end travel with it
     total, desc = None, f"{args.flow}"
     if bounded:
         try:

@@ -20,7 +20,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from driftline.config.privacy import BUILTIN_ENTITIES
+from driftline.config.privacy import entity_names
 
 Severity = Literal["low", "medium", "high", "critical"]
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -241,7 +241,7 @@ class PiiFeaturesConfig(BaseModel):
 
     enabled: bool = Field(True, description="Publish the privacy stage's per-type counts and classification as features.")
     types: list[str] = Field(
-        default_factory=lambda: [e.lower() for e in BUILTIN_ENTITIES],
+        default_factory=lambda: [e.lower() for e in entity_names()],
         description="PII types to publish as f_pii_<type> (read from the privacy stage's column pii_<type>; 0 when absent). Default: every built-in entity type.",
     )
     default_classification: str = Field(

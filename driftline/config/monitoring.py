@@ -110,6 +110,23 @@ class DriftConfig(BaseModel):
     auto_small_reference: int = Field(1000, ge=1, description="References with at most this many values count as small (auto method).")
     categorical_top_k: int = Field(50, ge=2, le=10_000, description="Distinct categories kept per window and feature; the rest count as __other__.")
     min_window_values: int = Field(20, ge=1, description="Drift is not computed (null) for a window with fewer values of the feature.")
+    window_exact_values: int = Field(
+        100_000,
+        ge=16,
+        le=10_000_000,
+        description="A window keeps up to this many distinct values of each numeric drift feature (and of model confidence) exactly, "
+        "so its statistics equal the exact computation; beyond it the window falls back to the quantile sketch (see docs/monitoring.md).",
+    )
+    reference_exact_values: int = Field(
+        10_000,
+        ge=16,
+        le=10_000_000,
+        description="A reference profile stores a numeric feature's exact distribution (KS and Wasserstein exact) while it has at most "
+        "this many distinct values; beyond it, a grid of reference_grid_points cells with exact counts (KS within 1/reference_grid_points).",
+    )
+    reference_grid_points: int = Field(
+        2000, ge=10, le=1_000_000, description="Cells of a large reference's distribution grid; each holds at most 1/this of the values (the KS tolerance)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DriftConfig:
@@ -240,7 +257,30 @@ class MonitoringConfig(BaseModel):
         None, ge=1, description="When set, sliding windows advancing by this much; window_seconds must be a multiple of it."
     )
     allowed_lateness_seconds: float = Field(
-        30.0, ge=0, le=86_400, description="An event older than the newest event time seen minus this is late (counted, not windowed)."
+        30.0,
+        ge=0,
+        le=86_400,
+        description="An event is late (counted in metrics_late, not windowed) when its window ended before the newest event time "
+        "already seen in its input partition minus this.",
+    )
+    idle_partition_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="An input partition that delivered nothing for this long (system time, this run) no longer holds windows open; "
+        "when every partition is idle the watermark advances with system time. The only place system time enters windowing.",
+    )
+    window_shards: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Window keys are spread over this many shards (work units Bytewax distributes over workers). Part of the "
+        "recovery state: set it to at least the most workers you will ever run and do not change it for a recovery folder.",
+    )
+    end_of_input: Literal["auto", "close", "keep"] = Field(
+        "auto",
+        description="Windows still open when a drained run ends: close emits them (the input is complete), keep leaves them in the "
+        "recovery snapshot so the next run continues them; auto keeps them when the run has a recovery folder, else closes them.",
     )
     align_to: str = Field("2020-01-01T00:00:00+00:00", description="Window boundaries are aligned to this UTC instant.")
     key_dims: list[str] = Field(
@@ -248,7 +288,7 @@ class MonitoringConfig(BaseModel):
         description="Dimensions a window is keyed by; 'model' is read from columns.model, others by column name (tenant, service...).",
     )
     exact_quantile_limit: int = Field(
-        1024, ge=16, le=1_000_000, description="Latency and confidence quantiles are exact while a window holds at most this many values."
+        1024, ge=16, le=1_000_000, description="Latency quantiles are exact while a window holds at most this many distinct values."
     )
     sketch_relative_accuracy: float = Field(0.01, gt=0, le=0.05, description="Relative error bound of the quantile sketch beyond that.")
     pipeline_version: str = Field("", description="Written on every row; empty means the installed driftline version.")

@@ -122,7 +122,7 @@ class PersonConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="Detect PERSON names with spaCy; the default detector set finds no names.")
+    enabled: bool = Field(False, description="Also detect PERSON names with a spaCy NER pipeline (the default person_context recognizer finds names by context offline).")
     model: str = Field("en_core_web_sm", description="Installed spaCy package name or pipeline directory; loaded once at start-up.")
     labels: list[str] = Field(default_factory=lambda: ["PERSON", "PER"], description="NER labels reported as PERSON.")
 
@@ -134,24 +134,36 @@ def _default_rules() -> list[DlpRule]:
     ]
 
 
-#: Built-in strategies; ``privacy.strategies`` entries override them one by one.
-DEFAULT_STRATEGIES: dict[str, str] = {"SECRET": "redact", "URL_CREDENTIALS": "redact"}
+def _recognizer_options():  # type: ignore[no-untyped-def]
+    from driftline.operators.pii.recognizers import RecognizerOptions
 
-#: Built-in classification per entity type; ``privacy.entity_levels`` entries override them.
-BUILTIN_ENTITIES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "URL_CREDENTIALS", "PERSON")
-"""Entity types of the built-in recognizers, in the order of their ``pii_<type>`` columns."""
+    return RecognizerOptions()
 
-DEFAULT_ENTITY_LEVELS: dict[str, str] = {
-        "EMAIL": "confidential",
-        "PHONE": "confidential",
-        "IP_ADDRESS": "confidential",
-        "PERSON": "confidential",
-        "CREDIT_CARD": "restricted",
-        "US_SSN": "restricted",
-        "IBAN": "restricted",
-        "SECRET": "restricted",
-        "URL_CREDENTIALS": "restricted",
-}  # fmt: skip
+
+def entity_defaults() -> dict[str, tuple[str, str | None]]:
+    """Entity type -> (default classification level, default strategy or None for
+    ``default_strategy``), in column order, from the registered recognizers: an entity is
+    declared by the recognizer class that reports it (``operators/pii/recognizers.py``)."""
+    from driftline.operators.pii.recognizers import entity_defaults as registered
+
+    return registered()
+
+
+def entity_names() -> tuple[str, ...]:
+    """Entity types of the registered recognizers, in the order of their ``pii_<type>`` columns."""
+    return tuple(entity_defaults())
+
+
+class BudgetConfig(BaseModel):
+    """Per-record limits of the privacy stage: a record over one is refused with a reason
+    instead of holding the flow (see docs/privacy.md).  All are counts, checked up front
+    with vectorized operations, never timings: a refusal must be the same on replay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_chars: int = Field(65_536, ge=1_024, le=16_777_216, description="Longest string scanned (text, an attribute key or value, an id); a longer one is cut to this many characters and its record refused (pii_budget:too_long). Refused texts are stored cut and masked.")
+    max_attributes: int = Field(1_000, ge=1, description="Most attributes a record may carry; more and it is refused (pii_budget:too_many_attributes).")
+    max_candidates: int = Field(256, ge=10, description="Most PII candidate matches one string may have; more and its record is refused (pii_budget:too_many_candidates) without validating them, and its strings are not stored. With max_chars this bounds the work per record; the budget is counted, not timed, so a replay after a crash refuses the same records.")
 
 
 class PrivacyConfig(BaseModel):
@@ -173,22 +185,24 @@ class PrivacyConfig(BaseModel):
     pseudonymize_user_id: bool = Field(True, description="Replace user_id with <USER_ID:hmac> (same key and scheme as text tokens).")
     mask_attributes: bool = Field(True, description="Mask the values of event attributes like text.")
     mask_dead_letter: bool = Field(False, description="Mask the original payload bytes written to the dead-letter topic (they are then no longer byte-exact for replay).")
-    phone_regions: list[str] = Field(default_factory=list, description="ISO regions (e.g. DE, FR) whose national phone layouts (leading 0, no +) are also detected; empty = only North American and +international.")
+    phone_regions: list[str] = Field(default_factory=list, description="ISO regions (e.g. DE, FR) whose national layouts are also checked with phonenumbers; phones are found by layout and context without them (see docs/privacy.md).")
     phone_reject_context: list[str] = Field(
-        default_factory=lambda: list(
-            ("order", "invoice", "ticket", "tracking", "shipment", "parcel", "reference", "ref", "sku", "serial", "transaction", "case", "account", "iban", "card", "version", "build")
-        ),
-        description="Words that, as one of the two words right before a bare digit run, mark it as not a phone or card number (the nearer of these and a phone/card word such as 'call' or 'card' decides).",
+        default_factory=lambda: list(_recognizer_options().phone_reject_context),
+        description="Words that, among the words right before a number in the same clause, mark it as not a phone or card number (the nearer of these and a phone/card word such as 'call' or 'card' decides): order, invoice, tracking, date, version...",
     )
     default_level: Level = Field("internal", description="Classification of a record with no findings and no fired rule.")
     source_levels: dict[str, Level] = Field(default_factory=dict, description="Base classification per event source (overrides default_level).")
     entity_levels: dict[str, Level] = Field(
         default_factory=dict,
-        description="Classification implied by each entity type found, over the built-ins (EMAIL, PHONE, IP_ADDRESS, PERSON: confidential; CREDIT_CARD, US_SSN, IBAN, SECRET, URL_CREDENTIALS: restricted; others: confidential).",
+        description="Classification implied by each entity type found, over each entity's registered level (EMAIL, PHONE, IP_ADDRESS, PERSON: confidential; CREDIT_CARD, US_SSN, IBAN, SECRET, URL_CREDENTIALS: restricted; custom: confidential).",
     )
     route_local_at: Level | None = Field("restricted", description="Records at or above this level are marked route_local (null: only route_local rules do).")
     dlp_rules: list[DlpRule] = Field(default_factory=_default_rules, description="DLP rules (pattern or keywords; action block, mask, warn or route_local; severity).")
     person: PersonConfig = Field(default_factory=PersonConfig)
+    identifiers: Literal["mask", "refuse"] = Field(
+        "mask", description="PII found in event_id, source, tenant or an attribute key: mask it in place, or refuse the record (pii_in_identifier:<field>); either way it is never stored raw."
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("strategies", "entity_levels")
     @classmethod
@@ -224,12 +238,12 @@ class PrivacyConfig(BaseModel):
         return self
 
     def strategy_for(self, entity: str) -> str:
-        """The masking strategy for ``entity``."""
-        return self.strategies.get(entity) or DEFAULT_STRATEGIES.get(entity) or self.default_strategy
+        """The masking strategy for ``entity``: configured, else the entity's registered default, else ``default_strategy``."""
+        return self.strategies.get(entity) or entity_defaults().get(entity, ("", None))[1] or self.default_strategy
 
     def level_for(self, entity: str) -> str:
-        """The classification implied by finding ``entity``."""
-        return self.entity_levels.get(entity) or DEFAULT_ENTITY_LEVELS.get(entity) or "confidential"
+        """The classification implied by finding ``entity``: configured, else its registered level, else confidential."""
+        return self.entity_levels.get(entity) or entity_defaults().get(entity, ("confidential", None))[0]
 
 
-__all__ = ["DEFAULT_ENTITY_LEVELS", "DEFAULT_STRATEGIES", "LEVELS", "SAMPLE_KEYS", "SEVERITY_LEVELS", "CustomRecognizer", "DlpRule", "PersonConfig", "PrivacyConfig", "check_rust_regex"]
+__all__ = ["LEVELS", "SAMPLE_KEYS", "SEVERITY_LEVELS", "BudgetConfig", "CustomRecognizer", "DlpRule", "PersonConfig", "PrivacyConfig", "check_rust_regex", "entity_defaults", "entity_names"]

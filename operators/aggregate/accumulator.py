@@ -46,11 +46,17 @@ def key_column(cfg: MonitoringConfig, dim: str) -> str:
 
 @dataclass(slots=True)
 class WindowAccumulator:
-    """Mergeable statistics of one key over one pane or window."""
+    """Mergeable statistics of one key over one pane or window.
+
+    Latency uses a sketch exact up to ``exact_limit`` distinct values; model confidence
+    and the numeric drift features one exact up to ``drift_limit`` distinct values
+    (``monitoring.drift.window_exact_values``), so drift statistics are exact.
+    """
 
     exact_limit: int = 1024
     relative_accuracy: float = 0.01
     category_cap: int = 50
+    drift_limit: int = 100_000
     events: int = 0
     model_calls: int = 0
     errors: CategoryCounts = field(default_factory=lambda: CategoryCounts(cap=64))
@@ -73,27 +79,27 @@ class WindowAccumulator:
     last_event_time: datetime | None = None
 
     @classmethod
-    def empty(cls, cfg: MonitoringConfig) -> WindowAccumulator:
-        lim, acc = cfg.exact_quantile_limit, cfg.sketch_relative_accuracy
-        cap = cfg.drift.categorical_top_k
-        return cls(
-            exact_limit=lim,
-            relative_accuracy=acc,
-            category_cap=cap,
-            latency=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
-            confidence=QuantileSketch(exact_limit=lim, relative_accuracy=acc),
-            labels=CategoryCounts(cap=cap),
-        )
+    def empty(cls, cfg: MonitoringConfig, *, drift_limit: int | None = None) -> WindowAccumulator:
+        """A fresh accumulator with the configured limits (``drift_limit`` overrides ``drift.window_exact_values``)."""
+        limit = cfg.drift.window_exact_values if drift_limit is None else drift_limit
+        return cls._fresh(cfg.exact_quantile_limit, cfg.sketch_relative_accuracy, cfg.drift.categorical_top_k, limit)
+
+    @classmethod
+    def _fresh(cls, exact_limit: int, relative_accuracy: float, category_cap: int, drift_limit: int) -> WindowAccumulator:
+        acc = cls(exact_limit=exact_limit, relative_accuracy=relative_accuracy, category_cap=category_cap, drift_limit=drift_limit)
+        acc.latency, acc.confidence = acc._sketch(), acc._drift_sketch()
+        acc.labels = CategoryCounts(cap=category_cap)
+        return acc
 
     def copy(self) -> WindowAccumulator:
         """An independent copy (merging into it never changes ``self``)."""
-        fresh = WindowAccumulator(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy, category_cap=self.category_cap)
-        fresh.latency, fresh.confidence = self._sketch(), self._sketch()
-        fresh.labels = CategoryCounts(cap=self.labels.cap)
-        return fresh.merge(self)
+        return WindowAccumulator._fresh(self.exact_limit, self.relative_accuracy, self.category_cap, self.drift_limit).merge(self)
 
     def _sketch(self) -> QuantileSketch:
         return QuantileSketch(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy)
+
+    def _drift_sketch(self) -> QuantileSketch:
+        return QuantileSketch(exact_limit=max(self.exact_limit, self.drift_limit), relative_accuracy=self.relative_accuracy)
 
     def merge(self, other: WindowAccumulator) -> WindowAccumulator:
         """Fold ``other`` into this accumulator and return ``self``."""
@@ -114,7 +120,7 @@ class WindowAccumulator:
         self.injection_events += other.injection_events
         self.budget_exhausted_calls += other.budget_exhausted_calls
         for name, sk in other.numeric.items():
-            self.numeric.setdefault(name, self._sketch()).merge(sk)
+            self.numeric.setdefault(name, self._drift_sketch()).merge(sk)
         for name, cc in other.categorical.items():
             self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
         t = other.first_event_time
@@ -132,40 +138,57 @@ class WindowAccumulator:
 
 @dataclass(slots=True)
 class Slice:
-    """The rows of one key and one pane of a micro-batch, summarized."""
+    """The rows of one key and one pane of a micro-batch, summarized.
+
+    They belong to the windows ``first_window .. pane`` (a sliding window's pane lies in
+    several windows; rows already late for the earlier ones start later).
+    """
 
     key: tuple[str, ...]
     pane: int
     max_time: datetime
     first_id: str | None
     acc: WindowAccumulator
+    first_window: int = 0
 
 
-def _value_counts(frame: pl.DataFrame, col: str, *, explode: bool = False) -> dict[str, int]:
-    s = frame.get_column(col)
-    if explode:
-        s = s.explode()
-    s = s.drop_nulls()
-    if s.len() == 0:
-        return {}
-    vc = s.cast(pl.Utf8).value_counts()
-    return dict(zip(vc.get_column(s.name).to_list(), vc.get_column("count").to_list()))
+@dataclass(frozen=True, slots=True)
+class WindowGeometry:
+    """Window arithmetic in epoch milliseconds: window ``w`` starts ``w`` panes after ``align_to``.
 
-
-def _floats(frame: pl.DataFrame, col: str) -> np.ndarray:
-    return frame.get_column(col).cast(pl.Float64).drop_nulls().to_numpy()
-
-
-def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> WindowAccumulator:
-    """Summarize ``frame`` (rows of one key and pane) into a fresh accumulator.
-
-    Columns named in ``cfg.columns`` that the frame lacks are treated as absent
-    (zero counts, empty sketches), so telemetry with fewer columns works too.
+    >>> g = WindowGeometry.of(MonitoringConfig(window_seconds=60, slide_seconds=20))
+    >>> g.panes_per_window, g.end_ms(0) - g.origin_ms
+    (3, 60000)
     """
+
+    origin_ms: int
+    pane_ms: int
+    length_ms: int
+    lateness_ms: int
+
+    @classmethod
+    def of(cls, cfg: MonitoringConfig) -> WindowGeometry:
+        return cls(
+            origin_ms=int(align_origin(cfg).timestamp() * 1000),
+            pane_ms=cfg.pane_seconds * 1000,
+            length_ms=cfg.window_seconds * 1000,
+            lateness_ms=round(cfg.allowed_lateness_seconds * 1000),
+        )
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.length_ms // self.pane_ms
+
+    def end_ms(self, window_id: int) -> int:
+        return self.origin_ms + window_id * self.pane_ms + self.length_ms
+
+    def pane_of(self, t_ms: int) -> int:
+        return (t_ms - self.origin_ms) // self.pane_ms
+
+
+def _scalar_exprs(cfg: MonitoringConfig, has: set[str]) -> list[pl.Expr]:
+    """Per-group counts and sums of one accumulator (columns the frame lacks count as absent)."""
     c = cfg.columns
-    feats = cfg.drift.features if features is None else features
-    acc = WindowAccumulator.empty(cfg)
-    has = set(frame.columns)
     exprs: list[pl.Expr] = [pl.len().alias("events")]
     called = None
     if c.model in has:
@@ -196,64 +219,115 @@ def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[Dr
         exprs.append(pl.col(c.cached).cast(pl.Boolean).sum().alias("hits"))
     if c.injection_score in has:
         exprs.append((pl.col(c.injection_score) >= c.injection_threshold).sum().alias("inj"))
-    if cfg.columns.event_time in has:
+    if c.event_time in has:
         exprs.append(pl.col(c.event_time).min().alias("t0"))
         exprs.append(pl.col(c.event_time).max().alias("t1"))
-    row = frame.select(exprs).row(0, named=True)
-    acc.events = int(row["events"])
-    acc.model_calls = int(row.get("calls") or 0)
-    acc.budget_exhausted_calls = int(row.get("budget") or 0)
-    acc.input_tokens = int(row.get("in_tok") or 0)
-    acc.output_tokens = int(row.get("out_tok") or 0)
-    acc.pii_total = int(row.get("pii") or 0)
-    acc.pii_events = int(row.get("pii_events") or 0)
-    acc.cost_usd = float(row.get("cost") or 0.0)
-    acc.cache_saved_usd = float(row.get("saved") or 0.0)
-    acc.cache_hits = int(row.get("hits") or 0)
-    acc.injection_events = int(row.get("inj") or 0)
-    acc.first_event_time = row.get("t0")
-    acc.last_event_time = row.get("t1")
-    if c.error_class in has:
-        acc.errors.add_counts(_value_counts(frame, c.error_class))
-    if c.tier in has:
-        acc.tiers.add_counts(_value_counts(frame, c.tier))
-    if c.label in has:
-        acc.labels.add_counts(_value_counts(frame, c.label))
-    if c.latency_ms in has:
-        acc.latency.add(_floats(frame, c.latency_ms))
-    if c.confidence in has:
-        acc.confidence.add(_floats(frame, c.confidence))
-    for f in feats:
-        if f.name not in has:
-            continue
-        if f.kind == "numeric":
-            sk = acc._sketch()
-            sk.add(_floats(frame, f.name))
-            acc.numeric[f.name] = sk
-        else:
-            cc = CategoryCounts(cap=acc.category_cap)
-            cc.add_counts(_value_counts(frame, f.name, explode=f.kind == "list"))
-            acc.categorical[f.name] = cc
-    return acc
+    if c.event_id in has:
+        exprs.append(pl.col(c.event_id).cast(pl.Utf8).min().alias("first_id"))
+    return exprs
 
 
-def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
-    """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
+def _grouped_counts(df: pl.DataFrame, col: str, *, explode: bool) -> dict[int, dict[str, int]]:
+    """Non-null values of ``col`` counted per ``__gid`` group (list elements with ``explode``)."""
+    s = df.select("__gid", col)
+    if explode:
+        s = s.explode(col)
+    s = s.drop_nulls(col).with_columns(pl.col(col).cast(pl.Utf8)).group_by("__gid", col).len()
+    out: dict[int, dict[str, int]] = {}
+    for g, v, n in s.iter_rows():
+        out.setdefault(g, {})[v] = n
+    return out
 
-    Rows without an event time are skipped (the validation stage refuses them before).
-    Slices are returned oldest first (by their newest event time), the order an in-order
-    stream would have delivered them, so an in-order micro-batch that spans a window
-    boundary never makes its own older slice late.
+
+def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[tuple[tuple, str | None, WindowAccumulator]]:
+    """One ``(group values, smallest event id, accumulator)`` per group of ``by`` (first-seen order).
+
+    One grouped aggregation for the counts and sums, one per categorical column, and numpy
+    slices for the sketches: the cost grows with the columns, not with the groups.
     """
-    tcol = cfg.columns.event_time
-    if frame.height == 0 or tcol not in frame.columns:
+    if df.height == 0:
         return []
-    origin_ms = int(align_origin(cfg).timestamp() * 1000)
-    pane_ms = cfg.pane_seconds * 1000
+    c = cfg.columns
+    feats = cfg.drift.features if features is None else features
+    has = set(df.columns)
+    groups = df.with_row_index("__row").group_by(by, maintain_order=True).agg(pl.col("__row"), *_scalar_exprs(cfg, has))
+    rows = [np.asarray(r, dtype=np.int64) for r in groups.get_column("__row").to_list()]
+    gid = np.empty(df.height, dtype=np.int64)
+    for g, r in enumerate(rows):
+        gid[r] = g
+    counted = df.with_columns(pl.Series("__gid", gid))
+    categories = {
+        name: _grouped_counts(counted, col, explode=explode)
+        for name, col, explode in (
+            [("errors", c.error_class, False), ("tiers", c.tier, False), ("labels", c.label, False)]
+            + [(f"f:{f.name}", f.name, f.kind == "list") for f in feats if f.kind != "numeric"]
+        )
+        if col in has
+    }
+    floats = {
+        name: df.get_column(col).cast(pl.Float64).to_numpy()
+        for name, col in [("latency", c.latency_ms), ("confidence", c.confidence)] + [(f"f:{f.name}", f.name) for f in feats if f.kind == "numeric"]
+        if col in has
+    }
+    out = []
+    for g, row in enumerate(groups.drop("__row").iter_rows(named=True)):
+        acc = WindowAccumulator.empty(cfg)
+        acc.events = int(row["events"])
+        acc.model_calls = int(row.get("calls") or 0)
+        acc.budget_exhausted_calls = int(row.get("budget") or 0)
+        acc.input_tokens = int(row.get("in_tok") or 0)
+        acc.output_tokens = int(row.get("out_tok") or 0)
+        acc.pii_total = int(row.get("pii") or 0)
+        acc.pii_events = int(row.get("pii_events") or 0)
+        acc.cost_usd = float(row.get("cost") or 0.0)
+        acc.cache_saved_usd = float(row.get("saved") or 0.0)
+        acc.cache_hits = int(row.get("hits") or 0)
+        acc.injection_events = int(row.get("inj") or 0)
+        acc.first_event_time = row.get("t0")
+        acc.last_event_time = row.get("t1")
+        for name, counts in categories.items():
+            got = counts.get(g, {})
+            if name.startswith("f:"):
+                cc = CategoryCounts(cap=acc.category_cap)
+                cc.add_counts(got)
+                acc.categorical[name[2:]] = cc
+            elif got:
+                getattr(acc, name).add_counts(got)
+        for name, values in floats.items():
+            part = values[rows[g]]
+            if name.startswith("f:"):
+                sk = acc._drift_sketch()
+                sk.add(part)
+                acc.numeric[name[2:]] = sk
+            else:
+                getattr(acc, name).add(part)
+        out.append((tuple(row[k] for k in by), row.get("first_id"), acc))
+    return out
+
+
+def accumulate(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> WindowAccumulator:
+    """Summarize ``frame`` (rows of one key and pane) into a fresh accumulator.
+
+    Columns named in ``cfg.columns`` that the frame lacks are treated as absent
+    (zero counts, empty sketches), so telemetry with fewer columns works too.
+    """
+    if frame.height == 0:
+        return WindowAccumulator.empty(cfg)
+    return summaries(frame.with_columns(pl.lit(0).alias("__all")), ["__all"], cfg, features)[0][2]
+
+
+TIME_MS, PANE, FIRST = "__t", "__pane", "__first"
+
+
+def prepare(frame: pl.DataFrame, cfg: MonitoringConfig) -> tuple[pl.DataFrame, list[str]]:
+    """Rows with an event time plus internal columns: event time in epoch ms, pane, and
+    one key column per key dimension (nulls and missing columns become ``unknown``).
+    Returns the frame and the key column names."""
+    tcol = cfg.columns.event_time
+    g = WindowGeometry.of(cfg)
+    t = pl.col(tcol).dt.epoch("ms")
+    prep: list[pl.Expr] = [t.alias(TIME_MS), ((t - g.origin_ms) // g.pane_ms).alias(PANE)]
     key_cols = []
-    prep: list[pl.Expr] = [
-        ((pl.col(tcol).dt.epoch("ms") - origin_ms) // pane_ms).alias("__pane"),
-    ]
     for i, dim in enumerate(cfg.key_dims):
         col = key_column(cfg, dim)
         if dim == "model" and cfg.columns.route in frame.columns:
@@ -264,16 +338,33 @@ def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[D
             prep.append(pl.col(col).cast(pl.Utf8).fill_null(UNKNOWN).alias(name))
         else:
             prep.append(pl.lit(UNKNOWN, pl.Utf8).alias(name))
-    idcol = cfg.columns.event_id
-    df = frame.filter(pl.col(tcol).is_not_null()).with_columns(prep)
+    return frame.filter(pl.col(tcol).is_not_null()).with_columns(prep), key_cols
+
+
+def slices_of(df: pl.DataFrame, key_cols: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
+    """Slices of a :func:`prepare`-d frame, oldest first; grouped by ``__first`` too when present."""
+    k = WindowGeometry.of(cfg).panes_per_window
+    by_first = FIRST in df.columns
     out: list[Slice] = []
-    for keys, part in df.partition_by([*key_cols, "__pane"], as_dict=True, maintain_order=True).items():
-        *kvals, pane = keys
-        first_id = part.get_column(idcol).cast(pl.Utf8).min() if idcol in part.columns else None
-        acc = accumulate(part, cfg, features)
-        out.append(Slice(key=tuple(str(k) for k in kvals), pane=int(pane), max_time=acc.last_event_time, first_id=first_id, acc=acc))
+    for keys, first_id, acc in summaries(df, [*key_cols, PANE, *([FIRST] if by_first else [])], cfg, features):
+        kvals = keys[: len(key_cols)]
+        pane = int(keys[len(key_cols)])
+        first = int(keys[-1]) if by_first else pane - k + 1
+        out.append(Slice(key=tuple(str(v) for v in kvals), pane=pane, max_time=acc.last_event_time, first_id=first_id, acc=acc, first_window=first))  # type: ignore[arg-type]
     out.sort(key=lambda s: s.max_time)
     return out
+
+
+def slice_frame(frame: pl.DataFrame, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:
+    """Cut a micro-batch into per-key, per-pane :class:`Slice` summaries.
+
+    Rows without an event time are skipped (the validation stage refuses them before).
+    Slices are returned oldest first (by their newest event time).
+    """
+    if frame.height == 0 or cfg.columns.event_time not in frame.columns:
+        return []
+    df, key_cols = prepare(frame, cfg)
+    return slices_of(df, key_cols, cfg, features)
 
 
 def window_bounds(cfg: MonitoringConfig, window_id: int) -> tuple[datetime, datetime]:

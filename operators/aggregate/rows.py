@@ -43,6 +43,8 @@ DRIFT_DTYPE = pl.List(
             "ks": pl.Float64,
             "wasserstein": pl.Float64,
             "js": pl.Float64,
+            "exact": pl.Boolean,
+            "ks_tolerance": pl.Float64,
         }
     )
 )

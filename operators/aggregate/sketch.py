@@ -1,22 +1,25 @@
 """Mergeable, bounded-memory summaries of a window's values.
 
-:class:`QuantileSketch` keeps the values themselves while a window is small (quantiles
-are then exact, numpy's ``linear`` definition) and switches to logarithmic buckets in
-the manner of DDSketch once it holds more than ``exact_limit`` values: a value ``v`` goes
-to bucket ``ceil(log_gamma(|v|))`` with ``gamma = (1 + a) / (1 - a)``, so every quantile
-is answered with at most ``a`` relative error (default 1%).  Buckets are a dict of
-counts; more than ``max_buckets`` collapses the lowest ones, which bounds memory.
+:class:`QuantileSketch` keeps the values themselves, as sorted distinct values with their
+counts, while it holds at most ``exact_limit`` distinct values: quantiles are then exact
+(numpy's ``linear`` definition, bit for bit) and so is every statistic computed from
+:meth:`QuantileSketch.weighted`.  Beyond that it switches to logarithmic buckets in the
+manner of DDSketch: a value ``v`` goes to bucket ``ceil(log_gamma(|v|))`` with
+``gamma = (1 + a) / (1 - a)``, so every quantile is answered with at most ``a`` relative
+error (default 1%).  Buckets are a dict of counts; more than ``max_buckets`` collapses the
+lowest ones, which bounds memory.
 
 The result never depends on the order values arrive in or on how they were split
-before merging: exact mode is a multiset, bucket mode is a sum of counts.
+before merging: exact mode is a multiset, bucket mode is a sum of counts, and whether a
+sketch is exact depends only on how many distinct values the union holds.
 
 :class:`CategoryCounts` counts categories, exactly while there are at most ``cap``
 distinct ones; beyond it the rarest are folded into ``__other__``.
 
 >>> s = QuantileSketch(exact_limit=4)
->>> s.add(np.array([1.0, 2.0, 3.0, 4.0]))
->>> s.quantile(0.5), s.exact
-(2.5, True)
+>>> s.add(np.array([1.0, 2.0, 3.0, 4.0, 4.0]))
+>>> s.quantile(0.5), s.exact, s.weighted()[1].tolist()
+(3.0, True, [1.0, 1.0, 1.0, 2.0])
 >>> s.add(np.array([100.0]))
 >>> s.exact, abs(s.quantile(1.0) - 100.0) <= 1.0
 (False, True)
@@ -32,11 +35,49 @@ import numpy as np
 
 OTHER = "__other__"
 _MIN_ABS = 1e-9  # |v| below this counts as zero
+_EMPTY_F = np.empty(0, dtype=np.float64)
+_EMPTY_I = np.empty(0, dtype=np.int64)
+
+
+def lerp(a: float, b: float, t: float) -> float:
+    """numpy's linear interpolation, operation for operation (so results are bit-identical)."""
+    d = b - a
+    return b - d * (1 - t) if t >= 0.5 else a + d * t
+
+
+def weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """``np.quantile(np.repeat(values, counts), q)`` (method ``linear``) without expanding.
+
+    ``values`` sorted and distinct, ``counts`` positive integers.
+
+    >>> v, c = np.array([1.0, 2.0, 5.0]), np.array([2, 1, 3])
+    >>> [bool(weighted_quantile(v, c, q) == np.quantile(np.repeat(v, c), q)) for q in (0.0, 0.3, 0.5, 0.9, 1.0)]
+    [True, True, True, True, True]
+    """
+    n = int(counts.sum())
+    h = (n - 1) * q
+    cum = np.cumsum(counts)
+    if h >= n - 1:
+        return float(values[-1])
+    lo = math.floor(h)
+    i = int(np.searchsorted(cum, lo, side="right"))
+    j = int(np.searchsorted(cum, lo + 1, side="right"))
+    return float(lerp(float(values[i]), float(values[j]), h - lo))
+
+
+def merge_counts(v1: np.ndarray, c1: np.ndarray, v2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of two multisets given as sorted distinct values and counts."""
+    if v1.size == 0:
+        return v2, c2
+    if v2.size == 0:
+        return v1, c1
+    vals, inv = np.unique(np.concatenate([v1, v2]), return_inverse=True)
+    return vals, np.bincount(inv, weights=np.concatenate([c1, c2]), minlength=vals.size).astype(np.int64)
 
 
 @dataclass(slots=True)
 class QuantileSketch:
-    """Exact values while small, then DDSketch-style log buckets (``relative_accuracy``)."""
+    """Exact distinct values and counts while small, then DDSketch-style log buckets (``relative_accuracy``)."""
 
     exact_limit: int = 1024
     relative_accuracy: float = 0.01
@@ -46,7 +87,8 @@ class QuantileSketch:
     total_sq: float = 0.0
     min: float = math.inf
     max: float = -math.inf
-    values: np.ndarray | None = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    values: np.ndarray | None = field(default_factory=lambda: _EMPTY_F)
+    counts: np.ndarray | None = field(default_factory=lambda: _EMPTY_I)
     pos: dict[int, int] = field(default_factory=dict)
     neg: dict[int, int] = field(default_factory=dict)
     zeros: int = 0
@@ -54,7 +96,7 @@ class QuantileSketch:
     # -- building ---------------------------------------------------------------
     @property
     def exact(self) -> bool:
-        """True while the sketch still holds every value."""
+        """True while the sketch still holds every value (at most ``exact_limit`` distinct)."""
         return self.values is not None
 
     @property
@@ -73,24 +115,39 @@ class QuantileSketch:
         self.total_sq += float(np.dot(v, v))
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
-        if self.values is not None:
-            self.values = np.concatenate([self.values, v])
-            if self.values.size > self.exact_limit:
-                held, self.values = self.values, None
-                self._bucket(held)
-        else:
-            self._bucket(v)
+        if self.values is None:
+            self._bucket(v, None)
+            return
+        vals, cnt = np.unique(v + 0.0, return_counts=True)  # + 0.0: -0.0 and 0.0 are one value
+        self._add_exact(vals, cnt.astype(np.int64))
 
-    def _bucket(self, v: np.ndarray) -> None:
+    def _add_exact(self, vals: np.ndarray, cnt: np.ndarray) -> None:
+        if self.values is None:
+            self._bucket(vals, cnt)
+            return
+        self.values, self.counts = merge_counts(self.values, self.counts, vals, cnt)  # type: ignore[arg-type]
+        if self.values.size > self.exact_limit:
+            held, held_c = self.values, self.counts
+            self.values = self.counts = None
+            self._bucket(held, held_c)  # type: ignore[arg-type]
+
+    def _bucket(self, v: np.ndarray, c: np.ndarray | None) -> None:
+        """Add values ``v`` (with counts ``c``, or once each) to the log buckets."""
         lg = self._log_gamma
         zero = np.abs(v) < _MIN_ABS
-        self.zeros += int(zero.sum())
+        self.zeros += int(zero.sum() if c is None else c[zero].sum())
         for sign_mask, store in ((v >= _MIN_ABS, self.pos), (v <= -_MIN_ABS, self.neg)):
-            part = np.abs(v[sign_mask & ~zero])
-            if part.size:
-                idx, cnt = np.unique(np.ceil(np.log(part) / lg).astype(np.int64), return_counts=True)
-                for i, c in zip(idx.tolist(), cnt.tolist()):
-                    store[i] = store.get(i, 0) + c
+            part = np.abs(v[sign_mask])
+            if not part.size:
+                continue
+            ids = np.ceil(np.log(part) / lg).astype(np.int64)
+            if c is None:
+                idx, cnt = np.unique(ids, return_counts=True)
+            else:
+                idx, inv = np.unique(ids, return_inverse=True)
+                cnt = np.bincount(inv, weights=c[sign_mask], minlength=idx.size)
+            for i, k in zip(idx.tolist(), cnt.tolist()):
+                store[i] = store.get(i, 0) + int(k)
         self._collapse()
 
     def _collapse(self) -> None:
@@ -111,20 +168,24 @@ class QuantileSketch:
         self.total_sq += other.total_sq
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
-        if self.values is not None and other.values is not None and self.values.size + other.values.size <= self.exact_limit:
-            self.values = np.concatenate([self.values, other.values])
+        if other.values is not None:
+            self._add_exact(other.values, other.counts)  # type: ignore[arg-type]
             return
         if self.values is not None:
-            held, self.values = self.values, None
-            self._bucket(held)
-        if other.values is not None:
-            self._bucket(other.values)
-        else:
-            self.zeros += other.zeros
-            for src, dst in ((other.pos, self.pos), (other.neg, self.neg)):
-                for k, c in src.items():
-                    dst[k] = dst.get(k, 0) + c
-            self._collapse()
+            held, held_c = self.values, self.counts
+            self.values = self.counts = None
+            self._bucket(held, held_c)  # type: ignore[arg-type]
+        self.zeros += other.zeros
+        for src, dst in ((other.pos, self.pos), (other.neg, self.neg)):
+            for k, c in src.items():
+                dst[k] = dst.get(k, 0) + c
+        self._collapse()
+
+    def copy(self) -> QuantileSketch:
+        """An independent copy (arrays are never changed in place, dicts are copied)."""
+        out = QuantileSketch(exact_limit=self.exact_limit, relative_accuracy=self.relative_accuracy, max_buckets=self.max_buckets)
+        out.merge(self)
+        return out
 
     # -- reading ----------------------------------------------------------------
     @property
@@ -138,8 +199,7 @@ class QuantileSketch:
     def weighted(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted distinct values (bucket representatives in bucket mode) and their counts."""
         if self.values is not None:
-            vals, cnt = np.unique(self.values, return_counts=True)
-            return vals, cnt.astype(np.float64)
+            return self.values, self.counts.astype(np.float64)  # type: ignore[union-attr]
         vals: list[float] = []
         cnts: list[float] = []
         for k in sorted(self.neg, reverse=True):
@@ -155,11 +215,11 @@ class QuantileSketch:
         return v, np.array(cnts, dtype=np.float64)
 
     def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile: exact (linear interpolation) while small, else within the relative accuracy."""
+        """The ``q`` quantile: exact (numpy ``linear``) while exact, else within the relative accuracy."""
         if self.count == 0:
             return None
         if self.values is not None:
-            return float(np.quantile(self.values, q))
+            return weighted_quantile(self.values, self.counts, q)  # type: ignore[arg-type]
         if q <= 0:
             return self.min
         if q >= 1:
@@ -173,7 +233,7 @@ class QuantileSketch:
         return [self.quantile(float(q)) for q in qs]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form (for reference profile files)."""
+        """A JSON-friendly form."""
         return {
             "exact_limit": self.exact_limit,
             "relative_accuracy": self.relative_accuracy,
@@ -183,6 +243,7 @@ class QuantileSketch:
             "min": self.min if self.count else None,
             "max": self.max if self.count else None,
             "values": None if self.values is None else self.values.tolist(),
+            "counts": None if self.counts is None else self.counts.tolist(),
             "pos": {str(k): c for k, c in self.pos.items()},
             "neg": {str(k): c for k, c in self.neg.items()},
             "zeros": self.zeros,
@@ -190,6 +251,10 @@ class QuantileSketch:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuantileSketch:
+        values = counts = None
+        if d["values"] is not None:
+            values = np.asarray(d["values"], dtype=np.float64)
+            counts = np.asarray(d["counts"], dtype=np.int64)
         return cls(
             exact_limit=int(d["exact_limit"]),
             relative_accuracy=float(d["relative_accuracy"]),
@@ -198,7 +263,8 @@ class QuantileSketch:
             total_sq=float(d["total_sq"]),
             min=math.inf if d["min"] is None else float(d["min"]),
             max=-math.inf if d["max"] is None else float(d["max"]),
-            values=None if d["values"] is None else np.asarray(d["values"], dtype=np.float64),
+            values=values,
+            counts=counts,
             pos={int(k): int(c) for k, c in d["pos"].items()},
             neg={int(k): int(c) for k, c in d["neg"].items()},
             zeros=int(d["zeros"]),

@@ -1,7 +1,12 @@
 """Built-in kind ``injection``: prompt-injection and abuse signals from configured patterns.
 
 Each pattern has a name, a family and a severity.  Matching is case-insensitive and
-every literal space in a pattern matches any run of white space.  The risk score
+every literal space in a pattern matches any run of white space.  Patterns are matched on
+a folded copy of each text that is not plain ASCII: Unicode NFKC, format characters
+(zero-width, bidi controls) and combining marks removed, and look-alike letters
+(Cyrillic ``а``, Greek ``ο``, mathematical ``𝐢``...) mapped to Latin ones through a
+confusables table (:func:`confusables`), so ``іgnore prev\u200bious instructions``
+written with a Cyrillic ``і`` and a zero-width space is still ``ignore_previous``.  The risk score
 combines the matched patterns' severity weights as independent signals:
 
     inj_risk_score = 1 - prod(1 - weight(severity_i))   over matched patterns i
@@ -22,6 +27,8 @@ matched pattern by pattern, so ordinary traffic costs one regex pass.
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,47 @@ from driftline.config.features import FeaturesConfig, InjectionConfig, loosen
 from driftline.operators.features.registry import FeatureKind, FeatureSpec, register_feature
 
 SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+#: Look-alike letters NFKC keeps apart from Latin (Unicode TR39 confusables of Latin letters,
+#: Cyrillic, Greek and Armenian).  Each maps one character to one character.
+_LOOKALIKES = (
+    "аa вb еe ҽe кk мm нh оo рp сc тt уy хx іi јj ѕs ԁd ԛq ԝw һh ӏl ɡg ɩi ɑa ıi "
+    "АA ВB ЕE КK МM НH ОO РP СC ТT УY ХX ІI ЈJ ЅS ԜW ӀI "
+    "αa βb εe ιi κk νv οo ρp τt υu χx ωw ΑA ΒB ΕE ΖZ ΗH ΙI ΚK ΜM ΝN ΟO ΡP ΤT ΥY ΧX "
+    "օo սu հh ոn ռn ցg"
+)
+
+
+@functools.cache
+def confusables() -> dict[str, str]:
+    """Character -> Latin letter or digit it is confused with: the table above plus every
+    character whose NFKC form is one ASCII letter or digit (fullwidth, mathematical letters...)."""
+    table = {pair[0]: pair[1] for pair in _LOOKALIKES.split() if len(pair) == 2}
+    for cp in range(0x80, 0x20000):
+        ch = chr(cp)
+        if 0xD800 <= cp < 0xE000 or not unicodedata.decomposition(ch):
+            continue
+        nf = unicodedata.normalize("NFKC", ch)
+        if len(nf) == 1 and nf.isascii() and nf.isalnum():
+            table[ch] = nf
+    return table
+
+
+def fold_lookalikes(expr: pl.Expr) -> pl.Expr:
+    """``expr`` with every confusable character replaced by its Latin look-alike (one
+    character for one, so offsets are kept)."""
+    table = confusables()
+    return expr.str.replace_many(list(table), list(table.values()))
+
+
+def folded_texts(texts: pl.Series) -> pl.Series:
+    """What injection patterns are matched on: texts that are not plain ASCII are NFKC-normalised,
+    lose format characters and combining marks, and have look-alike letters folded."""
+    frame = pl.DataFrame({"t": texts})
+    plain = pl.col("t").str.contains(r"^[\x00-\x7F]*$").fill_null(True)
+    folded = fold_lookalikes(pl.col("t").str.normalize("NFKC").str.replace_all(r"[\p{Cf}\p{Mn}\p{Me}]", ""))
+    return frame.select(pl.when(plain).then(pl.col("t")).otherwise(folded).alias(texts.name)).to_series()
 
 
 def _engine_regex(pattern: str) -> str:
@@ -65,9 +113,10 @@ class InjectionMatcher:
         return [p for p in self.patterns if SEVERITY_ORDER[p.severity] >= floor]
 
     def match_frame(self, texts: pl.Series) -> pl.DataFrame:
-        """``inj_risk_score``, ``inj_patterns``, ``inj_families``, ``inj_flag`` for each text."""
+        """``inj_risk_score``, ``inj_patterns``, ``inj_families``, ``inj_flag`` for each text
+        (matched on :func:`folded_texts`)."""
         n = texts.len()
-        frame = pl.DataFrame({"t": texts})
+        frame = pl.DataFrame({"t": folded_texts(texts)})
         hits = frame.select(pl.col("t").str.contains(self.any_regex).fill_null(False)).to_series() if self.any_regex and n else None
         if hits is None or not hits.any():
             return frame.with_columns(

@@ -1,40 +1,76 @@
-"""The PII masker: finds entities across a whole batch of texts and masks them.
+"""The PII masker: finds entities across a whole batch of strings and masks them.
 
-How a batch is scanned:
+How a batch is scanned (every step is linear in the size of the batch):
 
-1. one Polars ``select`` runs every recognizer's pattern (and every DLP rule) with
-   ``str.contains`` over the whole column in Rust, in parallel: a boolean per row and pattern;
-2. only rows flagged for a recognizer are searched again with Python's :mod:`re` to get the
-   spans, and each candidate goes through the recognizer's validator (checksum, layout,
-   boundary and context rules);
-3. overlapping spans are resolved per row (higher priority, then longer, then earlier);
-4. the rows with findings are rebuilt with each span replaced by its strategy's output;
-   rows without findings are left as they are.
+1. **budget, up front**: strings longer than ``privacy.budget.max_chars`` are cut to that
+   length before anything else (``ScanResult.cut``);
+2. **view**: strings that need it (one Rust regex, :func:`~.normalize.needs_view_regex`)
+   get a normalised detection view with an offset map (:mod:`.normalize`); Base64 runs
+   that decode to text are added as extra strings, scanned like the rest;
+3. **candidates**: one Polars ``select`` runs every recognizer's prefilter and every DLP
+   rule over the whole batch in Rust; for the flagged rows only, Polars' Rust regex finds
+   each recognizer's matches (``replace_all`` with markers, then ``split``: spans without
+   a backtracking engine);
+4. **validation**: each candidate goes through its recognizer's ``accept`` (checksum,
+   layout, boundary and context rules) in Python.  A string with more candidates than
+   ``privacy.budget.max_candidates`` (counted with numpy before any is validated), or one a
+   recognizer finds too costly (:class:`~.recognizers.BudgetExceeded`), is not scanned
+   further (``ScanResult.over_budget``: the caller refuses its record).  Every ``accept``
+   does work bounded by its candidate's length, so a string costs at most
+   O(recognizers x length).  The budget is counted in work, not measured in time, so a
+   record is refused the same way when it is replayed after a crash (the datasets are
+   exactly-once by source coordinates);
+5. **overlaps**: per row, candidates sorted by priority, then length, then position; a
+   candidate is kept when none of its characters is already taken (a byte map: linear);
+6. **masking**: view spans map back to spans of the original string; each becomes its
+   strategy's replacement, computed from the normalised value (so a disguised e-mail gets
+   the same token as the plain one); findings become a ``List(Struct)`` column built from
+   flat arrays (Arrow offsets), counts come from ``numpy.bincount``.
 
 >>> m = PiiMasker.from_config(PrivacyConfig(), key=b"0123456789abcdef0123")
 >>> m.mask_series(pl.Series(["mail a.b@example.com, card 4111-1111-1111-1111"])).to_list()  # doctest: +ELLIPSIS
 ['mail <EMAIL:...>, card <CREDIT_CARD:...>']
+>>> m.mask_series(pl.Series(["mail a.b&#64;example.com"]))[0] == m.mask_series(pl.Series(["mail a.b@example.com"]))[0]
+True
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from driftline.config import ConfigError
-from driftline.config.privacy import BUILTIN_ENTITIES, CustomRecognizer, DlpRule, PrivacyConfig
+from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, entity_names
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
-from driftline.operators.pii.recognizers import RECOGNIZERS, Recognizer, RecognizerOptions
-
-#: Entity types every output schema carries (one ``pii_<type>`` count column each).
+from driftline.operators.pii.normalize import View, build_view, needs_view_regex
+from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions, literal_alternation
+from driftline.operators.pii.spans import regex_spans
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
+_FINDING_ARROW = pa.struct([("type", pa.large_string()), ("recognizer", pa.large_string()), ("start", pa.int32()), ("end", pa.int32())])
 _DLP_PRIORITY = 30
 _PERSON_PRIORITY = 20
+#: Base64 (standard or URL-safe) runs long enough to hide an e-mail address or a number.
+#: A run of Base64 characters with a lower-case letter somewhere before an upper-case one, as
+#: Base64 of text of any length almost always has (capitalised words such as
+#: "Kaffeevollautomat", numbers and lower-case identifiers do not).
+_B64_RUN = r"[A-Za-z0-9+/_\-]*[a-z][A-Za-z0-9+/_\-]*[A-Z][A-Za-z0-9+/_\-]*={0,2}"
+_B64_MIN = 12
+#: Strings that cannot hold any entity: shorter than six characters, one lower-case word
+#: (``support-desk``, ``lang_hint``), or a UUID.
+_TRIVIAL = r"(?s)^(?:.{0,5}|[a-z_]+(?:-[a-z_]+){0,3}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+#: A cut string ends with this marker (the head is cut to leave room for it, before masking).
+CUT_MARKER = " [cut]"
+
+Candidate = tuple[int, int, int, str, str, str | None]  # start, end, priority, entity ('' = shadow), recognizer, value for the token
 
 
 class _ConfiguredPattern(Recognizer):
@@ -83,18 +119,42 @@ class SpacyPersonDetector:
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
-    """What :meth:`PiiMasker.scan` found in a column of texts (row order kept).
+    """What :meth:`PiiMasker.scan` found in a column of strings (row order kept).
 
-    ``masked``: the masked texts; ``counts``: entity type -> Int32 count per row;
+    ``masked``: the masked strings (null where the input was null, or where the row was
+    over budget: see ``over_budget``); ``counts``: entity type -> Int32 count per row;
     ``findings``: per row a list of ``{type, recognizer, start, end}`` (offsets in code
-    points of the ORIGINAL text; never the values); ``rules``: DLP rule name -> whether it
-    fired on the row (evaluated on the original text).
+    points of the ORIGINAL string; never the values); ``rules``: DLP rule name -> whether
+    it fired on the row (evaluated on the view); ``cut``: the string was longer than
+    ``budget.max_chars`` and only its masked head is in ``masked``; ``over_budget``: the row
+    has more candidates than ``budget.max_candidates`` (or one too costly to check), so it
+    was not fully scanned.
     """
 
     masked: pl.Series
     counts: dict[str, np.ndarray]
     findings: pl.Series
     rules: dict[str, pl.Series]
+    cut: np.ndarray
+    over_budget: np.ndarray
+
+    def slice(self, start: int, length: int) -> ScanResult:
+        """The result for strings ``[start, start + length)`` only."""
+        end = start + length
+        return ScanResult(
+            masked=self.masked.slice(start, length),
+            counts={e: c[start:end] for e, c in self.counts.items()},
+            findings=self.findings.slice(start, length),
+            rules={k: v.slice(start, length) for k, v in self.rules.items()},
+            cut=self.cut[start:end],
+            over_budget=self.over_budget[start:end],
+        )
+
+    @property
+    def total(self) -> np.ndarray:
+        """Findings per row, all types together."""
+        n = self.cut.shape[0]
+        return np.sum([c for c in self.counts.values()], axis=0, dtype=np.int32) if self.counts else np.zeros(n, np.int32)
 
 
 class PiiMasker:
@@ -108,7 +168,7 @@ class PiiMasker:
         strategies: Mapping[str, str],
         default_strategy: str = "pseudonymize",
         rules: Sequence[DlpRule] = (),
-        entities: Sequence[str] = BUILTIN_ENTITIES,
+        entities: Sequence[str] | None = None,
         person: SpacyPersonDetector | None = None,
         config: PrivacyConfig | None = None,
     ) -> None:
@@ -116,16 +176,21 @@ class PiiMasker:
         scanners: list[Recognizer] = list(recognizers)
         scanners += [_ConfiguredPattern(f"dlp:{r.name}", "DLP", r.regex(), _DLP_PRIORITY) for r in mask_rules]
         self._scanners: tuple[Recognizer, ...] = tuple(scanners)
-        self._compiled: tuple[re.Pattern[str], ...] = tuple(re.compile(s.pattern) for s in scanners)
+        self._by_priority = sorted(range(len(scanners)), key=lambda i: -scanners[i].priority)
         self._by_name: dict[str, Recognizer] = {s.name: s for s in scanners}
         self.ctx = ctx
         self._strategies = dict(strategies)
         self._default_strategy = default_strategy
         self.rules: tuple[DlpRule, ...] = tuple(rules)
-        self.entities: tuple[str, ...] = tuple(entities)
+        self.entities: tuple[str, ...] = tuple(entities) if entities is not None else entity_names()
         self._person = person
-        #: The ``privacy`` section this masker was built from (classification, user_id and attribute settings).
+        #: The ``privacy`` section this masker was built from (classification, user_id, attribute and budget settings).
         self.config: PrivacyConfig = config or PrivacyConfig()
+        self._max_chars = self.config.budget.max_chars
+        self._max_candidates = self.config.budget.max_candidates
+        self._needs_view = needs_view_regex()
+        # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
+        self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
 
     # ------------------------------------------------------------------ construction
 
@@ -137,14 +202,15 @@ class PiiMasker:
             raise ConfigError(f"privacy.disabled_recognizers: unknown recognizer(s) {unknown}; known: {sorted(RECOGNIZERS)}")
         options = RecognizerOptions(phone_regions=tuple(cfg.phone_regions), phone_reject_context=tuple(cfg.phone_reject_context))
         recs: list[Recognizer] = [c(options) for n, c in RECOGNIZERS.items() if n not in cfg.disabled_recognizers]
+        builtin = entity_names()
         custom_entities: list[str] = []
         for i, c in enumerate(cfg.custom_recognizers):
             if c.name in RECOGNIZERS or any(r.name == c.name for r in recs):
                 raise ConfigError(f"privacy.custom_recognizers[{i}].name: {c.name!r} is already a recognizer")
             recs.append(_custom(c))
-            if c.entity not in BUILTIN_ENTITIES and c.entity not in custom_entities:
+            if c.entity not in builtin and c.entity not in custom_entities:
                 custom_entities.append(c.entity)
-        entities = BUILTIN_ENTITIES + tuple(sorted(custom_entities))
+        entities = builtin + tuple(sorted(custom_entities))
         for entity in list(cfg.strategies) + list(cfg.entity_levels):
             if entity not in entities and entity != "USER_ID":
                 raise ConfigError(f"privacy: entity type {entity!r} (in strategies or entity_levels) is not produced by any recognizer; known: {list(entities)}")
@@ -158,46 +224,71 @@ class PiiMasker:
     def strategy_for(self, entity: str) -> str:
         return self._strategies.get(entity, self._default_strategy)
 
-    def scan(self, texts: pl.Series) -> ScanResult:
-        """Find, resolve and mask entities in ``texts`` (nulls stay null) and evaluate the DLP rules."""
+    def scan(self, texts: pl.Series, *, rule_rows: int | None = None) -> ScanResult:
+        """Find, resolve and mask entities in ``texts`` (nulls stay null) and evaluate the DLP
+        rules on the first ``rule_rows`` strings (default: all; other rows read False)."""
         texts = texts.cast(pl.Utf8)
         n = texts.len()
-        frame = pl.DataFrame({"t": texts})
-        exprs = [pl.col("t").str.contains(s.candidate_pattern).fill_null(False).alias(f"s{i}") for i, s in enumerate(self._scanners)]
-        exprs += [pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)]
-        hits = frame.select(exprs) if exprs else pl.DataFrame()
-        rules = {r.name: hits[f"r{j}"].rename(r.name) for j, r in enumerate(self.rules)}
+        lengths = texts.str.len_chars().fill_null(0).to_numpy()
+        cut = lengths > self._max_chars
+        head = self._max_chars - len(CUT_MARKER)
+        scanned = texts.str.slice(0, head).zip_with(pl.Series(cut), texts) if cut.any() else texts
+        # Strings no recognizer can match (short ones, lower-case words, UUIDs) are left out:
+        # everything below works on the m others ("work"), indexed 0..m-1.
+        trivial = scanned.str.contains(_TRIVIAL).fill_null(True).to_numpy()
+        act = np.flatnonzero(~trivial)
+        m = len(act)
+        work = scanned.gather(act)
 
-        scanner_cols = [f"s{i}" for i in range(len(self._scanners))]
+        views, maps, over_views = self._views(work)
+        extra, parents = self._base64_segments(views)
+        all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
+        total = all_views.len()
+
+        hits = self._prefilter(all_views)
+        rules: dict[str, pl.Series] = {}
+        if self.rules:
+            k = n if rule_rows is None else min(n, rule_rows)
+            in_k = act < k
+            readable = scanned.head(k).clone().scatter(act[in_k], views.filter(pl.Series(in_k))) if in_k.any() else scanned.head(k)
+            rule_hits = pl.DataFrame({"t": readable}).select([pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)])
+            rules = {r.name: rule_hits[f"r{j}"].extend_constant(False, n - k).rename(r.name) for j, r in enumerate(self.rules)}
+
+        cands: dict[int, list[Candidate]] = {}
+        slow = np.zeros(total, dtype=bool)
+        slow[over_views] = True
+        n_cands = np.zeros(total, dtype=np.int64)
+        # Higher priorities first, so a candidate inside an accepted span needs no validation.
+        for i in self._by_priority:
+            scanner = self._scanners[i]
+            rows = hits.get(i)
+            if rows is None or not len(rows):
+                continue
+            rows = rows[~slow[rows]]
+            if not len(rows):
+                continue
+            sub = all_views.gather(rows)
+            r_arr, s_arr, e_arr = scanner.locate(sub, rows, self._max_candidates)
+            if not len(r_arr):
+                continue
+            # A row with more candidates than the budget allows is not validated at all.
+            n_cands += np.bincount(r_arr, minlength=total)
+            crowded = n_cands > self._max_candidates
+            if crowded.any():
+                slow |= crowded
+                keep = ~slow[r_arr]
+                r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
+            strings = dict(zip(rows.tolist(), sub.to_list()))
+            self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, slow)
         if self._person is not None:
-            cand = texts.is_not_null() & (texts.str.len_chars() > 0)
-        elif scanner_cols:
-            cand = hits.select(pl.any_horizontal(scanner_cols)).to_series()
-        else:
-            cand = pl.Series([False] * n)
-        rows = cand.arg_true()
-        spans: dict[int, list[tuple[int, int, int, str, str]]] = {}
-        if rows.len():
-            row_list = rows.to_list()
-            local = {r: k for k, r in enumerate(row_list)}
-            tlist: list[str] = texts.gather(rows).to_list()
-            for i, scanner in enumerate(self._scanners):
-                if not scanner_cols:
-                    break
-                col_rows = hits[f"s{i}"].arg_true().to_list()
-                compiled = self._compiled[i]
-                prio, entity, rname = scanner.priority, scanner.entity, scanner.name
-                for r in col_rows:
-                    text = tlist[local[r]]
-                    accepted, shadows = scanner.scan(text, compiled.finditer(text))
-                    if accepted or shadows:
-                        bucket = spans.setdefault(r, [])
-                        bucket.extend((s, e, prio, entity, rname) for s, e in accepted)
-                        bucket.extend((s, e, prio, "", rname) for s, e in shadows)
-            if self._person is not None:
-                for r, found in zip(row_list, self._person.spans(tlist)):
-                    for s, e in found:
-                        spans.setdefault(r, []).append((s, e, _PERSON_PRIORITY, "PERSON", "spacy_person"))
+            self._ner(views, m, cands)
+        slow_work = slow[:m].copy()
+        for j, (parent, _s, _e) in enumerate(parents):
+            if slow[m + j]:
+                slow_work[parent] = True
+        self._lift_base64(extra, parents, cands, m)
+        slow_rows = np.zeros(n, dtype=bool)
+        slow_rows[act[slow_work]] = True
 
         counts = {e: np.zeros(n, dtype=np.int32) for e in self.entities}
         f_row: list[int] = []
@@ -206,37 +297,59 @@ class PiiMasker:
         f_start: list[int] = []
         f_end: list[int] = []
         new_rows: list[int] = []
-        new_texts: list[str] = []
-        if spans:
-            texts_by_row = dict(zip(rows.to_list(), tlist))
-            for r in sorted(spans):
-                chosen = _resolve(spans[r])
-                text = texts_by_row[r]
-                pieces: list[str] = []
-                pos = 0
-                for s, e, _p, entity, rname in chosen:
-                    if not entity:  # shadow of a rejected look-alike: nothing to mask
-                        continue
-                    pieces.append(text[pos:s])
-                    pieces.append(self._replacement(entity, rname, text[s:e]))
-                    pos = e
-                    f_row.append(r)
-                    f_type.append(entity)
-                    f_rec.append(rname)
-                    f_start.append(s)
-                    f_end.append(e)
-                    arr = counts.get(entity)
-                    if arr is not None:
-                        arr[r] += 1
-                if pos:
-                    pieces.append(text[pos:])
-                    new_rows.append(r)
-                    new_texts.append("".join(pieces))
-        masked = texts.clone()
+        new_texts: list[str | None] = []
+        rows_with = sorted(r for r in cands if r < m and not slow_work[r])
+        originals = dict(zip(rows_with, work.gather(rows_with).to_list())) if rows_with else {}
+        view_text = dict(zip(rows_with, views.gather(rows_with).to_list())) if rows_with else {}
+        for r in rows_with:
+            chosen = _resolve(cands[r])
+            text = originals[r]
+            view = maps.get(r)
+            vtext = view_text[r]
+            g = int(act[r])
+            pieces: list[str] = []
+            pos = 0
+            for s, e, _p, entity, rname, value in chosen:
+                if not entity:  # shadow of a rejected look-alike: nothing to mask
+                    continue
+                os_, oe = view.original_span(s, e) if view is not None else (s, e)
+                if os_ < pos:  # two view spans from one original character: already masked
+                    continue
+                pieces.append(text[pos:os_])
+                pieces.append(self._replacement(entity, rname, vtext[s:e] if value is None else value))
+                pos = oe
+                f_row.append(g)
+                f_type.append(entity)
+                f_rec.append(rname)
+                f_start.append(os_)
+                f_end.append(oe)
+            if pos:
+                pieces.append(text[pos:])
+                new_rows.append(g)
+                new_texts.append("".join(pieces))
+        masked = scanned
+        if cut.any():
+            cut_rows = np.flatnonzero(cut).tolist()
+            done = dict(zip(new_rows, new_texts))
+            heads = scanned.gather(cut_rows).to_list()
+            for r, h in zip(cut_rows, heads):
+                done[r] = (done.get(r) or h) + CUT_MARKER
+            new_rows, new_texts = list(done), list(done.values())
+        if slow_rows.any():
+            done = dict(zip(new_rows, new_texts))
+            for r in np.flatnonzero(slow_rows).tolist():
+                done[r] = None
+            new_rows, new_texts = list(done), list(done.values())
         if new_rows:
-            masked = masked.scatter(new_rows, pl.Series(new_texts, dtype=pl.Utf8))
-        findings = _findings_series(n, f_row, f_type, f_rec, f_start, f_end)
-        return ScanResult(masked=masked.rename(texts.name), counts=counts, findings=findings, rules=rules)
+            masked = masked.clone().scatter(new_rows, pl.Series(new_texts, dtype=pl.Utf8))  # scatter works in place
+        rows_arr = np.asarray(f_row, dtype=np.int64)
+        types_arr = np.asarray(f_type, dtype=object)
+        for e in counts:
+            sel = rows_arr[types_arr == e] if len(rows_arr) else rows_arr
+            if len(sel):
+                counts[e] = np.bincount(sel, minlength=n).astype(np.int32)
+        findings = findings_column(n, rows_arr, f_type, f_rec, f_start, f_end)
+        return ScanResult(masked=masked.rename(texts.name), counts=counts, findings=findings, rules=rules, cut=cut, over_budget=slow_rows)
 
     def mask_series(self, texts: pl.Series) -> pl.Series:
         """Masked copy of a text column (the monitor flow masks prompts and completions with it)."""
@@ -248,14 +361,15 @@ class PiiMasker:
         uniq = values.drop_nulls().unique()
         if uniq.len() == 0:
             return values
-        mapping = {u: f"<{entity}:{self.ctx.token(entity, u)}>" for u in uniq.to_list()}
+        mapping = {u: self._token("pseudonymize", entity, u, u) for u in uniq.to_list()}
         return values.replace_strict(mapping, default=None, return_dtype=pl.Utf8).rename(values.name)
 
     def mask_payloads(self, raw: pl.Series) -> pl.Series:
         """Masked copy of raw payload bytes (dead-letter masking).  UTF-8 payloads are masked as
         text; other bytes are read one byte per character (Latin-1), so ASCII PII inside
         binary data is still masked and every other byte is kept.  JSON stays valid JSON
-        (tokens hold no quote or backslash); masked Avro payloads are no longer decodable."""
+        (tokens hold no quote or backslash); masked Avro payloads are no longer decodable.
+        Payloads longer than ``budget.max_chars`` keep only their masked head."""
         decoded: list[str | None] = []
         latin: list[bool] = []
         for b in raw.to_list():
@@ -269,48 +383,198 @@ class PiiMasker:
             except UnicodeDecodeError:
                 decoded.append(b.decode("latin-1"))
                 latin.append(True)
-        masked = self.mask_series(pl.Series(decoded, dtype=pl.Utf8)).to_list()
-        out = [None if t is None else t.encode("latin-1" if lat else "utf-8") for t, lat in zip(masked, latin)]
+        masked = self.scan(pl.Series(decoded, dtype=pl.Utf8)).masked.to_list()
+        out = [None if b is None else ("<UNSCANNED>" if t is None else t).encode("latin-1" if lat else "utf-8", "replace") for b, t, lat in zip(raw.to_list(), masked, latin)]
         return pl.Series(raw.name, out, dtype=pl.Binary)
 
     # ------------------------------------------------------------------ internals
 
+    def _prefilter(self, strings: pl.Series) -> dict[int, np.ndarray]:
+        """Per scanner, the rows its prefilter flags.  Only non-null strings are read; the
+        literal prefilters run as one alternation first (then each on the rows it hit), the
+        regex ones each on their own (one alternation of them all is a far larger, slower
+        automaton)."""
+        if not self._scanners or strings.len() == 0:
+            return {}
+        idx = strings.is_not_null().arg_true().to_numpy()
+        if not len(idx):
+            return {}
+        sub = pl.DataFrame({"t": strings.gather(idx)})
+        out: dict[int, np.ndarray] = {}
+        regex_scanners = [i for i, s in enumerate(self._scanners) if not s.prefilter_literals]
+        if regex_scanners:
+            flags = sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in regex_scanners])
+            out.update({i: idx[flags[f"s{i}"].to_numpy()] for i in regex_scanners})
+        literal_scanners = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
+        if literal_scanners:
+            alternation = literal_alternation(w for i in literal_scanners for w in self._scanners[i].prefilter_literals)
+            hit = sub.select(pl.col("t").str.contains(alternation).fill_null(False)).to_series().to_numpy()
+            if hit.any():
+                lit_idx = idx[hit]
+                lit_sub = sub.filter(pl.Series(hit))
+                flags = lit_sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in literal_scanners])
+                out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
+        return out
+
+    def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View], list[int]]:
+        """Detection views, their offset maps, and the rows over budget while building them."""
+        needs = scanned.str.contains(self._needs_view).fill_null(False)
+        if not needs.any():
+            return scanned, {}, []
+        idx = needs.arg_true().to_list()
+        maps: dict[int, View] = {}
+        new: list[str | None] = []
+        over: list[int] = []
+        for r, t in zip(idx, scanned.gather(idx).to_list()):
+            try:
+                v = build_view(t, self._max_candidates)
+            except BudgetExceeded:
+                over.append(r)
+                new.append(None)
+                continue
+            if v.starts is not None:
+                maps[r] = v
+            new.append(v.text)
+        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps, over  # scatter works in place
+
+    @staticmethod
+    def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
+        """Decoded text of Base64 runs (one level deep): ``(texts, [(row, start, end)])``."""
+        flagged = views.str.contains(_B64_RUN).fill_null(False)
+        if not flagged.any():
+            return [], []
+        idx = flagged.arg_true().to_numpy()
+        sub = views.gather(idx)
+        r_arr, s_arr, e_arr = regex_spans(sub, idx, _B64_RUN)
+        long_enough = (e_arr - s_arr) >= _B64_MIN
+        if not long_enough.any():
+            return [], []
+        strings = dict(zip(idx.tolist(), sub.to_list()))
+        texts: list[str] = []
+        parents: list[tuple[int, int, int]] = []
+        for r, s, e in zip(r_arr[long_enough].tolist(), s_arr[long_enough].tolist(), e_arr[long_enough].tolist()):
+            decoded = _b64_text(strings[r][s:e])
+            if decoded is not None:
+                texts.append(decoded)
+                parents.append((r, s, e))
+        return texts, parents
+
+    @staticmethod
+    def _lift_base64(extra: list[str], parents: list[tuple[int, int, int]], cands: dict[int, list[Candidate]], n: int) -> None:
+        """Findings inside decoded Base64 become findings of the whole Base64 run in the parent row."""
+        for k, (r, s, e) in enumerate(parents):
+            inner = cands.pop(n + k, None)
+            if not inner:
+                continue
+            decoded = extra[k]
+            for cs, ce, prio, entity, rname, value in _resolve(inner):
+                if entity:
+                    cands.setdefault(r, []).append((s, e, prio, entity, f"base64:{rname}", decoded[cs:ce] if value is None else value))
+
+    def _validate(
+        self,
+        scanner: Recognizer,
+        strings: dict[int, str],
+        rows: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        cands: dict[int, list[Candidate]],
+        slow: np.ndarray,
+    ) -> None:
+        prio, entity, rname = scanner.priority, scanner.entity, scanner.name
+        for r, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist()):
+            if slow[r]:
+                continue
+            taken = cands.get(r)
+            if taken and any(c[2] > prio and c[0] <= s and e <= c[1] for c in taken):
+                continue  # inside a span a higher-priority recognizer already holds: it would lose anyway
+            text = strings[r]
+            try:
+                accepted = list(scanner.accept(text, s, e))
+            except BudgetExceeded:
+                slow[r] = True
+                continue
+            if accepted:
+                bucket = cands.setdefault(r, [])
+                bucket.extend((a, b, prio, entity, rname, None) for a, b in accepted)
+            else:
+                sh = scanner.shadow(text, s, e)
+                if sh is not None:
+                    cands.setdefault(r, []).append((sh[0], sh[1], prio, "", rname, None))
+
+    def _ner(self, views: pl.Series, n: int, cands: dict[int, list[Candidate]]) -> None:
+        assert self._person is not None
+        rows = (views.is_not_null() & (views.str.len_chars() > 0)).arg_true().to_list()
+        if not rows:
+            return
+        for r, found in zip(rows, self._person.spans(views.gather(rows).to_list())):
+            for s, e in found:
+                cands.setdefault(r, []).append((s, e, _PERSON_PRIORITY, "PERSON", "spacy_person", None))
+
     def _replacement(self, entity: str, recognizer: str, value: str) -> str:
         if entity == "DLP":
             return f"<DLP:{recognizer[4:]}>"
-        rec = self._by_name.get(recognizer)
+        rec = self._by_name.get(recognizer.removeprefix("base64:"))
         normalized = rec.normalize(value) if rec is not None else value
-        return STRATEGIES[self.strategy_for(entity)](entity, value, normalized, self.ctx)
+        return self._token(self.strategy_for(entity), entity, value, normalized)
+
+    def _make_token(self, strategy: str, entity: str, value: str, normalized: str) -> str:
+        return STRATEGIES[strategy](entity, value, normalized, self.ctx)
 
 
 def _custom(c: CustomRecognizer) -> Recognizer:
     return _ConfiguredPattern(c.name, c.entity, c.pattern, c.priority)
 
 
-def _resolve(cands: list[tuple[int, int, int, str, str]]) -> list[tuple[int, int, int, str, str]]:
-    """Non-overlapping spans: higher priority first, then longer, then earlier; sorted by start."""
+_HEXISH = re.compile(r"[0-9A-Fa-f\-]+")
+
+
+def _b64_text(run: str) -> str | None:
+    """``run`` decoded as Base64 (standard or URL-safe) when that gives printable UTF-8 text.
+    Runs that cannot be Base64 of text are skipped before decoding: hex and UUIDs, and runs
+    without both upper- and lower-case letters (Base64 of text always has both)."""
+    body = run.rstrip("=")
+    if len(body) % 4 == 1 or body.islower() or body.isupper() or _HEXISH.fullmatch(body):
+        return None
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        raw = base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    if len(text) < 6 or not text.isprintable():
+        return None
+    return text
+
+
+def _resolve(cands: list[Candidate]) -> list[Candidate]:
+    """Non-overlapping spans: higher priority first, then longer, then earlier; sorted by start.
+    A byte map of taken characters keeps this linear in the candidates' total length."""
     if len(cands) == 1:
         return cands
-    cands = sorted(set(cands), key=lambda c: (-c[2], c[0] - c[1], c[0]))
-    chosen: list[tuple[int, int, int, str, str]] = []
-    for c in cands:
-        if all(c[1] <= o[0] or c[0] >= o[1] for o in chosen):
-            chosen.append(c)
+    order = sorted(set(cands), key=lambda c: (-c[2], c[0] - c[1], c[0]))
+    taken = bytearray(max(c[1] for c in order) + 1)
+    chosen: list[Candidate] = []
+    for c in order:
+        s, e = c[0], c[1]
+        if e <= s or taken.find(1, s, e) != -1:
+            continue
+        taken[s:e] = b"\x01" * (e - s)
+        chosen.append(c)
     chosen.sort()
     return chosen
 
 
-def _findings_series(n: int, rows: list[int], types: list[str], recs: list[str], starts: list[int], ends: list[int]) -> pl.Series:
-    dtype = pl.List(FINDING_DTYPE)
-    if not rows:
-        return pl.Series("pii_findings", [[]] * n, dtype=dtype) if n else pl.Series("pii_findings", [], dtype=dtype)
-    flat = pl.DataFrame(
-        {"row": rows, "type": types, "recognizer": recs, "start": starts, "end": ends},
-        schema={"row": pl.UInt32, "type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32},
+def findings_column(n: int, rows: np.ndarray, types: list[str], recs: list[str], starts: list[int], ends: list[int]) -> pl.Series:
+    """``List(FINDING_DTYPE)`` of ``n`` rows from flat findings sorted by row (Arrow offsets)."""
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    if len(rows):
+        np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    values = pa.StructArray.from_arrays(
+        [pa.array(types, pa.large_string()), pa.array(recs, pa.large_string()), pa.array(starts, pa.int32()), pa.array(ends, pa.int32())],
+        fields=list(_FINDING_ARROW),
     )
-    grouped = flat.group_by("row", maintain_order=True).agg(pl.struct("type", "recognizer", "start", "end").alias("pii_findings"))
-    full = pl.DataFrame({"row": pl.arange(0, n, dtype=pl.UInt32, eager=True)}).join(grouped, on="row", how="left", maintain_order="left")
-    return full["pii_findings"].fill_null(pl.lit([], dtype=dtype)).cast(dtype)
+    return pl.Series("pii_findings", pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)).cast(pl.List(FINDING_DTYPE))
 
 
-__all__ = ["BUILTIN_ENTITIES", "FINDING_DTYPE", "PiiMasker", "ScanResult", "SpacyPersonDetector"]
+__all__ = ["CUT_MARKER", "FINDING_DTYPE", "PiiMasker", "ScanResult", "SpacyPersonDetector", "findings_column"]

@@ -81,18 +81,20 @@ def card_brand_ok(digits: str) -> bool:
 
 _CARD_GROUPS_OK = (
     lambda g: len(g) == 1,
+    lambda g: all(x == 1 for x in g),  # one digit at a time
     lambda g: all(x == 4 for x in g[:-1]) and 1 <= g[-1] <= 4,
     lambda g: g in ([4, 6, 5], [4, 6, 4]),
 )
 
 
 def card_ok(value: str) -> bool:
-    """A payment card number: 12-19 digits (12 only for Maestro), one kind of separator in card-like groups,
+    """A payment card number: 12-19 digits (12 only for Maestro), one kind of separator (space,
+    dash or dot) in card-like groups (one group, fours, Amex 4-6-5, or one digit at a time),
     a known issuer range and a valid Luhn digit."""
     seps = {c for c in value if not c.isdigit()}
-    if len(seps) > 1 or not seps <= {" ", "-"}:
+    if len(seps) > 1 or not seps <= {" ", "-", "."}:
         return False
-    groups = [len(g) for g in re.split(r"[ -]", value)] if seps else [len(value)]
+    groups = [len(g) for g in re.split(r"[ .-]", value)] if seps else [len(value)]
     if 0 in groups or not any(rule(groups) for rule in _CARD_GROUPS_OK):
         return False
     digits = digits_of(value)
@@ -235,6 +237,8 @@ __all__ = [
     "ipv4_ok",
     "ipv6_ok",
     "jwt_ok",
+    "looks_like_compact_date",
+    "looks_like_date",
     "luhn_ok",
     "nanp_ok",
     "random_token_ok",
@@ -262,3 +266,14 @@ def looks_like_date(value: str) -> bool:
         if m and 1 <= int(m["m"]) <= 12 and 1 <= int(m["d"]) <= 31:
             return True
     return False
+
+
+def looks_like_compact_date(value: str) -> bool:
+    """True for an eight-digit ``YYYYMMDD`` date of the years 1900-2099.
+
+    >>> looks_like_compact_date("20260105"), looks_like_compact_date("20261305"), looks_like_compact_date("41555526")
+    (True, False, False)
+    """
+    if len(value) != 8 or not value.isdigit() or value[:2] not in ("19", "20"):
+        return False
+    return 1 <= int(value[4:6]) <= 12 and 1 <= int(value[6:]) <= 31

@@ -35,6 +35,7 @@ EVENTS = 50_000
 # Columns that measure the run rather than the data: the local model's wall-clock latency
 # and when an alert was raised.  Everything else must equal a never-killed run.
 PROCESSING_TIME_COLUMNS = frozenset({"fired_at", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms"})
+NATURAL_KEYS = {"metrics": ["window_start", "key"], "metrics_late": ["window_start", "key", "first_id"], "alerts": ["rule", "key", "window_start", "state"]}
 
 # (fault plan, what it simulates); every run restarts from the same recovery folder.
 FAULTS = [
@@ -67,23 +68,24 @@ def _env(bootstrap: str, topic: str, root: Path) -> dict[str, str]:
             "DRIFTLINE__SINKS__ROOT": str(root),
             "DRIFTLINE__SINKS__FLUSH_ROWS": "2500",
             "DRIFTLINE__SINKS__FLUSH_SECONDS": "1",
-            # Three partitions are consumed in polls of 1,000 messages, so one partition can
-            # run minutes of event time ahead of another.  With the default 30 s lateness,
-            # which events count as late then depends on the interleaving, which differs
-            # after every restart; a lateness above the whole run's event-time span makes
-            # window contents depend on the data alone (see docs/monitoring.md).
-            "DRIFTLINE__MONITORING__ALLOWED_LATENESS_SECONDS": "86400",
         }
     )
     return env
 
 
-def _run(env: dict[str, str], recovery: Path, fault: str | None, *, kill_after_commits: int | None = None, timeout: float = 240) -> tuple[int, list[dict]]:
-    """Run the flow once; returns its exit status and the sink's JSON log records."""
+def _run(
+    env: dict[str, str], recovery: Path, fault: str | None, *, kill_after_commits: int | None = None, timeout: float = 240, final: bool = False
+) -> tuple[int, list[dict]]:
+    """Run the flow once; returns its exit status and the sink's JSON log records.
+
+    A ``final`` run ends the input: windows still open are emitted rather than kept in
+    the recovery folder for a next run."""
     cmd = [sys.executable, "-m", "driftline.cli", "run", "enrich", "--drain", "--recovery-dir", str(recovery), "--epoch-interval", "0.5"]
     run_env = dict(env)
     if fault:
         run_env["DRIFTLINE_FAULT"] = fault
+    if final:
+        run_env["DRIFTLINE__MONITORING__END_OF_INPUT"] = "close"
     proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if kill_after_commits is not None:
         root = Path(env["DRIFTLINE__SINKS__ROOT"])
@@ -135,7 +137,7 @@ def test_sigkill_at_commit_points_then_restart_is_exactly_once(kafka_bootstrap: 
         codes.append(code)
         logs += run_logs
     assert codes.count(137) + codes.count(-signal.SIGKILL) >= 5, codes  # the kills really happened mid-run
-    code, run_logs = _run(env, recovery, None)  # the final run drains the topic
+    code, run_logs = _run(env, recovery, None, final=True)  # the final run drains the topic
     assert code == 0
     logs += run_logs
     # the restarts really exercised recovery: temps removed, commits rolled forward, replays skipped
@@ -154,28 +156,33 @@ def test_sigkill_at_commit_points_then_restart_is_exactly_once(kafka_bootstrap: 
 
     assert cli_main(["verify", "--root", str(root)]) == 0, capsys.readouterr().out
 
-    # Window-keyed datasets (metrics, alerts), when the flow writes any, equal a never-killed run's.
+    # Window-keyed datasets equal a never-killed run's, and every enriched event is counted
+    # once: in its window or as late.
     store = open_store(str(root))
-    windowed = [
+    windowed = sorted(
         d.name
         for d in root.iterdir()
         if d.is_dir() and (entries := load_entries(store, d.name)) and not any(e.coverage for e in entries)  # window-keyed: no offset coverage
-    ]
-    if windowed:
-        clean_root = tmp_path / "clean"
-        assert _run(_env(kafka_bootstrap, topic, clean_root), tmp_path / "clean-recovery", None)[0] == 0
-        for name in windowed:
-            got, want = _dataset(root, name), _dataset(clean_root, name)
-            cols = [c for c in got.columns if c not in PROCESSING_TIME_COLUMNS]
-            got, want = got.select(cols).sort(cols), want.select(cols).sort(cols)
-            assert got.height == want.height, f"{name}: {got.height} rows, an uninterrupted run wrote {want.height}"
-            diff = [c for c in cols if not _same(got[c], want[c])]
-            assert diff == [], f"{name} differs from an uninterrupted run in {diff}"
+    )
+    assert "metrics" in windowed, windowed
+    late = _dataset(root, "metrics_late")
+    late_events = int(late["late_events"].sum()) if late.height else 0
+    assert int(_dataset(root, "metrics")["events"].sum()) + late_events == enriched.height
+    clean_root = tmp_path / "clean"
+    assert _run(_env(kafka_bootstrap, topic, clean_root), tmp_path / "clean-recovery", None, final=True)[0] == 0
+    for name in windowed:
+        got, want = _dataset(root, name), _dataset(clean_root, name)
+        cols = [c for c in got.columns if c not in PROCESSING_TIME_COLUMNS]
+        order = NATURAL_KEYS[name] + [c for c in cols if c not in NATURAL_KEYS[name] and c != "drift"]
+        got, want = got.select(cols).sort(order), want.select(cols).sort(order)
+        assert got.height == want.height, f"{name}: {got.height} rows, an uninterrupted run wrote {want.height}"
+        diff = [c for c in cols if not _same(got[c], want[c])]
+        assert diff == [], f"{name} differs from an uninterrupted run in {diff}"
 
     # Immutability: further runs, restarts and full replays never change a committed file.
     before = _checksums(root)
-    assert _run(env, recovery, None)[0] == 0  # restart after a finished run
-    code, replay_logs = _run(env, tmp_path / "fresh-recovery", None)  # replays all 50,000 events from offset 0
+    assert _run(env, recovery, None, final=True)[0] == 0  # restart after a finished run
+    code, replay_logs = _run(env, tmp_path / "fresh-recovery", None, final=True)  # replays all 50,000 events from offset 0
     assert code == 0
     closed = {r["dataset"]: r for r in replay_logs if r["msg"] == "sink_closed"}
     assert closed["enriched"]["rows_written"] == 0 and closed["enriched"]["rows_replayed"] == len(valid_ids)

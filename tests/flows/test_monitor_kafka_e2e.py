@@ -132,12 +132,14 @@ def test_monitor_flow_drift_and_alerts_on_the_real_broker(kafka_bootstrap: str, 
         rows = [c for w in range(first, last + 1) for c in calls(w, rng)]
         produce_calls(kafka_bootstrap, topic, rows)
         sent += len(rows)
-        run_flow(build_monitor_flow(cfg, drain=True), recovery_dir=rec, epoch_interval=1.0)
-    # a payload that is not a model call goes to the dead-letter topic, not the windows
+        run_flow(build_monitor_flow(cfg, drain=True, state_dir=rec), recovery_dir=rec, epoch_interval=1.0)
+    # a payload that is not a model call goes to the dead-letter topic, not the windows;
+    # this last run ends the input, so the window left open by the previous runs is emitted
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     p.produce(topic, value=b'{"call_id": "broken"}')
     assert p.flush(30) == 0
-    run_flow(build_monitor_flow(cfg, drain=True), recovery_dir=rec, epoch_interval=1.0)
+    final = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"end_of_input": "close"})})
+    run_flow(build_monitor_flow(final, drain=True, state_dir=rec), recovery_dir=rec, epoch_interval=1.0)
 
     metrics = read_dataset(root, "metrics").sort("window_start", "key")
     alerts = read_dataset(root, "alerts")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import orjson
-import pyarrow.parquet as pq
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
@@ -21,7 +19,7 @@ from driftline.flows.enrich import build_enrich_flow
 from driftline.logs import configure_logging
 from driftline.producer import SyntheticProducer, produce
 from driftline.runner import run_flow
-from driftline.testing.kafka import consume_all
+from driftline.testing.hostile import parquet_texts, topic_text
 
 pytestmark = pytest.mark.kafka
 
@@ -30,20 +28,9 @@ PRODUCER_REGIONS = ["US", "DE", "FR", "ES", "IT", "BR", "NL"]
 
 
 def _parquet_text(root: Path) -> str:
-    parts = []
-    for f in sorted(root.rglob("*.parquet")):
-        parts.append(orjson.dumps(pq.read_table(f).to_pylist(), default=str).decode())
-    assert parts, f"no Parquet files under {root}"
-    return "\n".join(parts)
-
-
-def _topic_text(bootstrap: str, topic: str) -> str:
-    chunks = []
-    for m in consume_all(bootstrap, topic):
-        chunks.append((m.value or b"").decode("utf-8", "replace"))
-        chunks.append((m.key or b"").decode("utf-8", "replace"))
-        chunks.extend(v.decode("utf-8", "replace") for v in m.headers.values())
-    return "\n".join(chunks)
+    texts = parquet_texts(root)
+    assert texts, f"no Parquet files under {root}"
+    return "\n".join(texts.values())
 
 
 def test_no_raw_pii_in_any_output(kafka_bootstrap: str, unique_topic, tmp_path: Path) -> None:
@@ -77,7 +64,7 @@ def test_no_raw_pii_in_any_output(kafka_bootstrap: str, unique_topic, tmp_path: 
         "parquet": _parquet_text(tmp_path / "out"),
         "log": log_file.read_text(encoding="utf-8"),
         "metrics page": generate_latest(REGISTRY).decode(),
-        **{name: _topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
+        **{name: topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
     }
     assert outputs["output_topic"] and outputs["dead_letter_topic"] and outputs["log"]
     for where, text in outputs.items():

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 import numpy as np
 import polars as pl
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, run_main
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSource, cluster_main, run_main
 from polars.testing import assert_frame_equal
 
 from driftline.clock import FakeClock
@@ -20,9 +23,9 @@ from driftline.testing import InMemorySink
 T0 = datetime(2026, 2, 1, 10, 0, tzinfo=timezone.utc)
 
 
-def run_windows(frames: list[pl.DataFrame], cfg: MonitoringConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def run_windows(frames: list[pl.DataFrame], cfg: MonitoringConfig, partitions: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     flow = Dataflow("test_windows")
-    out = window_monitor("mon", op.input("in", flow, TestingSource(frames)), cfg, clock=FakeClock(T0))
+    out = window_monitor("mon", op.input("in", flow, TestingSource(frames)), cfg, clock=FakeClock(T0), partitions=partitions)
     sinks = {name: InMemorySink() for name in ("metrics", "alerts", "late")}
     for name, sink in sinks.items():
         op.output(f"{name}_out", getattr(out, name), sink)
@@ -165,3 +168,148 @@ def test_each_rule_fires_once_where_its_condition_starts_and_resolves() -> None:
     feats = {d["feature"]: d for d in drift_rows["drift"][0]}
     assert feats["f_chars"]["psi_level"] == "significant" and feats["f_lang"]["js"] > 0.1
     assert drift_rows["confidence_drift_level"][0] == "significant"
+
+
+# ---------------------------------------------------------------------------------
+# partitions, workers, backlogs and restarts
+# ---------------------------------------------------------------------------------
+class _FramesPartition(StatefulSourcePartition[pl.DataFrame, int]):
+    def __init__(self, frames: list[pl.DataFrame], start: int) -> None:
+        self.frames, self.i = frames, start
+
+    def next_batch(self) -> list[pl.DataFrame]:
+        if self.i >= len(self.frames):
+            raise StopIteration()
+        self.i += 1
+        return [self.frames[self.i - 1]]
+
+    def snapshot(self) -> int:
+        return self.i
+
+
+class PartitionedFrames(FixedPartitionedSource[pl.DataFrame, int]):
+    """An in-memory source with one Bytewax partition per input partition (like the Kafka source)."""
+
+    def __init__(self, parts: dict[str, list[pl.DataFrame]]) -> None:
+        self.parts = parts
+
+    def list_parts(self) -> list[str]:
+        return sorted(self.parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FramesPartition:
+        return _FramesPartition(self.parts[for_part], resume_state or 0)
+
+
+def partitioned(ev: pl.DataFrame, partitions: int, batch: int) -> dict[str, list[pl.DataFrame]]:
+    """Events spread over input partitions (each in time order, as a producer writes them), cut in polls."""
+    ev = ev.sort("event_time").with_columns(
+        pl.lit("events").alias("src_topic"), (pl.int_range(pl.len()) % partitions).cast(pl.Int32).alias("src_partition")
+    )
+    return {str(p): batches(ev.filter(pl.col("src_partition") == p), batch) for p in range(partitions)}
+
+
+def run_flow_frames(source: Any, cfg: MonitoringConfig, *, workers: int = 1, recovery: Path | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    flow = Dataflow("test_windows_parts")
+    names = [f"events+{p}" for p in source.list_parts()]  # the input's partitions, as the flows pass the Kafka source's
+    out = window_monitor("mon", op.input("in", flow, source), cfg, clock=FakeClock(T0), recovery=recovery is not None, partitions=names)
+    sinks = {name: InMemorySink() for name in ("metrics", "alerts", "late")}
+    for name, sink in sinks.items():
+        op.output(f"{name}_out", getattr(out, name), sink)
+    rc = RecoveryConfig(str(recovery)) if recovery is not None else None
+    if workers == 1:
+        run_main(flow, recovery_config=rc)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers, recovery_config=rc)
+    return tuple(pl.concat(sinks[n].items) if sinks[n].items else pl.DataFrame() for n in ("metrics", "alerts", "late"))  # type: ignore[return-value]
+
+
+def assert_same_rows(a: pl.DataFrame, b: pl.DataFrame, key: list[str]) -> None:
+    """Equal rows by natural key; floats up to summation order (1e-9 relative)."""
+    assert a.height == b.height
+    drop = [c for c in ("fired_at",) if c in a.columns]
+    a, b = a.drop(drop).sort(key), b.drop(drop).sort(key)
+    assert_frame_equal(a, b, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_windows_equal_with_one_or_two_workers() -> None:
+    """Same windows, late rows and alerts whatever the worker count and shard count."""
+    rng = np.random.default_rng(21)
+    ev = pl.concat([phase_frame(i, p, rng, n=240) for i, p in enumerate(PHASES)])
+    stale = phase_frame(1, "stable", rng, n=30).with_columns(  # written 5 minutes late into partition 1
+        pl.format("late{}", pl.col("event_id")).alias("event_id"), pl.lit("events").alias("src_topic"), pl.lit(1, pl.Int32).alias("src_partition")
+    )
+    parts = partitioned(ev, 3, 97)
+    parts["1"].insert(len(parts["1"]) // 2, stale)
+    cfg = MonitoringConfig(drift={"warmup_windows": 3})
+    one = run_flow_frames(PartitionedFrames(parts), cfg)
+    two = run_flow_frames(PartitionedFrames(parts), cfg, workers=2)
+    few = run_flow_frames(PartitionedFrames(parts), cfg.model_copy(update={"window_shards": 3}), workers=2)
+    metrics, alerts, late = one
+    assert metrics["events"].sum() + late["late_events"].sum() == ev.height + stale.height
+    assert late["late_events"].sum() == stale.height and set(late["window_start"]) == {T0 + timedelta(minutes=1)}
+    check_alert_scenario(metrics, alerts, EXPECTED)
+    for other in (two, few):
+        assert_same_rows(one[0].drop("drift"), other[0].drop("drift"), ["window_start", "key"])
+        assert_same_rows(one[1], other[1], ["rule", "key", "window_start", "state"])
+        assert_same_rows(one[2], other[2], ["window_start", "key", "first_id"])
+
+
+def test_backlog_of_three_partitions_gives_the_live_windows() -> None:
+    """30 minutes of events on 3 partitions: read partition after partition (a backlog
+    where one partition is drained before the others deliver anything) or interleaved in
+    time order (live), the windows are the same and nothing is late.  The input's
+    partitions are known (as the flows know the Kafka source's), so the first one cannot
+    close windows the others still hold."""
+    rng = np.random.default_rng(22)
+    ev = events(9000, 30, rng)
+    parts = partitioned(ev, 3, 1000)
+    live = [f for trio in zip(*(parts[p] for p in sorted(parts))) for f in trio]
+    backlog = [f for p in sorted(parts) for f in parts[p]]  # partition 0 first: 30 minutes ahead of the others
+    cfg = MonitoringConfig(allowed_lateness_seconds=30)
+    names = tuple(f"events+{p}" for p in sorted(parts))
+    m_live, _, late_live = run_windows(live, cfg, names)
+    m_backlog, _, late_backlog = run_windows(backlog, cfg, names)
+    assert late_live.height == 0 and late_backlog.height == 0
+    assert m_live["events"].sum() == ev.height
+    assert_same_rows(m_live.drop("drift"), m_backlog.drop("drift"), ["window_start", "key"])
+
+
+def test_a_window_open_at_the_end_of_a_run_continues_in_the_next(tmp_path: Path) -> None:
+    """Two runs on one recovery folder, split inside a window: the first keeps its open
+    windows in the snapshot, the second finishes them; rows equal a single run's."""
+    rng = np.random.default_rng(23)
+    ev = pl.concat([phase_frame(i, p, rng, n=200) for i, p in enumerate(PHASES)])
+    parts = partitioned(ev, 2, 50)
+    cfg = MonitoringConfig(drift={"warmup_windows": 3})
+    whole = run_flow_frames(PartitionedFrames(parts), cfg)
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    init_db_dir(rec, 1)
+    cut = {p: len(f) // 2 + 1 for p, f in parts.items()}  # 6.5 minutes of 13: inside window 6
+    first = run_flow_frames(PartitionedFrames({p: f[: cut[p]] for p, f in parts.items()}), cfg, recovery=rec)
+    assert first[0]["window_start"].max() < T0 + timedelta(minutes=6)  # the open window was not emitted
+    second = run_flow_frames(PartitionedFrames(parts), cfg.model_copy(update={"end_of_input": "close"}), recovery=rec)
+    both = [pl.concat([a, b], how="vertical") if a.height and b.height else (a if a.height else b) for a, b in zip(first, second)]
+    assert_same_rows(whole[0], both[0], ["window_start", "key"])
+    assert_same_rows(whole[1], both[1], ["rule", "key", "window_start", "state"])
+    assert both[2].height == whole[2].height == 0
+
+
+def test_after_a_closing_end_of_input_later_events_of_those_windows_are_late(tmp_path: Path) -> None:
+    """``end_of_input: close`` declares the input complete: a later run counts the rest of
+    the windows it emitted as late instead of emitting them a second time."""
+    rng = np.random.default_rng(24)
+    ev = pl.concat([phase_frame(i, "stable", rng, n=100) for i in range(8)])
+    parts = partitioned(ev, 2, 40)
+    cfg = MonitoringConfig(end_of_input="close")
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    init_db_dir(rec, 1)
+    cut = {p: len(f) // 2 + 1 for p, f in parts.items()}
+    first = run_flow_frames(PartitionedFrames({p: f[: cut[p]] for p, f in parts.items()}), cfg, recovery=rec)
+    second = run_flow_frames(PartitionedFrames(parts), cfg, recovery=rec)
+    metrics = pl.concat([first[0], second[0]])
+    assert metrics.select("window_start", "key").is_duplicated().sum() == 0
+    late = second[2]
+    assert late.height and set(late["window_start"]) == {first[0]["window_start"].max()}
+    assert metrics["events"].sum() + late["late_events"].sum() == ev.height

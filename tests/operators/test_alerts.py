@@ -138,6 +138,14 @@ def test_webhook_posts_signed_alertmanager_payload(receiver) -> None:  # type: i
     assert payload[0]["labels"]["severity"] == "critical" and payload[0]["labels"]["source"] == "a"
     assert "endsAt" not in payload[0] and payload[1]["endsAt"] == "2026-01-01T00:02:00Z"
     assert payload[1]["startsAt"] == "2026-01-01T00:00:00Z"
+    # stable ids: the same alerts raised again (a replay) carry the same ids, so receivers drop repeats
+    assert [p["annotations"]["alert_id"] for p in payload] == [a["alert_id"] for a in fired + resolved]
+    again = AlertEngine(cfg, FakeClock(T0 + timedelta(hours=3)))
+    replayed = again.evaluate(row(0, error_rate=0.5)) + again.evaluate(row(1, error_rate=0.0))
+    assert [a["alert_id"] for a in replayed] == [a["alert_id"] for a in fired + resolved]
+    assert len({a["alert_id"] for a in replayed}) == 2
+    assert hook.send(replayed)
+    assert _Receiver.received[1][1]["X-Driftline-Delivery-Id"] == headers["X-Driftline-Delivery-Id"]
     hook.close()
 
 

@@ -12,7 +12,7 @@ from driftline.operators.pii.recognizers import RECOGNIZERS, Recognizer, Recogni
 
 def found(name: str, text: str, options: RecognizerOptions | None = None) -> list[str]:
     rec = RECOGNIZERS[name](options)
-    return [text[s:e] for s, e in rec.spans(text, rec.compiled().finditer(text))]
+    return [text[s:e] for s, e in rec.find(text)]
 
 
 @pytest.mark.parametrize(
@@ -82,9 +82,11 @@ def test_jwt() -> None:
     assert found("jwt", f"cookie {jwt} ok") == [jwt]
 
 
-def test_national_phone_layouts_only_for_configured_regions() -> None:
+def test_national_phone_layouts_found_with_and_without_configured_regions() -> None:
+    """Issue 12: a national layout with its trunk 0 is a phone whether or not its region is
+    configured (it used to need privacy.phone_regions, and leaked otherwise)."""
     text = "ruf an: 030 12345678"
-    assert found("phone", text) == []
+    assert found("phone", text) == ["030 12345678"]
     assert found("phone", text, RecognizerOptions(phone_regions=("DE",))) == ["030 12345678"]
 
 
