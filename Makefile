@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench kafka-jars kafka-start kafka-stop lock clean chromium report-screenshot torture-compact
+.PHONY: install demo test bench bench-e2e kafka-jars kafka-start kafka-stop lock clean chromium report-screenshot torture-compact
 
 install: $(STAMP) $(JARS)
 
@@ -41,6 +41,19 @@ test: install chromium
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+## End-to-end throughput on the real broker: driftline vs the I/O floor, a per-event loop
+## and a Quix Streams app (200,000 events; BENCH_E2E_ARGS="--events 1000000" for the RSS run).
+## Quix Streams needs an older confluent-kafka than driftline pins, so it gets its own venv.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed: bench/quix-constraints.txt
+	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet -r bench/quix-constraints.txt
+	touch $@
+
+bench-e2e: install $(QUIX_VENV)/.installed
+	$(BIN)/python bench/bench_e2e.py $(BENCH_E2E_ARGS)
 
 ## A 5,000-event demo, its HTML report and a full-page screenshot (docs/report.png).
 report-screenshot: install chromium

@@ -41,7 +41,7 @@ from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
 from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
 from driftline.models import ModelService, model_output_schema
-from driftline.operators.decode import RawRecord, decode_batch
+from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.model_call import model_batch_key, model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letters
@@ -58,12 +58,13 @@ FLOW = "enrich"
 class EnrichIO:
     """The flow's edges: where micro-batches come from and where Kafka-bound records go.
 
-    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and ``output`` take
+    ``source`` emits raw micro-batches (frames of ``SOURCE_SCHEMA``, or lists of
+    :class:`~driftline.operators.decode.RawRecord`); ``dead_letter`` and ``output`` take
     lists of ``(key, value, headers)``.  Parquet datasets are always written under
     ``cfg.sinks.root``.
     """
 
-    source: Source[list[RawRecord]]
+    source: Source[RawBatch]
     dead_letter: Sink[Any]
     output: Sink[Any] | None
     metrics: Sink[Any] | None = None
@@ -104,52 +105,54 @@ def build_enrich_flow(
     models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     specs = dataset_specs(cfg)
-    sink = lambda name: ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)  # noqa: E731
+    sink = lambda name: metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))  # noqa: E731
 
+    t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_enrich")
     raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, lambda recs: decode_batch(_counted(recs), cfg.decode, clock.now()))
-    batches = op.map("validate", batches, lambda b: validate_batch(b, validator, clock.now()))
-    masked = op.map("mask_pii", batches, lambda b: mask_batch_audited(b, masker))
+    batches = op.map("decode", raw, t("decode", lambda recs: decode_batch(_counted(recs), cfg.decode, clock.now())))
+    batches = op.map("validate", batches, t("validate", lambda b: validate_batch(b, validator, clock.now())))
+    masked = op.map("mask_pii", batches, t("mask_pii", lambda b: mask_batch_audited(b, masker)))
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
-    batches = op.map("features", batches, lambda b: features_batch(b, features))
+    batches = op.map("features", batches, t("features", lambda b: features_batch(b, features)))
 
-    rejected = op.map("rejected_rows", batches, _rejected_rows)
+    rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))
     valid = op.map("valid_rows", batches, _valid_rows)
-    valid = op.map("sanitize", valid, lambda f: sanitize_frame(f, sanitizer))
+    valid = op.map("sanitize", valid, t("sanitize", lambda f: sanitize_frame(f, sanitizer)))
 
     # Model calls: keyed by input partition (spread over the workers, each key batching its
     # own rows by count or waiting time); idle ticks (empty frames) bypass the batcher so
     # time-based file flushes downstream keep moving.
     keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), model_batch_key)
-    called = op.stateful_batch("model_call", keyed, model_call_builder("model_call", models, cfg.models.batching, clock))
+    called = op.stateful_batch("model_call", keyed, metrics.timed_logic("model_call", model_call_builder("model_call", models, cfg.models.batching, clock)))
     results = op.map("model_results", called, lambda kv: metrics.observe_out(FLOW, kv[1].results))
     ticks = op.filter("idle_ticks", valid, lambda f: f.height == 0)
     scored = op.merge("scored", results, ticks)
 
     if cfg.privacy.mask_dead_letter:
-        dlq_frames = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker))
+        dlq_frames = op.map("mask_dead_letter", rejected, t("mask_dead_letter", lambda f: mask_dead_letters(f, masker)))
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
-    op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, lambda f: dead_letter_records(f, VALIDATOR_VERSION)), io.dead_letter)
+    op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, t("dead_letter_records", lambda f: dead_letter_records(f, VALIDATOR_VERSION))), metrics.timed_sink("dead_letter_out", io.dead_letter))
     parquet_output("rejected_parquet", rejected, sink("rejected"))
     parquet_output("audit_parquet", audit, sink("audit"))
     parquet_output("enriched_parquet", scored, sink("enriched"))
     if io.output is not None:
         columns = list(specs["enriched"].schema.names)
         rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
-        op.output("output_topic_out", op.map("output_records", rows_out, lambda f: json_records(f, columns, "event_id")), io.output)
+        op.output("output_topic_out", op.map("output_records", rows_out, t("output_records", lambda f: json_records(f, columns, "event_id"))), metrics.timed_sink("output_topic_out", io.output))
 
     # Per-window cost, latency, quality and drift; alerts.
+    # the window step's own pieces are counted in the "other" share of the bench's per-step table
     win = window_monitor("windows", scored, cfg.monitoring, clock=clock, recovery=state_dir is not None, partitions=SourcePartitions(io.source))
     parquet_output("metrics_parquet", win.metrics, sink("metrics"))
     parquet_output("metrics_late_parquet", win.late, sink("metrics_late"))
     parquet_output("alerts_parquet", win.alerts, sink("alerts"))
     if io.metrics is not None:
-        op.output("metrics_topic_out", op.map("metrics_records", win.metrics, lambda f: json_records(f, list(f.columns), "key")), io.metrics)
+        op.output("metrics_topic_out", op.map("metrics_records", win.metrics, t("metrics_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("metrics_topic_out", io.metrics))
     if io.alerts is not None:
-        op.output("alerts_topic_out", op.map("alerts_records", win.alerts, lambda f: json_records(f, list(f.columns), "key")), io.alerts)
+        op.output("alerts_topic_out", op.map("alerts_records", win.alerts, t("alerts_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("alerts_topic_out", io.alerts))
     if cfg.monitoring.alerts.webhook_url:
         op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(cfg.monitoring))
     return flow
@@ -164,7 +167,9 @@ def _rejected_rows(batch: MicroBatch) -> pl.DataFrame:
     return batch.rejected
 
 
-def _counted(records: list[RawRecord]) -> list[RawRecord]:
-    if records:
-        metrics.observe_in(FLOW, len(records))
+def _counted(records: RawBatch) -> RawBatch:
+    n = len(records)  # a raw frame's height or a list's length
+    if n:
+        metrics.observe_in(FLOW, n)
+        metrics.count_input(n)
     return records

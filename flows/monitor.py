@@ -36,11 +36,12 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from driftline import metrics
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
-from driftline.operators.decode import RawRecord
+from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letters
 from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
@@ -58,13 +59,13 @@ TELEMETRY_FEATURES: list[DriftFeature] = []
 class MonitorIO:
     """Edges of the monitor flow.
 
-    ``source`` emits lists of :class:`RawRecord`; ``dead_letter`` and the optional
+    ``source`` emits raw micro-batches (see :class:`~driftline.flows.enrich.EnrichIO`); ``dead_letter`` and the optional
     ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``;
     ``frames`` maps ``telemetry``, ``metrics``, ``alerts``, ``late`` to extra sinks of
     Polars frames (tests use :class:`~driftline.testing.InMemorySink`).
     """
 
-    source: Source[list[RawRecord]]
+    source: Source[RawBatch]
     dead_letter: Sink[Any]
     metrics_topic: Sink[Any] | None = None
     alerts_topic: Sink[Any] | None = None
@@ -139,11 +140,12 @@ def build_monitor_flow(
     io = io or kafka_io(cfg, drain=drain)
     masker = TextMasker(cfg)
 
+    timed = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_monitor")
     raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, lambda recs: decode_telemetry(recs, cfg.decode))
+    batches = op.map("decode", raw, timed("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
     rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
-    rows = op.map("telemetry_rows", batches, lambda b: telemetry_rows(b, cfg, masker))
+    rows = op.map("telemetry_rows", batches, timed("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
     if cfg.privacy.mask_dead_letter:
         rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
@@ -168,8 +170,13 @@ def build_monitor_flow(
         run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
         specs = dataset_specs(cfg)
         for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
-            parquet_output(f"{name}_parquet", stream, ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))
+            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)))
     return flow
+
+
+def _counted(records: RawBatch) -> RawBatch:
+    metrics.count_input(len(records))
+    return records
 
 
 __all__ = ["MonitorIO", "TextMasker", "build_monitor_flow", "kafka_io", "telemetry_rows"]

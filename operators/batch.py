@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import polars as pl
+import pyarrow as pa
 
 ATTRIBUTES_DTYPE = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
 TIME_DTYPE = pl.Datetime("ms", "UTC")
@@ -85,6 +86,22 @@ def attribute_value(key: str, column: str = "attributes") -> pl.Expr:
     return pl.col(column).list.eval(el.filter(el.struct.field("key") == key).struct.field("value")).list.first()
 
 
+def utf8_lists(name: str, values: list[list[str]]) -> pl.Series:
+    """A ``List(Utf8)`` column from Python lists, built through Arrow offsets (Polars builds
+    one inner Series per row from nested lists: ~10x slower).
+
+    >>> utf8_lists("codes", [["a", "b"], [], ["c"]]).to_list()
+    [['a', 'b'], [], ['c']]
+    """
+    offsets = [0]
+    flat: list[str] = []
+    for v in values:
+        flat.extend(v)
+        offsets.append(len(flat))
+    arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.large_string()))
+    return pl.Series(name, arr).cast(pl.List(pl.Utf8))
+
+
 def empty_events() -> pl.DataFrame:
     return pl.DataFrame(schema=EVENT_SCHEMA)
 
@@ -96,16 +113,16 @@ def empty_rejects() -> pl.DataFrame:
 def reject_rows(rows: pl.DataFrame, stage: str, codes: pl.Series | list[list[str]], reasons: pl.Series | list[list[str]]) -> pl.DataFrame:
     """Build ``REJECT_SCHEMA`` rows from event rows refused at ``stage``."""
     n = rows.height
-    out = rows.select([c for c in REJECT_SCHEMA if c in rows.columns and c not in ("stage", "reason_codes", "reasons")])
+    have = set(rows.columns)  # Polars builds the list anew on every access
+    out = rows.select([c for c in REJECT_SCHEMA if c in have and c not in ("stage", "reason_codes", "reasons")])
     out = out.with_columns(
         pl.lit(stage, pl.Utf8).alias("stage"),
         pl.Series("reason_codes", codes, dtype=pl.List(pl.Utf8)) if n else pl.Series("reason_codes", [], pl.List(pl.Utf8)),
         pl.Series("reasons", reasons, dtype=pl.List(pl.Utf8)) if n else pl.Series("reasons", [], pl.List(pl.Utf8)),
     )
-    for name, dtype in REJECT_SCHEMA.items():
-        if name not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype).alias(name))
-    return out.select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
+    have = set(out.columns)
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in REJECT_SCHEMA.items() if name not in have]
+    return out.with_columns(missing).select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
 
 
 @dataclass(slots=True)

@@ -25,10 +25,11 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows, utf8_lists
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -178,105 +179,159 @@ def _time_ms(value: Any) -> int | None:
     return None
 
 
-def _coerce_attributes(value: Any, errors: list[str]) -> list[dict[str, str]]:
+def _coerce_attributes(value: Any, errors: list[str]) -> tuple[list[str], list[str]]:
+    """The attributes map as parallel key and value lists (numbers and booleans as JSON text,
+    null values dropped); anything else is a ``wrong_type:attributes`` error and no attributes."""
     if value is None:
-        return []
+        return [], []
     if not isinstance(value, dict):
         errors.append("wrong_type:attributes")
-        return []
-    out = []
+        return [], []
+    keys: list[str] = []
+    vals: list[str] = []
     for k, v in value.items():
         if isinstance(v, str):
-            out.append({"key": str(k), "value": v})
+            keys.append(str(k))
+            vals.append(v)
         elif isinstance(v, (int, float, bool)):
-            out.append({"key": str(k), "value": orjson.dumps(v).decode()})
+            keys.append(str(k))
+            vals.append(orjson.dumps(v).decode())
         elif v is None:
             continue
         else:
             errors.append("wrong_type:attributes")
-            return []
-    return out
+            return [], []
+    return keys, vals
 
 
-def _event_fields(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The event fields of one decoded object, plus ``field_errors`` codes."""
+def _event_fields(obj: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[list[str], list[str]], list[str]]:
+    """The event fields of one decoded object (in ``_FIELDS`` order), its attributes as
+    key and value lists, and its ``field_errors`` codes."""
     errors: list[str] = []
-    fields: dict[str, Any] = {}
-    for name in ("event_id", "source", "text", *OPTIONAL):
+    fields: list[Any] = []
+    for name in _STRING_FIELDS:
         v = obj.get(name)
         if v is None:
             if name in REQUIRED:
                 errors.append(f"missing_field:{name}")
-            fields[name] = None
+            fields.append(None)
         elif isinstance(v, str):
-            fields[name] = v
+            fields.append(v)
         else:
             errors.append(f"wrong_type:{name}")
-            fields[name] = None
+            fields.append(None)
     t = obj.get("event_time")
     if t is None:
         errors.append("missing_field:event_time")
-        fields["event_time"] = None
+        fields.append(None)
     else:
         ms = _coerce_time(t)
         if ms is None:
             errors.append("wrong_type:event_time")
-        fields["event_time"] = ms
-    fields["attributes"] = _coerce_attributes(obj.get("attributes"), errors)
-    return fields, errors
+        fields.append(ms)
+    return tuple(fields), _coerce_attributes(obj.get("attributes"), errors), errors
 
+
+_STRING_FIELDS = ("event_id", "source", "text", *OPTIONAL)
+_FIELDS = (*_STRING_FIELDS, "event_time")
 
 SOURCE_SCHEMA: dict[str, pl.DataType] = {**COORDINATE_SCHEMA, "raw": pl.Binary}
-"""What :func:`append_source` records of a message: its coordinates, key and original bytes."""
+"""A raw micro-batch as the Kafka source emits it: one row per message with its
+coordinates, key and original bytes (``raw``)."""
 
 
-def append_source(cols: dict[str, list[Any]], rec: RawRecord) -> None:
-    """Append the record's Kafka coordinates, key and original bytes to column lists."""
-    cols["src_key"].append(rec.key)
-    cols["src_topic"].append(rec.topic)
-    cols["src_partition"].append(rec.partition)
-    cols["src_offset"].append(rec.offset)
-    cols["src_timestamp"].append(rec.timestamp_ms)
-    cols["raw"].append(rec.value)
+def raw_frame(
+    values: Sequence[bytes | None], keys: Sequence[bytes | None], topics: str | Sequence[str], partitions: int | Sequence[int], offsets: Sequence[int], timestamps_ms: Sequence[int]
+) -> pl.DataFrame:
+    """A raw micro-batch (:data:`SOURCE_SCHEMA`) from column lists; a single topic or
+    partition is repeated for every row."""
+    n = len(values)
+    topic = pl.Series("src_topic", [topics] * n if isinstance(topics, str) else topics, dtype=pl.Utf8)
+    part = pl.Series("src_partition", [partitions] * n if isinstance(partitions, int) else partitions, dtype=pl.Int32)
+    ts = pl.Series("src_timestamp", timestamps_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    return pl.DataFrame(
+        [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, pl.Series("raw", values, dtype=pl.Binary)]
+    )
 
 
-def decode_batch(records: Sequence[RawRecord], config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
-    """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order."""
+def records_frame(records: Sequence[RawRecord]) -> pl.DataFrame:
+    """A raw micro-batch from :class:`RawRecord` objects (tests, in-memory sources)."""
+    return raw_frame(
+        [r.value for r in records], [r.key for r in records], [r.topic for r in records], [r.partition for r in records], [r.offset for r in records], [r.timestamp_ms for r in records]
+    )
+
+
+RawBatch = pl.DataFrame | Sequence[RawRecord]
+"""What the decoders take: a raw frame (the Kafka source) or :class:`RawRecord` objects."""
+
+
+def as_raw_frame(records: RawBatch) -> pl.DataFrame:
+    return records if isinstance(records, pl.DataFrame) else records_frame(records)
+
+
+def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
+    """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order.
+
+    Payloads are parsed one by one (orjson, fastavro for single-object Avro, the
+    registry's writer schema for Confluent framing), so each refusal keeps its own
+    reason; the decoded fields go straight into column lists, and the coordinates and
+    bytes stay in the raw frame's columns (gathered, never copied into Python objects).
+    """
+    raw = as_raw_frame(records)
     config = config or DecodeConfig()
     limit, registry = config.max_payload_bytes, registry_for(config.schema_registry)
     now = now or datetime.now(timezone.utc)
-    cols: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA}
-    bad: dict[str, list[Any]] = {name: [] for name in SOURCE_SCHEMA}
+    fields: list[tuple[Any, ...]] = []
+    formats: list[str] = []
+    attr_offsets = [0]
+    attr_keys: list[str] = []
+    attr_values: list[str] = []
+    errors: list[list[str]] = []
+    ok: list[int] = []
+    bad: list[int] = []
     bad_codes: list[list[str]] = []
     bad_reasons: list[list[str]] = []
-
-    def refuse(rec: RawRecord, code: str, message: str) -> None:
-        append_source(bad, rec)
-        bad_codes.append([code])
-        bad_reasons.append([message])
-
-    for rec in records:
+    for j, value in enumerate(raw["raw"].to_list()):
         try:
-            obj, fmt = decode_payload(rec.value, limit, registry=registry)
+            obj, fmt = decode_payload(value, limit, registry=registry)
         except Undecodable as exc:
-            refuse(rec, exc.code, exc.message)
+            bad.append(j)
+            bad_codes.append([exc.code])
+            bad_reasons.append([exc.message])
             continue
         try:
-            fields, errors = _event_fields(obj)
+            row, (keys, vals), errs = _event_fields(obj)
         except Exception as exc:  # never let one odd value stop the batch
-            refuse(rec, "unsupported_value", f"{DECODE_REASONS['unsupported_value']}: {type(exc).__name__}")
+            bad.append(j)
+            bad_codes.append(["unsupported_value"])
+            bad_reasons.append([f"{DECODE_REASONS['unsupported_value']}: {type(exc).__name__}"])
             continue
-        for name, value in fields.items():
-            cols[name].append(value)
-        append_source(cols, rec)
-        cols["payload_format"].append(fmt)
-        cols["field_errors"].append(errors)
-        cols["warnings"].append([])
-    valid = columns_frame(cols, EVENT_SCHEMA)
+        ok.append(j)
+        fields.append(row)
+        formats.append(fmt)
+        errors.append(errs)
+        attr_keys.extend(keys)
+        attr_values.extend(vals)
+        attr_offsets.append(len(attr_keys))
+    n = len(ok)
+    columns = list(zip(*fields)) if fields else [()] * len(_FIELDS)  # rows to columns in one C-level pass
+    decoded = [pl.Series(name, values, dtype=pl.Int64 if name == "event_time" else pl.Utf8) for name, values in zip(_FIELDS, columns)]
+    decoded[-1] = decoded[-1].cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    attributes = pa.ListArray.from_arrays(
+        pa.array(attr_offsets, pa.int32()),
+        pa.StructArray.from_arrays([pa.array(attr_keys, pa.large_string()), pa.array(attr_values, pa.large_string())], names=["key", "value"]),
+    )
+    extra = [
+        pl.Series("attributes", attributes).cast(ATTRIBUTES_DTYPE),
+        pl.Series("payload_format", formats, dtype=pl.Utf8),
+        utf8_lists("field_errors", errors),
+        utf8_lists("warnings", [[]] * n),
+    ]
+    coords = raw if n == raw.height else raw[ok]
+    valid = pl.DataFrame(decoded + extra).hstack(coords.get_columns()).select(list(EVENT_SCHEMA))
     batch = MicroBatch(valid=valid, now=now)
-    if bad_codes:
-        bad_frame = columns_frame(bad, SOURCE_SCHEMA)
-        batch.rejected = reject_rows(bad_frame, "decode", bad_codes, bad_reasons)
+    if bad:
+        batch.rejected = reject_rows(raw[bad], "decode", bad_codes, bad_reasons)
     return batch
 
 

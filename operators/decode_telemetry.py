@@ -19,14 +19,13 @@ carry the call's fields; ``prompt`` and ``completion`` are raw until masked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
 from driftline.config.kafka import DecodeConfig
 from driftline.operators.batch import TIME_DTYPE, empty_rejects, reject_rows
-from driftline.operators.decode import DECODE_REASONS, SOURCE_SCHEMA, RawRecord, Undecodable, _coerce_time, append_source, columns_frame, decode_payload
+from driftline.operators.decode import DECODE_REASONS, RawBatch, RawRecord, Undecodable, _coerce_time, as_raw_frame, columns_frame, decode_payload
 
 TELEMETRY_SCHEMA: dict[str, pl.DataType] = {
     "call_id": pl.Utf8,
@@ -70,16 +69,18 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
-def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None = None) -> TelemetryBatch:
-    """Decode a poll of telemetry messages, keeping input order."""
+def decode_telemetry(records: RawBatch, config: DecodeConfig | None = None) -> TelemetryBatch:
+    """Decode a poll of telemetry messages (a raw frame or :class:`RawRecord` objects), keeping input order."""
+    raw = as_raw_frame(records)
     limit = (config or DecodeConfig()).max_payload_bytes
-    cols: dict[str, list[Any]] = {k: [] for k in TELEMETRY_SCHEMA}
-    bad: dict[str, list[Any]] = {name: [] for name in SOURCE_SCHEMA}
+    cols: dict[str, list[Any]] = {k: [] for k in TELEMETRY_SCHEMA if k not in _COORDINATES}
+    ok: list[int] = []
+    bad: list[int] = []
     codes: list[list[str]] = []
     reasons: list[list[str]] = []
-    for rec in records:
+    for j, value in enumerate(raw["raw"].to_list()):
         try:
-            obj, fmt = decode_payload(rec.value, limit, "model_call")
+            obj, fmt = decode_payload(value, limit, "model_call")
             code = ""
         except Undecodable as exc:
             obj, fmt, code = None, "", exc.code
@@ -100,7 +101,7 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
         else:
             row_codes = [code]
         if row_codes:
-            append_source(bad, rec)
+            bad.append(j)
             codes.append(row_codes)
             reasons.append([DECODE_REASONS.get(c, c.replace("_", " ").replace(":", ": ")) for c in row_codes])
             continue
@@ -121,17 +122,19 @@ def decode_telemetry(records: Sequence[RawRecord], config: DecodeConfig | None =
             "model_label": opt["label"],
             "prompt": opt["prompt"],
             "completion": opt["completion"],
-            "src_topic": rec.topic,
-            "src_partition": rec.partition,
-            "src_offset": rec.offset,
-            "src_timestamp": rec.timestamp_ms,
             "payload_format": fmt,
         }
         for k, v in values.items():
             cols[k].append(v)
-    valid = columns_frame(cols, TELEMETRY_SCHEMA)
-    rejected = reject_rows(columns_frame(bad, SOURCE_SCHEMA), "decode", codes, reasons) if codes else empty_rejects()
+        ok.append(j)
+    decoded = columns_frame(cols, {k: t for k, t in TELEMETRY_SCHEMA.items() if k not in _COORDINATES})
+    coords = (raw if len(ok) == raw.height else raw[ok]).select(_COORDINATES)
+    valid = decoded.hstack(coords.get_columns()).select([pl.col(c).cast(t) for c, t in TELEMETRY_SCHEMA.items()])
+    rejected = reject_rows(raw[bad], "decode", codes, reasons) if codes else empty_rejects()
     return TelemetryBatch(valid, rejected)
+
+
+_COORDINATES = ("src_topic", "src_partition", "src_offset", "src_timestamp")
 
 
 def with_cost(frame: pl.DataFrame, pricing: dict[str, Any]) -> pl.DataFrame:

@@ -1,5 +1,11 @@
 """``local``: VADER sentiment on the CPU, offline (the lexicon ships with vaderSentiment).
 
+Scores come from :class:`~driftline.models.vader.VaderBatch`: vaderSentiment's compound
+score computed for the whole batch at once (equal to ``polarity_scores`` on every text,
+linear in the text's length; the model input is at most ``features.sanitize.max_chars``
+characters, so no single record can be slow).  The backend scores every request it is
+given in one batch: the ``batching.max_rows`` chunking exists for remote calls.
+
 The compound score c in [-1, 1] maps to a label with the backend's thresholds
 (defaults +/-0.05, VADER's own) and a confidence in [0, 1]: for positive and
 negative ``0.5 + 0.5 * |c|``; for neutral ``1 - 0.5 * |c| / threshold`` (1 at c = 0,
@@ -17,24 +23,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 
 import orjson
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from driftline.models.base import ModelBackend, register_backend
 from driftline.models.prompts import TaskSpec
 from driftline.models.types import ModelRequest, ModelResult
+from driftline.models.vader import VaderBatch
 
 _VERSION = importlib.metadata.version("vaderSentiment")
-_ANALYZER: SentimentIntensityAnalyzer | None = None
 
 
-def _analyzer() -> SentimentIntensityAnalyzer:
-    global _ANALYZER
-    if _ANALYZER is None:  # loading the lexicon takes ~50 ms: once per process
-        _ANALYZER = SentimentIntensityAnalyzer()
-    return _ANALYZER
+@lru_cache(maxsize=1)
+def _scorer() -> VaderBatch:
+    return VaderBatch()  # loading the lexicon takes ~50 ms: once per process
 
 
 @register_backend("local")
@@ -47,18 +51,31 @@ class VaderBackend(ModelBackend):
     def supports(self, task: TaskSpec) -> bool:
         return task.kind == "sentiment"
 
+    def _sentiment(self, task: str) -> bool:
+        spec = self.tasks.get(task)
+        return spec is not None and spec.kind == "sentiment"
+
+    def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: Callable[[list[tuple[int, ModelResult]]], None] | None = None) -> Iterator[list[tuple[int, ModelResult]]]:
+        """Every request in one batch: a columnar batch costs less per row the larger it is,
+        and nothing leaves the process, so ``max_rows`` (sized for remote calls) does not apply.
+        ``on_results`` (when given) sees the group before it is yielded, like the base class's."""
+        group = list(enumerate(self.call_batch(requests)))
+        if on_results is not None:
+            on_results(group)
+        yield group
+
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         start = time.perf_counter()
-        analyzer = _analyzer()
         pos_t = self.config.positive_threshold
         neg_t = self.config.negative_threshold
+        supported = [self._sentiment(req.task) for req in requests]
+        scores = iter(_scorer().compound([req.text or "" for req, ok in zip(requests, supported) if ok]))
         out: list[ModelResult] = []
-        for req in requests:
-            spec = self.tasks.get(req.task)
-            if spec is None or spec.kind != "sentiment":
+        for req, ok in zip(requests, supported):
+            if not ok:
                 out.append(ModelResult.failure("unsupported", f"local backend runs sentiment only, not {req.task!r}", model_name=self.model))
                 continue
-            c = float(analyzer.polarity_scores(req.text or "")["compound"])
+            c = next(scores)
             if c >= pos_t:
                 label, conf = "positive", 0.5 + 0.5 * abs(c)
             elif c <= neg_t:

@@ -57,16 +57,19 @@ def conform(frame: pl.DataFrame, spec: DatasetSpec, step_id: str) -> pa.Table:
     where = f"step {step_id!r}, dataset {spec.name!r}"
     if not isinstance(frame, pl.DataFrame):
         raise SinkSchemaError(f"{where}: expected a polars.DataFrame micro-batch, received {type(frame).__name__}")
-    present = [f.name for f in spec.schema if f.name in frame.columns]
+    received = frame.columns  # a new list on every access: read once
+    have = set(received)
+    present = [f.name for f in spec.schema if f.name in have]
     table = frame.select(present).to_arrow() if present else None
     n = frame.height
     arrays = []
     for f in spec.schema:
-        if table is None or f.name not in table.column_names:
+        if f.name not in have:
             if not f.nullable and n > 0:
-                raise SinkSchemaError(f"{where}: column {f.name!r} ({f.type}, not nullable) is missing from the micro-batch (received columns {frame.columns})")
+                raise SinkSchemaError(f"{where}: column {f.name!r} ({f.type}, not nullable) is missing from the micro-batch (received columns {received})")
             arrays.append(pa.nulls(n, f.type))
             continue
+        assert table is not None
         col = table.column(f.name)
         if col.type != f.type:
             src_kind, dst_kind = _kind(col.type), _kind(f.type)

@@ -97,7 +97,7 @@ def threads_calling_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[int]
 
 
 def test_two_workers_give_the_model_results_of_one(tmp_path: Path, threads_calling_models: set[int]) -> None:
-    behaviour = dict(latency_s=0.005, failure_rate=0.1, failure_mix={"server_error": 1.0, "rate_limit": 1.0, "malformed": 1.0}, seed=5, retry_after="0.01")
+    behaviour = dict(latency_s=0.005, failure_rate=0.3, failure_mix={"server_error": 1.0, "rate_limit": 1.0, "malformed": 1.0}, seed=5, retry_after="0.01")
     outs = {}
     threads = {}
     port = _free_port()  # one base URL: it is part of the configuration hash, hence of the idempotency keys that seed failures

@@ -1,0 +1,264 @@
+"""End-to-end throughput on the real broker: driftline's enrich flow side by side with
+the alternatives it replaces, in one run, on the same topic.
+
+    .venv/bin/python bench/bench_e2e.py                     # 200,000 events, every leg
+    .venv/bin/python bench/bench_e2e.py --events 1000000 --legs driftline   # RSS at each 250k
+    make bench-e2e
+
+Starts a local KRaft broker (driftline.broker.LocalKafka on free ports, never 9092)
+unless ``KAFKA_BOOTSTRAP_SERVERS`` is set, produces N synthetic events with the
+project's producer (3 partitions, 2% malformed, 20% with PII, fixed seed), then runs
+each leg as its own process over the whole topic:
+
+- ``floor``: the I/O floor, Kafka -> Parquet with no stages (orjson, pyarrow zstd);
+- ``loop``: a plain per-event consumer loop doing the seed documents' work
+  (bench/e2e_work.py: five PII regexes, text_length/word_count, VADER, per-minute
+  window stats, Parquet);
+- ``quix``: a Quix Streams 3.x application doing the same per-event work (in the
+  interpreter given by ``--quix-python``, default ``.venv-quix/bin/python``, which
+  ``make bench-e2e`` builds: quixstreams needs an older confluent-kafka than driftline);
+- ``driftline``: ``driftline run enrich --drain`` with the default configuration.
+
+Throughput is events / (end - first record seen): the start-up of each process is not
+counted.  driftline's figures come from its step timers (``$DRIFTLINE_STEP_TIMERS``,
+see driftline/metrics.py): the same code path with each step's function wrapped in a
+timer, giving the per-step table in microseconds per input event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+LEGS = ("floor", "loop", "quix", "driftline")
+LABELS = {
+    "floor": "Kafka -> Parquet, no stages (orjson decode, pyarrow zstd)",
+    "loop": "per-event consumer loop, seed documents' work",
+    "quix": "Quix Streams 3.x application, same per-event work",
+    "driftline": "driftline run enrich --drain, default configuration",
+}
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (each leg is one)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> dict[str, Any]:
+    result = work / f"{leg}.json"
+    out = work / leg
+    cmd = [python, str(HERE / "e2e_legs.py"), leg, "--bootstrap", bootstrap, "--topic", topic, "--out", str(out), "--result", str(result)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"leg {leg} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(result.read_text())
+
+
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    timers = work / "driftline-timers.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
+    env.update(
+        {
+            "DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "DRIFTLINE__KAFKA__INPUT_TOPIC": topic,
+            "DRIFTLINE__KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dlq",
+            "DRIFTLINE__KAFKA__OUTPUT_TOPIC": f"{topic}.enriched",
+            "DRIFTLINE__KAFKA__METRICS_TOPIC": f"{topic}.metrics",
+            "DRIFTLINE__KAFKA__ALERTS_TOPIC": f"{topic}.alerts",
+            "DRIFTLINE__SINKS__ROOT": str(work / "driftline-out"),
+            "DRIFTLINE_HOME": str(work / "driftline-home"),
+            "DRIFTLINE_STEP_TIMERS": str(timers),
+            **(env or {}),
+        }
+    )
+    cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
+    if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
+        cmd = [str(Path(python).with_name("py-spy")), "record", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
+    log = work / "driftline.log"
+    started = time.time()
+    rss_marks: list[tuple[int, int]] = []
+
+    def mark(doc: dict[str, Any]) -> None:  # RSS each time another rss_every events were read
+        while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
+            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"]))
+
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+        while proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                mark(json.loads(timers.read_text()))
+            except (OSError, ValueError):
+                continue
+    if proc.returncode != 0:
+        raise SystemExit(f"driftline failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+    ended = time.time()
+    if not timers.exists():  # a driftline without step timers (--driftline-python of an older checkout): wall time
+        return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
+    doc = json.loads(timers.read_text())
+    mark(doc)  # the last mark when the run ended right on it
+    doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
+    return doc
+
+
+def produce_events(bootstrap: str, topic: str, args: argparse.Namespace, chunk: int = 100_000) -> tuple[int, int]:
+    """Produce ``args.events`` events of one seeded stream, ``chunk`` at a time (the
+    producer returns what it sent: a million events at once would hold gigabytes).
+    Returns (malformed, with PII)."""
+    from driftline.producer import SyntheticProducer, produce
+
+    stream = SyntheticProducer(args.seed, pii_rate=args.pii_rate, invalid_rate=args.invalid_rate).events(args.events)
+
+    class Slice:
+        def events(self, n: int) -> Any:
+            return itertools.islice(stream, n)
+
+    malformed = with_pii = 0
+    for start in range(0, args.events, chunk):
+        sent = produce(bootstrap, topic, min(chunk, args.events - start), partitions=args.partitions, progress=False, generator=Slice())  # type: ignore[arg-type]
+        malformed += sum(1 for e in sent if e.defect)
+        with_pii += sum(1 for e in sent if e.pii)
+    return malformed, with_pii
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--invalid-rate", type=float, default=0.02)
+    ap.add_argument("--pii-rate", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated subset of {','.join(LEGS)}")
+    ap.add_argument("--quix-python", default=str(REPO / ".venv-quix" / "bin" / "python"), help="interpreter with quixstreams installed")
+    ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
+    ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
+    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
+    args = ap.parse_args()
+    legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    unknown = set(legs) - set(LEGS)
+    if unknown:
+        ap.error(f"unknown legs {sorted(unknown)}")
+    if "quix" in legs and not Path(args.quix_python).exists():
+        ap.error(f"--quix-python {args.quix_python} does not exist: run `make bench-e2e` (it builds .venv-quix) or drop the quix leg")
+
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            from driftline.broker import LocalKafka
+
+            port, controller = _free_ports(2)
+            broker = LocalKafka(port=port, controller_port=controller, state_dir=work / "kafka", heap="1g")
+            broker.start(timeout=120)
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+        topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+        t0 = time.monotonic()
+        malformed, with_pii = produce_events(bootstrap, topic, args)
+        print(f"produced {args.events:,} events to {topic} ({args.partitions} partitions, {malformed:,} malformed, {with_pii:,} with PII, seed {args.seed}) in {time.monotonic() - t0:.0f} s")
+        load_before = os.getloadavg()
+        results: dict[str, dict[str, Any]] = {}
+        for leg in legs:
+            cpu_before = _children_cpu()
+            if leg == "driftline":
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
+            else:
+                results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
+            r = results[leg]
+            r["cpu_s"] = _children_cpu() - cpu_before
+            r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
+            print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        if args.before_python:
+            cpu_before = _children_cpu()
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            cpu = _children_cpu() - cpu_before
+            mine = results.get("driftline")
+            print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
+                  + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event" if mine else ""))
+        load_after = os.getloadavg()
+        report(results, args, load_before, load_after)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "load": [load_before, load_after], "results": results}, indent=1, default=str))
+    return 0
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    print()
+    print(f"## {args.events:,} events, {os.cpu_count()} cpus, load average before {load_before[0]:.2f} / after {load_after[0]:.2f}")
+    print()
+    d = results.get("driftline")
+    print("| pipeline | events/s | driftline vs it | CPU µs/event (process, incl. start-up) | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for leg, r in results.items():
+        ratio = f"{d['eps'] / r['eps']:.2f}x" if d else "-"
+        print(f"| {leg}: {LABELS[leg]} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
+    if d is None:
+        return
+    if "floor" in results:
+        print(f"\ndriftline = {100 * d['eps'] / results['floor']['eps']:.1f}% of the I/O floor")
+    targets = [("loop", 1.0, "x the per-event loop"), ("quix", 3.0, "x Quix Streams"), ("floor", 0.12, " of the I/O floor")]
+    checks = [f"{d['eps'] / results[leg]['eps']:.2f}{what} (target {want:g}: {'met' if d['eps'] / results[leg]['eps'] >= want else 'NOT met'})" for leg, want, what in targets if leg in results]
+    if checks:
+        print("issue 11 targets: " + "; ".join(checks))
+    print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
+    if d["rss_marks"]:
+        print("\n| events read | driftline RSS |")
+        print("| ---: | ---: |")
+        for n, rss in d["rss_marks"]:
+            print(f"| {n:,} | {_mb(rss)} |")
+        first, last = d["rss_marks"][0][1], d["rss_marks"][-1][1]
+        if len(d["rss_marks"]) > 1:
+            print(f"\nRSS at the last mark vs the first: {100 * (last - first) / first:+.1f}%")
+    if not d["steps"]:
+        return
+    span = d["t_end"] - d["t_first"]
+    n = max(d["events"], 1)
+    steps = sorted(d["steps"].items(), key=lambda kv: -kv[1]["seconds"])
+    timed_total = sum(s["seconds"] for _, s in steps)
+    print(f"\n## driftline per-step cost ({n:,} input events, {span:.1f} s from first poll to exit)\n")
+    print("| step | µs/event | share | calls |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, s in steps:
+        print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {s['calls']:,} |")
+    other = span - timed_total
+    print(f"| other (Bytewax, windows, routing, idle) | {1e6 * other / n:,.1f} | {100 * other / span:.1f}% | |")
+    print(f"| total | {1e6 * span / n:,.1f} | 100% | |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

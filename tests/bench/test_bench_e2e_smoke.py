@@ -1,0 +1,36 @@
+"""A few hundred events through bench/bench_e2e.py's floor, loop and driftline legs (not a benchmark:
+it checks the script runs, every leg reads every event and the per-step table is printed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "floor,loop,driftline", "--rss-every", "100", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300}
+    steps = results["driftline"]["steps"]
+    assert {"decode", "validate", "mask_pii", "features", "model_call", "enriched_parquet", "output_topic_out"} <= set(steps)
+    assert all(s["seconds"] >= 0 for s in steps.values())
+    assert [n for n, _ in results["driftline"]["rss_marks"]] == [100, 200, 300]
+    assert "| mask_pii |" in proc.stdout and "driftline vs it" in proc.stdout
