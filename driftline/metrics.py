@@ -174,7 +174,7 @@ def timed(step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def timed_sink(step_id: str, sink: Any) -> Any:
-    """Time the ``write_batch`` calls of every partition ``sink`` builds (when timers are on).
+    """Time the ``write_batch`` (and ``snapshot``) calls of every partition ``sink`` builds (when timers are on).
 
     Works for dynamic (``build``) and fixed-partitioned (``build_part``) sinks by wrapping
     the built partition's method on the instance; the sink's class is unchanged, so
@@ -190,6 +190,8 @@ def timed_sink(step_id: str, sink: Any) -> Any:
         def build(*args: Any, _builder: Callable[..., Any] = builder, **kwargs: Any) -> Any:
             part = _builder(*args, **kwargs)
             part.write_batch = timed(step_id, part.write_batch)
+            if hasattr(part, "snapshot"):  # a stateful partition's epoch-end work (a transaction's commit)
+                part.snapshot = timed(step_id, part.snapshot)
             return part
 
         setattr(sink, name, build)

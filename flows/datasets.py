@@ -26,7 +26,7 @@ from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA
 from driftline.operators.features import feature_columns, feature_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
-from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
+from driftline.sinks.parquet import KAFKA_KEY, CommitAfter, DatasetSpec
 
 SpecFactory = Callable[[PipelineConfig], DatasetSpec]
 DATASETS: dict[str, SpecFactory] = {}
@@ -41,6 +41,11 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
     "pii_total": pl.Int64,
     "text_masking": pl.Utf8,
 }
+
+
+#: Datasets whose rows commit only after the row of another dataset they refer to: an
+#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
+COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key"))}
 
 
 def dataset(name: str) -> Callable[[SpecFactory], SpecFactory]:

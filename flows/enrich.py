@@ -47,9 +47,10 @@ from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letters
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
-from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
+from driftline.sinks.kafka import dead_letter_records, json_records, source_batches
+from driftline.sinks.kafka_txn import kafka_output, output_sink, window_topics_output
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
-from driftline.flows.datasets import dataset_specs
+from driftline.flows.datasets import COMMIT_ORDER, dataset_specs
 
 FLOW = "enrich"
 
@@ -59,9 +60,12 @@ class EnrichIO:
     """The flow's edges: where micro-batches come from and where Kafka-bound records go.
 
     ``source`` emits raw micro-batches (frames of ``SOURCE_SCHEMA``, or lists of
-    :class:`~driftline.operators.decode.RawRecord`); ``dead_letter`` and ``output`` take
-    lists of ``(key, value, headers)``.  Parquet datasets are always written under
-    ``cfg.sinks.root``.
+    :class:`~driftline.operators.decode.RawRecord`); ``dead_letter``, ``output``,
+    ``metrics`` and ``alerts`` take :class:`~driftline.sinks.kafka.KafkaBatch` lists of
+    ``(key, value, headers)``; ``windows`` takes the metrics and the alerts records
+    together (one transaction per epoch: an alert is never visible before its window's
+    row) and replaces ``metrics`` and ``alerts``.  Parquet datasets are always written
+    under ``cfg.sinks.root``.
     """
 
     source: Source[RawBatch]
@@ -69,6 +73,7 @@ class EnrichIO:
     output: Sink[Any] | None
     metrics: Sink[Any] | None = None
     alerts: Sink[Any] | None = None
+    windows: Sink[Any] | None = None
 
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
@@ -76,10 +81,9 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
     source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=drain)
     return EnrichIO(
         source=source,
-        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
-        output=KafkaRecordsSink.from_config(k, k.output_topic),
-        metrics=KafkaRecordsSink.from_config(k, k.metrics_topic),
-        alerts=KafkaRecordsSink.from_config(k, k.alerts_topic),
+        dead_letter=output_sink(k, FLOW, k.input_topic, k.dead_letter_topic),
+        output=output_sink(k, FLOW, k.input_topic, k.output_topic),
+        windows=output_sink(k, FLOW, k.input_topic, k.metrics_topic, k.alerts_topic),
     )
 
 
@@ -105,7 +109,7 @@ def build_enrich_flow(
     models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     specs = dataset_specs(cfg)
-    sink = lambda name: metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))  # noqa: E731
+    sink = lambda name: metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock, commit_after=COMMIT_ORDER.get(name)))  # noqa: E731
 
     t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_enrich")
@@ -134,14 +138,16 @@ def build_enrich_flow(
         dlq_frames = op.map("mask_dead_letter", rejected, t("mask_dead_letter", lambda f: mask_dead_letters(f, masker)))
     else:
         dlq_frames = rejected  # the producer's original bytes: same trust zone as the input topic
-    op.output("dead_letter_out", op.map("dead_letter_records", dlq_frames, t("dead_letter_records", lambda f: dead_letter_records(f, VALIDATOR_VERSION))), metrics.timed_sink("dead_letter_out", io.dead_letter))
+    dlq_records = op.map("dead_letter_records", dlq_frames, t("dead_letter_records", lambda f: source_batches(f, lambda p: dead_letter_records(p, VALIDATOR_VERSION))))
+    kafka_output("dead_letter_out", dlq_records, metrics.timed_sink("dead_letter_out", io.dead_letter))
     parquet_output("rejected_parquet", rejected, sink("rejected"))
     parquet_output("audit_parquet", audit, sink("audit"))
     parquet_output("enriched_parquet", scored, sink("enriched"))
     if io.output is not None:
         columns = list(specs["enriched"].schema.names)
         rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
-        op.output("output_topic_out", op.map("output_records", rows_out, t("output_records", lambda f: json_records(f, columns, "event_id"))), metrics.timed_sink("output_topic_out", io.output))
+        out_records = op.map("output_records", rows_out, t("output_records", lambda f: source_batches(f, lambda p: json_records(p, columns, "event_id"))))
+        kafka_output("output_topic_out", out_records, metrics.timed_sink("output_topic_out", io.output))
 
     # Per-window cost, latency, quality and drift; alerts.
     # the window step's own pieces are counted in the "other" share of the bench's per-step table
@@ -149,10 +155,7 @@ def build_enrich_flow(
     parquet_output("metrics_parquet", win.metrics, sink("metrics"))
     parquet_output("metrics_late_parquet", win.late, sink("metrics_late"))
     parquet_output("alerts_parquet", win.alerts, sink("alerts"))
-    if io.metrics is not None:
-        op.output("metrics_topic_out", op.map("metrics_records", win.metrics, t("metrics_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("metrics_topic_out", io.metrics))
-    if io.alerts is not None:
-        op.output("alerts_topic_out", op.map("alerts_records", win.alerts, t("alerts_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("alerts_topic_out", io.alerts))
+    window_topics_output(win.metrics, win.alerts, cfg.kafka, windows=io.windows, metrics=io.metrics, alerts=io.alerts)
     if cfg.monitoring.alerts.webhook_url:
         op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(cfg.monitoring))
     return flow

@@ -32,7 +32,7 @@ from typing import Any
 
 import bytewax.operators as op
 import polars as pl
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
@@ -43,9 +43,10 @@ from driftline.config.monitoring import DriftFeature
 from driftline.operators.aggregate import pipeline_version
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letters
-from driftline.sinks.kafka import dead_letter_records
+from driftline.sinks.kafka import dead_letter_records, source_batches
+from driftline.sinks.kafka_txn import kafka_output, window_topics_output
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
-from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
+from driftline.flows.datasets import COMMIT_ORDER, TELEMETRY_COLUMNS, dataset_specs
 from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
 
 FLOW = "monitor"
@@ -60,7 +61,8 @@ class MonitorIO:
     """Edges of the monitor flow.
 
     ``source`` emits raw micro-batches (see :class:`~driftline.flows.enrich.EnrichIO`); ``dead_letter`` and the optional
-    ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``;
+    ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``
+    (``windows_topics`` both, in one transaction per epoch, instead);
     ``frames`` maps ``telemetry``, ``metrics``, ``alerts``, ``late`` to extra sinks of
     Polars frames (tests use :class:`~driftline.testing.InMemorySink`).
     """
@@ -70,20 +72,20 @@ class MonitorIO:
     metrics_topic: Sink[Any] | None = None
     alerts_topic: Sink[Any] | None = None
     frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
+    windows_topics: Sink[Any] | None = None
 
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
     """The production edges: the telemetry topic in, dead-letter, metrics and alerts topics out."""
     from driftline.kafka_io import MicroBatchKafkaSource
-    from driftline.sinks.kafka import KafkaRecordsSink
+    from driftline.sinks.kafka_txn import output_sink
 
     k = cfg.kafka
     source = MicroBatchKafkaSource.from_config(k, [k.telemetry_topic], drain=drain)
     return MonitorIO(
         source=source,
-        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
-        metrics_topic=KafkaRecordsSink.from_config(k, k.metrics_topic),
-        alerts_topic=KafkaRecordsSink.from_config(k, k.alerts_topic),
+        dead_letter=output_sink(k, FLOW, k.telemetry_topic, k.dead_letter_topic),
+        windows_topics=output_sink(k, FLOW, k.telemetry_topic, k.metrics_topic, k.alerts_topic),
     )
 
 
@@ -116,12 +118,6 @@ def telemetry_rows(batch: TelemetryBatch, cfg: PipelineConfig, masker: TextMaske
     return masker(with_cost(batch.valid, cfg.models.pricing))
 
 
-def _json_out(step_id: str, frames: Stream[pl.DataFrame], sink: Sink[Any], key_column: str) -> None:
-    from driftline.sinks.kafka import json_records
-
-    op.output(step_id, op.map(f"{step_id}_records", frames, lambda f: json_records(f, list(f.columns), key_column)), sink)
-
-
 def build_monitor_flow(
     cfg: PipelineConfig,
     *,
@@ -148,7 +144,7 @@ def build_monitor_flow(
     rows = op.map("telemetry_rows", batches, timed("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
     if cfg.privacy.mask_dead_letter:
         rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
-    op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
+    kafka_output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: source_batches(f, lambda p: dead_letter_records(p, "telemetry-decode/1"))), io.dead_letter)
 
     out = window_monitor(
         "windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock, recovery=state_dir is not None, partitions=SourcePartitions(io.source)
@@ -158,10 +154,7 @@ def build_monitor_flow(
     streams = {"telemetry": stored, "metrics": out.metrics, "alerts": out.alerts, "late": out.late}
     for name, sink in io.frames.items():
         op.output(f"{name}_frames_out", streams[name], sink)
-    if io.metrics_topic is not None:
-        _json_out("metrics_topic_out", out.metrics, io.metrics_topic, "key")
-    if io.alerts_topic is not None:
-        _json_out("alerts_topic_out", out.alerts, io.alerts_topic, "key")
+    window_topics_output(out.metrics, out.alerts, cfg.kafka, windows=io.windows_topics, metrics=io.metrics_topic, alerts=io.alerts_topic)
     if cfg.monitoring.alerts.webhook_url:
         op.output("alerts_webhook_out", out.alerts, AlertWebhookSink(cfg.monitoring))
     if parquet:
@@ -170,7 +163,8 @@ def build_monitor_flow(
         run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
         specs = dataset_specs(cfg)
         for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
-            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)))
+            sink = ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock, commit_after=COMMIT_ORDER.get(name))
+            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", sink))
     return flow
 
 

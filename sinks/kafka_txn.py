@@ -49,6 +49,7 @@ from typing import Any
 
 import bytewax.operators as op
 import orjson
+import polars as pl
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -56,7 +57,7 @@ from prometheus_client import Counter, Histogram
 
 from driftline.config.kafka import KafkaConfig
 from driftline.kafka_io import ensure_topics
-from driftline.sinks.kafka import PRODUCER_DEFAULTS, RETRY_LEVELS, KafkaBatch, KafkaRecordsSink, RecordSender, check_refusals, retried
+from driftline.sinks.kafka import PRODUCER_DEFAULTS, RETRY_LEVELS, KafkaBatch, KafkaRecordsSink, RecordSender, check_refusals, retried, window_batches
 from driftline.sinks.parquet import faults
 
 _log = logging.getLogger("driftline.sinks.kafka")
@@ -526,6 +527,41 @@ def kafka_sink(kafka: KafkaConfig, topic: str, *, name: str, more_topics: Iterab
     return TransactionalKafkaSink.from_config(kafka, topic, name=name, more_topics=more_topics)
 
 
+def output_sink(kafka: KafkaConfig, flow: str, source: str, topic: str, *more_topics: str) -> KafkaRecordsSink | TransactionalKafkaSink:
+    """The sink of a flow's output to ``topic`` (and ``more_topics``) by :func:`kafka_sink`,
+    named after the flow, its input topic ``source`` and the topics it writes, so no two
+    outputs on one cluster share a transactional id.
+
+    >>> output_sink(KafkaConfig(), "enrich", "events", "driftline.metrics", "driftline.alerts").name
+    'enrich.events.driftline.metrics+driftline.alerts'
+    """
+    return kafka_sink(kafka, topic, name=f"{flow}.{source}.{'+'.join((topic, *more_topics))}", more_topics=more_topics)
+
+
+def window_topics_output(
+    metrics_rows: Stream[pl.DataFrame], alerts_rows: Stream[pl.DataFrame], kafka: KafkaConfig, *, windows: Any = None, metrics: Any = None, alerts: Any = None
+) -> None:
+    """Wire window rows to ``kafka.metrics_topic`` and alerts to ``kafka.alerts_topic``:
+    through ``windows``, one sink for both (an alert commits in the transaction of its
+    window's row, never before it), or through separate ``metrics`` and ``alerts`` sinks
+    (tests' in-memory sinks).  Steps: ``metrics_records``, ``alerts_records`` and
+    ``window_topics_out`` (or ``metrics_topic_out`` and ``alerts_topic_out``)."""
+    from driftline import metrics as timers
+
+    if windows is None and metrics is None and alerts is None:
+        return
+    m_topic, a_topic = kafka.metrics_topic, kafka.alerts_topic
+    m = op.map("metrics_records", metrics_rows, timers.timed("metrics_records", lambda f: window_batches(f, m_topic)))
+    a = op.map("alerts_records", alerts_rows, timers.timed("alerts_records", lambda f: window_batches(f, a_topic)))
+    if windows is not None:
+        kafka_output("window_topics_out", op.merge("window_records", m, a), timers.timed_sink("window_topics_out", windows))
+        return
+    if metrics is not None:
+        kafka_output("metrics_topic_out", m, timers.timed_sink("metrics_topic_out", metrics))
+    if alerts is not None:
+        kafka_output("alerts_topic_out", a, timers.timed_sink("alerts_topic_out", alerts))
+
+
 @operator
 def kafka_output(step_id: str, up: Stream[list[KafkaBatch]], sink: Any) -> None:
     """Write a stream of lists of :class:`~driftline.sinks.kafka.KafkaBatch` to a Kafka
@@ -552,4 +588,4 @@ def _batches(items: list[KafkaBatch]) -> list[KafkaBatch]:
     return [b for b in items if len(b)]
 
 
-__all__ = ["CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_sink", "transactional_id"]
+__all__ = ["CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_sink", "output_sink", "transactional_id", "window_topics_output"]
