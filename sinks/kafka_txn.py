@@ -262,7 +262,8 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._timeout = timeout
         self._name = name  # metrics label, fault points, errors
         self._marker_offset: int | None = None
-        self.records_replayed = 0
+        self.records_replayed = 0  # skipped: a committed transaction holds them
+        self._replayed_logged = 0
 
     def write_batch(self, items: list[KafkaBatch]) -> None:
         for batch in items:
@@ -304,6 +305,9 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
     def snapshot(self) -> SinkCoverage:
         if self._open:
             self._commit()
+        if self.records_replayed > self._replayed_logged:
+            _log.info("kafka_sink_replayed", extra={"fields": {"sink": self._store.txn_id, "records": self.records_replayed - self._replayed_logged}})
+            self._replayed_logged = self.records_replayed
         return SinkCoverage(dict(self._covered.positions), self._covered.seq)
 
     def close(self) -> None:
