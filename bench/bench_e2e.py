@@ -17,7 +17,11 @@ each leg as its own process over the whole topic:
 - ``quix``: a Quix Streams 3.x application doing the same per-event work (in the
   interpreter given by ``--quix-python``, default ``.venv-quix/bin/python``, which
   ``make bench-e2e`` builds: quixstreams needs an older confluent-kafka than driftline);
-- ``driftline``: ``driftline run enrich --drain`` with the default configuration.
+- ``driftline_alo``: the same with ``kafka.delivery: at_least_once`` (Kafka outputs
+  flushed per batch instead of transactions committed with each epoch): the table's
+  ratio for it is the throughput cost of exactly-once outputs (issue 14, aim <= 10%);
+- ``driftline``: ``driftline run enrich --drain`` with the default configuration
+  (exactly-once Kafka outputs).
 
 Throughput is events / (end - first record seen): the start-up of each process is not
 counted.  driftline's figures come from its step timers (``$DRIFTLINE_STEP_TIMERS``,
@@ -45,12 +49,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-LEGS = ("floor", "loop", "quix", "driftline")
+LEGS = ("floor", "loop", "quix", "driftline_alo", "driftline")
 LABELS = {
     "floor": "Kafka -> Parquet, no stages (orjson decode, pyarrow zstd)",
     "loop": "per-event consumer loop, seed documents' work",
     "quix": "Quix Streams 3.x application, same per-event work",
-    "driftline": "driftline run enrich --drain, default configuration",
+    "driftline_alo": "driftline run enrich --drain, kafka.delivery at_least_once",
+    "driftline": "driftline run enrich --drain, default configuration (exactly-once Kafka outputs)",
 }
 
 
@@ -86,22 +91,27 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_driftline(
+    bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One ``driftline run enrich --drain`` over ``topic``; its outputs (topics named after
+    ``work``'s folder, so that each run has its own) and files live in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
+    out = f"{topic}.{work.name}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
     env.update(
         {
             "DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "DRIFTLINE__KAFKA__INPUT_TOPIC": topic,
-            "DRIFTLINE__KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dlq",
-            "DRIFTLINE__KAFKA__OUTPUT_TOPIC": f"{topic}.enriched",
-            "DRIFTLINE__KAFKA__METRICS_TOPIC": f"{topic}.metrics",
-            "DRIFTLINE__KAFKA__ALERTS_TOPIC": f"{topic}.alerts",
+            "DRIFTLINE__KAFKA__DEAD_LETTER_TOPIC": f"{out}.dlq",
+            "DRIFTLINE__KAFKA__OUTPUT_TOPIC": f"{out}.enriched",
+            "DRIFTLINE__KAFKA__METRICS_TOPIC": f"{out}.metrics",
+            "DRIFTLINE__KAFKA__ALERTS_TOPIC": f"{out}.alerts",
             "DRIFTLINE__SINKS__ROOT": str(work / "driftline-out"),
             "DRIFTLINE_HOME": str(work / "driftline-home"),
             "DRIFTLINE_STEP_TIMERS": str(timers),
-            **(env or {}),
+            **(extra_env or {}),
         }
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
@@ -196,7 +206,9 @@ def main() -> int:
         for leg in legs:
             cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
+                results[leg] = run_driftline(bootstrap, topic, work / leg, args.rss_every, args.driftline_python, args.events, args.profile)
+            elif leg == "driftline_alo":
+                results[leg] = run_driftline(bootstrap, topic, work / leg, 0, args.driftline_python, args.events, extra_env={"DRIFTLINE__KAFKA__DELIVERY": "at_least_once"})
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
@@ -205,7 +217,7 @@ def main() -> int:
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
         if args.before_python:
             cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
             cpu = _children_cpu() - cpu_before
             mine = results.get("driftline")
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
@@ -231,6 +243,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         return
     if "floor" in results:
         print(f"\ndriftline = {100 * d['eps'] / results['floor']['eps']:.1f}% of the I/O floor")
+    if "driftline_alo" in results:
+        a = results["driftline_alo"]
+        cost = 1 - d["eps"] / a["eps"]
+        cpu = d["cpu_s"] / max(d["events"], 1) / (a["cpu_s"] / max(a["events"], 1)) - 1
+        print(f"exactly-once Kafka outputs cost {100 * cost:.1f}% of the at-least-once throughput ({a['eps']:,.0f} -> {d['eps']:,.0f} events/s), CPU per event {100 * cpu:+.1f}% (issue 14 aim: <= 10%: {'met' if cost <= 0.10 else 'NOT met'})")
     targets = [("loop", 1.0, "x the per-event loop"), ("quix", 3.0, "x Quix Streams"), ("floor", 0.12, " of the I/O floor")]
     checks = [f"{d['eps'] / results[leg]['eps']:.2f}{what} (target {want:g}: {'met' if d['eps'] / results[leg]['eps'] >= want else 'NOT met'})" for leg, want, what in targets if leg in results]
     if checks:
