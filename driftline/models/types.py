@@ -16,6 +16,7 @@ ERROR_CLASSES: Final[tuple[str, ...]] = (
     "network",
     "bad_request",
     "circuit_open",
+    "rejected",
     "unsupported",
     "internal",
 )
