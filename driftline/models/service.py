@@ -181,7 +181,8 @@ class ModelService:
             # the idempotency key names the event, the task, the tier and the configuration:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
-            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead]) for g in sends]
+            traces = batch.traces
+            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], traces[g.lead]) for g in sends]
         else:
             requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
 
