@@ -21,7 +21,7 @@ For a batch of answers (:data:`ANSWER_COLUMNS`):
    every factor is ``guard_confidence``; ``accept`` at or above ``thresholds.accept``,
    ``review`` at or above ``thresholds.review``, else ``reject``.  An error rule, or PII
    whose action is ``next_tier``, rejects; PII whose action is ``refuse`` (or an unscanned
-   value) rejects and drops the answer (label and output null).
+   value) rejects and drops the answer (label and output null, confidence 0).
 
 ``guard_rules`` lists every check that fired, by name, like the recognizers' findings
 name their recognizer.  The same checks run inside the model stage on each tier's
@@ -252,11 +252,11 @@ class OutputGuard:
         no_answer = a.select(pl.col("label").is_null() & pl.col("output").is_null()).to_series().to_numpy()
         if no_answer.any():
             fired["no_answer"] = no_answer
+        refused = action == 2
         conf = np.clip(base * factor, 0.0, 1.0)
-        conf[no_answer] = 0.0
+        conf[no_answer | refused] = 0.0  # no answer kept: nothing to be confident about
         t = cfg.thresholds
         level = np.where(conf >= t.accept, 0, np.where(conf >= t.review, 1, 2))
-        refused = action == 2
         level[error | (action >= 1) | no_answer] = 2
         retry = (level == 2) & ~refused & ~no_answer
         if refused.any():
