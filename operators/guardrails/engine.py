@@ -56,6 +56,7 @@ from driftline.config import PipelineConfig
 from driftline.config.guardrails import OUTPUT_RULE_FIELDS, GuardrailsConfig
 from driftline.models.prompts import TaskSpec
 from driftline.operators.aggregate.rows import key_string
+from driftline.operators.batch import utf8_lists
 from driftline.operators.drift import ProfileFile
 from driftline.operators.guardrails import metrics
 from driftline.operators.guardrails.evaluators import EvalBatch, EvalContext, Evaluator, build_evaluators, eval_column
@@ -385,8 +386,8 @@ class OutputGuard:
             pl.Series("model_label", c.label, dtype=pl.Utf8),
             pl.Series("guard_decision", c.decision, dtype=pl.Utf8),
             pl.Series("guard_confidence", c.confidence, dtype=pl.Float64),
-            pl.Series("guard_rules", c.rules, dtype=pl.List(pl.Utf8)),
-            pl.Series("guard_risk", c.risk, dtype=pl.List(pl.Utf8)),
+            utf8_lists("guard_rules", c.rules),
+            utf8_lists("guard_risk", c.risk),
         ]
         for e in self.entities:
             cols.append(pl.Series(output_pii_column(e), c.counts.get(e, np.zeros(n, np.int32)), dtype=pl.Int32))

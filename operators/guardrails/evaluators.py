@@ -146,33 +146,56 @@ class RiskScore(Evaluator):
 
 @register_evaluator("calibration")
 class Calibration(Evaluator):
-    """(confidence - agreement with the rules tier)^2, for labelled tasks answered by another tier."""
+    """(confidence - agreement with the rules tier)^2, for labelled tasks answered by another tier.
+
+    The rules tier's label is computed here for the whole batch with Polars (the same
+    keyword counts as :class:`~driftline.models.rules.RulesBackend`, which a test checks).
+    """
 
     def __init__(self, ctx: EvalContext) -> None:
         super().__init__(ctx)
         from driftline.config.models import BackendConfig
         from driftline.models.rules import RulesBackend
 
-        self._rules = RulesBackend("rules", BackendConfig(kind="rules"), ctx.tasks)
-        self._labelled = [name for name, spec in ctx.tasks.items() if labels_of(spec)]
+        rules = RulesBackend("rules", BackendConfig(kind="rules"), ctx.tasks)
+        self._labelled = {name: spec for name, spec in ctx.tasks.items() if labels_of(spec)}
+        self._keywords = {name: rules.keywords(spec) for name, spec in self._labelled.items()}
+
+    def rules_labels(self, frame: pl.DataFrame) -> pl.Series:
+        """The label the rules tier gives each row's ``input`` for its ``task`` (null for other tasks)."""
+        n = frame.height
+        tokens = frame.select(pl.int_range(n, dtype=pl.UInt32).alias("row"), pl.col("input").fill_null("").str.to_lowercase().str.extract_all(r"[a-z']+").alias("w")).explode("w")
+        rows, words = tokens["row"].to_numpy(), tokens["w"]
+        tasks = frame["task"]
+        out = pl.Series("rules_label", [None] * n, dtype=pl.Utf8)
+        for name, spec in self._labelled.items():
+            mine = (tasks == name).fill_null(False)
+            if not mine.any():
+                continue
+            kw = self._keywords[name]
+            labels = list(kw)
+            mat = np.stack([np.bincount(rows[words.is_in(pl.Series(sorted(kw[lab]), dtype=pl.Utf8).implode()).fill_null(False).to_numpy()], minlength=n) for lab in labels], axis=1)
+            if spec.kind == "sentiment":
+                zero = np.zeros(n, dtype=np.int64)
+                pos = mat[:, labels.index("positive")] if "positive" in labels else zero
+                neg = mat[:, labels.index("negative")] if "negative" in labels else zero
+                names = np.where(pos > neg, "positive", np.where(neg > pos, "negative", "neutral")).astype(object)
+            else:
+                names = np.asarray(labels, dtype=object)[mat.argmax(axis=1)]  # the first of equal counts: configuration order, as the rules tier
+                names[mat.max(axis=1) == 0] = spec.config.default_category
+            out = out.zip_with(~mine, pl.Series(names.tolist(), dtype=pl.Utf8))
+        return out
 
     def score(self, batch: EvalBatch) -> pl.Series:
-        from driftline.models.types import ModelRequest
-
         f = batch.frame
-        n = f.height
-        out = np.full(n, np.nan)
-        todo = f.select(
-            (pl.col("task").is_in(self._labelled) & pl.col("label").is_not_null() & pl.col("confidence").is_not_null() & (pl.col("tier") != "rules")).fill_null(False)
-        ).to_series()
-        rows = np.flatnonzero(todo.to_numpy())
-        if len(rows):
-            sub = f[rows]
-            reqs = [ModelRequest("", t or "", k) for t, k in zip(sub["input"].to_list(), sub["task"].to_list())]
-            ref = [r.label for r in self._rules.call_batch(reqs)]
-            agree = np.array([a == b for a, b in zip(sub["label"].to_list(), ref)], dtype=np.float64)
-            out[rows] = (sub["confidence"].to_numpy() - agree) ** 2
-        return pl.Series(self.name, out).fill_nan(None)
+        todo = (pl.col("task").is_in(list(self._labelled)) & pl.col("label").is_not_null() & pl.col("confidence").is_not_null() & (pl.col("tier") != "rules")).fill_null(False)
+        sub = f.filter(todo)
+        if sub.height == 0:
+            return pl.Series(self.name, [None] * f.height, dtype=pl.Float64)
+        agree = (sub["label"] == self.rules_labels(sub)).fill_null(False).cast(pl.Float64)
+        gap = ((sub["confidence"] - agree) ** 2).alias(self.name)
+        mask = f.select(todo).to_series()
+        return f.select(pl.when(mask).then(pl.lit(0.0)).alias(self.name)).to_series().scatter(mask.arg_true(), gap)
 
 
 def build_evaluators(names: list[str], ctx: EvalContext) -> list[Evaluator]:

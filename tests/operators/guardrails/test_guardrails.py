@@ -211,3 +211,24 @@ def test_configuration_errors_name_the_key() -> None:
         assert key in str(e.value), (key, str(e.value))
     ok = load_config(None, env={}, overrides={"monitoring": {"alerts": {"rules": [{"name": "r", "metric": "guard_review_rate", "threshold": 0.2}]}}})
     assert ok.monitoring.alerts.rules[0].metric == "guard_review_rate"
+
+
+def test_calibration_reads_the_same_label_as_the_rules_tier() -> None:
+    from driftline.config.models import BackendConfig, TaskConfig
+    from driftline.models.prompts import TaskSpec
+    from driftline.models.rules import RulesBackend
+    from driftline.models.types import ModelRequest
+    from driftline.operators.guardrails.evaluators import Calibration, EvalContext
+    from driftline.producer import SyntheticProducer
+
+    tasks = {
+        "sentiment": TaskSpec("sentiment", TaskConfig()),
+        "topic": TaskSpec("topic", TaskConfig(kind="classification", categories=["billing", "shipping", "refund"], default_category="billing")),
+    }
+    texts = [e.record["text"] for e in SyntheticProducer(5, pii_rate=0.2).events(600) if isinstance(e.record, dict) and isinstance(e.record.get("text"), str)]
+    texts += ["", "Don't LOVE it; refund, refund... shipping!", "good123 bad's ÉGOOD great"]
+    task = [("sentiment", "topic")[i % 2] for i in range(len(texts))]
+    rules = RulesBackend("rules", BackendConfig(kind="rules"), tasks)
+    want = [r.label for r in rules.call_batch([ModelRequest("", t, k) for t, k in zip(texts, task)])]
+    got = Calibration(EvalContext(tasks)).rules_labels(pl.DataFrame({"input": texts, "task": task}))
+    assert got.to_list() == want
