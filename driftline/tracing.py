@@ -220,19 +220,20 @@ _CURRENT_CFG: TracingConfig | None = None
 _SETUP = threading.Lock()
 
 
-def configure(cfg: TracingConfig) -> Tracing | None:
+def configure(cfg: TracingConfig, *, exporter: Any = None) -> Tracing | None:
     """The process's :class:`Tracing` for ``cfg`` (None when off); a changed configuration
-    flushes and replaces the previous one."""
+    flushes and replaces the previous one.  ``exporter``: a span exporter to use instead of
+    OTLP/HTTP (tests)."""
     global _CURRENT, _CURRENT_CFG
     with _SETUP:
-        if _CURRENT is not None and _CURRENT_CFG == cfg:
+        if _CURRENT is not None and _CURRENT_CFG == cfg and exporter is None:
             return _CURRENT
         if _CURRENT is not None:
             _CURRENT.shutdown()
             _CURRENT = None
         _CURRENT_CFG = cfg
         if cfg.enabled:
-            _CURRENT = Tracing(cfg)
+            _CURRENT = Tracing(cfg, exporter=exporter)
             atexit.register(_CURRENT.shutdown)
             log.info(orjson.dumps({"event": "tracing_on", "endpoint": cfg.endpoint, "sample_ratio": cfg.sample_ratio}).decode())
         return _CURRENT
