@@ -15,14 +15,14 @@ while the configuration is validated, so a bad one fails at start-up naming its 
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PiiAction = Literal["mask", "next_tier", "refuse"]
+from driftline.config.privacy import check_rust_regex
+from driftline.config.validation import _RULE_NAME as _NAME
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+PiiAction = Literal["mask", "next_tier", "refuse"]
 
 #: Fields an output rule may name, with their kinds (``output.<key>`` reads the answer's JSON).
 OUTPUT_RULE_FIELDS: dict[str, Literal["str", "num"]] = {
@@ -36,16 +36,6 @@ OUTPUT_RULE_FIELDS: dict[str, Literal["str", "num"]] = {
     "source": "str",
     "tenant": "str",
 }
-
-
-def _regex_ok(value: str) -> str:
-    import polars as pl
-
-    try:
-        pl.select(pl.lit("").str.contains(value))
-    except Exception as exc:  # polars raises ComputeError on a bad pattern
-        raise ValueError(f"invalid regular expression {value!r}: {str(exc).splitlines()[0]}") from None
-    return value
 
 
 class Thresholds(BaseModel):
@@ -97,7 +87,9 @@ class RiskCategory(BaseModel):
     @field_validator("patterns")
     @classmethod
     def _patterns_compile(cls, value: list[str]) -> list[str]:
-        return [_regex_ok(p) for p in value]
+        for p in value:
+            check_rust_regex(p)
+        return value
 
 
 def _default_levels() -> dict[str, float]:
@@ -145,17 +137,10 @@ class OutputRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="Rule name, lower_snake_case; reported as rule:<name>.")
+    name: str = Field(..., pattern=_NAME.pattern, description="Rule name, lower_snake_case (at most 64 characters); reported as rule:<name>.")
     expr: str = Field(..., min_length=1, description="Condition that is true for an answer breaking the rule.")
     severity: Literal["error", "warn"] = Field("error", description="error rejects the answer; warn lowers its confidence by factor.")
     factor: float = Field(0.9, ge=0.0, le=1.0, description="Confidence factor of a warn rule.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"rule name {value!r} must be lower_snake_case (a-z, 0-9, _; at most 64 characters)")
-        return value
 
     @field_validator("expr")
     @classmethod

@@ -55,7 +55,6 @@ import polars as pl
 from driftline.config import PipelineConfig
 from driftline.config.guardrails import OUTPUT_RULE_FIELDS, GuardrailsConfig
 from driftline.models.prompts import TaskSpec
-from driftline.operators.aggregate.rows import key_string
 from driftline.operators.batch import utf8_lists
 from driftline.operators.drift import ProfileFile
 from driftline.operators.guardrails import metrics

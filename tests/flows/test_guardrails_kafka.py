@@ -19,7 +19,6 @@ enrich flow has drained the topic:
 
 from __future__ import annotations
 
-import logging
 import random
 import string
 from collections import Counter
@@ -30,14 +29,11 @@ import orjson
 import polars as pl
 import pytest
 from confluent_kafka import Producer
-from prometheus_client import REGISTRY, generate_latest
 
 from driftline.config import load_config
 from driftline.flows.enrich import build_enrich_flow
 from driftline.kafka_io import ensure_topics
-from driftline.logs import configure_logging
-from driftline.runner import run_flow
-from driftline.testing.hostile import Canary, decoded_views, find_canaries, parquet_texts, topic_text
+from driftline.testing.hostile import Canary, decoded_views, find_canaries, output_texts, run_logged
 from driftline.testing.openai_server import Behaviour, OpenAITestServer
 
 pytestmark = pytest.mark.kafka
@@ -136,12 +132,7 @@ def test_planted_answers_are_masked_decided_and_fall_through(kafka_bootstrap: st
             },
         )
         log_file = tmp_path / "flow.log"
-        configure_logging("DEBUG", file=log_file)
-        try:
-            run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), recovery_dir=tmp_path / "rec", epoch_interval=1.0)
-        finally:
-            configure_logging("WARNING")
-            logging.getLogger("driftline").handlers.clear()
+        run_logged(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), tmp_path / "rec", log_file)
         secondary_log = list(secondary.log)
         primary_log = list(primary.log)
 
@@ -191,12 +182,7 @@ def test_planted_answers_are_masked_decided_and_fall_through(kafka_bootstrap: st
     assert fired.height >= 1 and (fired["value"] > 0.2).all()
 
     # no planted value anywhere: datasets, topics, the log, the metrics page
-    outputs = {
-        **{f"parquet {k}": v for k, v in parquet_texts(root).items()},
-        "log": log_file.read_text(encoding="utf-8"),
-        "metrics page": generate_latest(REGISTRY).decode(),
-        **{f"topic {name}": topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
-    }
+    outputs = output_texts(root, log_file, kafka_bootstrap, {name: t for name, t in names.items() if name != "input_topic"})
     assert outputs["topic output_topic"]
     for where, text in outputs.items():
         assert _leaks(text) == [], f"planted values found in {where}: {_leaks(text)}"
