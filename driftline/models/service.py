@@ -182,7 +182,7 @@ class ModelService:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
             traces = batch.traces
-            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], traces[g.lead]) for g in sends]
+            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], trace=traces[g.lead]) for g in sends]
         else:
             requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
 
