@@ -62,7 +62,11 @@ LABELS = {
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
     "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
-    "tracing-1pct": ("driftline, tracing on, 1% of records traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
+    "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
+    "tracing-all-no-record-steps": (
+        "driftline, tracing on, every record traced, record_steps off",
+        {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0", "DRIFTLINE__TRACING__RECORD_STEPS": "false"},
+    ),
 }
 
 

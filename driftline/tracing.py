@@ -190,7 +190,7 @@ class Tracing:
         batch_trace, batch_span = self._ids(1, 128)[0], self._ids(1, 64)[0]
         attrs = {"driftline.step": step, "driftline.batch.traced_records": len(ctxs), **attributes}
         self._finished(step, batch_trace, batch_span, None, start, end, attrs, tuple(Link(c) for c in ctxs[: self.cfg.max_links]))
-        if not ctxs:
+        if not ctxs or not self.cfg.record_steps:
             return
         back = (Link(SpanContext(batch_trace, batch_span, False, flags)),)
         record_attrs = {"driftline.step": step}

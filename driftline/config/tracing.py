@@ -1,8 +1,8 @@
 """Configuration section ``tracing``: OpenTelemetry spans exported over OTLP/HTTP (off by default).
 
 >>> cfg = TracingConfig.model_validate({"enabled": True, "endpoint": "http://127.0.0.1:4318/v1/traces"})
->>> cfg.sample_ratio, cfg.max_links
-(1.0, 128)
+>>> cfg.sample_ratio, cfg.max_links, cfg.record_steps
+(0.01, 128, True)
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ class TracingConfig(BaseModel):
     endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint (an OpenTelemetry Collector, Jaeger, Tempo...).")
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="HTTP headers of the export requests, e.g. an authorization token (secrets: set them through the environment or files).")
     service_name: str = Field("driftline", description="service.name of the resource.")
-    sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Share of records without a producer traceparent that are traced (chosen by trace id, so a replay makes the same choice). A traceparent's sampled flag is followed.")
+    sample_ratio: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="Share of records without a producer traceparent that get a trace (chosen on the new trace id). A producer's traceparent is followed: sampled, traced; unsampled, passed on unrecorded.",
+    )  # fmt: skip
+    record_steps: bool = Field(
+        True, description="A span per traced record and step (children of its receive span). Off: per record only the receive span and the provider request spans; the steps' batch spans still link to the records."
+    )
     max_links: int = Field(128, ge=0, le=10_000, description="Span links from a micro-batch's step span to the records it carried (the first ones).")
     export_timeout_s: float = Field(10.0, gt=0, description="Timeout of one export request.")
     max_queue_size: int = Field(65_536, ge=1, description="Finished spans waiting for export; beyond it spans are dropped (counted by the SDK), never the flow slowed.")

@@ -87,3 +87,17 @@ def test_traced_rows_reads_frames_batches_and_kafka_records() -> None:
     assert tracing.traced_rows(f) == [PARENT]
     assert tracing.traced_rows([[(b"k", b"v", [("traceparent", PARENT.encode())]), (b"k", b"v", [])]]) == [PARENT]
     assert tracing.traced_rows((f, pl.DataFrame())) == [PARENT]
+
+
+def test_record_steps_off_keeps_receive_and_batch_spans_only() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure(TracingConfig(enabled=True, sample_ratio=1.0, record_steps=False), exporter=exporter)
+    try:
+        v = tracing.trace_batch(decode_batch(_records([PARENT, None]))).valid
+        tracing.traced("validate", lambda f: f)(v)
+        tracing.flush(10)
+    finally:
+        tracing.configure(TracingConfig())
+    got = exporter.get_finished_spans()
+    assert sorted((s.name, s.parent is None) for s in got) == [("process t", False), ("process t", True), ("validate", True)]
+    assert len([s for s in got if s.name == "validate"][0].links) == 2
