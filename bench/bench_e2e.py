@@ -60,6 +60,7 @@ LABELS = {
 
 #: Extra driftline legs: name -> (description, environment overrides); "{otlp}" is the receiver's endpoint.
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "again": ("driftline, default configuration, run again (the first leg of a run is often slower)", {}),
     "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
     "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
     "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
