@@ -9,7 +9,8 @@ For a batch of answers (:data:`ANSWER_COLUMNS`):
    recognizers, normalised detection view and budget as inputs); every finding is masked
    in the answer (the JSON is rebuilt with the masked values, so it stays valid) and
    counted per type.  A value over the privacy budget cannot be checked: its answer is
-   refused (``output_pii:unscanned``);
+   refused (``output_pii:unscanned``); one longer than ``privacy.budget.max_chars`` keeps
+   its masked head (``output_cut``);
 2. **risk categories**: each category's patterns (one Rust regex alternation, searched
    case-insensitively in the masked answer text and/or the model input) put the answer
    in the category, and its level's factor multiplies the confidence;
@@ -194,7 +195,7 @@ class OutputGuard:
         cfg = self.cfg
         outputs = a["output"].to_list()
         labels = a["label"].to_list()
-        out, lab, text, counts, unscanned = self._mask(outputs, labels)
+        out, lab, text, counts, unscanned, cut = self._mask(outputs, labels)
         pii_total = np.sum(list(counts.values()), axis=0, dtype=np.int32) if counts else np.zeros(n, np.int32)
         fired: dict[str, np.ndarray] = {}
         for e, c in counts.items():
@@ -202,6 +203,8 @@ class OutputGuard:
                 fired[f"output_pii:{e}"] = c > 0
         if unscanned.any():
             fired["output_pii:unscanned"] = unscanned
+        if cut.any():  # a value longer than privacy.budget.max_chars keeps its masked head only
+            fired["output_cut"] = cut
         factor = np.ones(n)
         masked_pii = np.zeros(n, dtype=bool)
         action = np.zeros(n, dtype=np.int8)  # 0 mask, 1 next_tier, 2 refuse
@@ -277,7 +280,9 @@ class OutputGuard:
             rules=rules_per_row, confidence=conf, decision=[DECISIONS[i] for i in level], retry=retry,
         )  # fmt: skip
 
-    def _mask(self, outputs: list[str | None], labels: list[str | None]) -> tuple[list[str | None], list[str | None], list[str], dict[str, np.ndarray], np.ndarray]:
+    def _mask(
+        self, outputs: list[str | None], labels: list[str | None]
+    ) -> tuple[list[str | None], list[str | None], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Mask the string values of each answer's JSON and its label (one scan of the distinct values)."""
         n = len(outputs)
         objs: list[Any] = []
@@ -294,8 +299,9 @@ class OutputGuard:
         uniq = list(dict.fromkeys(values))
         counts = {e: np.zeros(n, np.int32) for e in self.entities}
         unscanned = np.zeros(n, dtype=bool)
+        cut = np.zeros(n, dtype=bool)
         if not uniq:
-            return list(outputs), list(labels), [""] * n, counts, unscanned
+            return list(outputs), list(labels), [""] * n, counts, unscanned, cut
         index = {v: j for j, v in enumerate(uniq)}
         scan = self.masker.scan(pl.Series(uniq, dtype=pl.Utf8))
         masked = [UNSCANNED if m is None else m for m in scan.masked.to_list()]
@@ -304,9 +310,10 @@ class OutputGuard:
         for e, c in scan.counts.items():
             if c.any():
                 counts[e] = np.bincount(rows, weights=c[vidx], minlength=n).astype(np.int32)
-        over = scan.over_budget
-        if over.any():
-            unscanned[np.unique(rows[over[vidx]])] = True
+        if scan.over_budget.any():
+            unscanned[np.unique(rows[scan.over_budget[vidx]])] = True
+        if scan.cut.any():
+            cut[np.unique(rows[scan.cut[vidx]])] = True
         changed = {v: m for v, m in zip(uniq, masked) if m != v}
         out = list(outputs)
         lab = list(labels)
@@ -326,7 +333,7 @@ class OutputGuard:
                     out[i] = orjson.dumps(_replace(obj, changed)).decode()
                 if lab[i] is not None:
                     lab[i] = changed.get(lab[i], lab[i])  # type: ignore[arg-type]
-        return out, lab, text, counts, unscanned
+        return out, lab, text, counts, unscanned, cut
 
     def _statistical(self, a: pl.DataFrame) -> dict[str, np.ndarray]:
         """Rows whose label or confidence is unusual for the reference of their key."""

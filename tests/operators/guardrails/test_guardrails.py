@@ -232,3 +232,9 @@ def test_calibration_reads_the_same_label_as_the_rules_tier() -> None:
     want = [r.label for r in rules.call_batch([ModelRequest("", t, k) for t, k in zip(texts, task)])]
     got = Calibration(EvalContext(tasks)).rules_labels(pl.DataFrame({"input": texts, "task": task}))
     assert got.to_list() == want
+
+
+def test_answers_longer_than_the_budget_keep_their_masked_head() -> None:
+    guard, _ = _guard({"privacy": {"budget": {"max_chars": 1024}}})
+    c = guard.check(_answers([_summary("x " * 600 + " mail a@b.org")]))
+    assert c.rules[0] == ["output_cut"] and orjson.loads(c.output[0])["summary"].endswith("[cut]") and "a@b.org" not in c.output[0]
