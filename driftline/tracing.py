@@ -234,9 +234,15 @@ def configure(cfg: TracingConfig, *, exporter: Any = None) -> Tracing | None:
         _CURRENT_CFG = cfg
         if cfg.enabled:
             _CURRENT = Tracing(cfg, exporter=exporter)
-            atexit.register(_CURRENT.shutdown)
             log.info(orjson.dumps({"event": "tracing_on", "endpoint": cfg.endpoint, "sample_ratio": cfg.sample_ratio}).decode())
         return _CURRENT
+
+
+@atexit.register
+def _export_at_exit() -> None:
+    """Spans still queued when the process ends are exported (within the export timeout)."""
+    if _CURRENT is not None:
+        _CURRENT.shutdown()
 
 
 def current() -> Tracing | None:
