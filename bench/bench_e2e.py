@@ -17,11 +17,16 @@ each leg as its own process over the whole topic:
 - ``quix``: a Quix Streams 3.x application doing the same per-event work (in the
   interpreter given by ``--quix-python``, default ``.venv-quix/bin/python``, which
   ``make bench-e2e`` builds: quixstreams needs an older confluent-kafka than driftline);
-- ``driftline_alo``: the same with ``kafka.delivery: at_least_once`` (Kafka outputs
-  flushed per batch instead of transactions committed with each epoch): the table's
-  ratio for it is the throughput cost of exactly-once outputs (issue 14, aim <= 10%);
 - ``driftline``: ``driftline run enrich --drain`` with the default configuration
   (exactly-once Kafka outputs).
+
+``--variants`` runs the driftline leg again with other settings, side by side on the same
+topic (:data:`VARIANTS`): the output guardrails off, tracing on (every record traced, or
+1 %), exporting over OTLP/HTTP to a loopback receiver that decodes every request;
+at-least-once Kafka outputs (``kafka.delivery: at_least_once``, flushed per batch instead
+of transactions committed with each epoch: the cost of exactly-once outputs, issue 14,
+aim <= 10%).  Each run writes its own output topics (a transactional sink skips what the
+same outputs already committed).
 
 Throughput is events / (end - first record seen): the start-up of each process is not
 counted.  driftline's figures come from its step timers (``$DRIFTLINE_STEP_TIMERS``,
@@ -49,13 +54,26 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-LEGS = ("floor", "loop", "quix", "driftline_alo", "driftline")
+LEGS = ("floor", "loop", "quix", "driftline")
 LABELS = {
     "floor": "Kafka -> Parquet, no stages (orjson decode, pyarrow zstd)",
     "loop": "per-event consumer loop, seed documents' work",
     "quix": "Quix Streams 3.x application, same per-event work",
-    "driftline_alo": "driftline run enrich --drain, kafka.delivery at_least_once",
-    "driftline": "driftline run enrich --drain, default configuration (exactly-once Kafka outputs)",
+    "driftline": "driftline run enrich --drain, default configuration",
+}
+
+
+#: Extra driftline legs: name -> (description, environment overrides); "{otlp}" is the receiver's endpoint.
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "again": ("driftline, default configuration, run again (the first leg of a run is often slower)", {}),
+    "at-least-once": ("driftline, kafka.delivery at_least_once (no transactions)", {"DRIFTLINE__KAFKA__DELIVERY": "at_least_once"}),
+    "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
+    "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
+    "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
+    "tracing-all-no-record-steps": (
+        "driftline, tracing on, every record traced, record_steps off",
+        {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0", "DRIFTLINE__TRACING__RECORD_STEPS": "false"},
+    ),
 }
 
 
@@ -91,14 +109,11 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(
-    bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, extra_env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """One ``driftline run enrich --drain`` over ``topic``; its outputs (topics named after
-    ``work``'s folder, so that each run has its own) and files live in ``work``."""
+def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
-    out = f"{topic}.{work.name}"
+    out = f"{topic}.{work.name}"  # each run its own output topics
+    extra = env
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
     env.update(
         {
@@ -111,7 +126,7 @@ def run_driftline(
             "DRIFTLINE__SINKS__ROOT": str(work / "driftline-out"),
             "DRIFTLINE_HOME": str(work / "driftline-home"),
             "DRIFTLINE_STEP_TIMERS": str(timers),
-            **(extra_env or {}),
+            **(extra or {}),
         }
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
@@ -178,6 +193,7 @@ def main() -> int:
     ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
+    ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = set(legs) - set(LEGS)
@@ -206,18 +222,33 @@ def main() -> int:
         for leg in legs:
             cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work / leg, args.rss_every, args.driftline_python, args.events, args.profile)
-            elif leg == "driftline_alo":
-                results[leg] = run_driftline(bootstrap, topic, work / leg, 0, args.driftline_python, args.events, extra_env={"DRIFTLINE__KAFKA__DELIVERY": "at_least_once"})
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
             r["cpu_s"] = _children_cpu() - cpu_before
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if variants:
+            from driftline.testing.otlp_receiver import OtlpReceiver
+
+            rx = stack.enter_context(OtlpReceiver(keep=False))
+            for name in variants:
+                if name not in VARIANTS:
+                    raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+                env = {k: v.replace("{otlp}", rx.endpoint) for k, v in VARIANTS[name][1].items()}
+                before_spans = rx.received
+                cpu_before = _children_cpu()
+                r = run_driftline(bootstrap, topic, work / name, 0, args.driftline_python, args.events, env=env)
+                r["cpu_s"] = _children_cpu() - cpu_before
+                r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
+                r["spans"] = rx.received - before_spans
+                results[name] = r
+                print(f"  {name}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s" + (f", {r['spans']:,} spans received" if r["spans"] else ""), flush=True)
         if args.before_python:
             cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
             cpu = _children_cpu() - cpu_before
             mine = results.get("driftline")
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
@@ -238,16 +269,12 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     print("| --- | ---: | ---: | ---: | ---: |")
     for leg, r in results.items():
         ratio = f"{d['eps'] / r['eps']:.2f}x" if d else "-"
-        print(f"| {leg}: {LABELS[leg]} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
+        label = LABELS.get(leg) or VARIANTS[leg][0]
+        print(f"| {leg}: {label} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
     if d is None:
         return
     if "floor" in results:
         print(f"\ndriftline = {100 * d['eps'] / results['floor']['eps']:.1f}% of the I/O floor")
-    if "driftline_alo" in results:
-        a = results["driftline_alo"]
-        cost = 1 - d["eps"] / a["eps"]
-        cpu = d["cpu_s"] / max(d["events"], 1) / (a["cpu_s"] / max(a["events"], 1)) - 1
-        print(f"exactly-once Kafka outputs cost {100 * cost:.1f}% of the at-least-once throughput ({a['eps']:,.0f} -> {d['eps']:,.0f} events/s), CPU per event {100 * cpu:+.1f}% (issue 14 aim: <= 10%: {'met' if cost <= 0.10 else 'NOT met'})")
     targets = [("loop", 1.0, "x the per-event loop"), ("quix", 3.0, "x Quix Streams"), ("floor", 0.12, " of the I/O floor")]
     checks = [f"{d['eps'] / results[leg]['eps']:.2f}{what} (target {want:g}: {'met' if d['eps'] / results[leg]['eps'] >= want else 'NOT met'})" for leg, want, what in targets if leg in results]
     if checks:
@@ -275,6 +302,19 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     other = span - timed_total
     print(f"| other (Bytewax, windows, routing, idle) | {1e6 * other / n:,.1f} | {100 * other / span:.1f}% | |")
     print(f"| total | {1e6 * span / n:,.1f} | 100% | |")
+    for name, r in [("driftline", d), *[(k, v) for k, v in results.items() if k in VARIANTS]]:
+        g = r.get("steps", {}).get("guardrails")
+        if g:
+            share = g["seconds"] / (r["t_end"] - r["t_first"])
+            print(f"\n{name}: guardrails stage {1e6 * g['seconds'] / max(r['events'], 1):,.1f} µs/event, {100 * share:.1f}% of the flow's time (issue 18 target: at most 10%: {'met' if share <= 0.10 else 'NOT met'})")
+    for name in VARIANTS:
+        if name in results:
+            r = results[name]
+            print(f"{name}: {r['eps'] / d['eps']:.3f}x the default run's events/s, {r['cpu_s'] / max(d['cpu_s'], 1e-9):.3f}x its CPU" + (f", {r['spans'] / max(r['events'], 1):.1f} spans per event" if r.get("spans") else ""))
+    if "at-least-once" in results:
+        a = results["at-least-once"]
+        cost = 1 - d["eps"] / a["eps"]
+        print(f"exactly-once Kafka outputs cost {100 * cost:.1f}% of the at-least-once throughput ({a['eps']:,.0f} -> {d['eps']:,.0f} events/s), CPU {100 * (d['cpu_s'] / max(a['cpu_s'], 1e-9) - 1):+.1f}% (issue 14 aim: at most 10%: {'met' if cost <= 0.10 else 'NOT met'})")
 
 
 if __name__ == "__main__":

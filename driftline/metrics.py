@@ -174,14 +174,21 @@ def timed(step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def timed_sink(step_id: str, sink: Any) -> Any:
-    """Time the ``write_batch`` (and ``snapshot``) calls of every partition ``sink`` builds (when timers are on).
+    """Time the ``write_batch`` (and ``snapshot``) calls of every partition ``sink`` builds (when timers are on)."""
+    if step_timers() is None:
+        return sink
+    return wrap_sink(sink, lambda write: timed(step_id, write), snapshot=lambda snap: timed(step_id, snap))
+
+
+def wrap_sink(sink: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]], *, snapshot: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> Any:
+    """Wrap the ``write_batch`` method of every partition ``sink`` builds with ``wrap``
+    (and, given ``snapshot``, a stateful partition's ``snapshot``: its epoch-end work,
+    such as a transaction's commit).
 
     Works for dynamic (``build``) and fixed-partitioned (``build_part``) sinks by wrapping
     the built partition's method on the instance; the sink's class is unchanged, so
-    Bytewax sees the same sink.
+    Bytewax sees the same sink.  Step timers and tracing (:mod:`driftline.tracing`) use it.
     """
-    if step_timers() is None:
-        return sink
     for name in ("build", "build_part"):
         builder = getattr(sink, name, None)
         if builder is None:
@@ -189,9 +196,9 @@ def timed_sink(step_id: str, sink: Any) -> Any:
 
         def build(*args: Any, _builder: Callable[..., Any] = builder, **kwargs: Any) -> Any:
             part = _builder(*args, **kwargs)
-            part.write_batch = timed(step_id, part.write_batch)
-            if hasattr(part, "snapshot"):  # a stateful partition's epoch-end work (a transaction's commit)
-                part.snapshot = timed(step_id, part.snapshot)
+            part.write_batch = wrap(part.write_batch)
+            if snapshot is not None and hasattr(part, "snapshot"):
+                part.snapshot = snapshot(part.snapshot)
             return part
 
         setattr(sink, name, build)
@@ -203,11 +210,16 @@ def timed_logic(step_id: str, builder: Callable[[Any], Any]) -> Callable[[Any], 
     ``builder`` makes (when timers are on); ``builder`` itself otherwise."""
     if step_timers() is None:
         return builder
+    return wrap_logic(builder, lambda cb: timed(step_id, cb))
+
+
+def wrap_logic(builder: Callable[[Any], Any], wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Any], Any]:
+    """A builder whose logic objects have ``on_batch``, ``on_notify`` and ``on_eof`` wrapped with ``wrap``."""
 
     def build(state: Any) -> Any:
         logic = builder(state)
         for name in ("on_batch", "on_notify", "on_eof"):
-            setattr(logic, name, timed(step_id, getattr(logic, name)))
+            setattr(logic, name, wrap(getattr(logic, name)))
         return logic
 
     return build

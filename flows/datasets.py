@@ -24,6 +24,7 @@ from driftline.operators.alerts import alerts_schema
 from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
 from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA
 from driftline.operators.features import feature_columns, feature_schema
+from driftline.operators.guardrails import guard_output_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
 from driftline.sinks.parquet import KAFKA_KEY, CommitAfter, DatasetSpec
@@ -31,8 +32,9 @@ from driftline.sinks.parquet import KAFKA_KEY, CommitAfter, DatasetSpec
 SpecFactory = Callable[[PipelineConfig], DatasetSpec]
 DATASETS: dict[str, SpecFactory] = {}
 
-# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only.
-NEVER_STORED = frozenset({"raw", "src_key", "field_errors"})
+# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only;
+# the producer's traceparent is stored as its validated trace id (trace_id).
+NEVER_STORED = frozenset({"raw", "src_key", "field_errors", "src_traceparent"})
 
 #: Columns of the ``telemetry`` dataset: decoded fields (texts masked), cost and PII counts.
 TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
@@ -46,6 +48,9 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
 #: Datasets whose rows commit only after the row of another dataset they refer to: an
 #: alert after its window's ``metrics`` row (a reader never sees an alert without it).
 COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key"))}
+
+#: The record's trace (driftline.tracing): the producer's, or the one driftline started.
+TRACE_COLUMNS: dict[str, pl.DataType] = {"trace_id": pl.Utf8}
 
 
 def dataset(name: str) -> Callable[[SpecFactory], SpecFactory]:
@@ -82,6 +87,8 @@ def enriched_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
     cols.update(feature_columns(feature_schema(cfg.features)))
     cols.update({k: v for k, v in SANITIZE_COLUMNS.items() if k != "model_input"})  # what was sent: hash and length
     cols.update(model_output_schema(cfg.models))
+    cols.update(guard_output_schema(cfg))
+    cols.update(TRACE_COLUMNS)
     return cols
 
 

@@ -83,30 +83,41 @@ def _sized(records: list[KafkaRecord], cols: pl.DataFrame, constant: int) -> Kaf
     return KafkaBatch(records, max_size=int(sizes.max()) + constant, nbytes=int(sizes.sum()) + constant * len(records))  # type: ignore[arg-type]
 
 
+TRACEPARENT_HEADER = "traceparent"
 _SRC_HEADERS = ("driftline.src.topic", "driftline.src.partition", "driftline.src.offset", "driftline.src.timestamp")
 _SRC_COLUMNS = ("src_topic", "src_partition", "src_offset")
 
 
-_SRC_HEADER_BYTES = sum(map(len, _SRC_HEADERS))
+# header names of every record with source coordinates (plus a traceparent's, an upper bound)
+_SRC_HEADER_BYTES = sum(map(len, _SRC_HEADERS)) + len(TRACEPARENT_HEADER)
 
 
 def _src_header_columns(frame: pl.DataFrame) -> pl.DataFrame:
     """The source-coordinate header values as binary columns: topic, partition, offset and
-    timestamp (epoch milliseconds, -1 when unknown)."""
+    timestamp (epoch milliseconds, -1 when unknown); plus the row's W3C ``traceparent``
+    (column ``tp``) when the frame has a ``trace_parent`` column (see :mod:`driftline.tracing`)."""
     ts = pl.col("src_timestamp").dt.epoch("ms") if "src_timestamp" in frame.columns else pl.lit(None, pl.Int64)
+    tp = [pl.col("trace_parent").cast(pl.Binary).alias("tp")] if "trace_parent" in frame.columns else []
     return frame.select(
         *[pl.col(c).cast(pl.Utf8).fill_null("None").cast(pl.Binary) for c in _SRC_COLUMNS],
         ts.fill_null(-1).cast(pl.Utf8).cast(pl.Binary).alias("ts"),
+        *tp,
     )
 
 
 def _src_headers(cols: pl.DataFrame) -> list[list[tuple[str, bytes]]]:
-    """Per row, the source-coordinate headers of :func:`_src_header_columns`, zipped once."""
+    """Per row, the source-coordinate headers of :func:`_src_header_columns`, zipped once;
+    plus ``traceparent`` where the row has one, so consumers continue the record's trace."""
     h_topic, h_part, h_offset, h_ts = _SRC_HEADERS
-    return [
+    rows = [
         [(h_topic, t), (h_part, p), (h_offset, o), (h_ts, x)]
         for t, p, o, x in zip(*(cols.to_series(i).to_list() for i in range(4)))
     ]
+    if "tp" in cols.columns and cols["tp"].null_count() < cols.height:
+        for headers, tp in zip(rows, cols["tp"].to_list()):
+            if tp is not None:
+                headers.append((TRACEPARENT_HEADER, tp))
+    return rows
 
 
 def _json_list(col: str) -> pl.Expr:
@@ -330,8 +341,9 @@ RETRY_LEVELS = ("alone", "cut down", "stub")
 
 
 def retried(record: KafkaRecord, limit: int, level: int, err: KafkaError | None) -> KafkaRecord:
-    """``record`` as it is sent at ``level`` (0: in its batch, see :data:`RETRY_LEVELS`)."""
-    if level <= 1:
+    """``record`` as it is sent at ``level`` (0: in its batch, see :data:`RETRY_LEVELS`);
+    alone, it is already cut down (naming ``err``) when it no longer fits ``limit``."""
+    if level == 0 or level == 1 and message_size(record) + FRAMING_BYTES <= limit:
         return record
     return fit_record(record, limit, stub=level == 3, error=err.name() if err is not None else None)
 
@@ -400,8 +412,8 @@ class RecordSender:
                 on_delivery(err, msg)
 
         self.send(KafkaBatch([record], topic=topic), on_delivery=noted)
-        self.flush(timeout)
-        return result[0] if result else KafkaError(KafkaError._TIMED_OUT)
+        self.flush(timeout)  # raises unless the record was delivered or refused
+        return result[0] if result else None  # no report: delivered (delivery.report.only.error)
 
     def flush(self, timeout: float) -> None:
         """Wait until every message is delivered (or refused); raise after ``timeout`` seconds."""
@@ -503,8 +515,10 @@ class _ProducerPartition(StatelessSinkPartition[Any]):
         if not failed:
             return
         check_refusals((e for e, *_ in failed), f"Kafka sink for {self._sender.topic!r}")
-        self._sender.forget_limits()
-        refused = self._sender.refused(items, failed)
+        refused = self._sender.refused(items, failed)  # found as they were sent: before the limits are read again
+        if len(refused) < len(failed):
+            raise RuntimeError(f"Kafka sink for {self._sender.topic!r}: {len(failed) - len(refused)} refused records not found in their batch")
+        self._sender.forget_limits()  # the refusal may come from a topic limit changed since start-up
         _log.warning("records refused by the broker sent again alone", extra={"fields": {"topic": self._sender.topic, "records": len(refused), "errors": sorted({e.name() for e, _t, _r in refused})}})
         for err, topic, record in refused:
             for level in range(1, len(RETRY_LEVELS) + 1):

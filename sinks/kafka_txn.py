@@ -495,10 +495,12 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         return int(item_key)
 
     def route(self, batch: KafkaBatch) -> tuple[str, KafkaBatch]:
-        """The partition of a batch: by its cover, so each cover has one transactional producer."""
+        """The partition of a batch: by its cover, so each cover has one transactional
+        producer; window covers (``<topic>|<key>``) by their key alone, so a window's
+        metrics row and its alerts share a producer and a transaction."""
         if self.parts == 1 or batch.cover is None:
             return "0", batch
-        return str(zlib.crc32(batch.cover.encode()) % self.parts), batch
+        return str(zlib.crc32(batch.cover.rpartition("|")[2].encode()) % self.parts), batch
 
     def build_part(self, step_id: str, for_part: str, resume_state: SinkCoverage | None) -> TransactionalPartition:
         if resume_state is not None and not isinstance(resume_state, SinkCoverage):
@@ -543,27 +545,57 @@ def output_sink(kafka: KafkaConfig, flow: str, source: str, topic: str, *more_to
 
 
 def window_topics_output(
-    metrics_rows: Stream[pl.DataFrame], alerts_rows: Stream[pl.DataFrame], kafka: KafkaConfig, *, windows: Any = None, metrics: Any = None, alerts: Any = None
+    metrics_rows: Stream[pl.DataFrame],
+    alerts_rows: Stream[pl.DataFrame],
+    kafka: KafkaConfig,
+    *,
+    windows: Any = None,
+    metrics: Any = None,
+    alerts: Any = None,
+    record_steps: tuple[str, str] = ("metrics_records", "alerts_records"),
 ) -> None:
     """Wire window rows to ``kafka.metrics_topic`` and alerts to ``kafka.alerts_topic``:
     through ``windows``, one sink for both (an alert commits in the transaction of its
     window's row, never before it), or through separate ``metrics`` and ``alerts`` sinks
-    (tests' in-memory sinks).  Steps: ``metrics_records``, ``alerts_records`` and
-    ``window_topics_out`` (or ``metrics_topic_out`` and ``alerts_topic_out``)."""
-    from driftline import metrics as timers
+    (tests' in-memory sinks).  Steps: ``record_steps`` (the records of each), then
+    ``metrics_topic_out`` and ``alerts_topic_out``, which write to their sinks or, with
+    ``windows``, route to its partitions for ``window_topics_out`` to write."""
+    from driftline import tracing  # timers and spans
 
     if windows is None and metrics is None and alerts is None:
         return
     m_topic, a_topic = kafka.metrics_topic, kafka.alerts_topic
-    m = op.map("metrics_records", metrics_rows, timers.timed("metrics_records", lambda f: window_batches(f, m_topic)))
-    a = op.map("alerts_records", alerts_rows, timers.timed("alerts_records", lambda f: window_batches(f, a_topic)))
+    m = op.map(record_steps[0], metrics_rows, tracing.step(record_steps[0], lambda f: window_batches(f, m_topic)))
+    a = op.map(record_steps[1], alerts_rows, tracing.step(record_steps[1], lambda f: window_batches(f, a_topic)))
     if windows is not None:
-        kafka_output("window_topics_out", op.merge("window_records", m, a), timers.timed_sink("window_topics_out", windows))
+        sink = tracing.sink("window_topics_out", windows)
+        both = op.merge("window_records", kafka_routed("metrics_topic_out", m, sink), kafka_routed("alerts_topic_out", a, sink))
+        op.output("window_topics_out", both, sink)
         return
     if metrics is not None:
-        kafka_output("metrics_topic_out", m, timers.timed_sink("metrics_topic_out", metrics))
+        kafka_output("metrics_topic_out", m, tracing.sink("metrics_topic_out", metrics))
     if alerts is not None:
-        kafka_output("alerts_topic_out", a, timers.timed_sink("alerts_topic_out", alerts))
+        kafka_output("alerts_topic_out", a, tracing.sink("alerts_topic_out", alerts))
+
+
+@operator
+def kafka_routed(step_id: str, up: Stream[list[KafkaBatch]], sink: Any) -> Stream[Any]:
+    """The non-empty batches of a stream of lists of
+    :class:`~driftline.sinks.kafka.KafkaBatch`, routed to the partitions of ``sink`` when
+    it is a :class:`TransactionalKafkaSink` (``(partition key, batch)``), as they are for
+    any other sink.
+
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSource, run_main
+    >>> from driftline.testing import InMemorySink
+    >>> flow = Dataflow("doc")
+    >>> batches = kafka_routed("routed", op.input("in", flow, TestingSource([[KafkaBatch(), KafkaBatch([(b"k", b"v", [])])]])), InMemorySink())
+    >>> out = InMemorySink()
+    >>> op.output("out", batches, out); run_main(flow); out.items
+    [[(b'k', b'v', [])]]
+    """
+    batches = op.flat_map("batches", up, _batches)
+    return op.map("route", batches, sink.route) if isinstance(sink, TransactionalKafkaSink) else batches
 
 
 @operator
@@ -581,15 +613,11 @@ def kafka_output(step_id: str, up: Stream[list[KafkaBatch]], sink: Any) -> None:
     >>> run_main(flow); out.items
     [[(b'k', b'v', [])]]
     """
-    batches = op.flat_map("batches", up, _batches)
-    if isinstance(sink, TransactionalKafkaSink):
-        op.output("write", op.map("route", batches, sink.route), sink)
-    else:
-        op.output("write", batches, sink)
+    op.output("write", kafka_routed("routed", up, sink), sink)
 
 
 def _batches(items: list[KafkaBatch]) -> list[KafkaBatch]:
     return [b for b in items if len(b)]
 
 
-__all__ = ["CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_sink", "output_sink", "transactional_id", "window_topics_output"]
+__all__ = ["CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_routed", "kafka_sink", "output_sink", "transactional_id", "window_topics_output"]

@@ -113,18 +113,19 @@ def test_two_topics_of_one_window_key_share_a_transaction(kafka_bootstrap: str, 
     metrics, alerts = unique_topic("txn-metrics"), unique_topic("txn-alerts")
     s = sink(kafka_bootstrap, metrics, partitions=2)
     parts = {p: s.build_part("out", p, None) for p in s.list_parts()}
-    items = [s.route(batch(0, 4, cover=f"{metrics}|k{i}", topic=metrics)) for i in range(4)] + [s.route(batch(3, 3, cover=f"{alerts}|k{i}", topic=alerts)) for i in range(4)]
+    items = [s.route(batch(0, 4, cover=f"{metrics}|k{i}", topic=metrics)) for i in range(8)] + [s.route(batch(3, 3, cover=f"{alerts}|k{i}", topic=alerts)) for i in range(8)]
     for p, part in parts.items():
         part.write_batch([b for k, b in items if k == p])
         part.snapshot()
-    assert {k for k, _ in items} == {"0", "1"}  # covers spread over both producers
-    assert len(consume_all(kafka_bootstrap, metrics)) == 20 and len(consume_all(kafka_bootstrap, alerts)) == 4
+    assert {k for k, _ in items} == {"0", "1"}  # window keys spread over both producers
+    assert all(items[i][0] == items[8 + i][0] for i in range(8))  # a key's metrics and alerts: one producer
+    assert len(consume_all(kafka_bootstrap, metrics)) == 40 and len(consume_all(kafka_bootstrap, alerts)) == 8
     # a replay of the same windows (the alerts' window replayed too) adds nothing
     for p in parts:
         again = s.build_part("out", p, SinkCoverage())
         again.write_batch([b for k, b in items if k == p])
         again.close()
-    assert len(consume_all(kafka_bootstrap, metrics)) == 20 and len(consume_all(kafka_bootstrap, alerts)) == 4
+    assert len(consume_all(kafka_bootstrap, metrics)) == 40 and len(consume_all(kafka_bootstrap, alerts)) == 8
 
 
 def test_partition_state_is_the_committed_coverage(kafka_bootstrap: str, unique_topic) -> None:
