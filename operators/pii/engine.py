@@ -202,6 +202,8 @@ class PiiMasker:
             raise ConfigError(f"privacy.disabled_recognizers: unknown recognizer(s) {unknown}; known: {sorted(RECOGNIZERS)}")
         options = RecognizerOptions(phone_regions=tuple(cfg.phone_regions), phone_reject_context=tuple(cfg.phone_reject_context))
         recs: list[Recognizer] = [c(options) for n, c in RECOGNIZERS.items() if n not in cfg.disabled_recognizers]
+        for r in recs:
+            r.warm_up()
         builtin = entity_names()
         custom_entities: list[str] = []
         for i, c in enumerate(cfg.custom_recognizers):
