@@ -44,6 +44,7 @@ profile``, and never recomputed per window.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -119,6 +120,17 @@ def ks_statistic(a: np.ndarray, b: np.ndarray, wa: np.ndarray | None = None, wb:
     return float(np.max(np.abs(fa - fb)))
 
 
+def _ks_and_wasserstein(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, std: float | None) -> tuple[float, float]:
+    """:func:`ks_statistic` and :func:`wasserstein_normed` from one pass over the two ECDFs
+    (the same floating-point operations as each of them)."""
+    grid, fa, fb = _ecdf_pair(a, b, wa, wb)
+    gap = np.abs(fa - fb)
+    dist = float(np.sum(gap[:-1] * np.diff(grid))) if grid.size > 1 else 0.0
+    if std is None:
+        return float(np.max(gap)), wasserstein_normed(a, b, wa, wb)
+    return float(np.max(gap)), dist / max(std, 0.001)
+
+
 def ks_pvalue(statistic: float, n: float, m: float) -> float:
     """Asymptotic two-sided p-value of the KS statistic for sample sizes ``n`` and ``m``."""
     return float(ks_pvalues([statistic], [n], [m])[0])
@@ -158,7 +170,25 @@ def _share_vectors(p: Mapping[str, float], q: Mapping[str, float]) -> tuple[np.n
 
 def js_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     """Jensen-Shannon distance (natural log) between two category count mappings."""
-    pv, qv = _share_vectors(p, q)
+    return _js_of_shares(*_share_vectors(p, q))
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_key_order(n: int) -> np.ndarray:
+    """The order :func:`js_distance` visits bins ``0..n-1`` named ``str(i)`` (sorted as strings)."""
+    return np.array(sorted(range(n), key=str), dtype=np.int64)
+
+
+def _js_of_bins(ref: np.ndarray, cur: np.ndarray) -> float:
+    """:func:`js_distance` of two count vectors over the same bins, named by their index
+    (without building the mappings; the same order of operations, so the same float)."""
+    order = _bin_key_order(ref.size)
+    pv = np.asarray(ref, dtype=np.float64)[order]
+    qv = np.asarray(cur, dtype=np.float64)[order]
+    return _js_of_shares(pv / pv.sum(), qv / qv.sum())
+
+
+def _js_of_shares(pv: np.ndarray, qv: np.ndarray) -> float:
     m = (pv + qv) / 2.0
 
     def kl(x: np.ndarray) -> float:
@@ -457,14 +487,14 @@ def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringCo
             e["n"] = cur.count
             e["psi"] = psi(ref.counts, cur_bins, d.psi_epsilon)
             e["psi_level"] = psi_level(e["psi"], d)
-            e["ks"] = ks_statistic(rv, cv, rw, cw)
-            e["wasserstein"] = wasserstein_normed(rv, cv, rw, cw, std=ref.std)
-            ref_cat = {str(i): c for i, c in enumerate(ref.counts.tolist())}
-            cur_cat = {str(i): c for i, c in enumerate(cur_bins.tolist())}
-            e["js"] = js_distance(ref_cat, cur_cat)
+            e["ks"], e["wasserstein"] = _ks_and_wasserstein(rv, cv, rw, cw, ref.std)
+            e["js"] = _js_of_bins(ref.counts, cur_bins)
             e["exact"] = bool(ref.exact and cur.exact)
             e["ks_tolerance"] = ref.ks_tolerance if cur.exact and not math.isnan(ref.ks_tolerance) else None
             method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(rv), d)
+            if method == "chisquare":  # over the PSI bins, named by their index
+                ref_cat = {str(i): c for i, c in enumerate(ref.counts.tolist())}
+                cur_cat = {str(i): c for i, c in enumerate(cur_bins.tolist())}
         else:
             if cur.total < d.min_window_values:
                 continue
