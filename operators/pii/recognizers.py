@@ -345,6 +345,7 @@ _PHONE_MAX_STARTS = 64  # number starts examined in one long run of digit groups
 _PHONE_STARTS = re.compile(r"\+|\(|\) ?[0-9]")
 
 
+@functools.lru_cache(maxsize=4096)
 def _international_ok(digits: str) -> bool:
     """A possible number in E.164 terms (country code included, 8 to 15 digits)."""
     if not 8 <= len(digits) <= 15:
