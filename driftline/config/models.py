@@ -160,7 +160,7 @@ class NearDuplicateConfig(_Strict):
     """Near-duplicate cache: a masked input similar enough to a cached one reuses its answer (off by default)."""
 
     enabled: bool = Field(False, description="Look up near-duplicates of the inputs the exact cache misses (remote tiers, needs cache.enabled).")
-    threshold: float = Field(0.9, gt=0, le=1, description="Minimum Jaccard similarity of the normalised word shingles (words and word pairs) for a hit.")
+    threshold: float = Field(0.95, gt=0, le=1, description="Minimum Jaccard similarity of the normalised word shingles (words and word pairs) for a hit.")
     num_perm: int = Field(64, ge=8, le=512, description="MinHash permutations (candidate search by locality-sensitive hashing; hits are confirmed by the exact similarity).")
     bands: int = Field(16, ge=1, description="LSH bands (num_perm must be a multiple): more bands find less similar candidates.")
     max_entries: int = Field(20_000, ge=1, description="Inputs remembered per process (oldest forgotten first).")

@@ -1,10 +1,12 @@
 """Near-duplicate cache: an input similar enough to one already answered reuses its answer.
 
 Offline and local: texts are normalised (lower case, ``n't`` -> ``not``, masked
-entities ``<EMAIL:…>`` -> ``<email>``, punctuation dropped) into words; the similarity
-of two texts is the Jaccard index of their shingles (the words and the pairs of
-consecutive words), so reordered sentences, changed punctuation or case and a masked
-value that differs still match, while a changed word costs three shingles.
+entities ``<EMAIL:…>`` -> ``<email>``, punctuation and common English function and
+filler words dropped: negations and numbers are kept) into words; the similarity of
+two texts is the Jaccard index of their shingles (the words and the pairs of
+consecutive words), so reordered sentences, changed punctuation or case, a greeting
+and a masked value that differs still match, while a changed content word costs three
+shingles.
 Candidates are found with MinHash and locality-sensitive hashing (``num_perm``
 permutations in ``bands`` bands, vectorised with numpy) and confirmed with the exact
 Jaccard index of their shingle sets; the most similar one at or above ``threshold``
@@ -19,7 +21,7 @@ Entries are kept per namespace (task, prompt version, model) in memory, per proc
 the response cache by its key, so a near-duplicate hit is never fresher than the exact
 cache allows (``ttl_s``).
 
->>> idx = NearDuplicateIndex(threshold=0.8)
+>>> idx = NearDuplicateIndex(threshold=0.6)
 >>> idx.add("ns", "The parcel came a week late and the box was damaged, order 1234.", "k1")
 >>> idx.lookup("ns", "the parcel came a week late and the box was damaged -- ORDER 1234")
 Match(key='k1', similarity=1.0, refused=False)
@@ -60,15 +62,24 @@ NUMBER_WORDS = frozenset(
 )
 
 
+#: Function and filler words left out of the shingles (English; negations and numbers are never in it).
+STOPWORDS = frozenset(
+    "a an the and or but so to of in on at for from by with as is are was were be been being am do does did "
+    "i me my we our you your it its this that these those he she they them his her their there here "
+    "have has had will would could should can may might must shall just really very quite please "
+    "hi hello hey dear thanks thank regards cheers ok okay oh well also still".split()
+) - NEGATIONS - NUMBER_WORDS
+
+
 def words(text: str) -> list[str]:
     """Normalised words of ``text``.
 
-    >>> words("It isn't <EMAIL:a1b2> -- 3 DAYS!")
-    ['it', 'is', 'not', '<email>', '3', 'days']
+    >>> words("Hi, it isn't <EMAIL:a1b2> -- 3 DAYS late!")
+    ['not', '<email>', '3', 'days', 'late']
     """
     t = _MASKED.sub(lambda m: f" <{m.group(1).lower()}> ", text)
     t = _NT.sub(" not", t.lower())
-    return _WORD.findall(t)
+    return [w for w in _WORD.findall(t) if w not in STOPWORDS]
 
 
 def shingles(ws: list[str]) -> set[str]:
@@ -115,7 +126,7 @@ class _Entry:
 class NearDuplicateIndex:
     """MinHash/LSH index of texts already answered, per namespace (thread-safe)."""
 
-    def __init__(self, threshold: float = 0.9, *, num_perm: int = 64, bands: int = 16, max_entries: int = 20_000, guard: bool = True, seed: int = 1) -> None:
+    def __init__(self, threshold: float = 0.95, *, num_perm: int = 64, bands: int = 16, max_entries: int = 20_000, guard: bool = True, seed: int = 1) -> None:
         if num_perm % bands:
             raise ValueError(f"num_perm ({num_perm}) must be a multiple of bands ({bands})")
         self.threshold = threshold
