@@ -23,9 +23,9 @@ from driftline.testing.openai_server import Behaviour, OpenAITestServer
 
 # name -> (model, price in+out per Mtok, latency s, failure rate)
 TIERS = {
-    "cheap": ("cheap-m", (0.10, 0.40), 0.060, 0.0),
+    "cheap": ("cheap-m", (0.10, 0.40), 0.120, 0.0),
     "mid": ("mid-m", (1.00, 4.00), 0.005, 0.0),
-    "pricey": ("big-m", (5.00, 15.00), 0.030, 0.45),
+    "pricey": ("big-m", (5.00, 15.00), 0.060, 0.45),
 }
 
 
@@ -99,8 +99,9 @@ def test_each_strategy_follows_its_rule() -> None:
 
         svc = _service(servers, "latency", chain, latency_percentile=90)
         explored = []
-        for b in range(6):  # while a tier has too few observations, the first such tier (chain order) leads
-            cold = [t.name for t in svc.tiers[:-1] if t.health is not None and t.health.latency(90)[1] < 8]
+        for b in range(6):  # while a healthy tier has too few observations, the first such tier (chain order) leads
+            strategy = svc.router.strategy
+            cold = [t.name for t in svc.tiers[:-1] if strategy.healthy(t) and t.health is not None and t.health.latency(90)[1] < 8]
             if not cold:
                 break
             got = svc.process(_batch(24, b * 24)).results
@@ -114,10 +115,18 @@ def test_each_strategy_follows_its_rule() -> None:
         svc.close()
 
         svc = _service(servers, "health", chain, error_rate_threshold=0.3)
-        warm = _run(svc, 1)  # pricey, first in the chain, fails ~45 % of its requests
-        assert set(_first_tier(warm)) == {"pricey"} and set(warm["model_route_reason"]) == {"healthy"}
-        rate, n = next(t for t in svc.tiers if t.name == "pricey").health.error_rate()  # type: ignore[union-attr]
-        assert n >= 8 and rate > 0.3
+        pricey = next(t for t in svc.tiers if t.name == "pricey")
+        for b in range(8):  # pricey, first in the chain, fails ~45 % of its requests
+            unhealthy = not svc.router.strategy.healthy(pricey)
+            got = svc.process(_batch(24, b * 24)).results
+            if unhealthy:  # breaker open, or error rate above 0.3 over >= 8 outcomes: left out
+                rate, n = pricey.health.error_rate()  # type: ignore[union-attr]
+                assert pricey.backend.breaker.state.name == "OPEN" or (n >= 8 and rate > 0.3)  # type: ignore[union-attr]
+                assert set(_first_tier(got)) == {"cheap"} and set(got["model_route_reason"]) == {"skip_unhealthy"}
+                break
+            assert set(_first_tier(got)) == {"pricey"} and set(got["model_route_reason"]) == {"healthy"}
+        else:
+            raise AssertionError("a tier failing 45 % of its requests never became unhealthy")
         out = _run(svc, 4, start=1000)
         assert set(_first_tier(out)) == {"cheap"} and set(out["model_route_reason"]) == {"skip_unhealthy"}
         report["health"] = _shares(out)
