@@ -11,23 +11,12 @@ provider saw in any minute (target <= 600).  About 8.5 minutes per run.
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import uuid
 from pathlib import Path
 
 from driftline.broker import LocalKafka
-from driftline.testing.ratelimit_drain import drain_at_limit
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from driftline.testing.ratelimit_drain import drain_at_limit, free_ports
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        port, controller = _free_ports(2)
+        port, controller = free_ports(2)
         broker = LocalKafka(port=port, controller_port=controller, state_dir=Path(tmp) / "kafka")
         broker.start(timeout=120)
         try:

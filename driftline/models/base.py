@@ -148,14 +148,19 @@ B = TypeVar("B", bound=type[ModelBackend])
 BACKENDS: dict[str, type[ModelBackend]] = {}
 
 
+def add_registered(table: dict[str, Any], name: str, cls: type, what: str) -> None:
+    """Register ``cls`` under ``name`` in ``table``; another class under the same name is an error."""
+    if name in table and table[name] is not cls:
+        raise ValueError(f"{what} {name!r} is already registered by {table[name].__name__}")
+    table[name] = cls
+
+
 def register_backend(kind: str) -> Callable[[B], B]:
     """Class decorator registering a backend under ``kind``."""
 
     def deco(cls: B) -> B:
-        if kind in BACKENDS and BACKENDS[kind] is not cls:
-            raise ValueError(f"model backend kind {kind!r} is already registered by {BACKENDS[kind].__name__}")
+        add_registered(BACKENDS, kind, cls, "model backend kind")
         cls.kind = kind
-        BACKENDS[kind] = cls
         return cls
 
     return deco

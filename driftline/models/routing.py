@@ -49,6 +49,7 @@ from typing import ClassVar, TypeVar
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.models import RoutingConfig
+from driftline.models.base import add_registered
 from driftline.models.prompts import TaskSpec
 from driftline.models.resilience import CircuitState
 from driftline.models.rows import Tier
@@ -136,10 +137,8 @@ def register_strategy(name: str) -> Callable[[S], S]:
     """Class decorator registering a routing strategy under ``name``."""
 
     def deco(cls: S) -> S:
-        if name in STRATEGIES and STRATEGIES[name] is not cls:
-            raise ValueError(f"routing strategy {name!r} is already registered by {STRATEGIES[name].__name__}")
+        add_registered(STRATEGIES, name, cls, "routing strategy")
         cls.name = name
-        STRATEGIES[name] = cls
         return cls
 
     return deco

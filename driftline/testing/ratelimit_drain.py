@@ -69,10 +69,16 @@ def max_in_window(times: list[float], seconds: float) -> int:
     return best
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on loopback."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def out_of_order(root: Path) -> int:
@@ -113,7 +119,7 @@ def drain_at_limit(bootstrap: str, topic: str, workdir: Path, *, events: int, rp
     cfg_path = workdir / "driftline.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
-    addresses = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+    addresses = ",".join(f"127.0.0.1:{p}" for p in free_ports(processes))
     procs = []
     try:
         start = time.monotonic()
