@@ -220,6 +220,15 @@ class RateLimitsConfig(_Strict):
     next_tier_max_wait_ms: float = Field(
         0.0, ge=0, description="Tasks with on_rate_limit: next_tier wait at most this long for room before the row moves on."
     )
+    headroom: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description=(
+            "Share of every limit left unused. Requests are paced by when they leave; the provider counts when they arrive, a few milliseconds "
+            "later or sooner, so a limit used to the last request shows up as N+1 in some minute at the provider."
+        ),
+    )
     hosts: int = Field(
         1, ge=1, description="Hosts enforcing these limits with separate ledgers: each takes 1/hosts of every limit. Leave 1 when every process shares one ledger (see docs/models.md)."
     )

@@ -8,7 +8,8 @@ and tokens per minute (``backends.<tier>.rate_limit``) and its tenant's
 (GCRA without burst): a limit of ``N`` per minute lets a request go
 ``60 / N`` seconds after the previous one, so the provider never sees more than ``N``
 in any minute, and a request of ``t`` tokens holds a tokens-per-minute limit for
-``t · 60 / N`` seconds.  Tokens are estimated before the call (prompt characters /
+``t · 60 / N`` seconds.  ``rate_limits.headroom`` (2 %) of every limit is left unused:
+requests are paced by when they leave and counted by the provider when they arrive.  Tokens are estimated before the call (prompt characters /
 ``chars_per_token`` plus the learned output estimate) and corrected from the usage the
 provider reports once the request is done.
 
@@ -28,7 +29,7 @@ host) or, without a ledger, in memory (:class:`MemoryPacing`, one process).
 >>> clock = FakeClock()
 >>> waits = []
 >>> def sleep(s): waits.append(round(s, 3)); clock.advance(s)
->>> gate = TierGate("primary", RateLimit(requests_per_minute=600), RateLimitsConfig(), MemoryPacing(), clock, sleep=sleep)
+>>> gate = TierGate("primary", RateLimit(requests_per_minute=600), RateLimitsConfig(headroom=0), MemoryPacing(), clock, sleep=sleep)
 >>> for _ in range(3): gate.permit(ModelRequest("k", "hi", "sentiment")).acquire()
 >>> waits
 [0.1, 0.1]
@@ -93,15 +94,15 @@ class _Limit:
 
     __slots__ = ("bucket", "kind", "interval")
 
-    def __init__(self, bucket: str, kind: str, per_minute: float, hosts: int) -> None:
+    def __init__(self, bucket: str, kind: str, per_minute: float, share: float) -> None:
         self.bucket = bucket
         self.kind = kind
-        self.interval = 60.0 * hosts / per_minute
+        self.interval = 60.0 / (per_minute * share)
 
 
-def _limits(prefix: str, scope: str, limit: RateLimit, hosts: int) -> tuple[_Limit | None, _Limit | None]:
-    rpm = _Limit(f"{prefix}/requests", f"{scope}_requests", limit.requests_per_minute, hosts) if limit.requests_per_minute else None
-    tpm = _Limit(f"{prefix}/tokens", f"{scope}_tokens", limit.tokens_per_minute, hosts) if limit.tokens_per_minute else None
+def _limits(prefix: str, scope: str, limit: RateLimit, share: float) -> tuple[_Limit | None, _Limit | None]:
+    rpm = _Limit(f"{prefix}/requests", f"{scope}_requests", limit.requests_per_minute, share) if limit.requests_per_minute else None
+    tpm = _Limit(f"{prefix}/tokens", f"{scope}_tokens", limit.tokens_per_minute, share) if limit.tokens_per_minute else None
     return rpm, tpm
 
 
@@ -131,8 +132,8 @@ class TierGate:
         self.max_pause_s = max_pause_s
         self.on_limit = on_limit or (lambda task: "wait")
         self.sleep = sleep
-        self.hosts = tenants.hosts
-        self.requests, self.tokens = _limits(f"tier/{tier}", "tier", limit, self.hosts)
+        self.share = (1.0 - tenants.headroom) / tenants.hosts  # of every limit, for this ledger's processes
+        self.requests, self.tokens = _limits(f"tier/{tier}", "tier", limit, self.share)
         self.pause_bucket = f"pause/{tier}"
         self._tenant_limits: dict[str, tuple[_Limit | None, _Limit | None]] = {}
         self._pause_seen = (float("-inf"), 0.0)  # (read at, paused until), for tiers without limits
@@ -153,7 +154,7 @@ class TierGate:
             got = self._tenant_limits.get(name)
             if got is None:
                 limit = self.tenants.per_tenant.get(name, self.tenants.default_tenant)
-                got = self._tenant_limits[name] = _limits(f"tenant/{name}", "tenant", limit, self.hosts)
+                got = self._tenant_limits[name] = _limits(f"tenant/{name}", "tenant", limit, self.share)
         return got
 
     def permit(self, request: ModelRequest) -> Permit:

@@ -24,8 +24,11 @@ from typing import Any
 import polars as pl
 import yaml
 
+from driftline.config.models import RateLimitsConfig
 from driftline.producer import produce
 from driftline.testing.openai_server import read_log, start_subprocess
+
+HEADROOM = RateLimitsConfig().headroom
 
 _PROCESS = """
 import sys
@@ -52,7 +55,8 @@ class DrainFigures:
 
     def line(self, rpm: float, processes: int) -> str:
         return (
-            f"{self.events} events, provider and driftline at {rpm:g} requests/min, {processes} process(es): drained in {self.seconds:.1f}s "
+            f"{self.events} events, provider and driftline at {rpm:g} requests/min (paced at {rpm * (1 - HEADROOM):g}: {HEADROOM:.0%} headroom), "
+            f"{processes} process(es): drained in {self.seconds:.1f}s "
             f"(the limit implies {self.implied_seconds:.1f}s); {self.requests} requests, {self.rejected_429} answered 429; tiers {self.tiers}; "
             f"most requests in any 60 s window {self.max_per_minute}, in any 10 s window {self.max_per_10s} (limit {rpm / 6:g}); rows out of partition order {self.out_of_order}"
         )

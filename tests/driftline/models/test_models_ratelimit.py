@@ -35,7 +35,7 @@ class _Sleeper:
 def _gate(limit: RateLimit, tenants: RateLimitsConfig | None = None, store: Any = None, clock: FakeClock | None = None, **kw: Any) -> tuple[TierGate, _Sleeper]:
     clock = clock or FakeClock()
     sleeper = _Sleeper(clock)
-    return TierGate("primary", limit, tenants or RateLimitsConfig(), store or MemoryPacing(), clock, sleep=sleeper, **kw), sleeper
+    return TierGate("primary", limit, tenants or RateLimitsConfig(headroom=0), store or MemoryPacing(), clock, sleep=sleeper, **kw), sleeper
 
 
 def test_requests_per_minute_are_paced_evenly() -> None:
@@ -45,6 +45,13 @@ def test_requests_per_minute_are_paced_evenly() -> None:
         gate.permit(ModelRequest("k", "t", "sentiment")).acquire()
     assert sleeper.waits == [0.5] * 9
     assert (gate.clock.now() - start).total_seconds() == pytest.approx(4.5)
+
+
+def test_headroom_and_hosts_take_their_share_of_every_limit() -> None:
+    gate, sleeper = _gate(RateLimit(requests_per_minute=120), RateLimitsConfig(headroom=0.04, hosts=2))
+    for _ in range(3):
+        gate.permit(ModelRequest("k", "t", "sentiment")).acquire()
+    assert sleeper.waits == [pytest.approx(60 / (120 * 0.96 / 2))] * 2
 
 
 def test_tokens_per_minute_hold_the_limit_and_are_corrected_from_usage() -> None:
@@ -62,7 +69,7 @@ def test_tokens_per_minute_hold_the_limit_and_are_corrected_from_usage() -> None
 
 
 def test_tenant_limits_apply_per_tenant() -> None:
-    tenants = RateLimitsConfig(per_tenant={"acme": RateLimit(requests_per_minute=60)}, default_tenant=RateLimit(requests_per_minute=600))
+    tenants = RateLimitsConfig(per_tenant={"acme": RateLimit(requests_per_minute=60)}, default_tenant=RateLimit(requests_per_minute=600), headroom=0)
     gate, sleeper = _gate(RateLimit(), tenants)
     for tenant in ("acme", "globex", "acme", "globex", "initech"):
         gate.permit(ModelRequest("k", "t", "sentiment", tenant=tenant)).acquire()
