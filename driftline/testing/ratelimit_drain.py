@@ -98,12 +98,15 @@ def out_of_order(root: Path) -> int:
     return int(df.select((pl.col("src_offset") < prev_max).sum()).item() or 0)
 
 
-def drain_at_limit(bootstrap: str, topic: str, workdir: Path, *, events: int, rpm: float, processes: int = 1, partitions: int = 4, latency_ms: float = 20.0) -> DrainFigures:
+def drain_at_limit(
+    bootstrap: str, topic: str, workdir: Path, *, events: int, rpm: float, processes: int = 1, partitions: int = 4, latency_ms: float = 20.0, burst_s: float = 1.0
+) -> DrainFigures:
     """Produce a burst of ``events``, then drain it through ``processes`` flow processes against
-    a provider limited to ``rpm`` requests per minute, driftline configured at ``rpm``."""
+    a provider limited to ``rpm`` requests per minute (a bucket of ``burst_s`` seconds' worth),
+    driftline configured at ``rpm``."""
     produce(bootstrap, topic, events, seed=19, invalid_rate=0.0, pii_rate=0.0, partitions=partitions, progress=False)
     log_path = workdir / "requests.jsonl"
-    server, base_url = start_subprocess("--port", "0", "--log", str(log_path), "--latency-ms", str(latency_ms), "--rpm", str(rpm))
+    server, base_url = start_subprocess("--port", "0", "--log", str(log_path), "--latency-ms", str(latency_ms), "--rpm", str(rpm), "--rpm-burst", str(max(1.0, rpm / 60.0 * burst_s)))
     root = workdir / "out"
     config: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "dead_letter_topic": f"{topic}.dlq", "output_topic": f"{topic}.out"},

@@ -25,12 +25,15 @@ RPM = 1200.0
 
 @pytest.mark.parametrize(("processes", "events"), [(1, 500), (2, 400)], ids=["1-process", "2-processes"])
 def test_burst_at_the_providers_limit_is_paced_not_refused(kafka_bootstrap: str, unique_topic: Any, tmp_path: Path, processes: int, events: int) -> None:
-    f = drain_at_limit(kafka_bootstrap, unique_topic("ratelimit"), tmp_path, events=events, rpm=RPM, processes=processes)
+    # the provider's bucket holds 2 s worth (providers quantise to 1 s; the suite runs on loaded
+    # machines, where a starved thread bunches arrivals): the full-size bench keeps 1 s
+    f = drain_at_limit(kafka_bootstrap, unique_topic("ratelimit"), tmp_path, events=events, rpm=RPM, processes=processes, burst_s=2.0)
     print("\n" + f.line(RPM, processes))
     assert f.rows == events and f.tiers == {"primary": events}
     assert f.rejected_429 == 0 and f.requests == events
     assert f.out_of_order == 0
-    # never more than the limit in any window (10 s: N/6; the drain is shorter than a minute here)
-    assert f.max_per_minute <= RPM and f.max_per_10s <= RPM / 6 + 1
+    # never more than the limit in any window (10 s: N/6, plus the bunching the provider's bucket allows;
+    # the drain is shorter than a minute here)
+    assert f.max_per_minute <= RPM and f.max_per_10s <= RPM / 6 + RPM / 30
     # paced at the limit: the drain takes at least what it implies, and not much longer (start-up, the last batch)
     assert f.implied_seconds * 0.95 <= f.seconds <= f.implied_seconds * 1.5 + 30

@@ -18,6 +18,7 @@ from driftline.models.ledger import CallLedger
 from driftline.models.ratelimit import LedgerPacing, MemoryPacing, TierGate
 from driftline.models.types import ModelCallError, ModelRequest
 from driftline.testing.openai_server import Behaviour, OpenAITestServer
+from driftline.testing.ratelimit_drain import max_in_window
 
 
 class _Sleeper:
@@ -132,8 +133,9 @@ def test_service_at_the_providers_limit_gets_no_429(tmp_path: Path) -> None:
         log = list(srv.log)
     assert out["model_tier"].to_list() == ["primary"] * 60
     assert [e for e in log if e["status"] == 429] == []
-    arrivals = sorted(e["t"] for e in log)
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) > 0.03  # paced at 50 ms, never a burst
+    # paced at 50 ms, never a burst (unpaced, 8 in flight would send all 60 within ~0.1 s);
+    # the margin over 20 per second is arrival bunching on a loaded machine
+    assert max_in_window([e["t"] for e in log], 1.0) <= 30
     print(f"\n60 requests at 1200/min: {took:.2f}s (the limit implies {59 * 0.05:.2f}s), no 429")
     assert took >= 59 * 0.05 * 0.95
 
