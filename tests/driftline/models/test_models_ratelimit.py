@@ -167,7 +167,7 @@ def test_a_429_retry_after_pauses_every_process(tmp_path: Path) -> None:
 
 def test_next_tier_task_moves_on_when_the_limit_has_no_room(tmp_path: Path) -> None:
     with OpenAITestServer(Behaviour(latency_s=0.01)) as srv:
-        svc = _cfg_service(srv.base_url, tmp_path, primary={"rate_limit": {"requests_per_minute": 60}}, tasks={"sentiment": {"kind": "sentiment", "on_rate_limit": "next_tier"}})
+        svc = _cfg_service(srv.base_url, tmp_path, primary={"rate_limit": {"requests_per_minute": 6}}, tasks={"sentiment": {"kind": "sentiment", "on_rate_limit": "next_tier"}})
         out = svc.process(_frame(10)).results
         svc.close()
         sent = len(srv.log)
