@@ -48,10 +48,6 @@ from driftline.models import metrics
 from driftline.models.ledger import CallLedger
 from driftline.models.types import ModelCallError, ModelRequest
 
-#: Which limit made a request wait (a metric label: bounded).
-LIMITS = ("tier_requests", "tier_tokens", "tenant_requests", "tenant_tokens", "pause")
-
-
 class PacingStore(Protocol):
     """Where the schedule lives: bucket name -> time (epoch seconds)."""
 
