@@ -38,11 +38,11 @@ def _servers() -> Iterator[dict[str, OpenAITestServer]]:
         }
 
 
-def _service(servers: dict[str, OpenAITestServer], strategy: str, chain: list[str], **routing: Any) -> ModelService:
+def _service(servers: dict[str, OpenAITestServer], strategy: str, chain: list[str], cooldown_s: float = 3.0, **routing: Any) -> ModelService:
     backends: dict[str, Any] = {
         name: {
             "kind": "openai", "model": model, "base_url": servers[name].base_url, "max_in_flight": 8,
-            "retry": {"max_attempts": 1}, "circuit": {"failure_threshold": 4, "cooldown_s": 3.0},
+            "retry": {"max_attempts": 1}, "circuit": {"failure_threshold": 4, "cooldown_s": cooldown_s},
         }
         for name, (model, _, _, _) in TIERS.items()
     }
@@ -83,21 +83,24 @@ def test_each_strategy_follows_its_rule() -> None:
     with _servers() as servers:
         chain = ["pricey", "cheap", "mid"]  # the configured order is neither by price nor by latency
         report = {}
+        # a breaker that opened stays open for the rest of a scenario: a cool-down ending between the
+        # test's look at a tier's health and the router's (a slow batch on a loaded machine) cannot race
+        cooldown = 600.0
 
-        svc = _service(servers, "chain", chain)
+        svc = _service(servers, "chain", chain, cooldown)
         out = _run(svc, 4)
         assert set(_first_tier(out)) == {"pricey"} and set(out["model_route_reason"]) == {"chain"}
         report["chain"] = _shares(out)
         svc.close()
 
-        svc = _service(servers, "cost", chain)
+        svc = _service(servers, "cost", chain, cooldown)
         out = _run(svc, 4)
         assert set(_first_tier(out)) == {"cheap"} and set(out["model_route_reason"]) == {"cheapest"}
         assert set(out["model_route"]) == {"cheap-m"}
         report["cost"] = _shares(out)
         svc.close()
 
-        svc = _service(servers, "latency", chain, latency_percentile=90)
+        svc = _service(servers, "latency", chain, cooldown, latency_percentile=90)
         explored = []
         for b in range(6):  # while a healthy tier has too few observations, the first such tier (chain order) leads
             strategy = svc.router.strategy
@@ -114,7 +117,7 @@ def test_each_strategy_follows_its_rule() -> None:
         report["latency"] = _shares(out)
         svc.close()
 
-        svc = _service(servers, "health", chain, error_rate_threshold=0.3)
+        svc = _service(servers, "health", chain, cooldown, error_rate_threshold=0.3)
         pricey = next(t for t in svc.tiers if t.name == "pricey")
         for b in range(8):  # pricey, first in the chain, fails ~45 % of its requests
             unhealthy = not svc.router.strategy.healthy(pricey)
