@@ -40,6 +40,7 @@ from driftline.config.models import BackendConfig, ModelsConfig
 from driftline.models import metrics
 from driftline.models.accounting import Accounting, TierTally
 from driftline.models.admission import MAX_WAVES, Admission, Group
+from driftline.models.answer_check import AnswerCheck, check_answers
 from driftline.models.base import Backend, RetryHook, build_backend
 from driftline.models.budget import BudgetTracker, budget_events_frame
 from driftline.models.cache import InFlight, ResponseCache
@@ -80,11 +81,13 @@ class ModelBatchResult:
 class ModelService:
     """Backends, breakers, cache, budgets and ledger of one worker process.
 
-    ``backends`` lets tests or extensions pass pre-built backends by tier name.
+    ``backends`` lets tests or extensions pass pre-built backends by tier name;
+    ``answer_check`` judges each tier's answers (:mod:`driftline.models.answer_check`).
     """
 
-    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None) -> None:
+    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None, answer_check: AnswerCheck | None = None) -> None:
         self.config = config
+        self.answer_check = answer_check
         self.clock = clock or SystemClock()
         self.tasks = {name: TaskSpec(name, t) for name, t in config.tasks.items()}
         self.config_hash = config.config_hash()
@@ -204,6 +207,8 @@ class ModelService:
             groups = plan.deferred
             wave += 1
         tally.flush()
+        if self.answer_check is not None and self.answer_check.applies(tier):
+            check_answers(self.answer_check, tier, pending, batch, rows, self.tiers[0].backend.model)
         return [i for i in pending if rows[i].answer is None]
 
     def _call(self, tier: Tier, sends: list[Group], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
@@ -213,8 +218,12 @@ class ModelService:
             # the idempotency key names the event, the task, the tier and the configuration:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
+            traces = batch.traces
             requests = [
-                ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], tenants[g.lead], self._tokens(tier, tasks[g.lead], texts[g.lead]) if gate is not None and gate.limits_tokens else 0)
+                ModelRequest(
+                    f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], tenants[g.lead],
+                    self._tokens(tier, tasks[g.lead], texts[g.lead]) if gate is not None and gate.limits_tokens else 0, trace=traces[g.lead],
+                )
                 for g in sends
             ]
         else:

@@ -17,6 +17,7 @@ ERROR_CLASSES: Final[tuple[str, ...]] = (
     "bad_request",
     "circuit_open",
     "throttled",
+    "rejected",
     "unsupported",
     "internal",
 )
@@ -34,7 +35,8 @@ class ModelRequest:
 
     ``key`` is an idempotency key (the event's source coordinates or id); remote
     backends send it as the ``Idempotency-Key`` header.  ``tenant`` and ``tokens`` (the
-    estimated tokens of one attempt) are what rate limits need.
+    estimated tokens of one attempt) are what rate limits need.  ``trace`` is the record's
+    W3C ``traceparent`` (:mod:`driftline.tracing`), sent with the request.
     """
 
     key: str
@@ -42,6 +44,7 @@ class ModelRequest:
     task: str
     tenant: str | None = None
     tokens: int = 0
+    trace: str | None = None
 
 
 @dataclass(slots=True)

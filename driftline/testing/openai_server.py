@@ -2,6 +2,7 @@
 
 It answers ``POST /v1/chat/completions`` like a provider would (a JSON answer for the
 task found in the system prompt, a ``usage`` block) and can be told to misbehave:
+answer with planted content (``plants``: a marker in the user message -> the answer),
 be slow, hang past the client's timeout, answer 429 with Retry-After, 500/503,
 malformed JSON content, a body that is not JSON, wrong or missing usage figures,
 reset the connection, 400/401/403, or 429 ``insufficient_quota``.  Failures are chosen
@@ -112,6 +113,8 @@ class Behaviour:
     rpm: float | None = None
     rpm_burst: float | None = None
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: planted answers: when the user message contains a key, the answer's content is its value
+    plants: dict[str, str] = field(default_factory=dict)
 
     def for_model(self, model: str | None) -> Behaviour:
         """This behaviour with the ``per_model`` overrides of ``model`` applied."""
@@ -142,9 +145,12 @@ def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
-def _answer(messages: list[dict[str, Any]]) -> str:
+def _answer(messages: list[dict[str, Any]], plants: dict[str, str] | None = None) -> str:
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "").lower()
     user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    for marker, planted in (plants or {}).items():
+        if marker in user:
+            return planted
     words = _WORD.findall(user.lower())
     if "sentiment" in system:
         pos = sum(w in _POS for w in words)
@@ -339,7 +345,7 @@ class OpenAITestServer:
                 outcome = "rate_limit"
             else:
                 outcome = self._choose(key or f"seq-{seq}", attempt, b)
-        content = b.content if b.content is not None else (_answer(messages) if messages else "")
+        content = b.content if b.content is not None else (_answer(messages, b.plants) if messages else "")
         prompt_chars = sum(len(str(m.get("content", ""))) for m in messages or [])
         usage: dict[str, Any] | None = dict(b.usage) if b.usage is not None else {
             "prompt_tokens": _tokens(prompt_chars),
@@ -400,6 +406,7 @@ class OpenAITestServer:
             "replay": False,
             "limited": limited is not None,
             "done": None,
+            "traceparent": h.headers.get("traceparent"),
         }
         with self._lock:
             self.log.append(entry)
