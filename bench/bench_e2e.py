@@ -313,8 +313,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
             print(f"{name}: {r['eps'] / d['eps']:.3f}x the default run's events/s, {r['cpu_s'] / max(d['cpu_s'], 1e-9):.3f}x its CPU" + (f", {r['spans'] / max(r['events'], 1):.1f} spans per event" if r.get("spans") else ""))
     if "at-least-once" in results:
         a = results["at-least-once"]
-        cost = 1 - d["eps"] / a["eps"]
-        print(f"exactly-once Kafka outputs cost {100 * cost:.1f}% of the at-least-once throughput ({a['eps']:,.0f} -> {d['eps']:,.0f} events/s), CPU {100 * (d['cpu_s'] / max(a['cpu_s'], 1e-9) - 1):+.1f}% (issue 14 aim: at most 10%: {'met' if cost <= 0.10 else 'NOT met'})")
+        ref = "again" if "again" in results else "driftline"  # 'again' does not read a cold topic
+        e = results[ref]
+        cost = 1 - e["eps"] / a["eps"]
+        print(f"exactly-once Kafka outputs ({ref}) cost {100 * cost:.1f}% of the at-least-once throughput ({a['eps']:,.0f} -> {e['eps']:,.0f} events/s), CPU {100 * (e['cpu_s'] / max(a['cpu_s'], 1e-9) - 1):+.1f}% (issue 14 aim: at most 10%: {'met' if cost <= 0.10 else 'NOT met'})")
 
 
 if __name__ == "__main__":

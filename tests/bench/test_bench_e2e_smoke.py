@@ -36,4 +36,4 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     assert all(s["seconds"] >= 0 for s in steps.values())
     assert [n for n, _ in results["driftline"]["rss_marks"]] == [100, 200, 300]
     assert "| mask_pii |" in proc.stdout and "driftline vs it" in proc.stdout
-    assert "exactly-once Kafka outputs cost" in proc.stdout
+    assert "exactly-once Kafka outputs (driftline) cost" in proc.stdout
