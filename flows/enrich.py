@@ -39,7 +39,7 @@ from driftline.config import PipelineConfig
 from driftline.runner import resolve_state_paths
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
-from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
+from driftline.flows.windowing import SourcePartitions, export_windows, window_monitor
 from driftline.models import ModelService, model_output_schema
 from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.model_call import model_batch_key, model_call_builder
@@ -153,8 +153,7 @@ def build_enrich_flow(
         op.output("metrics_topic_out", op.map("metrics_records", win.metrics, t("metrics_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("metrics_topic_out", io.metrics))
     if io.alerts is not None:
         op.output("alerts_topic_out", op.map("alerts_records", win.alerts, t("alerts_records", lambda f: json_records(f, list(f.columns), "key"))), metrics.timed_sink("alerts_topic_out", io.alerts))
-    if cfg.monitoring.alerts.webhook_url:
-        op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(cfg.monitoring))
+    export_windows(FLOW, win, cfg.monitoring)
     return flow
 
 

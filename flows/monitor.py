@@ -46,7 +46,7 @@ from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_let
 from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
 from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
-from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, window_monitor
+from driftline.flows.windowing import SourcePartitions, export_windows, window_monitor
 
 FLOW = "monitor"
 TEXT_COLUMNS = ("prompt", "completion")
@@ -162,8 +162,7 @@ def build_monitor_flow(
         _json_out("metrics_topic_out", out.metrics, io.metrics_topic, "key")
     if io.alerts_topic is not None:
         _json_out("alerts_topic_out", out.alerts, io.alerts_topic, "key")
-    if cfg.monitoring.alerts.webhook_url:
-        op.output("alerts_webhook_out", out.alerts, AlertWebhookSink(cfg.monitoring))
+    export_windows(FLOW, out, cfg.monitoring)
     if parquet:
         from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
 
