@@ -38,9 +38,12 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import polars as pl
+import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+prometheus_client.disable_created_metrics()  # no <counter>_created series: one series per counter, not two
 
 OVERFLOW = "__other__"
 """Label value standing for every value of a dimension past its cap."""
@@ -55,10 +58,13 @@ class LabelCaps:
         self.configure(default, limits)
 
     def configure(self, default: int, limits: Mapping[str, int] | None = None) -> None:
-        """New limits; forgets the values admitted so far."""
+        """Set the limits; values admitted so far stay admitted unless the limits change."""
         with self._lock:
+            limits = dict(limits or {})
+            if getattr(self, "default", None) == default and getattr(self, "limits", None) == limits:
+                return
             self.default = default
-            self.limits = dict(limits or {})
+            self.limits = limits
             self._seen: dict[str, set[str]] = {}
 
     def limit(self, dim: str) -> int:
@@ -165,6 +171,76 @@ def observe_genai(operation: str, provider: str, model: str, seconds: float | No
     if input_tokens or output_tokens:
         GENAI_TOKEN_USAGE.labels(operation, provider, "input", model).observe(input_tokens)
         GENAI_TOKEN_USAGE.labels(operation, provider, "output", model).observe(output_tokens)
+
+
+def observe_many(child: Any, values: Any) -> None:
+    """Observe every value of ``values`` (an array) in the histogram ``child`` at once: the bucket
+    counts come from one ``searchsorted`` instead of one ``observe`` call per value.
+
+    >>> import numpy as np
+    >>> h = Histogram("doc_seconds", "doc", buckets=(1, 2), registry=None); observe_many(h, np.array([0.5, 1.5, 9.0]))
+    >>> [s.value for s in h.collect()[0].samples if s.name.endswith("_bucket")], h._sum.get()
+    ([1.0, 2.0, 3.0], 11.0)
+    """
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return
+    bounds = getattr(child, "_upper_bounds", None)
+    if bounds is None:  # not prometheus_client's histogram layout: one call per value
+        for v in arr.tolist():
+            child.observe(v)
+        return
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), arr, side="left"), minlength=len(bounds))
+    for bucket, n in zip(child._buckets, counts.tolist()):
+        if n:
+            bucket.inc(n)
+    child._sum.inc(float(arr.sum()))
+
+
+TELEMETRY_BACKEND = "telemetry"
+"""``backend`` label of model calls the monitor flow learns from telemetry (made by other services)."""
+
+
+def observe_model_calls(flow: str, rows: pl.DataFrame, *, provider: str = "unknown", operation: str = "chat") -> None:
+    """Model metrics of calls reported as rows (the monitor flow's telemetry): the same
+    ``driftline_model_*`` families the model stage records (``backend="telemetry"``, the
+    model label capped) and the GenAI client metrics, in one group-by per micro-batch.
+
+    Columns read: ``model_name``, ``model_error_class``, ``model_latency_ms``,
+    ``model_input_tokens``, ``model_output_tokens``, ``model_cost_usd`` (when present).
+    """
+    if rows.height == 0:
+        return
+    from driftline.models import metrics as mm
+
+    cost = pl.col("model_cost_usd") if "model_cost_usd" in rows.columns else pl.lit(0.0)
+    groups = rows.group_by(pl.col("model_name").fill_null("unknown"), pl.col("model_error_class")).agg(
+        pl.len().alias("n"),
+        pl.col("model_input_tokens").fill_null(0).sum().alias("inp"),
+        pl.col("model_output_tokens").fill_null(0).sum().alias("out"),
+        cost.fill_null(0.0).sum().alias("cost"),
+        (pl.col("model_latency_ms") / 1000.0).alias("seconds"),
+        pl.col("model_input_tokens").fill_null(0).alias("inp_each"),
+        pl.col("model_output_tokens").fill_null(0).alias("out_each"),
+    )
+    for model_name, error, n, inp, out, usd, seconds, inp_each, out_each in groups.iter_rows():
+        model = CAPS.value("model", model_name)
+        lbl = {"backend": TELEMETRY_BACKEND, "model": model, "tier": TELEMETRY_BACKEND}
+        mm.CALLS.labels(**lbl, outcome="success" if error is None else "error").inc(n)
+        if error is not None:
+            mm.ERRORS.labels(**lbl, error_class=CAPS.value("error_class", error)).inc(n)
+        if inp or out:
+            mm.TOKENS.labels(**lbl, kind="input").inc(inp)
+            mm.TOKENS.labels(**lbl, kind="output").inc(out)
+            observe_many(GENAI_TOKEN_USAGE.labels(operation, provider, "input", model), inp_each)
+            observe_many(GENAI_TOKEN_USAGE.labels(operation, provider, "output", model), out_each)
+        if usd:
+            mm.COST.labels(**lbl).inc(usd)
+        observe_many(mm.LATENCY.labels(**lbl), seconds)
+        observe_many(GENAI_DURATION.labels(operation, provider, model, "" if error is None else CAPS.value("error_class", error)), seconds)
 
 
 def set_build_info() -> None:

@@ -35,7 +35,7 @@ from bytewax.outputs import Sink
 
 from driftline import __version__, metrics
 from driftline.clock import Clock, SystemClock
-from driftline.config import PipelineConfig
+from driftline.config import ConfigError, PipelineConfig
 from driftline.runner import resolve_state_paths
 from driftline.kafka_io import MicroBatchKafkaSource
 from driftline.operators.batch import MicroBatch
@@ -45,6 +45,7 @@ from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.model_call import model_batch_key, model_call_builder
 from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited, mask_dead_letters
+from driftline.operators.pii.operator import entities_for
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.sinks.kafka import KafkaRecordsSink, dead_letter_records, json_records
@@ -73,7 +74,7 @@ class EnrichIO:
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> EnrichIO:
     k = cfg.kafka
-    source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=drain)
+    source = MicroBatchKafkaSource.from_config(k, [k.input_topic], drain=drain, group_id=f"driftline-{FLOW}")
     return EnrichIO(
         source=source,
         dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
@@ -103,8 +104,14 @@ def build_enrich_flow(
     features = FeatureEngine.from_config(cfg.features)
     sanitizer = Sanitizer.from_config(cfg.features, masker)
     models = ModelService(cfg.models, clock)
+    metrics.configure(cfg.monitoring.metrics)
+    metrics.watch_budgets(models.budgets)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     specs = dataset_specs(cfg)
+    try:
+        cfg.monitoring.check_drift_columns(specs["enriched"].schema.names)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     sink = lambda name: metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock))  # noqa: E731
 
     t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
@@ -115,6 +122,8 @@ def build_enrich_flow(
     masked = op.map("mask_pii", batches, t("mask_pii", lambda b: mask_batch_audited(b, masker)))
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
+    entities = entities_for(cfg)
+    op.inspect("pii_metrics", batches, lambda _step, b: metrics.observe_pii(FLOW, metrics.pii_counts(b.valid, entities)))
     batches = op.map("features", batches, t("features", lambda b: features_batch(b, features)))
 
     rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))

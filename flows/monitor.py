@@ -78,7 +78,7 @@ def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
     from driftline.sinks.kafka import KafkaRecordsSink
 
     k = cfg.kafka
-    source = MicroBatchKafkaSource.from_config(k, [k.telemetry_topic], drain=drain)
+    source = MicroBatchKafkaSource.from_config(k, [k.telemetry_topic], drain=drain, group_id=f"driftline-{FLOW}")
     return MonitorIO(
         source=source,
         dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
@@ -106,8 +106,10 @@ class TextMasker:
             res = self.masker.scan(filled)
             masked = res.masked.zip_with(s.is_not_null(), pl.Series([None] * frame.height, dtype=pl.Utf8)).rename(name)
             cols.append(masked)
-            for counts in res.counts.values():
-                pii = pii + pl.Series(counts).cast(pl.Int64)
+            for entity, counts in res.counts.items():
+                found = pl.Series(counts).cast(pl.Int64)
+                pii = pii + found
+                metrics.observe_pii(FLOW, {entity: int(found.sum())})
         return frame.with_columns(*cols, pii.alias("pii_total"), pl.lit(self.mode, pl.Utf8).alias("text_masking"))
 
 
@@ -139,13 +141,15 @@ def build_monitor_flow(
     clock = clock or SystemClock()
     io = io or kafka_io(cfg, drain=drain)
     masker = TextMasker(cfg)
+    metrics.configure(cfg.monitoring.metrics)
 
     timed = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
     flow = Dataflow("driftline_monitor")
     raw = op.input("kafka_in", flow, io.source)
     batches = op.map("decode", raw, timed("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
-    rejected = op.map("rejected_rows", batches, lambda b: b.rejected)
+    rejected = op.map("rejected_rows", batches, lambda b: _refused(b.rejected))
     rows = op.map("telemetry_rows", batches, timed("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
+    op.inspect("model_metrics", rows, lambda _step, f: metrics.observe_model_calls(FLOW, f))
     if cfg.privacy.mask_dead_letter:
         rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
     op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
@@ -173,8 +177,16 @@ def build_monitor_flow(
     return flow
 
 
+def _refused(rejected: pl.DataFrame) -> pl.DataFrame:
+    metrics.observe_rejected(FLOW, rejected)
+    return rejected
+
+
 def _counted(records: RawBatch) -> RawBatch:
-    metrics.count_input(len(records))
+    n = len(records)
+    if n:
+        metrics.observe_in(FLOW, n)
+        metrics.count_input(n)
     return records
 
 
