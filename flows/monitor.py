@@ -26,27 +26,23 @@ Without Kafka, inject a source and in-memory sinks:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import bytewax.operators as op
 import polars as pl
-from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.dataflow import Dataflow
 
 from driftline import metrics
-from driftline.clock import Clock, SystemClock
+from driftline.clock import Clock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
+from driftline.flows.common import FlowBuilder, FlowIO
+from driftline.flows.common import kafka_io as flow_kafka_io
+from driftline.flows.datasets import TELEMETRY_COLUMNS
 from driftline.operators.aggregate import pipeline_version
-from driftline.operators.decode import RawBatch
-from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_dead_letters
-from driftline.sinks.kafka import dead_letter_records
 from driftline.operators.decode_telemetry import TelemetryBatch, decode_telemetry, with_cost
-from driftline.flows.datasets import TELEMETRY_COLUMNS, dataset_specs
-from driftline.flows.windowing import SourcePartitions, export_windows, window_monitor
+from driftline.operators.pii import PiiMasker, load_pseudonym_key
+from driftline.sinks.parquet import RunInfo
 
 FLOW = "monitor"
 TEXT_COLUMNS = ("prompt", "completion")
@@ -54,37 +50,16 @@ TEXT_COLUMNS = ("prompt", "completion")
 #: Telemetry carries no feature columns; drift covers confidence and labels.
 TELEMETRY_FEATURES: list[DriftFeature] = []
 
+#: The monitor flow's edges (see :class:`~driftline.flows.common.FlowIO`; it has no ``output``).
+MonitorIO = FlowIO
 
-@dataclass
-class MonitorIO:
-    """Edges of the monitor flow.
-
-    ``source`` emits raw micro-batches (see :class:`~driftline.flows.enrich.EnrichIO`); ``dead_letter`` and the optional
-    ``metrics_topic``/``alerts_topic`` take lists of Kafka ``(key, value, headers)``;
-    ``frames`` maps ``telemetry``, ``metrics``, ``alerts``, ``late`` to extra sinks of
-    Polars frames (tests use :class:`~driftline.testing.InMemorySink`).
-    """
-
-    source: Source[RawBatch]
-    dead_letter: Sink[Any]
-    metrics_topic: Sink[Any] | None = None
-    alerts_topic: Sink[Any] | None = None
-    frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
+#: The monitor flow's historic ids of the steps that encode window rows as Kafka records (recovery contract).
+RECORD_STEPS = ("metrics_topic_out_records", "alerts_topic_out_records")
 
 
-def kafka_io(cfg: PipelineConfig, *, drain: bool) -> MonitorIO:
+def kafka_io(cfg: PipelineConfig, *, drain: bool) -> FlowIO:
     """The production edges: the telemetry topic in, dead-letter, metrics and alerts topics out."""
-    from driftline.kafka_io import MicroBatchKafkaSource
-    from driftline.sinks.kafka import KafkaRecordsSink
-
-    k = cfg.kafka
-    source = MicroBatchKafkaSource.from_config(k, [k.telemetry_topic], drain=drain, group_id=f"driftline-{FLOW}")
-    return MonitorIO(
-        source=source,
-        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
-        metrics_topic=KafkaRecordsSink.from_config(k, k.metrics_topic),
-        alerts_topic=KafkaRecordsSink.from_config(k, k.alerts_topic),
-    )
+    return flow_kafka_io(cfg, cfg.kafka.telemetry_topic, drain=drain, group_id=f"driftline-{FLOW}")
 
 
 class TextMasker:
@@ -106,10 +81,8 @@ class TextMasker:
             res = self.masker.scan(filled)
             masked = res.masked.zip_with(s.is_not_null(), pl.Series([None] * frame.height, dtype=pl.Utf8)).rename(name)
             cols.append(masked)
-            for entity, counts in res.counts.items():
-                found = pl.Series(counts).cast(pl.Int64)
-                pii = pii + found
-                metrics.observe_pii(FLOW, {entity: int(found.sum())})
+            for counts in res.counts.values():
+                pii = pii + pl.Series(counts).cast(pl.Int64)
         return frame.with_columns(*cols, pii.alias("pii_total"), pl.lit(self.mode, pl.Utf8).alias("text_masking"))
 
 
@@ -118,76 +91,41 @@ def telemetry_rows(batch: TelemetryBatch, cfg: PipelineConfig, masker: TextMaske
     return masker(with_cost(batch.valid, cfg.models.pricing))
 
 
-def _json_out(step_id: str, frames: Stream[pl.DataFrame], sink: Sink[Any], key_column: str) -> None:
-    from driftline.sinks.kafka import json_records
-
-    op.output(step_id, op.map(f"{step_id}_records", frames, lambda f: json_records(f, list(f.columns), key_column)), sink)
-
-
 def build_monitor_flow(
     cfg: PipelineConfig,
     *,
-    io: MonitorIO | None = None,
+    io: FlowIO | None = None,
     drain: bool = False,
     clock: Clock | None = None,
-    parquet: bool = True,
     state_dir: str | Path | None = None,
+    parquet: bool = True,
 ) -> Dataflow:
     """Wire the monitor dataflow; configuration errors (rules, profile file, masker) fail here.
 
     ``state_dir`` is the run's recovery folder, if it has one: windows still open when a
     drained input ends then continue in the next run (``monitoring.end_of_input``).
     """
-    clock = clock or SystemClock()
-    io = io or kafka_io(cfg, drain=drain)
     masker = TextMasker(cfg)
     metrics.configure(cfg.monitoring.metrics)
+    run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, parquet=parquet)
 
-    timed = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
-    flow = Dataflow("driftline_monitor")
-    raw = op.input("kafka_in", flow, io.source)
-    batches = op.map("decode", raw, timed("decode", lambda recs: decode_telemetry(_counted(recs), cfg.decode)))
+    t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
+    batches = op.map("decode", fb.input(), t("decode", lambda recs: decode_telemetry(fb.counted(recs), cfg.decode)))
     rejected = op.map("rejected_rows", batches, lambda b: _refused(b.rejected))
-    rows = op.map("telemetry_rows", batches, timed("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
+    rows = op.map("telemetry_rows", batches, t("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
     op.inspect("model_metrics", rows, lambda _step, f: metrics.observe_model_calls(FLOW, f))
-    if cfg.privacy.mask_dead_letter:
-        rejected = op.map("mask_dead_letter", rejected, lambda f: mask_dead_letters(f, masker.masker))
-    op.output("dead_letter_out", op.map("dead_letter_records", rejected, lambda f: dead_letter_records(f, "telemetry-decode/1")), io.dead_letter)
+    fb.dead_letters(rejected, masker.masker, "telemetry-decode/1")
 
-    out = window_monitor(
-        "windows", rows, cfg.monitoring, features=TELEMETRY_FEATURES, clock=clock, recovery=state_dir is not None, partitions=SourcePartitions(io.source)
-    )
-    stored = op.map("telemetry_stored", rows, lambda f: f.select([pl.col(c).cast(t) for c, t in TELEMETRY_COLUMNS.items()]))
-
-    streams = {"telemetry": stored, "metrics": out.metrics, "alerts": out.alerts, "late": out.late}
-    for name, sink in io.frames.items():
-        op.output(f"{name}_frames_out", streams[name], sink)
-    if io.metrics_topic is not None:
-        _json_out("metrics_topic_out", out.metrics, io.metrics_topic, "key")
-    if io.alerts_topic is not None:
-        _json_out("alerts_topic_out", out.alerts, io.alerts_topic, "key")
-    export_windows(FLOW, out, cfg.monitoring)
-    if parquet:
-        from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
-
-        run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
-        specs = dataset_specs(cfg)
-        for name, stream in (("telemetry", stored), ("metrics", out.metrics), ("metrics_late", out.late), ("alerts", out.alerts)):
-            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", ParquetDatasetSink(specs[name], cfg.sinks, run_info=run_info, clock=clock)))
-    return flow
+    stored = op.map("telemetry_stored", rows, lambda f: f.select([pl.col(c).cast(dtype) for c, dtype in TELEMETRY_COLUMNS.items()]))
+    fb.dataset("telemetry", stored)
+    fb.windows(rows, features=TELEMETRY_FEATURES, record_steps=RECORD_STEPS)
+    return fb.finish()
 
 
 def _refused(rejected: pl.DataFrame) -> pl.DataFrame:
     metrics.observe_rejected(FLOW, rejected)
     return rejected
-
-
-def _counted(records: RawBatch) -> RawBatch:
-    n = len(records)
-    if n:
-        metrics.observe_in(FLOW, n)
-        metrics.count_input(n)
-    return records
 
 
 __all__ = ["MonitorIO", "TextMasker", "build_monitor_flow", "kafka_io", "telemetry_rows"]

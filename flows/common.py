@@ -1,0 +1,217 @@
+"""What both flows are built from: their edges (:class:`FlowIO`, :func:`kafka_io`) and
+one builder (:class:`FlowBuilder`) whose composites are written once: the input, the
+dead-letter branch, the Parquet datasets and the window-output fan-out (metrics,
+late counts and alerts to Parquet, Kafka and the webhook).
+
+Every flow has the same shape::
+
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(...), clock=clock, state_dir=state_dir, run_info=...)
+    raw = fb.input()                                  # "kafka_in"
+    ...the flow's own stages (op.map / op.stateful_batch...)...
+    fb.dead_letters(rejected, masker, version)        # "mask_dead_letter", "dead_letter_records", "dead_letter_out"
+    fb.dataset("enriched", rows)                      # "<name>_parquet", and "<name>_frames_out" for test sinks
+    fb.windows(rows)                                  # "windows" and its fan-out
+    return fb.finish()
+
+The composites add their steps at the top level of the flow, under the same step ids
+the flows always had: step ids are part of the recovery contract (Bytewax keys every
+snapshot by them), so none of them may ever change.  ``tests/flows/test_step_ids.py``
+holds the list.
+
+>>> import tempfile
+>>> from bytewax.testing import run_main
+>>> from driftline.config import load_config
+>>> from driftline.operators.aggregate import pipeline_version
+>>> from driftline.sinks.parquet import RunInfo
+>>> from driftline.testing import InMemorySink, micro_batch_source, raw_batches
+>>> cfg = load_config(None, env={"DRIFTLINE__SINKS__ROOT": tempfile.mkdtemp()})
+>>> io = FlowIO(micro_batch_source(raw_batches([b"x"])), InMemorySink(), frames={"raw": InMemorySink()})
+>>> fb = FlowBuilder("doc", cfg, io, run_info=RunInfo(pipeline_version(cfg.monitoring), cfg.config_hash()), parquet=False)
+>>> fb.frames_out("raw", op.map("heights", fb.input(), len))
+>>> run_main(fb.finish())
+>>> io.frames["raw"].items
+[1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import polars as pl
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from driftline import metrics
+from driftline.clock import Clock, SystemClock
+from driftline.config import PipelineConfig
+from driftline.config.monitoring import DriftFeature
+from driftline.flows.datasets import dataset_specs
+from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
+from driftline.operators.decode import RawBatch
+from driftline.operators.pii import PiiMasker, mask_dead_letters
+from driftline.sinks.kafka import dead_letter_records, json_records
+from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
+
+
+@dataclass
+class FlowIO:
+    """A flow's edges: where raw micro-batches come from and where Kafka-bound records go.
+
+    ``source`` emits raw micro-batches (frames of ``SOURCE_SCHEMA``, or lists of
+    :class:`~driftline.operators.decode.RawRecord`); ``dead_letter``, ``output`` (the
+    enrich flow's scored rows), ``metrics`` and ``alerts`` take lists of Kafka
+    ``(key, value, headers)`` (``None``: not written).  ``frames`` maps a stream's name
+    (a dataset's, or ``late`` for ``metrics_late``) to extra sinks of Polars frames:
+    tests use :class:`~driftline.testing.InMemorySink`.  Parquet datasets are written
+    under ``cfg.sinks.root``.
+    """
+
+    source: Source[RawBatch]
+    dead_letter: Sink[Any]
+    output: Sink[Any] | None = None
+    metrics: Sink[Any] | None = None
+    alerts: Sink[Any] | None = None
+    frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
+
+
+def kafka_io(cfg: PipelineConfig, topic: str, *, drain: bool, output_topic: str | None = None, group_id: str | None = None) -> FlowIO:
+    """The production edges: ``topic`` in; the dead-letter, metrics and alerts topics (and
+    ``output_topic``, if given) out.  ``group_id``: the consumer group the processed
+    offsets are also committed to after each snapshot, for lag tools (recovery stays the
+    source of truth)."""
+    from driftline.kafka_io import MicroBatchKafkaSource
+    from driftline.sinks.kafka import KafkaRecordsSink
+
+    k = cfg.kafka
+    return FlowIO(
+        source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain, group_id=group_id),
+        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
+        output=KafkaRecordsSink.from_config(k, output_topic) if output_topic else None,
+        metrics=KafkaRecordsSink.from_config(k, k.metrics_topic),
+        alerts=KafkaRecordsSink.from_config(k, k.alerts_topic),
+    )
+
+
+#: Step ids of the map steps that turn window rows into Kafka records (``metrics``,
+#: ``alerts``); the monitor flow has always named them after its output steps.
+RECORD_STEPS = ("metrics_records", "alerts_records")
+
+
+class FlowBuilder:
+    """One flow under construction: its Dataflow, edges, clock, datasets and recovery folder.
+
+    ``flow`` names the flow (``enrich``, ``monitor``; the Dataflow is
+    ``driftline_<flow>``); ``state_dir`` is the run's recovery folder, if any (windows
+    still open at the end of a drained input then wait for the next run);
+    ``parquet=False`` writes no dataset (tests that only read ``io.frames``).
+    """
+
+    def __init__(
+        self,
+        flow: str,
+        cfg: PipelineConfig,
+        io: FlowIO,
+        *,
+        run_info: RunInfo,
+        clock: Clock | None = None,
+        state_dir: str | Path | None = None,
+        parquet: bool = True,
+    ) -> None:
+        self.name = flow
+        self.cfg = cfg
+        self.io = io
+        self.clock = clock or SystemClock()
+        self.state_dir = state_dir
+        self.run_info = run_info
+        self.parquet = parquet
+        self.specs = dataset_specs(cfg)
+        self.flow = Dataflow(f"driftline_{flow}")
+        self._frames_used: set[str] = set()
+
+    # -- edges ---------------------------------------------------------------------
+
+    def input(self) -> Stream[RawBatch]:
+        """The raw micro-batches (step ``kafka_in``); the decode step passes each through :meth:`counted`."""
+        return op.input("kafka_in", self.flow, self.io.source)
+
+    def counted(self, records: RawBatch) -> RawBatch:
+        """Count a raw micro-batch (a frame's height or a list's length) as the flow's input."""
+        n = len(records)
+        if n:
+            metrics.observe_in(self.name, n)
+            metrics.count_input(n)
+        return records
+
+    def frames_out(self, name: str, stream: Stream[pl.DataFrame]) -> None:
+        """Send ``stream`` to ``io.frames[name]`` (step ``<name>_frames_out``), if the IO has one."""
+        sink = self.io.frames.get(name)
+        if sink is not None:
+            self._frames_used.add(name)
+            op.output(f"{name}_frames_out", stream, sink)
+
+    def parquet_sink(self, name: str) -> ParquetDatasetSink:
+        """The exactly-once Parquet sink of dataset ``name`` (see flows/datasets.py)."""
+        if name not in self.specs:
+            raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
+        return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock)
+
+    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None) -> None:
+        """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
+        ``io.frames[frames or name]``."""
+        if self.parquet:
+            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", self.parquet_sink(name)))
+        self.frames_out(frames or name, stream)
+
+    def records_out(self, step_id: str, records_step: str, frames: Stream[pl.DataFrame], sink: Sink[Any] | None, key_column: str, columns: Sequence[str] | None = None) -> None:
+        """Frames as JSON Kafka records (step ``records_step``) to ``sink`` (step ``step_id``), if there is one."""
+        if sink is None:
+            return
+        cols = list(columns) if columns is not None else None
+        encode: Callable[[pl.DataFrame], Any] = lambda f: json_records(f, cols if cols is not None else list(f.columns), key_column)  # noqa: E731
+        op.output(step_id, op.map(records_step, frames, metrics.timed(records_step, encode)), metrics.timed_sink(step_id, sink))
+
+    # -- composites ----------------------------------------------------------------
+
+    def dead_letters(self, rejected: Stream[pl.DataFrame], masker: PiiMasker, version: str) -> None:
+        """Refused rows to the dead-letter topic: masked first with ``privacy.mask_dead_letter``
+        (else the producer's original bytes: the input topic's trust zone), with the
+        reason headers of ``version`` (the validator's or decoder's)."""
+        t = metrics.timed
+        if self.cfg.privacy.mask_dead_letter:
+            rejected = op.map("mask_dead_letter", rejected, t("mask_dead_letter", lambda f: mask_dead_letters(f, masker)))
+        records = op.map("dead_letter_records", rejected, t("dead_letter_records", lambda f: dead_letter_records(f, version)))
+        op.output("dead_letter_out", records, metrics.timed_sink("dead_letter_out", self.io.dead_letter))
+
+    def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
+        """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
+        ``metrics``, ``metrics_late`` and ``alerts`` datasets, the metrics and alerts
+        topics, the window gauges, the active alerts (Alertmanager) and the alert webhook
+        (``monitoring.alerts.webhook_url``); see :func:`~driftline.flows.windowing.export_windows`."""
+        win = window_monitor(
+            "windows",
+            rows,
+            self.cfg.monitoring,
+            features=features,
+            clock=self.clock,
+            recovery=self.state_dir is not None,
+            partitions=SourcePartitions(self.io.source),
+        )
+        self.dataset("metrics", win.metrics)
+        self.dataset("metrics_late", win.late, frames="late")
+        self.dataset("alerts", win.alerts)
+        self.records_out("metrics_topic_out", record_steps[0], win.metrics, self.io.metrics, "key")
+        self.records_out("alerts_topic_out", record_steps[1], win.alerts, self.io.alerts, "key")
+        export_windows(self.name, win, self.cfg.monitoring)
+        return win
+
+    def finish(self) -> Dataflow:
+        """The wired Dataflow; an ``io.frames`` entry no step took is an error (a typo in a test)."""
+        unused = sorted(set(self.io.frames) - self._frames_used)
+        if unused:
+            raise ValueError(f"flow {self.name!r}: io.frames names no stream of this flow: {unused} (streams: {sorted(self._frames_used) or 'none'})")
+        return self.flow
