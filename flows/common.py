@@ -131,13 +131,15 @@ class FlowBuilder:
         self.parquet = parquet
         self.specs = dataset_specs(cfg)
         self.flow = Dataflow(f"driftline_{flow}")
+        self._raw: Stream[RawBatch] | None = None
         self._frames_used: set[str] = set()
 
     # -- edges ---------------------------------------------------------------------
 
     def input(self) -> Stream[RawBatch]:
         """The raw micro-batches (step ``kafka_in``); the decode step passes each through :meth:`counted`."""
-        return op.input("kafka_in", self.flow, self.io.source)
+        self._raw = op.input("kafka_in", self.flow, self.io.source)
+        return self._raw
 
     def counted(self, records: RawBatch) -> RawBatch:
         """Count a raw micro-batch (a frame's height or a list's length) as the flow's input."""
@@ -160,11 +162,13 @@ class FlowBuilder:
             raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
         return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock)
 
-    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None) -> None:
+    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None, ticks: Stream[pl.DataFrame] | None = None) -> None:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
-        ``io.frames[frames or name]``."""
+        ``io.frames[frames or name]``; ``ticks`` (empty frames) are merged into the
+        Parquet side only (step ``<name>_ticked``), to drive its time-based flushes."""
         if self.parquet:
-            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", self.parquet_sink(name)))
+            stored = stream if ticks is None else op.merge(f"{name}_ticked", stream, ticks)
+            parquet_output(f"{name}_parquet", stored, metrics.timed_sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
     def records_out(self, step_id: str, records_step: str, frames: Stream[pl.DataFrame], sink: Sink[Any] | None, key_column: str, columns: Sequence[str] | None = None) -> None:
@@ -201,9 +205,16 @@ class FlowBuilder:
             recovery=self.state_dir is not None,
             partitions=SourcePartitions(self.io.source),
         )
-        self.dataset("metrics", win.metrics)
-        self.dataset("metrics_late", win.late, frames="late")
-        self.dataset("alerts", win.alerts)
+        # the window streams carry no idle ticks (only closed windows), but a dataset's
+        # time-based flush runs when items arrive: the input's idle ticks go to these
+        # datasets too, so the last windows before a quiet spell are committed after
+        # flush_seconds instead of waiting for the next window (the commit-lag gauge)
+        ticks = None
+        if self.parquet and self._raw is not None:
+            ticks = op.filter_map("window_idle_ticks", self._raw, lambda recs: None if len(recs) else pl.DataFrame())
+        self.dataset("metrics", win.metrics, ticks=ticks)
+        self.dataset("metrics_late", win.late, frames="late", ticks=ticks)
+        self.dataset("alerts", win.alerts, ticks=ticks)
         self.records_out("metrics_topic_out", record_steps[0], win.metrics, self.io.metrics, "key")
         self.records_out("alerts_topic_out", record_steps[1], win.alerts, self.io.alerts, "key")
         export_windows(self.name, win, self.cfg.monitoring)
