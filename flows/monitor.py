@@ -81,8 +81,10 @@ class TextMasker:
             res = self.masker.scan(filled)
             masked = res.masked.zip_with(s.is_not_null(), pl.Series([None] * frame.height, dtype=pl.Utf8)).rename(name)
             cols.append(masked)
-            for counts in res.counts.values():
-                pii = pii + pl.Series(counts).cast(pl.Int64)
+            for entity, counts in res.counts.items():
+                found = pl.Series(counts).cast(pl.Int64)
+                pii = pii + found
+                metrics.observe_pii(FLOW, {entity: int(found.sum())})
         return frame.with_columns(*cols, pii.alias("pii_total"), pl.lit(self.mode, pl.Utf8).alias("text_masking"))
 
 

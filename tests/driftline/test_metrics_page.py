@@ -129,6 +129,7 @@ def test_label_values_stay_within_their_caps(page: tuple[str, dict[str, pl.DataF
         assert len(values[label]) <= LIMIT + 1, f"{label}: {len(values[label])} values (cap {LIMIT} + {metrics.OVERFLOW})"
     for label in set(values) - CAPPED - {"le"}:
         assert len(values[label]) <= BOUNDED, f"{label}: {len(values[label])} values"
+    print(f"\n{EVENTS} events, {SOURCES} sources, cap {LIMIT}: distinct values " + ", ".join(f"{k}={len(values[k])}" for k in sorted(CAPPED & set(values))))
     # the caps were needed: 1,000 sources and 97 models folded past them
     assert metrics.OVERFLOW in values["source"] and len(values["source"]) == LIMIT + 1
     assert metrics.OVERFLOW in values["model"]
