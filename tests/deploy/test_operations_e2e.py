@@ -29,7 +29,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from driftline.kafka_io import ensure_topics
 from driftline.producer import SyntheticProducer, encode_json
 from driftline.testing import prometheus as prom
 from driftline.testing.openai_server import Behaviour, OpenAITestServer
+from driftline.testing.receiver import PostRecorder
 
 pytestmark = pytest.mark.kafka
 
@@ -54,29 +54,9 @@ SLOW_S = 2.6  # above the p95 threshold (2 s), below p99's (5 s)
 MODEL = "gpt-ops"
 
 
-class Receiver:
-    """Alertmanager's webhook receiver: records (path, notification) pairs."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, dict[str, Any]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.got.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def statuses(self, alertname: str) -> list[tuple[str, str]]:
-        return [(path, a["status"]) for path, n in self.got for a in n["alerts"] if a["labels"].get("alertname") == alertname]
+def statuses(receiver: PostRecorder, alertname: str) -> list[tuple[str, str]]:
+    """(receiver path, status) of every notification Alertmanager sent about ``alertname``."""
+    return [(p.path, a["status"]) for p in receiver.posts for a in p.json()["alerts"] if a["labels"].get("alertname") == alertname]
 
 
 def alertmanager_config(receiver: str) -> dict[str, Any]:
@@ -241,7 +221,7 @@ def stack(kafka_bootstrap: str, unique_topic: Callable[[str], str], tmp_path: Pa
         pytest.skip(str(exc))
     topics = {"input": unique_topic("ops-events"), "telemetry": unique_topic("ops-calls")}
     ensure_topics(kafka_bootstrap, topics.values(), partitions=1)
-    receiver = Receiver()
+    receiver = PostRecorder()
     server = OpenAITestServer(Behaviour(latency_s=0.02, usage={"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132})).start()
     started: list[Any] = []
     try:
@@ -261,8 +241,7 @@ def stack(kafka_bootstrap: str, unique_topic: Callable[[str], str], tmp_path: Pa
         for s in reversed(started):
             s.stop()
         server.stop()
-        receiver.server.shutdown()
-        receiver.server.server_close()
+        receiver.close()
 
 
 def am_alert(am: prom.Alertmanager, **labels: str) -> dict[str, Any] | None:
@@ -330,7 +309,7 @@ def test_operations_stack_end_to_end(stack: dict[str, Any]) -> None:
     wait_until("AILatencyP95High resolved", lambda: am_alert(am, alertname="AILatencyP95High", flow="enrich") is None, timeout=60, every=0.2)
     wait_until("the flow's alert resolved", lambda: am_alert(am, alertname="latency_p95_high", pipeline="driftline") is None, timeout=60, every=0.2)
     print(f"resolved {time.monotonic() - recovered:.1f} s after the server recovered")
-    wait_until("firing and resolved notifications routed to ops-webhook", lambda: {("/ops-webhook", "firing"), ("/ops-webhook", "resolved")} <= set(receiver.statuses("AILatencyP95High")), timeout=30)
+    wait_until("firing and resolved notifications routed to ops-webhook", lambda: {("/ops-webhook", "firing"), ("/ops-webhook", "resolved")} <= set(statuses(receiver, "AILatencyP95High")), timeout=30)
     assert p.query('driftline_active_alerts{rule="latency_p95_high"} == 0')
 
     # -- drained: the lag gauges go to 0 ----------------------------------------------------------

@@ -2,16 +2,14 @@
 chat formats, timestamped HMAC, retries, stable delivery ids) and the active-alert set
 (Alertmanager v2 payloads re-sent while active, endsAt on resolve, Authorization header,
 state across a restart, the active-alerts gauge).  The real Alertmanager binary is in
-tests/deploy/test_alertmanager_real.py and the end-to-end test."""
+tests/deploy/test_operations_e2e.py."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import polars as pl
@@ -25,6 +23,7 @@ from driftline.operators.aggregate.rows import rows_frame
 from driftline.operators.alerts import AlertEngine, alerts_schema
 from driftline.sinks.alertmanager import ActiveAlertsSink
 from driftline.sinks.webhook import WebhookSink, verify
+from driftline.testing.receiver import PostRecorder
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -36,49 +35,10 @@ def row(minute: int, **stats: Any) -> dict[str, Any]:
     return base
 
 
-class Receiver:
-    """A loopback HTTP server recording every POST (path, headers, body); ``fail_next`` answers 503 that many times."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], bytes, float]] = []
-        self.fail_next = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if outer.fail_next > 0:
-                    outer.fail_next -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                outer.posts.append((self.path, dict(self.headers), body, time.monotonic()))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait(self, n: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.posts) < n:
-            assert time.monotonic() < deadline, f"expected {n} POSTs, got {len(self.posts)}"
-            time.sleep(0.02)
-
-
 @pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+def receiver() -> Iterator[PostRecorder]:
+    with PostRecorder() as r:
+        yield r
 
 
 def alert_frames(cfg: MonitoringConfig, *rows: dict[str, Any]) -> list[pl.DataFrame]:
@@ -90,7 +50,7 @@ def gauge(rule: str, severity: str) -> float | None:
     return REGISTRY.get_sample_value("driftline_active_alerts", {"rule": rule, "severity": severity})
 
 
-def test_webhook_json_is_signed_with_a_timestamp_retried_and_stable(receiver: Receiver) -> None:
+def test_webhook_json_is_signed_with_a_timestamp_retried_and_stable(receiver: PostRecorder) -> None:
     cfg = MonitoringConfig(alerts={"webhook_url": receiver.url + "/hook", "webhook_retries": 2})
     clock = FakeClock(T0 + timedelta(hours=1))
     sink = WebhookSink(cfg, secret=b"s3cret", clock=clock)
@@ -125,7 +85,7 @@ def test_webhook_json_is_signed_with_a_timestamp_retried_and_stable(receiver: Re
     part.close()
 
 
-def test_webhook_state_keeps_undelivered_transitions_across_a_restart(receiver: Receiver) -> None:
+def test_webhook_state_keeps_undelivered_transitions_across_a_restart(receiver: PostRecorder) -> None:
     cfg = MonitoringConfig(alerts={"webhook_url": receiver.url + "/hook", "webhook_retries": 0})
     (fired,) = alert_frames(cfg, row(0, error_rate=0.5))
     down = WebhookSink(MonitoringConfig(alerts={"webhook_url": "http://127.0.0.1:9/none", "webhook_retries": 0, "webhook_timeout_seconds": 0.5}), retry_seconds=60)
@@ -143,7 +103,7 @@ def test_webhook_state_keeps_undelivered_transitions_across_a_restart(receiver: 
     resumed.close()
 
 
-def test_webhook_slack_format(receiver: Receiver) -> None:
+def test_webhook_slack_format(receiver: PostRecorder) -> None:
     cfg = MonitoringConfig(alerts={"webhook_url": receiver.url + "/services/T000/B000/XXXX", "webhook_format": "slack"})
     fired, resolved = alert_frames(cfg, row(0, latency_p95_ms=2500.0), row(1, latency_p95_ms=100.0))
     part = WebhookSink(cfg, secret=b"k").build_part("alerts_webhook_out", "alerts", None)
@@ -163,11 +123,11 @@ def test_webhook_url_at_alertmanager_is_refused_with_the_key() -> None:
         load_config(None, env={}, overrides={"monitoring": {"alerts": {"webhook_url": "http://am:9093/api/v2/alerts"}}})
 
 
-def am_posts(receiver: Receiver) -> list[list[dict[str, Any]]]:
+def am_posts(receiver: PostRecorder) -> list[list[dict[str, Any]]]:
     return [json.loads(b) for p, _, b, _ in receiver.posts if p == "/api/v2/alerts"]
 
 
-def test_active_alerts_are_resent_while_active_and_resolved_with_ends_at(receiver: Receiver) -> None:
+def test_active_alerts_are_resent_while_active_and_resolved_with_ends_at(receiver: PostRecorder) -> None:
     cfg = load_config(
         None,
         env={"DRIFTLINE_ALERTMANAGER_AUTHORIZATION": "Bearer am-t0ken"},
@@ -212,7 +172,7 @@ def test_active_alerts_are_resent_while_active_and_resolved_with_ends_at(receive
     resumed.close()
 
 
-def test_active_alerts_without_alertmanager_only_count(receiver: Receiver) -> None:
+def test_active_alerts_without_alertmanager_only_count(receiver: PostRecorder) -> None:
     cfg = MonitoringConfig()
     (fired,) = alert_frames(cfg, row(0, budget_exhausted_calls=3))
     part = ActiveAlertsSink(cfg).build_part("alerts_active_out", "alerts", None)
