@@ -104,7 +104,9 @@ def flow_config(tmp: Path, bootstrap: str, topics: dict[str, str], base_url: str
         "monitoring": {
             "window_seconds": 2,
             "allowed_lateness_seconds": 0,
-            "idle_partition_timeout_seconds": 1,
+            # above the incident's model latency: while calls take SLOW_S, only idle ticks pass the
+            # model stage; a shorter timeout would close windows before their slow rows arrive (late)
+            "idle_partition_timeout_seconds": 2 * SLOW_S,
             "drift": {"warmup_windows": 2, "min_window_values": 3},
             "alerts": {"cooldown_seconds": 0, "alertmanager_urls": [alertmanager], "resend_interval_seconds": 1},
         },
@@ -186,8 +188,10 @@ class Producers:
         self.producer.flush(30)
 
     def stop(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(60)
+        if not self.stop_flag.is_set():
+            self.stop_flag.set()
+            self.thread.join(60)
+            del self.producer  # flushed by the thread; the client goes before the broker does
 
 
 def wait_until(what: str, cond: Callable[[], Any], timeout: float, every: float = 0.2, context: Callable[[], str] | None = None) -> Any:
@@ -301,6 +305,7 @@ def test_operations_stack_end_to_end(stack: dict[str, Any]) -> None:
             gaps.append(("pushed", round(time.monotonic() - active_at, 1)))
         time.sleep(0.5)
     assert not gaps, f"alerts missing from Alertmanager during the incident: {gaps}"
+    print(f"both alerts active for the whole incident, {INCIDENT_S} s = {INCIDENT_S // RESOLVE_TIMEOUT_S} x resolve_timeout, no gap (checked every 0.5 s)")
     assert p.query('driftline_active_alerts{rule="latency_p95_high"} >= 1')  # keys (source, model) firing the rule
 
     # -- recovery -----------------------------------------------------------------------------
@@ -326,6 +331,7 @@ def test_operations_stack_end_to_end(stack: dict[str, Any]) -> None:
         timeout=60,
         context=lambda: json.dumps(p.query("driftline_sink_oldest_uncommitted_age_seconds > 0")),
     )
+    print("drained: consumer lag 0 in both flows, commit lag 0 in every dataset")
     # the flows' positions are committed to their consumer groups too: lag tools see them
     admin = AdminClient({"bootstrap.servers": stack["bootstrap"]})
     probe = Consumer({"bootstrap.servers": stack["bootstrap"], "group.id": "ops-e2e-probe"})
@@ -339,5 +345,6 @@ def test_operations_stack_end_to_end(stack: dict[str, Any]) -> None:
                 return int(next(iter(res.values())).result().topic_partitions[0].offset)
 
             wait_until(f"driftline-{flow} group at the end offset {high}", lambda committed=committed, high=high: committed() == high, timeout=30)
+            print(f"drained: driftline-{flow} group committed at the end offset {high}")
     finally:
         probe.close()
