@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
 from driftline.metrics import CONSUMER_LAG, HEALTH, timed
-from driftline.operators.decode import raw_frame
+from driftline.operators.decode import TRACEPARENT, header_value, raw_frame
 
 
 def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | None, key: bytes | None = None, headers: Any = None, on_delivery: Any = None) -> None:
@@ -101,6 +101,7 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         keys: list[bytes | None] = []
         offsets: list[int] = []
         stamps: list[int] = []
+        traceparents: list[str | None] = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -113,13 +114,15 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
             keys.append(msg.key())
             offsets.append(msg.offset())
             stamps.append(msg.timestamp()[1])
+            headers = msg.headers()
+            traceparents.append(header_value(headers, TRACEPARENT) if headers else None)
         now = time.monotonic()
         HEALTH.polled()
         out: list[pl.DataFrame] = []
         if values:
             self._offset = offsets[-1] + 1
             self._last_emit = now
-            out.append(raw_frame(values, keys, self._topic, self._partition, offsets, stamps))
+            out.append(raw_frame(values, keys, self._topic, self._partition, offsets, stamps, traceparents))
         elif now - self._last_emit >= self._idle_tick:
             self._last_emit = now
             out.append(raw_frame([], [], self._topic, self._partition, [], []))

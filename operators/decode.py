@@ -241,24 +241,57 @@ coordinates, key and original bytes (``raw``)."""
 
 
 def raw_frame(
-    values: Sequence[bytes | None], keys: Sequence[bytes | None], topics: str | Sequence[str], partitions: int | Sequence[int], offsets: Sequence[int], timestamps_ms: Sequence[int]
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    topics: str | Sequence[str],
+    partitions: int | Sequence[int],
+    offsets: Sequence[int],
+    timestamps_ms: Sequence[int],
+    traceparents: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """A raw micro-batch (:data:`SOURCE_SCHEMA`) from column lists; a single topic or
-    partition is repeated for every row."""
+    partition is repeated for every row; ``traceparents``: the messages' ``traceparent``
+    headers (None: no message has one)."""
     n = len(values)
     topic = pl.Series("src_topic", [topics] * n if isinstance(topics, str) else topics, dtype=pl.Utf8)
     part = pl.Series("src_partition", [partitions] * n if isinstance(partitions, int) else partitions, dtype=pl.Int32)
     ts = pl.Series("src_timestamp", timestamps_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    tp = pl.Series("src_traceparent", traceparents, dtype=pl.Utf8) if traceparents is not None else pl.repeat(None, n, dtype=pl.Utf8, eager=True).alias("src_traceparent")
     return pl.DataFrame(
-        [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, pl.Series("raw", values, dtype=pl.Binary)]
+        [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, tp, pl.Series("raw", values, dtype=pl.Binary)]
     )
 
 
 def records_frame(records: Sequence[RawRecord]) -> pl.DataFrame:
     """A raw micro-batch from :class:`RawRecord` objects (tests, in-memory sources)."""
     return raw_frame(
-        [r.value for r in records], [r.key for r in records], [r.topic for r in records], [r.partition for r in records], [r.offset for r in records], [r.timestamp_ms for r in records]
-    )
+        [r.value for r in records], [r.key for r in records], [r.topic for r in records], [r.partition for r in records], [r.offset for r in records], [r.timestamp_ms for r in records],
+        [header_value(r.headers, TRACEPARENT) for r in records],
+    )  # fmt: skip
+
+
+#: The W3C trace-context header a producer may set on a record.
+TRACEPARENT = "traceparent"
+
+
+def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str, limit: int = 128) -> str | None:
+    """The ASCII value of header ``name`` (the first one), or None when absent, not ASCII or
+    longer than ``limit`` (a hostile header never costs more than that).
+
+    >>> header_value([("a", b"1"), ("traceparent", b"00-ab")], "traceparent")
+    '00-ab'
+    """
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == name:
+            if v is None or len(v) > limit:
+                return None
+            try:
+                return v.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 RawBatch = pl.DataFrame | Sequence[RawRecord]

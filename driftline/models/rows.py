@@ -80,6 +80,7 @@ class BatchInputs:
     sources: list[str | None]
     coords: list[Coord | None]
     keys: list[str]  # the event's identity: source coordinates, else event id, else unique
+    traces: list[str | None]  # the record's traceparent (driftline.tracing), None when not traced
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, *, task: str, task_by_source: Mapping[str, str]) -> BatchInputs:
@@ -108,7 +109,8 @@ class BatchInputs:
         # a key is stable across a replay when the event has coordinates or an id; otherwise
         # it must never repeat (a provider honouring it would answer another text)
         keys = [f"{c[0]}:{c[1]}:{c[2]}" if c is not None else (str(e) if e is not None else f"anon-{uuid.uuid4().hex}") for c, e in zip(coords, ids)]
-        return cls(texts, tasks, private, tenants, sources, coords, keys)
+        traces = frame["trace_parent"].to_list() if "trace_parent" in cols else [None] * n
+        return cls(texts, tasks, private, tenants, sources, coords, keys, traces)
 
 
 class RowState:

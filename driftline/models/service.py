@@ -38,6 +38,7 @@ from driftline.config.models import BackendConfig, ModelsConfig
 from driftline.models import metrics
 from driftline.models.accounting import Accounting, TierTally
 from driftline.models.admission import MAX_WAVES, Admission, Group
+from driftline.models.answer_check import AnswerCheck, check_answers
 from driftline.models.base import Backend, RetryHook, build_backend
 from driftline.models.budget import BudgetTracker, budget_events_frame
 from driftline.models.cache import InFlight, ResponseCache
@@ -75,11 +76,13 @@ class ModelBatchResult:
 class ModelService:
     """Backends, breakers, cache, budgets and ledger of one worker process.
 
-    ``backends`` lets tests or extensions pass pre-built backends by tier name.
+    ``backends`` lets tests or extensions pass pre-built backends by tier name;
+    ``answer_check`` judges each tier's answers (:mod:`driftline.models.answer_check`).
     """
 
-    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None) -> None:
+    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None, answer_check: AnswerCheck | None = None) -> None:
         self.config = config
+        self.answer_check = answer_check
         self.clock = clock or SystemClock()
         self.tasks = {name: TaskSpec(name, t) for name, t in config.tasks.items()}
         self.config_hash = config.config_hash()
@@ -168,6 +171,8 @@ class ModelService:
             groups = plan.deferred
             wave += 1
         tally.flush()
+        if self.answer_check is not None and self.answer_check.applies(tier):
+            check_answers(self.answer_check, tier, pending, batch, rows, self.tiers[0].backend.model)
         return [i for i in pending if rows[i].answer is None]
 
     def _call(self, tier: Tier, sends: list[Group], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
@@ -176,7 +181,8 @@ class ModelService:
             # the idempotency key names the event, the task, the tier and the configuration:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
-            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead]) for g in sends]
+            traces = batch.traces
+            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], trace=traces[g.lead]) for g in sends]
         else:
             requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
 

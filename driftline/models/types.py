@@ -16,6 +16,7 @@ ERROR_CLASSES: Final[tuple[str, ...]] = (
     "network",
     "bad_request",
     "circuit_open",
+    "rejected",
     "unsupported",
     "internal",
 )
@@ -32,12 +33,14 @@ class ModelRequest:
     """One input to a model: masked, sanitized text and the task to run on it.
 
     ``key`` is an idempotency key (the event's source coordinates or id); remote
-    backends send it as the ``Idempotency-Key`` header.
+    backends send it as the ``Idempotency-Key`` header.  ``trace`` is the record's W3C
+    ``traceparent`` (:mod:`driftline.tracing`), sent with the request.
     """
 
     key: str
     text: str
     task: str
+    trace: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 It answers ``POST /v1/chat/completions`` like a provider would (a JSON answer for the
 task found in the system prompt, a ``usage`` block) and can be told to misbehave:
+answer with planted content (``plants``: a marker in the user message -> the answer),
 be slow, hang past the client's timeout, answer 429 with Retry-After, 500/503,
 malformed JSON content, a body that is not JSON, wrong or missing usage figures,
 reset the connection, 400/401/403, or 429 ``insufficient_quota``.  Failures are chosen
@@ -102,6 +103,8 @@ class Behaviour:
     model_version: str = "test-model-2026-01"
     hold: bool = False
     idempotency: bool = False
+    #: planted answers: when the user message contains a key, the answer's content is its value
+    plants: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -116,9 +119,12 @@ def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
-def _answer(messages: list[dict[str, Any]]) -> str:
+def _answer(messages: list[dict[str, Any]], plants: dict[str, str] | None = None) -> str:
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "").lower()
     user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    for marker, planted in (plants or {}).items():
+        if marker in user:
+            return planted
     words = _WORD.findall(user.lower())
     if "sentiment" in system:
         pos = sum(w in _POS for w in words)
@@ -295,7 +301,7 @@ class OpenAITestServer:
                 outcome = "unauthorized"
             else:
                 outcome = self._choose(key or f"seq-{seq}", attempt)
-        content = b.content if b.content is not None else (_answer(messages) if messages else "")
+        content = b.content if b.content is not None else (_answer(messages, b.plants) if messages else "")
         prompt_chars = sum(len(str(m.get("content", ""))) for m in messages or [])
         usage: dict[str, Any] | None = dict(b.usage) if b.usage is not None else {
             "prompt_tokens": _tokens(prompt_chars),
@@ -355,6 +361,7 @@ class OpenAITestServer:
             "client_gone": False,
             "replay": False,
             "done": None,
+            "traceparent": h.headers.get("traceparent"),
         }
         with self._lock:
             self.log.append(entry)
