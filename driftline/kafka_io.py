@@ -248,9 +248,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
             "fetch.wait.max.ms": "50",
-            # Prefetch a few polls ahead, not librdkafka's default 100,000 messages / 64 MB
+            # Prefetch a poll or two ahead, not librdkafka's default 100,000 messages / 64 MB
             # per partition consumer: with several partitions that was most of the flow's RSS.
-            "queued.min.messages": str(max(10 * self._batch_size, 10_000)),
+            "queued.min.messages": str(max(2 * self._batch_size, 10_000)),
             "queued.max.messages.kbytes": "16384",
             **self._extra,
         }

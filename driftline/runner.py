@@ -17,6 +17,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from driftline.config import PipelineConfig, state_home
+from driftline.heap import settle_heap
 from driftline.logs import get_logger
 
 log = get_logger("runner")
@@ -46,6 +47,7 @@ def run_flow(flow: Dataflow, *, recovery_dir: str | Path | None = None, epoch_in
     """Run ``flow`` to completion (a drained source) or forever; returns seconds taken."""
     recovery = RecoveryConfig(ensure_recovery_dir(recovery_dir)) if recovery_dir else None
     log.info("flow starting", extra={"fields": {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval}})
+    settle_heap()  # after the flow and its stages are built: see driftline/heap.py
     start = time.monotonic()
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_interval), recovery_config=recovery)
     took = time.monotonic() - start

@@ -30,6 +30,7 @@ import orjson
 
 from driftline.models.base import ModelBackend, ResultsHook, register_backend
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
+from driftline.models.ratelimit import Permit
 from driftline.models.resilience import CircuitBreaker, CircuitState, call_with_retries, classify_exception, classify_status, parse_retry_after
 from driftline.models.types import ModelCallError, ModelRequest, ModelResult
 from driftline.tracing import current as current_tracing
@@ -148,6 +149,8 @@ class OpenAIBackend(ModelBackend):
         if resp.status_code != 200:
             cls = classify_status(resp.status_code, resp.content)
             retry_after = parse_retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
+            if resp.status_code == 429 and retry_after and cls == "rate_limit" and self.gate is not None:
+                self.gate.pause(retry_after)  # every worker and process waits, not only this request
             raise ModelCallError(cls, f"HTTP {resp.status_code}: {resp.text[:200]}", retry_after_s=retry_after, status=resp.status_code)
         try:
             data = orjson.loads(resp.content)
@@ -165,11 +168,14 @@ class OpenAIBackend(ModelBackend):
             response_id=data.get("id") if isinstance(data.get("id"), str) else None,
         )
 
-    def _attempts(self, messages: list[dict[str, str]], key: str, traceparent: str | None = None) -> tuple[_Reply | None, ModelCallError | None, int, int]:
+    def _attempts(self, messages: list[dict[str, str]], key: str, permit: Permit | None, traceparent: str | None = None) -> tuple[_Reply | None, ModelCallError | None, int, int]:
         """Reply or error, retries and requests sent (0 when the breaker refused the first)."""
         with self._rng_lock:
             rng = random.Random(self._rng.random())
-        got = call_with_retries(lambda: self._post(messages, key, traceparent), self.config.retry, self.breaker, rng=rng, sleep=self._sleep, on_retry=self.on_retry)
+        got = call_with_retries(
+            lambda: self._post(messages, key, traceparent), self.config.retry, self.breaker, rng=rng, sleep=self._sleep, on_retry=self.on_retry,
+            before_attempt=permit.acquire if permit is not None else None,
+        )
         return got.value, got.error, got.retries, got.attempts  # type: ignore[return-value]
 
     # -- one request ------------------------------------------------------
@@ -209,7 +215,8 @@ class OpenAIBackend(ModelBackend):
                 tokens["input"] += int(reply.prompt_chars / self.chars_per_token + 0.999)
                 tokens["output"] += int(len(reply.content or "") / self.chars_per_token + 0.999)
 
-        reply, err, n, _sent = self._attempts(messages, req.key, traceparent)
+        permit = self.gate.permit(req) if self.gate is not None else None  # rate limits, before every attempt
+        reply, err, n, _sent = self._attempts(messages, req.key, permit, traceparent)
         retries += n
         error: tuple[str, str] | None = None
         parsed = None
@@ -226,7 +233,7 @@ class OpenAIBackend(ModelBackend):
                 ]
                 # a different request: its own idempotency key, so a provider that honours
                 # keys does not answer it with the stored invalid answer
-                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix", traceparent)
+                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix", permit, traceparent)
                 if sent2:  # model_retries counts requests that went out (1 + retries = requests sent)
                     retries += 1 + n2
                     if self.on_retry:
@@ -244,6 +251,8 @@ class OpenAIBackend(ModelBackend):
         else:
             assert err is not None
             error = (err.error_class, err.message)
+        if permit is not None:
+            permit.settle(tokens["input"] + tokens["output"])
         latency = (time.perf_counter() - start) * 1000.0
         result = ModelResult(
             model_name=self.model,
