@@ -98,7 +98,7 @@ RATE_WAIT_SECONDS = Counter(
     ["tier", "limit"],
 )
 RATE_THROTTLED = Counter(
-    "driftline_model_throttled_total",
+    "driftline_model_throttled_requests_total",
     "Requests not sent because a rate limit had no room (tasks with on_rate_limit: next_tier), by limit.",
     ["tier", "limit"],
 )
@@ -113,7 +113,7 @@ ROUTES = Counter(
     ["tier", "reason"],
 )
 NEAR_DUPLICATES = Counter(
-    "driftline_model_near_duplicate_total",
+    "driftline_model_near_duplicate_lookups_total",
     "Near-duplicate cache lookups with a candidate above the threshold: hit, or refused by the negation/number guard.",
     ["tier", "outcome"],
 )
