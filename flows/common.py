@@ -52,7 +52,7 @@ from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.flows.datasets import COMMIT_ORDER, dataset_specs
-from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, WindowStreams, window_monitor
+from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
 from driftline.sinks.kafka import dead_letter_records, json_records, source_batches
@@ -85,16 +85,18 @@ class FlowIO:
     windows: Sink[Any] | None = None
 
 
-def kafka_io(cfg: PipelineConfig, flow: str, topic: str, *, drain: bool, output_topic: str | None = None) -> FlowIO:
+def kafka_io(cfg: PipelineConfig, flow: str, topic: str, *, drain: bool, output_topic: str | None = None, group_id: str | None = None) -> FlowIO:
     """The production edges of ``flow``: ``topic`` in; the dead-letter topic (and
     ``output_topic``, if given) out, and the metrics and alerts topics through one sink;
-    each sink is ``kafka.delivery``'s (transactional ids name the flow and ``topic``)."""
+    each sink is ``kafka.delivery``'s (transactional ids name the flow and ``topic``).
+    ``group_id``: the consumer group the processed offsets are also committed to after
+    each snapshot, for lag tools (recovery stays the source of truth)."""
     from driftline.kafka_io import MicroBatchKafkaSource
     from driftline.sinks.kafka_txn import output_sink
 
     k = cfg.kafka
     return FlowIO(
-        source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain),
+        source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain, group_id=group_id),
         dead_letter=output_sink(k, flow, topic, k.dead_letter_topic),
         output=output_sink(k, flow, topic, output_topic) if output_topic else None,
         windows=output_sink(k, flow, topic, k.metrics_topic, k.alerts_topic),
@@ -135,6 +137,7 @@ class FlowBuilder:
         self.parquet = parquet
         self.specs = dataset_specs(cfg)
         self.flow = Dataflow(f"driftline_{flow}")
+        self._raw: Stream[RawBatch] | None = None
         tracing.configure(cfg.tracing)  # before any step is wrapped: spans per step when tracing is on
         self._frames_used: set[str] = set()
 
@@ -142,7 +145,8 @@ class FlowBuilder:
 
     def input(self) -> Stream[RawBatch]:
         """The raw micro-batches (step ``kafka_in``); the decode step passes each through :meth:`counted`."""
-        return op.input("kafka_in", self.flow, self.io.source)
+        self._raw = op.input("kafka_in", self.flow, self.io.source)
+        return self._raw
 
     def counted(self, records: RawBatch) -> RawBatch:
         """Count a raw micro-batch (a frame's height or a list's length) as the flow's input."""
@@ -165,11 +169,13 @@ class FlowBuilder:
             raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
         return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, commit_after=COMMIT_ORDER.get(name))
 
-    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None) -> None:
+    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None, ticks: Stream[pl.DataFrame] | None = None) -> None:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
-        ``io.frames[frames or name]``."""
+        ``io.frames[frames or name]``; ``ticks`` (empty frames) are merged into the
+        Parquet side only (step ``<name>_ticked``), to drive its time-based flushes."""
         if self.parquet:
-            parquet_output(f"{name}_parquet", stream, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
+            stored = stream if ticks is None else op.merge(f"{name}_ticked", stream, ticks)
+            parquet_output(f"{name}_parquet", stored, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
     def records_out(self, step_id: str, records_step: str, frames: Stream[pl.DataFrame], sink: Sink[Any] | None, key_column: str, columns: Sequence[str] | None = None) -> None:
@@ -197,7 +203,8 @@ class FlowBuilder:
     def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
         ``metrics``, ``metrics_late`` and ``alerts`` datasets, the metrics and alerts
-        topics, and the alert webhook (``monitoring.alerts.webhook_url``)."""
+        topics, the window gauges, the active alerts (Alertmanager) and the alert webhook
+        (``monitoring.alerts.webhook_url``); see :func:`~driftline.flows.windowing.export_windows`."""
         win = window_monitor(
             "windows",
             rows,
@@ -207,12 +214,18 @@ class FlowBuilder:
             recovery=self.state_dir is not None,
             partitions=SourcePartitions(self.io.source),
         )
-        self.dataset("metrics", win.metrics)
-        self.dataset("metrics_late", win.late, frames="late")
-        self.dataset("alerts", win.alerts)
+        # the window streams carry no idle ticks (only closed windows), but a dataset's
+        # time-based flush runs when items arrive: the input's idle ticks go to these
+        # datasets too, so the last windows before a quiet spell are committed after
+        # flush_seconds instead of waiting for the next window (the commit-lag gauge)
+        ticks = None
+        if self.parquet and self._raw is not None:
+            ticks = op.filter_map("window_idle_ticks", self._raw, lambda recs: None if len(recs) else pl.DataFrame())
+        self.dataset("metrics", win.metrics, ticks=ticks)
+        self.dataset("metrics_late", win.late, frames="late", ticks=ticks)
+        self.dataset("alerts", win.alerts, ticks=ticks)
         window_topics_output(win.metrics, win.alerts, self.cfg.kafka, windows=self.io.windows, metrics=self.io.metrics, alerts=self.io.alerts, record_steps=record_steps)
-        if self.cfg.monitoring.alerts.webhook_url:
-            op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(self.cfg.monitoring))
+        export_windows(self.name, win, self.cfg.monitoring)
         return win
 
     def finish(self) -> Dataflow:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from driftline.backfill import DrainProgress, OffsetRange
 from driftline.broker import require_kafka
 from driftline.config import PipelineConfig, load_config
-from driftline.metrics import serve_metrics
+from driftline.metrics import HEALTH, parse_addr, serve_metrics
 from driftline.runner import run_flow
 from driftline.timeargs import parse_instant
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 NAME = "run"
 HELP = "run a flow (enrich: text events; monitor: model-call telemetry)"
 
+METRICS_ADDR = "127.0.0.1"
 FLOWS = {"enrich": ("driftline.flows.enrich", "build_enrich_flow"), "monitor": ("driftline.flows.monitor", "build_monitor_flow")}
 
 
@@ -35,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics, /healthz and /readyz on this port (0: off)")
+    parser.add_argument(
+        "--metrics-addr",
+        default=METRICS_ADDR,
+        help=f"bind address of the metrics endpoint: host or host:port (default {METRICS_ADDR}; 0.0.0.0 or [::] to be scraped from other hosts, e.g. in a container)",
+    )
     backfill = parser.add_argument_group("backfill (enrich): read only a range of every input partition, then stop")
     backfill.add_argument("--from-time", type=parse_instant, default=None, help="first record with a Kafka timestamp at or after this instant (ISO-8601, or e.g. 2h)")
     backfill.add_argument("--to-time", type=parse_instant, default=None, help="stop before the first record with a Kafka timestamp at or after this instant")
@@ -78,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if args.from_time is not None and args.to_time is not None and args.from_time >= args.to_time:
         print(f"driftline run: --from-time {args.from_time.isoformat()} is not before --to-time {args.to_time.isoformat()}", file=sys.stderr)
         return 2
-    if args.metrics_port:
-        serve_metrics(args.metrics_port)
+    if args.metrics_port or args.metrics_addr != METRICS_ADDR:
+        try:
+            host, port = parse_addr(args.metrics_addr, args.metrics_port or None)
+            serve_metrics(port, host)
+        except (ValueError, OSError) as exc:
+            print(f"driftline run: cannot serve metrics on {args.metrics_addr} (port {args.metrics_port}): {exc}", file=sys.stderr)
+            return 2
     module_name, builder = FLOWS[args.flow]
     kwargs: dict = {"state_dir": args.recovery_dir}  # both flows: the ledger (enrich) and windows open at the end travel with it
     total, desc = None, f"{args.flow}"
@@ -96,4 +107,5 @@ def run(args: argparse.Namespace) -> int:
             run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
     else:
         run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
+    HEALTH.finish()  # /readyz answers 503 from here on
     return 0
