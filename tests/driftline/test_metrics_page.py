@@ -78,6 +78,17 @@ def telemetry_payloads() -> list[bytes]:
     return out
 
 
+def forget_earlier_runs() -> None:
+    """Make this process's page what a fresh process would show: earlier tests in the same
+    process ran flows too, and the Prometheus registry and the label caps are per process."""
+    for collector in list(REGISTRY._collector_to_names):  # the registry has no public iterator over collectors
+        if getattr(collector, "_labelnames", None):
+            collector.clear()
+    metrics.CAPS.configure(-1)  # other limits: the values admitted so far are forgotten
+    metrics.WINDOWS.clear()
+    metrics.BUDGETS.clear()
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, pl.DataFrame]]:
     root = tmp_path_factory.mktemp("out")
@@ -87,7 +98,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, pl.Da
         "models": {"budgets": {"per_source_daily_usd": {"src-0001": 5.0}, "default_source_daily_usd": 5.0}, "pricing": {f"model-{m}": {"input_per_mtok": 1.0, "output_per_mtok": 2.0} for m in range(97)}},
     }
     cfg = load_config(None, env={}, overrides=over)
-    metrics.WINDOWS.clear()
+    forget_earlier_runs()
     rows: dict[str, pl.DataFrame] = {}
     io = EnrichIO(micro_batch_source(raw_batches(enrich_payloads(), batch_size=500)), InMemorySink(), None)
     run_main(build_enrich_flow(cfg, io=io))
