@@ -82,15 +82,19 @@ def build_enrich_flow(
     sanitizer = Sanitizer.from_config(cfg.features, masker)
     models = ModelService(cfg.models, clock)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
-    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, parquet=parquet)
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.input_topic, parquet=parquet)
 
     t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
-    batches = op.map("decode", fb.input(), t("decode", lambda recs: decode_batch(fb.counted(recs), cfg.decode, clock.now())))
-    batches = op.map("validate", batches, t("validate", lambda b: validate_batch(b, validator, clock.now())))
-    masked = op.map("mask_pii", batches, t("mask_pii", lambda b: mask_batch_audited(b, masker)))
+    # The stateless stages run on row ranges spread over every worker (Piece.map applies a
+    # stage to a piece's rows); "reorder" brings each partition's rows back in offset order.
+    pieces, headers = fb.spread()
+    pieces = op.map("decode", pieces, t("decode", lambda pc: pc.map(lambda recs: decode_batch(fb.counted(recs), cfg.decode, clock.now()))))
+    pieces = op.map("validate", pieces, t("validate", lambda pc: pc.map(lambda b: validate_batch(b, validator, clock.now()))))
+    pieces = op.map("mask_pii", pieces, t("mask_pii", lambda pc: pc.map(lambda b: mask_batch_audited(b, masker))))
+    pieces = op.map("features", pieces, t("features", lambda pc: pc.map(lambda pair: (features_batch(pair[0], features), pair[1]))))
+    masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
-    batches = op.map("features", batches, t("features", lambda b: features_batch(b, features)))
 
     rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))
     valid = op.map("valid_rows", batches, _valid_rows)

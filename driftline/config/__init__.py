@@ -34,6 +34,7 @@ from driftline.config.kafka import DecodeConfig, KafkaConfig
 from driftline.config.models import ModelsConfig
 from driftline.config.monitoring import MonitoringConfig
 from driftline.config.privacy import SAMPLE_KEYS, PrivacyConfig
+from driftline.config.recovery import RecoveryConfig
 from driftline.config.secrets import SecretSourceError, is_secret_path, resolve_secret_files, secret_exclude
 from driftline.config.sinks import SinksConfig
 from driftline.config.validation import ValidationConfig
@@ -63,6 +64,7 @@ class PipelineConfig(BaseModel):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
 
     @model_validator(mode="after")
     def _production_secrets(self) -> PipelineConfig:
@@ -73,8 +75,10 @@ class PipelineConfig(BaseModel):
 
     def config_hash(self) -> str:
         """A short stable hash of the effective configuration (recorded in manifests and
-        file footers).  Secrets are left out: rotating one keeps the hash."""
-        payload = json.dumps(self.model_dump(mode="json", exclude=secret_exclude(self)), sort_keys=True).encode()
+        file footers).  Secrets and the recovery store's shape are left out: rotating a secret or
+        rescaling keeps the hash."""
+        exclude = {**secret_exclude(self), "recovery": True}  # the recovery store's shape changes no output
+        payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 

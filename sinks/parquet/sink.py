@@ -25,7 +25,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.sinks import SinksConfig
-from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo
+from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo, writer_id
 from driftline.sinks.parquet.store import Store, open_store
 from driftline.sinks.parquet.writer import DatasetWriter, WriterState
 
@@ -52,7 +52,10 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
     """Exactly-once, immutable Parquet output of one dataset (see module docstring).
 
     Items are ``(partition key, pl.DataFrame)`` pairs; use :func:`parquet_output`,
-    which keys micro-batches by Kafka topic-partition and fans idle ticks out.
+    which keys micro-batches by Kafka topic-partition and fans idle ticks out.  Sink
+    partition ``N`` writes as :func:`~driftline.sinks.parquet.spec.writer_id`
+    ``(writer_name, N)``: give every pipeline writing under one root its own
+    ``writer_name`` (the flows use ``<flow>.<input topic>``).
 
     >>> import pyarrow as pa, tempfile
     >>> from driftline.config.sinks import SinksConfig
@@ -71,8 +74,11 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         run_info: RunInfo,
         clock: Clock | None = None,
         store: Store | None = None,
+        writer_name: str | None = None,
     ) -> None:
         self.spec = spec
+        self.writer_name = writer_name
+        writer_id(writer_name, 0)  # a bad name fails here, at start-up
         self.settings = settings
         self.run_info = run_info
         self.clock = clock or SystemClock()
@@ -97,7 +103,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
             store=self.store,
             run_info=self.run_info,
             clock=self.clock,
-            writer_id=f"p{for_part}",
+            writer_id=writer_id(self.writer_name, for_part),
             step_id=step_id,
             resume=resume_state,
         )
