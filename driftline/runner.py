@@ -223,8 +223,10 @@ def run_flow(
 
 # -- local processes -------------------------------------------------------------------
 
-#: Set in the processes :func:`supervise` starts (they leave progress bars and metrics ports to it).
+#: Set in the processes :func:`supervise` starts (no progress bar; metrics port + process id).
 ENV_SUPERVISED = "DRIFTLINE_SUPERVISED"
+#: driftline.metrics' step timers file; each supervised process writes ``<file>.<process id>``.
+ENV_STEP_TIMERS = "DRIFTLINE_STEP_TIMERS"
 
 
 def loopback_addresses(n: int) -> list[str]:
@@ -274,6 +276,8 @@ def supervise(argv: Sequence[str], processes: int, *, env: Mapping[str, str] | N
         for i in range(processes):
             child_env = {**base, ENV_PROCESS_ID: str(i), ENV_ADDRESSES: addresses, ENV_SUPERVISED: "1"}
             child_env.pop(ENV_POD_NAME, None)
+            if child_env.get(ENV_STEP_TIMERS):  # one timers file per process
+                child_env[ENV_STEP_TIMERS] = f"{child_env[ENV_STEP_TIMERS]}.{i}"
             children.append(subprocess.Popen([sys.executable, "-m", "driftline", *argv], env=child_env, preexec_fn=_die_with_parent))  # noqa: S603
         log.info("processes started", extra={"fields": {"processes": processes, "pids": [c.pid for c in children], "addresses": addresses}})
         status = _wait_all(children, grace_seconds, received)
