@@ -52,7 +52,7 @@ from driftline import metrics
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
-from driftline.flows.datasets import dataset_specs
+from driftline.flows.datasets import FLOW_COLUMN, dataset_specs
 from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, WindowStreams, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
@@ -210,7 +210,8 @@ class FlowBuilder:
     def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
         ``metrics``, ``metrics_late`` and ``alerts`` datasets, the metrics and alerts
-        topics, and the alert webhook (``monitoring.alerts.webhook_url``)."""
+        topics, and the alert webhook (``monitoring.alerts.webhook_url``); every row
+        carries the flow's name in ``flow``."""
         win = window_monitor(
             "windows",
             rows,
@@ -219,6 +220,11 @@ class FlowBuilder:
             clock=self.clock,
             recovery=self.state_dir is not None,
             partitions=SourcePartitions(self.io.source),
+        )
+        # the flow is part of a window row's key: both flows write these datasets and topics
+        stamp = lambda f: f.with_columns(pl.lit(self.name, pl.Utf8).alias(FLOW_COLUMN))  # noqa: E731
+        win = WindowStreams(
+            metrics=op.map("metrics_flow", win.metrics, stamp), alerts=op.map("alerts_flow", win.alerts, stamp), late=op.map("late_flow", win.late, stamp)
         )
         self.dataset("metrics", win.metrics)
         self.dataset("metrics_late", win.late, frames="late")

@@ -104,22 +104,31 @@ def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
     return _spec("audit", audit_schema(cfg), KAFKA_KEY, "processed_at")
 
 
+#: The column that names the flow of a window row: both flows write the window
+#: datasets (and topics), so the flow is part of their natural keys.
+FLOW_COLUMN = "flow"
+
+
+def _window_spec(name: str, columns: dict[str, pl.DataType], key: Sequence[str]) -> DatasetSpec:
+    return _spec(name, {FLOW_COLUMN: pl.Utf8, **columns}, (*key, FLOW_COLUMN), "window_start")
+
+
 @dataset("metrics")
 def metrics_spec(cfg: PipelineConfig) -> DatasetSpec:
-    """One row per window and key: cost, latency, quality, drift (see docs/monitoring.md)."""
-    return _spec("metrics", metrics_schema(cfg.monitoring), ("window_start", "key"), "window_start")
+    """One row per flow, window and key: cost, latency, quality, drift (see docs/monitoring.md)."""
+    return _window_spec("metrics", metrics_schema(cfg.monitoring), ("window_start", "key"))
 
 
 @dataset("metrics_late")
 def metrics_late_spec(cfg: PipelineConfig) -> DatasetSpec:
     """Events that arrived after their window closed, counted against it."""
-    return _spec("metrics_late", late_schema(cfg.monitoring), ("window_start", "key", "first_id"), "window_start")
+    return _window_spec("metrics_late", late_schema(cfg.monitoring), ("window_start", "key", "first_id"))
 
 
 @dataset("alerts")
 def alerts_spec(cfg: PipelineConfig) -> DatasetSpec:
     """Alert firing and resolved events."""
-    return _spec("alerts", alerts_schema(cfg.monitoring), ("rule", "key", "window_start", "state"), "window_start")
+    return _window_spec("alerts", alerts_schema(cfg.monitoring), ("rule", "key", "window_start", "state"))
 
 
 @dataset("telemetry")
