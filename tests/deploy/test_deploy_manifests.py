@@ -86,3 +86,14 @@ def test_statefulset_is_a_bytewax_cluster(name: str) -> None:
     assert cfg.models.ledger.journal_mode == "delete"  # hosts share the ledger over a network file system
     assert cfg.recovery.partitions >= replicas * int(static["BYTEWAX_WORKERS_PER_PROCESS"]), "recovery.partitions: the most workers you will ever run"
     assert env["DRIFTLINE__PRIVACY__KEY_FILE"]["value"].startswith(mounts["pii-key"] + "/")
+
+
+def test_compose_two_process_example_is_one_cluster() -> None:
+    compose = yaml.safe_load((ROOT.parents[1] / "docker-compose.yml").read_text())["services"]
+    members = {name: s for name, s in compose.items() if "BYTEWAX_PROCESS_ID" in (s.get("environment") or {})}
+    assert len(members) == 2
+    for name, s in members.items():
+        cluster = Cluster.resolve(env={k: str(v) for k, v in s["environment"].items()})
+        assert cluster.addresses[cluster.process_id].split(":")[0] == name  # its own address is its service name
+        assert s["profiles"] == ["scale"]  # never started beside the single-process enrich service by default
+    assert len({tuple(s["command"]) for s in members.values()}) == 1  # one flow, one recovery folder
