@@ -250,9 +250,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def supervise(argv: Sequence[str], processes: int, *, env: Mapping[str, str] | None = None, grace_seconds: float = 10.0) -> int:
-    """Run ``driftline <argv>`` as ``processes`` processes of one Bytewax cluster on
-    loopback addresses; returns the cluster's exit status.
+def supervise(
+    argv: Sequence[str],
+    processes: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    grace_seconds: float = 10.0,
+    command: Sequence[str] = (sys.executable, "-m", "driftline"),
+) -> int:
+    """Run ``driftline <argv>`` (``command`` + ``argv``) as ``processes`` processes of
+    one Bytewax cluster on loopback addresses; returns the cluster's exit status.
 
     Each process gets ``BYTEWAX_PROCESS_ID`` and ``BYTEWAX_ADDRESSES``.  The first
     process to fail stops the others (SIGTERM, then SIGKILL after ``grace_seconds``)
@@ -278,7 +285,7 @@ def supervise(argv: Sequence[str], processes: int, *, env: Mapping[str, str] | N
             child_env.pop(ENV_POD_NAME, None)
             if child_env.get(ENV_STEP_TIMERS):  # one timers file per process
                 child_env[ENV_STEP_TIMERS] = f"{child_env[ENV_STEP_TIMERS]}.{i}"
-            children.append(subprocess.Popen([sys.executable, "-m", "driftline", *argv], env=child_env, preexec_fn=_die_with_parent))  # noqa: S603
+            children.append(subprocess.Popen([*command, *argv], env=child_env, preexec_fn=_die_with_parent))  # noqa: S603
         log.info("processes started", extra={"fields": {"processes": processes, "pids": [c.pid for c in children], "addresses": addresses}})
         status = _wait_all(children, grace_seconds, received)
     finally:
