@@ -102,8 +102,8 @@ def run_driftline(
     write of any)."""
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
-    env.update(
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
+    run_env.update(
         {
             "DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "DRIFTLINE__KAFKA__INPUT_TOPIC": topic,
@@ -129,7 +129,7 @@ def run_driftline(
             rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"]))
 
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+        proc = subprocess.Popen(cmd, env=run_env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
         while proc.poll() is None:
             time.sleep(0.2)
             try:
@@ -148,11 +148,18 @@ def run_driftline(
     return doc
 
 
+def _driftline_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """The environment every driftline run of this bench adds: ``--sink-partitions``, ``extra``."""
+    return {**({"DRIFTLINE__SINKS__PARTITIONS": str(args.sink_partitions)} if args.sink_partitions else {}), **extra}
+
+
 def _timers(path: Path) -> dict[str, Any]:
     """The step timers of one process (``path``) or of several (``path.<process id>``), added up."""
     docs = [json.loads(p.read_text()) for p in sorted(path.parent.glob(f"{path.name}.*")) if p.suffix[1:].isdigit()]
     if not docs:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        doc["per_process"] = [_process_figures(doc)]
+        return doc
     steps: dict[str, dict[str, float]] = {}
     for d in docs:
         for name, s in d["steps"].items():
@@ -168,7 +175,17 @@ def _timers(path: Path) -> dict[str, Any]:
         "rss_bytes": sum(d["rss_bytes"] for d in docs),
         "peak_rss_bytes": sum(d["peak_rss_bytes"] for d in docs),
         "steps": steps,
+        "per_process": [_process_figures(d) for d in docs],
     }
+
+
+def _process_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    """One process's share: the rows it decoded (the spread stages count them where they
+    run) and its CPU seconds from its first event to its last write (None from a
+    driftline whose timers do not record CPU)."""
+    cpu = doc.get("cpu_s")
+    first = doc.get("first_event_cpu_s")
+    return {"events_in": doc["events_in"], "work_cpu_s": None if cpu is None or first is None else cpu - first}
 
 
 def produce_events(bootstrap: str, topic: str, args: argparse.Namespace, chunk: int = 100_000) -> tuple[int, int]:
@@ -206,6 +223,12 @@ def main() -> int:
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
     ap.add_argument("--processes", type=int, default=0, help="also run the driftline leg as this many processes (driftline run --processes N) and compare with 1")
     ap.add_argument("--workers", type=int, default=0, help="also run the driftline leg with this many workers in one process (-w N) and compare with 1")
+    ap.add_argument(
+        "--sink-partitions",
+        type=int,
+        default=0,
+        help="sinks.partitions of every driftline run (default: the configuration's, 1); a scaled run writes its datasets from as many workers as this",
+    )
     ap.add_argument("--scale-repeats", type=int, default=1, help="run the 1-process leg and the scaled legs this many times, alternating (medians reported)")
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
     args = ap.parse_args()
@@ -236,7 +259,7 @@ def main() -> int:
         for leg in legs:
             cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile, env=_driftline_env(args))
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
@@ -246,7 +269,7 @@ def main() -> int:
         scaled = scale_legs(args, bootstrap, topic, work, results)
         if args.before_python:
             cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
             cpu = _children_cpu() - cpu_before
             mine = results.get("driftline")
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
@@ -280,7 +303,7 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
                 leg_work = work / f"scale-{rnd}-{i}"
                 cpu_before = _children_cpu()
                 load = os.getloadavg()[0]
-                r = run_driftline(bootstrap, topic, leg_work, 0, args.driftline_python, args.events, scaling=scaling)
+                r = run_driftline(bootstrap, topic, leg_work, 0, args.driftline_python, args.events, env=_driftline_env(args), scaling=scaling)
                 r.update(cpu_s=_children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             runs[name].append(r)
@@ -297,13 +320,21 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
     from driftline.testing.datasets import dataset_differences
 
     base = median(r["eps"] for r in runs["1 process"])
+    base_cpu = median(_busiest_cpu(r) or 0.0 for r in runs["1 process"])
     print("\n## driftline scaling (same topic, same run; median of the rounds)\n")
-    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | runs (events/s) |")
-    print("| --- | ---: | ---: | ---: | --- |")
+    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | rows decoded per process | runs (events/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for name, rs in runs.items():
         eps = median(r["eps"] for r in rs)
         cpu = median(1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs)
-        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
+        busiest = median(_busiest_cpu(r) or 0.0 for r in rs)
+        speedup = f"{base_cpu / busiest:.2f}x" if busiest and base_cpu else "n/a"
+        split = " / ".join(f"{p['events_in']:,}" for p in rs[0].get("per_process", []))
+        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
+    print(
+        "\nCPU-bound speed-up: the 1-process run's CPU seconds over the busiest process's (first event to"
+        " end): the wall-clock speed-up when every process has a core of its own, whatever the machine's load."
+    )
     first = runs["1 process"][0]["root"]
     for name, rs in runs.items():
         for r in rs:
@@ -311,6 +342,12 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
                 continue
             diff = dataset_differences(first, r["root"])
             print(f"datasets of '{name}' vs 1 process: {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
+
+
+def _busiest_cpu(run: dict[str, Any]) -> float | None:
+    """CPU seconds of the run's busiest process, from its first event to its end."""
+    cpus = [p["work_cpu_s"] for p in run.get("per_process", []) if p["work_cpu_s"] is not None]
+    return max(cpus) if cpus else None
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
