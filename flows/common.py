@@ -187,10 +187,28 @@ class FlowBuilder:
             parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
-    def records_out(self, step_id: str, records_step: str, frames: Stream[pl.DataFrame], sink: Sink[Any] | None, key_column: str, columns: Sequence[str] | None = None) -> None:
-        """Frames as JSON Kafka records (step ``records_step``) to ``sink`` (step ``step_id``), if there is one."""
+    def records_out(
+        self,
+        step_id: str,
+        records_step: str,
+        frames: Stream[pl.DataFrame],
+        sink: Sink[Any] | None,
+        key_column: str,
+        columns: Sequence[str] | None = None,
+        *,
+        spread: bool = False,
+    ) -> None:
+        """Frames as JSON Kafka records (step ``records_step``) to ``sink`` (step ``step_id``), if there is one.
+
+        ``spread``: encode and produce on any worker (step ``<records_step>_spread``), not
+        only on the worker of the frames' partition key: for a large stream whose
+        records need no order beyond their own keys (``sink`` is a dynamic sink: every
+        worker produces its own items).
+        """
         if sink is None:
             return
+        if spread:
+            frames = op.redistribute(f"{records_step}_spread", frames)
         cols = list(columns) if columns is not None else None
         encode: Callable[[pl.DataFrame], Any] = lambda f: json_records(f, cols if cols is not None else list(f.columns), key_column)  # noqa: E731
         op.output(step_id, op.map(records_step, frames, metrics.timed(records_step, encode)), metrics.timed_sink(step_id, sink))

@@ -115,7 +115,7 @@ def build_enrich_flow(
     fb.dataset("enriched", scored)
     if fb.io.output is not None:
         rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
-        fb.records_out("output_topic_out", "output_records", rows_out, fb.io.output, "event_id", columns=fb.specs["enriched"].schema.names)
+        fb.records_out("output_topic_out", "output_records", rows_out, fb.io.output, "event_id", columns=fb.specs["enriched"].schema.names, spread=True)
 
     # Per-window cost, latency, quality and drift; alerts.
     # the window step's own pieces are counted in the "other" share of the bench's per-step table
