@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.runner import Cluster, ClusterError, ensure_recovery_dir, recovery_partitions, supervise
+from driftline.runner import Cluster, ClusterError, ensure_recovery_dir, polars_threads, recovery_partitions, supervise
 
 
 def test_cluster_from_bytewax_environment(tmp_path: Path) -> None:
@@ -87,3 +87,17 @@ def test_sigterm_reaches_every_process(tmp_path: Path) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+POLARS_CHILD = """
+import os, sys
+open(os.path.join(sys.argv[1], "threads-" + os.environ["BYTEWAX_PROCESS_ID"]), "w").write(os.environ.get("POLARS_MAX_THREADS", "unset"))
+"""
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_each_process_gets_its_share_of_the_cores_for_polars(tmp_path: Path, given: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"} | ({"POLARS_MAX_THREADS": given} if given else {})
+    assert supervise([str(tmp_path)], 2, env=env, command=(sys.executable, "-c", POLARS_CHILD)) == 0
+    expected = given or str(polars_threads(2))
+    assert [(tmp_path / f"threads-{i}").read_text() for i in range(2)] == [expected, expected]
