@@ -19,6 +19,10 @@ each leg as its own process over the whole topic:
   ``make bench-e2e`` builds: quixstreams needs an older confluent-kafka than driftline);
 - ``driftline``: ``driftline run enrich --drain`` with the default configuration.
 
+``--variants`` runs the driftline leg again with other settings, side by side on the same
+topic (:data:`VARIANTS`): the output guardrails off, tracing on (every record traced, or
+1 %), exporting over OTLP/HTTP to a loopback receiver that decodes every request.
+
 Throughput is events / (end - first record seen): the start-up of each process is not
 counted.  driftline's figures come from its step timers (``$DRIFTLINE_STEP_TIMERS``,
 see driftline/metrics.py): the same code path with each step's function wrapped in a
@@ -51,6 +55,19 @@ LABELS = {
     "loop": "per-event consumer loop, seed documents' work",
     "quix": "Quix Streams 3.x application, same per-event work",
     "driftline": "driftline run enrich --drain, default configuration",
+}
+
+
+#: Extra driftline legs: name -> (description, environment overrides); "{otlp}" is the receiver's endpoint.
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "again": ("driftline, default configuration, run again (the first leg of a run is often slower)", {}),
+    "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
+    "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
+    "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
+    "tracing-all-no-record-steps": (
+        "driftline, tracing on, every record traced, record_steps off",
+        {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0", "DRIFTLINE__TRACING__RECORD_STEPS": "false"},
+    ),
 }
 
 
@@ -102,8 +119,9 @@ def run_driftline(
     write of any)."""
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
-    run_env.update(
+    extra = env
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE")}
+    env.update(
         {
             "DRIFTLINE__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "DRIFTLINE__KAFKA__INPUT_TOPIC": topic,
@@ -114,7 +132,7 @@ def run_driftline(
             "DRIFTLINE__SINKS__ROOT": str(work / "driftline-out"),
             "DRIFTLINE_HOME": str(work / "driftline-home"),
             "DRIFTLINE_STEP_TIMERS": str(timers),
-            **(env or {}),
+            **(extra or {}),
         }
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING", *scaling]
@@ -129,7 +147,7 @@ def run_driftline(
             rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"]))
 
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=run_env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
         while proc.poll() is None:
             time.sleep(0.2)
             try:
@@ -231,6 +249,7 @@ def main() -> int:
     )
     ap.add_argument("--scale-repeats", type=int, default=1, help="run the 1-process leg and the scaled legs this many times, alternating (medians reported)")
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
+    ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = set(legs) - set(LEGS)
@@ -266,6 +285,23 @@ def main() -> int:
             r["cpu_s"] = _children_cpu() - cpu_before
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if variants:
+            from driftline.testing.otlp_receiver import OtlpReceiver
+
+            rx = stack.enter_context(OtlpReceiver(keep=False))
+            for name in variants:
+                if name not in VARIANTS:
+                    raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+                env = {k: v.replace("{otlp}", rx.endpoint) for k, v in VARIANTS[name][1].items()}
+                before_spans = rx.received
+                cpu_before = _children_cpu()
+                r = run_driftline(bootstrap, topic, work / name, 0, args.driftline_python, args.events, env=_driftline_env(args, **env))
+                r["cpu_s"] = _children_cpu() - cpu_before
+                r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
+                r["spans"] = rx.received - before_spans
+                results[name] = r
+                print(f"  {name}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s" + (f", {r['spans']:,} spans received" if r["spans"] else ""), flush=True)
         scaled = scale_legs(args, bootstrap, topic, work, results)
         if args.before_python:
             cpu_before = _children_cpu()
@@ -359,7 +395,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     print("| --- | ---: | ---: | ---: | ---: |")
     for leg, r in results.items():
         ratio = f"{d['eps'] / r['eps']:.2f}x" if d else "-"
-        print(f"| {leg}: {LABELS[leg]} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
+        label = LABELS.get(leg) or VARIANTS[leg][0]
+        print(f"| {leg}: {label} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
     if d is None:
         return
     if "floor" in results:
@@ -391,6 +428,15 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     other = span - timed_total
     print(f"| other (Bytewax, windows, routing, idle) | {1e6 * other / n:,.1f} | {100 * other / span:.1f}% | |")
     print(f"| total | {1e6 * span / n:,.1f} | 100% | |")
+    for name, r in [("driftline", d), *[(k, v) for k, v in results.items() if k in VARIANTS]]:
+        g = r.get("steps", {}).get("guardrails")
+        if g:
+            share = g["seconds"] / (r["t_end"] - r["t_first"])
+            print(f"\n{name}: guardrails stage {1e6 * g['seconds'] / max(r['events'], 1):,.1f} µs/event, {100 * share:.1f}% of the flow's time (issue 18 target: at most 10%: {'met' if share <= 0.10 else 'NOT met'})")
+    for name in VARIANTS:
+        if name in results:
+            r = results[name]
+            print(f"{name}: {r['eps'] / d['eps']:.3f}x the default run's events/s, {r['cpu_s'] / max(d['cpu_s'], 1e-9):.3f}x its CPU" + (f", {r['spans'] / max(r['events'], 1):.1f} spans per event" if r.get("spans") else ""))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ structured type and look-alike decoys), then, in the same run, masks it with
 - Presidio: ``AnalyzerEngine`` with its predefined recognizers on a blank spaCy
   pipeline (no NER model can be downloaded here) plus ``AnonymizerEngine``,
 
-and prints documents per second, recall per entity type and kind (a value counts as
+and prints documents per second (wall clock, and per CPU second: the speed target uses the
+latter, which other work on a shared machine does not move), recall per entity type and kind (a value counts as
 leaked when it still stands verbatim in the output) and the share of decoys left intact.
 
     .venv/bin/python bench/bench_pii.py                 # 20000 docs driftline, 1000 Presidio
@@ -39,18 +40,18 @@ STRUCTURED = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "
 ENTITIES = (*STRUCTURED, "PERSON")
 
 
-def run_driftline(docs: list[Doc], batch: int) -> tuple[list[str], float]:
+def run_driftline(docs: list[Doc], batch: int) -> tuple[list[str], float, float]:
     masker = PiiMasker.from_config(PrivacyConfig(), key=b"bench-key-0123456789abcdef")
     texts = [d.text for d in docs]
     masker.mask_series(pl.Series(texts[:batch]))  # warm-up (regex compilation)
     out: list[str] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), batch):
         out.extend(masker.mask_series(pl.Series(texts[i : i + batch], dtype=pl.Utf8)).to_list())
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_presidio(docs: list[Doc]) -> tuple[list[str], float]:
+def run_presidio(docs: list[Doc]) -> tuple[list[str], float, float]:
     import logging
 
     import spacy
@@ -75,11 +76,11 @@ def run_presidio(docs: list[Doc]) -> tuple[list[str], float]:
     anonymizer = AnonymizerEngine()
     anonymizer.anonymize(text=docs[0].text, analyzer_results=analyzer.analyze(text=docs[0].text, language="en"))
     out: list[str] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for d in docs:
         results = analyzer.analyze(text=d.text, language="en")
         out.append(anonymizer.anonymize(text=d.text, analyzer_results=results).text)
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def score(docs: list[Doc], outputs: list[str]) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
@@ -133,28 +134,35 @@ def main(argv: list[str] | None = None) -> int:
     docs = build_corpus(args.docs, args.seed)
     print(f"corpus: {len(docs)} docs, {sum(len(d.pii) for d in docs)} PII values, {sum(len(d.decoys) for d in docs)} decoys, mean {sum(len(d.text) for d in docs) / len(docs):.0f} chars (built in {time.perf_counter() - t0:.1f}s)")
 
-    # best of --repeat runs: the machine is shared, the minimum is the least disturbed figure
-    dl_out, dl_s = run_driftline(docs, args.batch)
+    # best of --repeat runs: the machine is shared, the minimum is the least disturbed figure.
+    # Wall time moves with the other work on the machine; CPU time (every thread of the
+    # process: Polars' pool included) is the work done, and decides the speed target.
+    dl_out, dl_s, dl_cpu = run_driftline(docs, args.batch)
     for _ in range(args.repeat - 1):
-        dl_s = min(dl_s, run_driftline(docs, args.batch)[1])
-    dl_rate = len(docs) / dl_s
+        _, s, c = run_driftline(docs, args.batch)
+        dl_s, dl_cpu = min(dl_s, s), min(dl_cpu, c)
     results = {"driftline": score(docs, dl_out)}
-    rates = {"driftline": dl_rate}
+    rates = {"driftline": len(docs) / dl_s}
+    cpu_rates = {"driftline": len(docs) / dl_cpu}
     # driftline on exactly the Presidio subset too, for a like-for-like recall table
     sub = docs[: args.presidio_docs]
     if not args.no_presidio:
-        pr_out, pr_s = run_presidio(sub)
+        pr_out, pr_s, pr_cpu = run_presidio(sub)
         if args.repeat > 1:  # same treatment as driftline: best of the runs
-            pr_s = min(pr_s, run_presidio(sub)[1])
+            _, s, c = run_presidio(sub)
+            pr_s, pr_cpu = min(pr_s, s), min(pr_cpu, c)
         rates["presidio"] = len(sub) / pr_s
+        cpu_rates["presidio"] = len(sub) / pr_cpu
         results["presidio"] = score(sub, pr_out)
         results["driftline (same subset)"] = score(sub, dl_out[: len(sub)])
 
-    print(f"\nthroughput (docs/s, batch {args.batch}, {os.cpu_count()} cores)")
+    load = os.getloadavg()[0]
+    print(f"\nthroughput (batch {args.batch}, {os.cpu_count()} cores, load average {load:.1f})")
+    print(f"  {'':<24} {'docs/s (wall)':>14} {'docs per CPU s':>15}")
     for name, rate in rates.items():
-        print(f"  {name:<24} {rate:>10.0f}")
+        print(f"  {name:<24} {rate:>14.0f} {cpu_rates[name]:>15.0f}")
     if "presidio" in rates:
-        print(f"  speed-up                 {rates['driftline'] / rates['presidio']:>10.1f}x")
+        print(f"  {'speed-up':<24} {rates['driftline'] / rates['presidio']:>13.1f}x {cpu_rates['driftline'] / cpu_rates['presidio']:>14.1f}x")
 
     names = list(results)
     print("\nrecall per entity type (found/total)")
@@ -196,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     names = ent.get("PERSON", (0, 0))
     names_ok = names[1] > 0 and names[0] / names[1] >= 0.8
     decoy_ok = sum(v[0] for v in d.values()) / sum(v[1] for v in d.values()) >= 0.98
-    speed_ok = "presidio" not in rates or rates["driftline"] >= 30 * rates["presidio"]
+    speed_ok = "presidio" not in rates or cpu_rates["driftline"] >= 30 * cpu_rates["presidio"]
     print(
         f"targets: recall>=0.99 every structured type: {recall_ok}; every phone kind >=0.99: {phones_ok}; "
-        f"names >=0.8: {names_ok}; decoys intact>=0.98: {decoy_ok}; >=30x Presidio: {speed_ok}"
+        f"names >=0.8: {names_ok}; decoys intact>=0.98: {decoy_ok}; >=30x Presidio (CPU): {speed_ok}"
     )
     return 0 if recall_ok and phones_ok and names_ok and decoy_ok and speed_ok else 1
 

@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
 from driftline.metrics import timed
-from driftline.operators.decode import raw_frame
+from driftline.operators.decode import TRACEPARENT, header_value, raw_frame
 
 
 def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | None, key: bytes | None = None, headers: Any = None, on_delivery: Any = None) -> None:
@@ -88,6 +88,7 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         keys: list[bytes | None] = []
         offsets: list[int] = []
         stamps: list[int] = []
+        traceparents: list[str | None] = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -100,11 +101,13 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
             keys.append(msg.key())
             offsets.append(msg.offset())
             stamps.append(msg.timestamp()[1])
+            headers = msg.headers()
+            traceparents.append(header_value(headers, TRACEPARENT) if headers else None)
         now = time.monotonic()
         if values:
             self._offset = offsets[-1] + 1
             self._last_emit = now
-            return [raw_frame(values, keys, self._topic, self._partition, offsets, stamps)]
+            return [raw_frame(values, keys, self._topic, self._partition, offsets, stamps, traceparents)]
         if now - self._last_emit >= self._idle_tick:
             self._last_emit = now
             return [raw_frame([], [], self._topic, self._partition, [], [])]
@@ -197,9 +200,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
             "fetch.wait.max.ms": "50",
-            # Prefetch a few polls ahead, not librdkafka's default 100,000 messages / 64 MB
+            # Prefetch a poll or two ahead, not librdkafka's default 100,000 messages / 64 MB
             # per partition consumer: with several partitions that was most of the flow's RSS.
-            "queued.min.messages": str(max(10 * self._batch_size, 10_000)),
+            "queued.min.messages": str(max(2 * self._batch_size, 10_000)),
             "queued.max.messages.kbytes": "16384",
             **self._extra,
         }

@@ -178,14 +178,19 @@ def timed(step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def timed_sink(step_id: str, sink: Any) -> Any:
-    """Time the ``write_batch`` calls of every partition ``sink`` builds (when timers are on).
+    """Time the ``write_batch`` calls of every partition ``sink`` builds (when timers are on)."""
+    if step_timers() is None:
+        return sink
+    return wrap_sink(sink, lambda write: timed(step_id, write))
+
+
+def wrap_sink(sink: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+    """Wrap the ``write_batch`` method of every partition ``sink`` builds with ``wrap``.
 
     Works for dynamic (``build``) and fixed-partitioned (``build_part``) sinks by wrapping
     the built partition's method on the instance; the sink's class is unchanged, so
-    Bytewax sees the same sink.
+    Bytewax sees the same sink.  Step timers and tracing (:mod:`driftline.tracing`) use it.
     """
-    if step_timers() is None:
-        return sink
     for name in ("build", "build_part"):
         builder = getattr(sink, name, None)
         if builder is None:
@@ -193,7 +198,7 @@ def timed_sink(step_id: str, sink: Any) -> Any:
 
         def build(*args: Any, _builder: Callable[..., Any] = builder, **kwargs: Any) -> Any:
             part = _builder(*args, **kwargs)
-            part.write_batch = timed(step_id, part.write_batch)
+            part.write_batch = wrap(part.write_batch)
             return part
 
         setattr(sink, name, build)
@@ -205,11 +210,16 @@ def timed_logic(step_id: str, builder: Callable[[Any], Any]) -> Callable[[Any], 
     ``builder`` makes (when timers are on); ``builder`` itself otherwise."""
     if step_timers() is None:
         return builder
+    return wrap_logic(builder, lambda cb: timed(step_id, cb))
+
+
+def wrap_logic(builder: Callable[[Any], Any], wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Any], Any]:
+    """A builder whose logic objects have ``on_batch``, ``on_notify`` and ``on_eof`` wrapped with ``wrap``."""
 
     def build(state: Any) -> Any:
         logic = builder(state)
         for name in ("on_batch", "on_notify", "on_eof"):
-            setattr(logic, name, timed(step_id, getattr(logic, name)))
+            setattr(logic, name, wrap(getattr(logic, name)))
         return logic
 
     return build

@@ -48,7 +48,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from driftline import metrics
+from driftline import metrics, tracing
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
@@ -138,6 +138,7 @@ class FlowBuilder:
         self.specs = dataset_specs(cfg)
         self.writer_name = writer_name(flow, topic)
         self.flow = Dataflow(f"driftline_{flow}")
+        tracing.configure(cfg.tracing)  # before any step is wrapped: spans per step when tracing is on
         self._frames_used: set[str] = set()
 
     # -- edges ---------------------------------------------------------------------
@@ -184,7 +185,7 @@ class FlowBuilder:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
         ``io.frames[frames or name]``."""
         if self.parquet:
-            parquet_output(f"{name}_parquet", stream, metrics.timed_sink(f"{name}_parquet", self.parquet_sink(name)))
+            parquet_output(f"{name}_parquet", stream, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
     def records_out(
@@ -211,7 +212,7 @@ class FlowBuilder:
             frames = op.redistribute(f"{records_step}_spread", frames)
         cols = list(columns) if columns is not None else None
         encode: Callable[[pl.DataFrame], Any] = lambda f: json_records(f, cols if cols is not None else list(f.columns), key_column)  # noqa: E731
-        op.output(step_id, op.map(records_step, frames, metrics.timed(records_step, encode)), metrics.timed_sink(step_id, sink))
+        op.output(step_id, op.map(records_step, frames, tracing.step(records_step, encode)), tracing.sink(step_id, sink))
 
     # -- composites ----------------------------------------------------------------
 
@@ -219,11 +220,11 @@ class FlowBuilder:
         """Refused rows to the dead-letter topic: masked first with ``privacy.mask_dead_letter``
         (else the producer's original bytes: the input topic's trust zone), with the
         reason headers of ``version`` (the validator's or decoder's)."""
-        t = metrics.timed
+        t = tracing.step  # timers and spans
         if self.cfg.privacy.mask_dead_letter:
             rejected = op.map("mask_dead_letter", rejected, t("mask_dead_letter", lambda f: mask_dead_letters(f, masker)))
         records = op.map("dead_letter_records", rejected, t("dead_letter_records", lambda f: dead_letter_records(f, version)))
-        op.output("dead_letter_out", records, metrics.timed_sink("dead_letter_out", self.io.dead_letter))
+        op.output("dead_letter_out", records, tracing.sink("dead_letter_out", self.io.dead_letter))
 
     def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the

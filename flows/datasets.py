@@ -24,6 +24,7 @@ from driftline.operators.alerts import alerts_schema
 from driftline.operators.batch import EVENT_SCHEMA, REJECT_SCHEMA
 from driftline.operators.decode_telemetry import TELEMETRY_SCHEMA
 from driftline.operators.features import feature_columns, feature_schema
+from driftline.operators.guardrails import guard_output_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
 from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
@@ -31,8 +32,9 @@ from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
 SpecFactory = Callable[[PipelineConfig], DatasetSpec]
 DATASETS: dict[str, SpecFactory] = {}
 
-# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only.
-NEVER_STORED = frozenset({"raw", "src_key", "field_errors"})
+# Columns that never reach a dataset: raw bytes and keys belong to the dead-letter path only;
+# the producer's traceparent is stored as its validated trace id (trace_id).
+NEVER_STORED = frozenset({"raw", "src_key", "field_errors", "src_traceparent"})
 
 #: Columns of the ``telemetry`` dataset: decoded fields (texts masked), cost and PII counts.
 TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
@@ -41,6 +43,10 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
     "pii_total": pl.Int64,
     "text_masking": pl.Utf8,
 }
+
+
+#: The record's trace (driftline.tracing): the producer's, or the one driftline started.
+TRACE_COLUMNS: dict[str, pl.DataType] = {"trace_id": pl.Utf8}
 
 
 def dataset(name: str) -> Callable[[SpecFactory], SpecFactory]:
@@ -77,6 +83,8 @@ def enriched_columns(cfg: PipelineConfig) -> dict[str, pl.DataType]:
     cols.update(feature_columns(feature_schema(cfg.features)))
     cols.update({k: v for k, v in SANITIZE_COLUMNS.items() if k != "model_input"})  # what was sent: hash and length
     cols.update(model_output_schema(cfg.models))
+    cols.update(guard_output_schema(cfg))
+    cols.update(TRACE_COLUMNS)
     return cols
 
 

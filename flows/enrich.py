@@ -23,21 +23,23 @@ Without Kafka, inject an in-memory source and sinks:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Dataflow
 
-from driftline import __version__, metrics
+from driftline import __version__, metrics, tracing
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.flows.common import FlowBuilder, FlowIO
 from driftline.flows.common import kafka_io as flow_kafka_io
 from driftline.models import ModelService
 from driftline.operators.batch import MicroBatch
-from driftline.operators.decode import decode_batch
+from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.features import FeatureEngine, features_batch
+from driftline.operators.guardrails import OutputGuard, guard_output_schema
 from driftline.operators.model_call import model_batch_key, model_call_builder
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
@@ -80,18 +82,26 @@ def build_enrich_flow(
     masker = PiiMasker.from_config(cfg.privacy, load_pseudonym_key(cfg.privacy, cfg.mode))
     features = FeatureEngine.from_config(cfg.features)
     sanitizer = Sanitizer.from_config(cfg.features, masker)
-    models = ModelService(cfg.models, clock)
+    guard = OutputGuard.from_config(cfg, masker)
+    guard_schema = guard_output_schema(cfg)
+    models = ModelService(cfg.models, clock, answer_check=guard.tier_check())
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.input_topic, parquet=parquet)
 
-    t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
+    # per-step timers (on with $DRIFTLINE_STEP_TIMERS) and spans (tracing.enabled); the function itself otherwise
+    t = tracing.step
     # The stateless stages run on row ranges spread over every worker (Piece.map applies a
-    # stage to a piece's rows); "reorder" brings each partition's rows back in offset order.
+    # stage to a piece's rows; each stage is timed and traced on the rows themselves);
+    # "reorder" brings each partition's rows back in offset order.
+    decode = t("decode", lambda recs: _decoded(fb.counted(recs), cfg, clock))
+    validate = t("validate", lambda b: validate_batch(b, validator, clock.now()))
+    mask = t("mask_pii", lambda b: mask_batch_audited(b, masker))
+    featured = t("features", lambda pair: (features_batch(pair[0], features), pair[1]))
     pieces, headers = fb.spread()
-    pieces = op.map("decode", pieces, t("decode", lambda pc: pc.map(lambda recs: decode_batch(fb.counted(recs), cfg.decode, clock.now()))))
-    pieces = op.map("validate", pieces, t("validate", lambda pc: pc.map(lambda b: validate_batch(b, validator, clock.now()))))
-    pieces = op.map("mask_pii", pieces, t("mask_pii", lambda pc: pc.map(lambda b: mask_batch_audited(b, masker))))
-    pieces = op.map("features", pieces, t("features", lambda pc: pc.map(lambda pair: (features_batch(pair[0], features), pair[1]))))
+    pieces = op.map("decode", pieces, lambda pc: pc.map(decode))
+    pieces = op.map("validate", pieces, lambda pc: pc.map(validate))
+    pieces = op.map("mask_pii", pieces, lambda pc: pc.map(mask))
+    pieces = op.map("features", pieces, lambda pc: pc.map(featured))
     masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
@@ -104,8 +114,10 @@ def build_enrich_flow(
     # own rows by count or waiting time); idle ticks (empty frames) bypass the batcher so
     # time-based file flushes downstream keep moving.
     keyed = op.key_on("key_models", op.filter("rows_for_models", valid, lambda f: f.height > 0), model_batch_key)
-    called = op.stateful_batch("model_call", keyed, metrics.timed_logic("model_call", model_call_builder("model_call", models, cfg.models.batching, clock)))
+    called = op.stateful_batch("model_call", keyed, tracing.logic("model_call", model_call_builder("model_call", models, cfg.models.batching, clock)))
     results = op.map("model_results", called, lambda kv: metrics.observe_out(FLOW, kv[1].results))
+    # output guardrails: answers masked, checked and decided on before anything is stored or sent
+    results = op.map("guardrails", results, t("guardrails", lambda f: guard.apply(f, guard_schema)))
     ticks = op.filter("idle_ticks", valid, lambda f: f.height == 0)
     scored = op.merge("scored", results, ticks)
 
@@ -121,6 +133,12 @@ def build_enrich_flow(
     # the window step's own pieces are counted in the "other" share of the bench's per-step table
     fb.windows(scored)
     return fb.finish()
+
+
+def _decoded(records: RawBatch, cfg: PipelineConfig, clock: Clock) -> MicroBatch:
+    """Decode a poll and give its rows their trace context (:func:`driftline.tracing.trace_batch`)."""
+    start = time.time_ns()
+    return tracing.trace_batch(decode_batch(records, cfg.decode, clock.now()), start, FLOW)
 
 
 def _valid_rows(batch: MicroBatch) -> pl.DataFrame:

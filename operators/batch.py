@@ -10,6 +10,8 @@ Column contract of ``valid`` (``EVENT_SCHEMA`` plus what later stages add):
 - ``src_topic``, ``src_partition``, ``src_offset``, ``src_timestamp``: the Kafka
   coordinates, which form the natural key of the enriched and rejected datasets;
   ``src_key``: the message key (bytes), kept for the dead-letter topic;
+  ``src_traceparent``: the message's W3C ``traceparent`` header as received (unchecked;
+  :mod:`driftline.tracing` validates it), never stored;
 - ``raw``: the original payload bytes, kept for the dead-letter topic, never written
   to a dataset;
 - ``payload_format``: ``json``, ``avro`` (single-object) or ``avro_confluent`` (registry);
@@ -40,6 +42,7 @@ COORDINATE_SCHEMA: dict[str, pl.DataType] = {
     "src_partition": pl.Int32,
     "src_offset": pl.Int64,
     "src_timestamp": TIME_DTYPE,
+    "src_traceparent": pl.Utf8,
 }
 
 EVENT_FIELDS_SCHEMA: dict[str, pl.DataType] = {

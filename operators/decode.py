@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -204,9 +205,11 @@ def _coerce_attributes(value: Any, errors: list[str]) -> tuple[list[str], list[s
     return keys, vals
 
 
-def _event_fields(obj: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[list[str], list[str]], list[str]]:
+def _event_fields(obj: dict[str, Any], *, coerce_time: bool = True) -> tuple[tuple[Any, ...], tuple[list[str], list[str]], list[str]]:
     """The event fields of one decoded object (in ``_FIELDS`` order), its attributes as
-    key and value lists, and its ``field_errors`` codes."""
+    key and value lists, and its ``field_errors`` codes.  With ``coerce_time=False`` the
+    event time is returned as it came (the caller coerces a batch of them at once and adds
+    ``wrong_type:event_time`` itself)."""
     errors: list[str] = []
     fields: list[Any] = []
     for name in _STRING_FIELDS:
@@ -224,6 +227,8 @@ def _event_fields(obj: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[list[str]
     if t is None:
         errors.append("missing_field:event_time")
         fields.append(None)
+    elif not coerce_time:
+        fields.append(t)
     else:
         ms = _coerce_time(t)
         if ms is None:
@@ -241,24 +246,57 @@ coordinates, key and original bytes (``raw``)."""
 
 
 def raw_frame(
-    values: Sequence[bytes | None], keys: Sequence[bytes | None], topics: str | Sequence[str], partitions: int | Sequence[int], offsets: Sequence[int], timestamps_ms: Sequence[int]
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    topics: str | Sequence[str],
+    partitions: int | Sequence[int],
+    offsets: Sequence[int],
+    timestamps_ms: Sequence[int],
+    traceparents: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """A raw micro-batch (:data:`SOURCE_SCHEMA`) from column lists; a single topic or
-    partition is repeated for every row."""
+    partition is repeated for every row; ``traceparents``: the messages' ``traceparent``
+    headers (None: no message has one)."""
     n = len(values)
     topic = pl.Series("src_topic", [topics] * n if isinstance(topics, str) else topics, dtype=pl.Utf8)
     part = pl.Series("src_partition", [partitions] * n if isinstance(partitions, int) else partitions, dtype=pl.Int32)
     ts = pl.Series("src_timestamp", timestamps_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    tp = pl.Series("src_traceparent", traceparents, dtype=pl.Utf8) if traceparents is not None else pl.repeat(None, n, dtype=pl.Utf8, eager=True).alias("src_traceparent")
     return pl.DataFrame(
-        [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, pl.Series("raw", values, dtype=pl.Binary)]
+        [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, tp, pl.Series("raw", values, dtype=pl.Binary)]
     )
 
 
 def records_frame(records: Sequence[RawRecord]) -> pl.DataFrame:
     """A raw micro-batch from :class:`RawRecord` objects (tests, in-memory sources)."""
     return raw_frame(
-        [r.value for r in records], [r.key for r in records], [r.topic for r in records], [r.partition for r in records], [r.offset for r in records], [r.timestamp_ms for r in records]
-    )
+        [r.value for r in records], [r.key for r in records], [r.topic for r in records], [r.partition for r in records], [r.offset for r in records], [r.timestamp_ms for r in records],
+        [header_value(r.headers, TRACEPARENT) for r in records],
+    )  # fmt: skip
+
+
+#: The W3C trace-context header a producer may set on a record.
+TRACEPARENT = "traceparent"
+
+
+def header_value(headers: Sequence[tuple[str, bytes | None]] | None, name: str, limit: int = 128) -> str | None:
+    """The ASCII value of header ``name`` (the first one), or None when absent, not ASCII or
+    longer than ``limit`` (a hostile header never costs more than that).
+
+    >>> header_value([("a", b"1"), ("traceparent", b"00-ab")], "traceparent")
+    '00-ab'
+    """
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == name:
+            if v is None or len(v) > limit:
+                return None
+            try:
+                return v.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 RawBatch = pl.DataFrame | Sequence[RawRecord]
@@ -269,6 +307,36 @@ def as_raw_frame(records: RawBatch) -> pl.DataFrame:
     return records if isinstance(records, pl.DataFrame) else records_frame(records)
 
 
+#: Event times the vectorized path parses: ISO-8601 UTC instants from 1970 on, in the form
+#: producers write (``2026-01-01T00:00:00.000Z``: whole seconds or milliseconds, ``Z``).
+#: Anything else goes through :func:`_coerce_time` one by one.
+_ISO_UTC_MS = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{3})?Z$"
+
+
+def _event_times(values: list[Any]) -> list[int | None]:
+    """Epoch milliseconds of event times already coerced (ints, None) or still strings:
+    :func:`_coerce_time` of each string, the common ISO form parsed for the whole batch at
+    once by Polars (with the float arithmetic of ``int(datetime.timestamp() * 1000)``, so
+    the same milliseconds), the other strings one by one."""
+    strings = pl.Series([v if type(v) is str else None for v in values], dtype=pl.Utf8)
+    iso = strings.str.contains(_ISO_UTC_MS).fill_null(False)
+    if not iso.any():
+        return [_coerce_time(v) if type(v) is str else v for v in values]
+    parsed = strings.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
+    done = (iso & parsed.is_not_null()).to_numpy()
+    us = parsed.dt.epoch("us").fill_null(0).to_numpy()
+    # datetime.timestamp() is microseconds / 10**6 as a float, then * 1000 and int() truncates
+    ms = (us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64).tolist()
+    done = done.tolist()
+    return [m if d else (_coerce_time(v) if type(v) is str else v) for m, d, v in zip(ms, done, values)]
+
+
+def _plain_json(value: Any, limit: int) -> bool:
+    """Whether ``decode_payload`` would read ``value`` as JSON (not empty, not too large, no
+    Avro or Confluent framing)."""
+    return bool(value) and len(value) <= limit and value[0] != CONFLUENT_MAGIC and value[:2] != AVRO_MAGIC
+
+
 def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
     """Decode a poll's worth of raw records into a :class:`MicroBatch`, keeping input order.
 
@@ -276,12 +344,18 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     registry's writer schema for Confluent framing), so each refusal keeps its own
     reason; the decoded fields go straight into column lists, and the coordinates and
     bytes stay in the raw frame's columns (gathered, never copied into Python objects).
+    Event times in the common ISO form are parsed for the whole batch at once.
     """
     raw = as_raw_frame(records)
     config = config or DecodeConfig()
     limit, registry = config.max_payload_bytes, registry_for(config.schema_registry)
     now = now or datetime.now(timezone.utc)
-    fields: list[tuple[Any, ...]] = []
+    ids: list[Any] = []
+    sources: list[Any] = []
+    texts: list[Any] = []
+    tenants: list[Any] = []
+    users: list[Any] = []
+    times: list[Any] = []
     formats: list[str] = []
     attr_offsets = [0]
     attr_keys: list[str] = []
@@ -291,32 +365,54 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     bad: list[int] = []
     bad_codes: list[list[str]] = []
     bad_reasons: list[list[str]] = []
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for j, value in enumerate(raw["raw"].to_list()):
+        obj = None
+        if _plain_json(value, limit):
+            try:
+                obj, fmt = loads(value), "json"
+            except decode_error:
+                obj = None  # decode_payload below names the reason
+        if type(obj) is not dict:
+            try:
+                obj, fmt = decode_payload(value, limit, registry=registry)
+            except Undecodable as exc:
+                bad.append(j)
+                bad_codes.append([exc.code])
+                bad_reasons.append([exc.message])
+                continue
         try:
-            obj, fmt = decode_payload(value, limit, registry=registry)
-        except Undecodable as exc:
-            bad.append(j)
-            bad_codes.append([exc.code])
-            bad_reasons.append([exc.message])
-            continue
-        try:
-            row, (keys, vals), errs = _event_fields(obj)
+            row, (keys, vals), errs = _event_fields(obj, coerce_time=False)
+            t = row[5]
+            if t is not None and type(t) is not str:  # strings are parsed below, for the whole batch
+                t = _coerce_time(t)
+                if t is None:
+                    errs = _with_time_error(errs)
         except Exception as exc:  # never let one odd value stop the batch
             bad.append(j)
             bad_codes.append(["unsupported_value"])
             bad_reasons.append([f"{DECODE_REASONS['unsupported_value']}: {type(exc).__name__}"])
             continue
         ok.append(j)
-        fields.append(row)
+        eid, src, txt, ten, uid = row[:5]
+        ids.append(eid)
+        sources.append(src)
+        texts.append(txt)
+        tenants.append(ten)
+        users.append(uid)
+        times.append(t)
         formats.append(fmt)
         errors.append(errs)
         attr_keys.extend(keys)
         attr_values.extend(vals)
         attr_offsets.append(len(attr_keys))
     n = len(ok)
-    columns = list(zip(*fields)) if fields else [()] * len(_FIELDS)  # rows to columns in one C-level pass
-    decoded = [pl.Series(name, values, dtype=pl.Int64 if name == "event_time" else pl.Utf8) for name, values in zip(_FIELDS, columns)]
-    decoded[-1] = decoded[-1].cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    millis = _event_times(times)
+    for i, (t, ms) in enumerate(zip(times, millis)):
+        if ms is None and type(t) is str:  # a string that is not an instant in years 1..9999
+            errors[i] = _with_time_error(errors[i])
+    decoded = [pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(_STRING_FIELDS, (ids, sources, texts, tenants, users))]
+    decoded.append(pl.Series("event_time", millis, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"))
     attributes = pa.ListArray.from_arrays(
         pa.array(attr_offsets, pa.int32()),
         pa.StructArray.from_arrays([pa.array(attr_keys, pa.large_string()), pa.array(attr_values, pa.large_string())], names=["key", "value"]),
@@ -333,6 +429,15 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     if bad:
         batch.rejected = reject_rows(raw[bad], "decode", bad_codes, bad_reasons)
     return batch
+
+
+def _with_time_error(errs: list[str]) -> list[str]:
+    """``errs`` with ``wrong_type:event_time`` where :func:`_event_fields` puts it: after the
+    string fields' codes, before the attributes' code."""
+    out = list(errs)
+    at = out.index("wrong_type:attributes") if "wrong_type:attributes" in out else len(out)
+    out.insert(at, "wrong_type:event_time")
+    return out
 
 
 def columns_frame(cols: dict[str, list[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:

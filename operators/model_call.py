@@ -12,6 +12,11 @@ order they arrived.  Its state (rows waiting, with their arrival times) is a
 called after recovery; results already recorded in the call ledger are replayed, not
 re-billed.
 
+The step calls the models in the worker's own thread and returns when the batch is
+answered, so when a rate limit has no room (``on_rate_limit: wait``) the batch waits,
+the worker stops polling its input, and Kafka consumption slows to what the limit
+allows: backpressure without dropping or reordering a row.
+
 Micro-batches are keyed by :func:`model_batch_key`, their input partition, so the
 partitions' batches spread over the workers and each key owns its waiting rows; the
 model service (backends, budgets, cache, ledger) is built once per worker process and

@@ -44,7 +44,7 @@ import polars as pl
 
 from driftline.config.features import FeaturesConfig, SanitizeConfig
 from driftline.operators.batch import MicroBatch
-from driftline.operators.features.injection import CompiledPattern, InjectionMatcher, fold_lookalikes
+from driftline.operators.features.injection import CompiledPattern, InjectionMatcher, lookalikes_folded
 
 if TYPE_CHECKING:
     from driftline.operators.pii import PiiMasker
@@ -106,7 +106,7 @@ def _neutralize(texts: pl.Series, s: Sanitizer) -> tuple[pl.Series, pl.Series]:
     names = pl.Series("model_input_neutralized", [None] * n, dtype=pl.List(pl.Utf8))
     if not s.any_regex or n == 0:
         return texts, names
-    folded = pl.DataFrame({"t": texts}).select(fold_lookalikes(pl.col("t"))).to_series()
+    folded = lookalikes_folded(texts)
     hit_folded = folded.str.contains(s.any_regex).fill_null(False)
     hit_plain = texts.str.contains(s.any_regex).fill_null(False)
     texts = texts.zip_with(~(hit_folded & ~hit_plain), folded)  # rows that only match folded are sent folded

@@ -23,23 +23,31 @@ from driftline.kafka_io import produce_with_backpressure
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
+TRACEPARENT_HEADER = "traceparent"
 _SRC_HEADERS = ("driftline.src.topic", "driftline.src.partition", "driftline.src.offset", "driftline.src.timestamp")
 _SRC_COLUMNS = ("src_topic", "src_partition", "src_offset")
 
 
 def _src_headers(frame: pl.DataFrame) -> list[list[tuple[str, bytes]]]:
     """Per row, the source-coordinate headers: topic, partition, offset and timestamp
-    (epoch milliseconds, -1 when unknown), built as columns and zipped once."""
+    (epoch milliseconds, -1 when unknown), built as columns and zipped once; plus the
+    row's W3C ``traceparent`` when it has one (column ``trace_parent``, see
+    :mod:`driftline.tracing`), so consumers continue the record's trace."""
     ts = pl.col("src_timestamp").dt.epoch("ms") if "src_timestamp" in frame.columns else pl.lit(None, pl.Int64)
     cols = frame.select(
         *[pl.col(c).cast(pl.Utf8).fill_null("None").cast(pl.Binary) for c in _SRC_COLUMNS],
         ts.fill_null(-1).cast(pl.Utf8).cast(pl.Binary).alias("ts"),
     )
     h_topic, h_part, h_offset, h_ts = _SRC_HEADERS
-    return [
+    rows = [
         [(h_topic, t), (h_part, p), (h_offset, o), (h_ts, x)]
         for t, p, o, x in zip(*(cols.to_series(i).to_list() for i in range(4)))
     ]
+    if "trace_parent" in frame.columns and frame["trace_parent"].null_count() < frame.height:
+        for headers, tp in zip(rows, frame["trace_parent"].cast(pl.Binary).to_list()):
+            if tp is not None:
+                headers.append((TRACEPARENT_HEADER, tp))
+    return rows
 
 
 def _json_list(col: str) -> pl.Expr:

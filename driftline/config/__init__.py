@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, SettingsConfigDict
 
 from driftline.config.features import FeaturesConfig
+from driftline.config.guardrails import GuardrailsConfig
 from driftline.config.kafka import DecodeConfig, KafkaConfig
 from driftline.config.models import ModelsConfig
 from driftline.config.monitoring import MonitoringConfig
@@ -37,6 +38,7 @@ from driftline.config.privacy import SAMPLE_KEYS, PrivacyConfig
 from driftline.config.recovery import RecoveryConfig
 from driftline.config.secrets import SecretSourceError, is_secret_path, resolve_secret_files, secret_exclude
 from driftline.config.sinks import SinksConfig
+from driftline.config.tracing import TracingConfig
 from driftline.config.validation import ValidationConfig
 
 ENV_PREFIX = "DRIFTLINE__"
@@ -62,9 +64,11 @@ class PipelineConfig(BaseModel):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _production_secrets(self) -> PipelineConfig:

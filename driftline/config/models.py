@@ -56,6 +56,17 @@ class CircuitConfig(_Strict):
     half_open_successes: int = Field(2, ge=1, description="Successful probes in half-open that close the circuit again; one failure re-opens it.")
 
 
+class RateLimit(_Strict):
+    """Requests and tokens per minute (null: unlimited)."""
+
+    requests_per_minute: float | None = Field(None, gt=0, description="Requests sent per minute, every attempt counted (retries and corrective retries too).")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Tokens per minute: estimated before each request (prompt characters / chars_per_token plus the learned output estimate), corrected from the usage the provider reports.")
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+
 class BackendConfig(_Strict):
     """One tier of the chain."""
 
@@ -72,6 +83,10 @@ class BackendConfig(_Strict):
     json_mode: bool = Field(True, description="Send response_format={type: json_object}; turn off for servers that reject it.")
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    rate_limit: RateLimit = Field(default_factory=RateLimit, description="This tier's limits, paced before each request is sent (remote tiers; shared by every worker and process using the ledger).")
+    capabilities: list[str] | None = Field(
+        None, description="Task names or kinds this tier is declared fit for (routing strategies cost and latency consider it only for those); null: every task it supports."
+    )
     positive_threshold: float = Field(0.05, description="local kind: VADER compound score at or above which the label is positive.")
     negative_threshold: float = Field(-0.05, description="local kind: compound score at or below which the label is negative.")
 
@@ -94,6 +109,10 @@ class TaskConfig(_Strict):
     user_prompt: str = Field("Text:\n{text}", description="User message template; {text} is the masked, sanitized input.")
     prompt_version: str = Field("v1", description="Bump when a prompt changes: part of the cache and ledger keys.")
     summary_words: int = Field(30, ge=1, description="summarization: words kept by the rules tier.")
+    on_rate_limit: Literal["wait", "next_tier"] = Field(
+        "wait",
+        description="When a rate limit has no room for a request: wait (the batch waits, which slows consumption: backpressure) or next_tier (the row goes on to the next tier of its route at once, error class throttled).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -137,12 +156,30 @@ class BudgetConfig(_Strict):
     )
 
 
+class NearDuplicateConfig(_Strict):
+    """Near-duplicate cache: a masked input similar enough to a cached one reuses its answer (off by default)."""
+
+    enabled: bool = Field(False, description="Look up near-duplicates of the inputs the exact cache misses (remote tiers, needs cache.enabled).")
+    threshold: float = Field(0.95, gt=0, le=1, description="Minimum Jaccard similarity of the normalised word shingles (words and word pairs) for a hit.")
+    num_perm: int = Field(64, ge=8, le=512, description="MinHash permutations (candidate search by locality-sensitive hashing; hits are confirmed by the exact similarity).")
+    bands: int = Field(16, ge=1, description="LSH bands (num_perm must be a multiple): more bands find less similar candidates.")
+    max_entries: int = Field(20_000, ge=1, description="Inputs remembered per process (oldest forgotten first).")
+    guard: bool = Field(True, description="Refuse a hit whose texts differ in negations (with the word they negate) or in numbers.")
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> NearDuplicateConfig:
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
+
+
 class CacheConfig(_Strict):
     """Response cache of remote tiers: in memory, and durable in the call ledger when there is one."""
 
     enabled: bool = Field(True, description="Cache answers of remote backends; identical inputs in flight at the same time are also sent once.")
     ttl_s: float = Field(3600.0, gt=0, description="Age after which an entry is no longer used.")
     max_entries: int = Field(100_000, ge=1, description="Least recently used entries are evicted beyond this.")
+    near_duplicate: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
 
 
 class BatchingConfig(_Strict):
@@ -175,6 +212,40 @@ class LedgerConfig(_Strict):
     prune_every: int = Field(200, ge=1, description="Prune once every this many batch commits.")
 
 
+class RateLimitsConfig(_Strict):
+    """Per-tenant rate limits (per-tier limits are under ``backends.<tier>.rate_limit``)."""
+
+    per_tenant: dict[str, RateLimit] = Field(default_factory=dict, description="tenant -> limits over all its remote requests.")
+    default_tenant: RateLimit = Field(default_factory=RateLimit, description="Limits of each tenant not listed (each tenant has its own).")
+    next_tier_max_wait_ms: float = Field(
+        0.0, ge=0, description="Tasks with on_rate_limit: next_tier wait at most this long for room before the row moves on."
+    )
+    headroom: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description=(
+            "Share of every limit left unused. Requests are paced by when they leave; the provider counts when they arrive, a few milliseconds "
+            "later or sooner, so a limit used to the last request shows up as N+1 in some minute at the provider."
+        ),
+    )
+    hosts: int = Field(
+        1, ge=1, description="Hosts enforcing these limits with separate ledgers: each takes 1/hosts of every limit. Leave 1 when every process shares one ledger (see docs/models.md)."
+    )
+    pause_refresh_ms: float = Field(100.0, ge=0, description="How often a process reads the pauses other processes published (a 429's Retry-After).")
+
+
+class RoutingConfig(_Strict):
+    """How each row's route through the tiers is chosen (a registered strategy)."""
+
+    strategy: str = Field("chain", description="chain (the configured order), cost, latency, health, or a registered strategy.")
+    latency_percentile: float = Field(90.0, gt=0, le=100, description="latency: tiers are ranked by this percentile of their recent request latencies.")
+    latency_window: int = Field(200, ge=1, description="latency: how many recent successful requests per tier the percentile looks at.")
+    min_samples: int = Field(10, ge=1, description="latency and health: a tier with fewer recent observations is tried (latency) or presumed healthy (health).")
+    error_rate_threshold: float = Field(0.5, ge=0, le=1, description="A tier whose recent error rate is above this is unhealthy (cost, latency and health skip it).")
+    health_window_s: float = Field(60.0, gt=0, description="Outcomes older than this are forgotten, so a skipped tier is tried again.")
+
+
 def _default_backends() -> dict[str, BackendConfig]:
     return {"local": BackendConfig(kind="local"), "rules": BackendConfig(kind="rules")}
 
@@ -192,6 +263,8 @@ class ModelsConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     chars_per_token: float = Field(4.0, gt=0, description="Token estimate (characters per token) used when a provider reports no usage and for budget checks.")
 
     @field_validator("chain")
@@ -225,7 +298,7 @@ class ModelsConfig(_Strict):
         relevant = {
             "task": self.task,
             "task_by_source": self.task_by_source,
-            "tasks": {k: v.model_dump(mode="json") for k, v in self.tasks.items()},
+            "tasks": {k: v.model_dump(mode="json", exclude={"on_rate_limit"}) for k, v in self.tasks.items()},
             "chain": self.chain,
             "backends": {k: {"kind": b.kind, "model": b.model, "base_url": b.base_url} for k, b in self.backends.items() if k in self.chain},
         }

@@ -160,7 +160,11 @@ class AlertRule(BaseModel):
     @model_validator(mode="after")
     def _check_metric(self) -> AlertRule:
         if self.kind == "threshold" and self.metric not in ALERTABLE_METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(ALERTABLE_METRICS)}")
+            from driftline.operators.aggregate.columns import window_columns  # registered columns (guardrails, evaluators)
+
+            registered = [n for n, c in window_columns().items() if c.dtype.is_numeric()]
+            if self.metric not in registered:
+                raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join([*ALERTABLE_METRICS, *registered])}")
         if self.kind == "drift" and self.metric not in ("psi", "ks", "js", "wasserstein"):
             raise ValueError(f"unknown drift statistic {self.metric!r}; known: psi, ks, js, wasserstein")
         return self  # other kinds are checked against the rule-kind registry when the engine is built

@@ -6,6 +6,7 @@ Public entry points:
   it with :data:`MODEL_OUTPUT_SCHEMA` columns (see :func:`model_output_schema`);
 - :func:`register_backend` adds a backend kind; :class:`Backend` is the protocol the
   service calls, :class:`ModelBackend` the base class that implements it;
+- :func:`register_strategy` adds a routing strategy (:class:`RoutingStrategy`);
 - :class:`CircuitBreaker`, :class:`ResponseCache`, :class:`BudgetTracker`,
   :class:`OutputTokenEstimator`, :class:`CallLedger` are the pieces, usable on their own.
 """
@@ -19,7 +20,10 @@ from driftline.models.estimate import OutputTokenEstimator
 from driftline.models.ledger import CallLedger
 from driftline.models.pricing import call_cost
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
+from driftline.models.neardup import NearDuplicateIndex
+from driftline.models.ratelimit import TierGate
 from driftline.models.resilience import CircuitBreaker, CircuitState
+from driftline.models.routing import STRATEGIES, RoutingStrategy, register_strategy
 from driftline.models.service import MODEL_OUTPUT_SCHEMA, ModelBatchResult, ModelService, model_output_schema
 from driftline.models.types import ERROR_CLASSES, ModelRequest, ModelResult
 
@@ -43,10 +47,14 @@ __all__ = [
     "ModelRequest",
     "ModelResult",
     "ModelService",
+    "NearDuplicateIndex",
     "OutputError",
     "OutputTokenEstimator",
     "ResponseCache",
+    "RoutingStrategy",
+    "STRATEGIES",
     "TaskSpec",
+    "TierGate",
     "budget_events_frame",
     "build_backend",
     "cache_key",
@@ -54,4 +62,5 @@ __all__ = [
     "model_output_schema",
     "parse_output",
     "register_backend",
+    "register_strategy",
 ]

@@ -34,11 +34,15 @@ from driftline.models.budget import BudgetTracker, Refusal, Reservation
 from driftline.models.cache import CachedAnswer, InFlight, ResponseCache
 from driftline.models.estimate import OutputTokenEstimator
 from driftline.models.ledger import CallLedger, Coord, DayScopeKey
+from driftline.models.neardup import NearDuplicateIndex, namespace
 from driftline.models.pricing import call_cost
 from driftline.models.rows import BatchInputs, RowState, Tier
 from driftline.models.types import ModelResult
 
 log = logging.getLogger("driftline.models")
+
+#: Error classes of requests that never reached the provider (no latency, no health outcome).
+_NOT_SENT = frozenset({"circuit_open", "throttled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class Shared:
 class TierTally:
     """One tier's counters over one batch, added to the Prometheus metrics once."""
 
-    __slots__ = ("tier", "ok", "errors", "cached", "saved", "skipped", "shared_failures", "tokens", "cost", "local_latency", "_latency")
+    __slots__ = ("tier", "ok", "errors", "cached", "saved", "skipped", "shared_failures", "tokens", "cost", "local_latency", "_latency", "latencies")
 
     def __init__(self, tier: Tier, skipped: Counter[str] | None = None) -> None:
         self.tier = tier
@@ -66,6 +70,7 @@ class TierTally:
         self.cost = 0.0
         self.local_latency: float | None = None
         self._latency = metrics.LATENCY.labels(**tier.labels) if tier.backend.remote else None
+        self.latencies: list[float] = []  # answered requests (routing strategies)
 
     def observe(self, sends: list[Group], got: list[tuple[int, ModelResult]]) -> None:
         """Results of ``sends`` handed over (``group.cost`` is what each one cost)."""
@@ -80,13 +85,14 @@ class TierTally:
                 t[3] += res.reasoning_tokens
             self.cost += group.cost
             if latency is not None:
-                if res.error_class != "circuit_open":
+                if res.error_class not in _NOT_SENT:
                     latency.observe(res.latency_ms / 1000.0)
             elif self.local_latency is None:
                 self.local_latency = res.latency_ms  # this tier's own time; one observation per batch
             followers = len(group.followers) if group.followers else 0
             if res.error_class is None:
                 self.ok += 1
+                self.latencies.append(res.latency_ms)
                 if followers:
                     self.cached += followers
                     self.saved += followers * group.cost
@@ -119,6 +125,11 @@ class TierTally:
                 metrics.TOKENS.labels(**lbl, kind=kind).inc(value)
         if self.cost:
             metrics.COST.labels(**lbl).inc(self.cost)
+        if tier.health is not None:
+            failed = sum(n for cls, n in self.errors.items() if cls not in _NOT_SENT)
+            # remote: one latency per request; a local tier's one observation is its batch time
+            latencies = self.latencies if tier.backend.remote else ([self.local_latency] if self.local_latency is not None else [])
+            tier.health.observe(self.ok, failed, latencies)
         if self.errors:
             log.warning(orjson.dumps({"event": "model_tier_failures", "tier": tier.name, "errors": dict(self.errors), "rows": self.ok + sum(self.errors.values())}).decode())
 
@@ -136,8 +147,10 @@ class Accounting:
         ledger: CallLedger | None,
         clock: Clock,
         config_hash: str,
+        near: NearDuplicateIndex | None = None,
     ) -> None:
         self.config = config
+        self.near = near
         self.budgets = budgets
         self.cache = cache
         self.inflight = inflight
@@ -199,9 +212,12 @@ class Accounting:
                     hit = CachedAnswer(res.label, res.output, res.confidence, res.model_version, cost)
                     if self.cache is not None:
                         self.cache.put(group.cache_key, hit)
+                    if self.near is not None:
+                        task = self.config.tasks[batch.tasks[lead]]
+                        self.near.add(namespace(batch.tasks[lead], task.prompt_version, backend.model), batch.texts[lead], group.cache_key)
                     cache_rows.append((group.cache_key, hit.encode()))
                     for i in group.followers or ():
-                        _from_cache(tier, rows[i], hit)
+                        _from_cache(tier, rows[i], hit, group.cache_key, 1.0)
                         answered.append(i)
             elif group.followers:
                 for i in group.rows:
@@ -244,9 +260,10 @@ class Accounting:
             tally.skipped["budget"] += 1
             self.budgets.refused(refusal, tier=tier.name)
 
-    def from_cache(self, tier: Tier, group: Group, hit: CachedAnswer, rows: list[RowState], tally: TierTally) -> None:
+    def from_cache(self, tier: Tier, group: Group, hit: CachedAnswer, rows: list[RowState], tally: TierTally, key: str | None, similarity: float = 1.0) -> None:
+        """Rows answered by a cached answer (``key``; ``similarity`` below 1 for a near-duplicate)."""
         for i in group.rows:
-            _from_cache(tier, rows[i], hit)
+            _from_cache(tier, rows[i], hit, key, similarity)
         tally.cached += len(group.rows)
         tally.saved += hit.cost_usd * len(group.rows)
 
@@ -254,7 +271,7 @@ class Accounting:
         """Rows that waited for the same request of another batch."""
         if outcome is not None and outcome.result.ok:
             r = outcome.result
-            self.from_cache(tier, group, CachedAnswer(r.label, r.output, r.confidence, r.model_version, outcome.cost_usd), rows, tally)
+            self.from_cache(tier, group, CachedAnswer(r.label, r.output, r.confidence, r.model_version, outcome.cost_usd), rows, tally, group.cache_key)
             return
         cls = outcome.result.error_class if outcome is not None else "internal"
         assert cls is not None
@@ -284,9 +301,11 @@ class Accounting:
         return out
 
 
-def _from_cache(tier: Tier, row: RowState, hit: CachedAnswer) -> None:
+def _from_cache(tier: Tier, row: RowState, hit: CachedAnswer, key: str | None, similarity: float) -> None:
     row.answer = ModelResult(label=hit.label, output=hit.output, confidence=hit.confidence, model_name=tier.backend.model, model_version=hit.model_version)
     row.tier = tier
     row.cached = True
+    row.cache_key = key
+    row.similarity = similarity
     row.saved = hit.cost_usd
     row.remote = True

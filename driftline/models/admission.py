@@ -10,7 +10,9 @@ For each tier, in two steps:
    masked inputs make one request (remote tiers with the cache on).
 2. :meth:`Admission.admit` (per wave): a group whose answer is cached is answered from
    the cache; one whose request is already in flight in another batch of this process
-   follows it; the others reserve their estimated cost against budgets and are sent.
+   follows it; with the near-duplicate cache on, one whose masked input is similar
+   enough to an input already answered takes that answer; the others reserve their
+   estimated cost against budgets and are sent.
    A request that does not fit while this batch holds reservations for the same budget
    waits for the next wave (those reservations are settled by then, usually far below
    their estimate); one that does not fit otherwise is refused.
@@ -36,7 +38,9 @@ import polars as pl  # noqa: F401  (doctest)
 from driftline.config.models import ModelsConfig
 from driftline.models.budget import BudgetTracker, Refusal, Reservation
 from driftline.models.cache import CachedAnswer, InFlight, Pending, ResponseCache, cache_key
+from driftline.models import metrics
 from driftline.models.estimate import OutputTokenEstimator
+from driftline.models.neardup import NearDuplicateIndex, namespace
 from driftline.models.pricing import call_cost, estimate_tokens
 from driftline.models.prompts import TaskSpec
 from driftline.models.rows import BatchInputs, RowState, Tier
@@ -77,7 +81,7 @@ class Plan:
     """What one wave does with a tier's groups."""
 
     send: list[Group] = field(default_factory=list)
-    hits: list[tuple[Group, CachedAnswer]] = field(default_factory=list)
+    hits: list[tuple[Group, CachedAnswer, str, float]] = field(default_factory=list)  # answer, its cache key, similarity
     follow: list[tuple[Group, Pending]] = field(default_factory=list)
     deferred: list[Group] = field(default_factory=list)
     refused: list[tuple[int, Refusal]] = field(default_factory=list)
@@ -94,14 +98,16 @@ class Admission:
         cache: ResponseCache | None,
         inflight: InFlight,
         estimator: OutputTokenEstimator,
+        near: NearDuplicateIndex | None = None,
     ) -> None:
         self.config = config
+        self.near = near
         self.tasks = tasks
         self.budgets = budgets
         self.cache = cache
         self.inflight = inflight
         self.estimator = estimator
-        self._prompt_chars = {name: len(spec.system_prompt()) + len(spec.config.user_prompt) for name, spec in tasks.items()}
+        self.prompt_chars = {name: len(spec.system_prompt()) + len(spec.config.user_prompt) for name, spec in tasks.items()}
 
     # -- per row -----------------------------------------------------------------
     def screen(self, tier: Tier, pending: list[int], batch: BatchInputs, rows: list[RowState]) -> tuple[list[Group], Counter[str]]:
@@ -152,11 +158,13 @@ class Admission:
                 hit = hits.get(g.cache_key) if g.cache_key is not None else None
                 following = self.inflight.peek(g.cache_key) if hit is None and g.cache_key is not None else None
                 if hit is not None:
-                    plan.hits.append((g, hit))
+                    plan.hits.append((g, hit, g.cache_key, 1.0))
                 elif following is not None:
                     plan.follow.append((g, following))
                 else:
                     todo.append(g)
+            if self.near is not None and todo:
+                todo = self._near_duplicates(tier, todo, batch, plan)
         if tier.priced and self.budgets.enabled:
             todo = self._reserve(tier, todo, batch, plan, last_wave)
         if self.cache is None or not tier.backend.remote:  # no cache keys: every group is sent
@@ -176,6 +184,34 @@ class Admission:
                     g.reservation = None
                 plan.follow.append((g, pending))
         return plan
+
+    def _near_duplicates(self, tier: Tier, groups: list[Group], batch: BatchInputs, plan: Plan) -> list[Group]:
+        """Groups answered by a near-duplicate's cached answer go to ``plan.hits``; returns the others."""
+        assert self.near is not None and self.cache is not None
+        model = tier.backend.model
+        matches = {}
+        refused = 0
+        for g in groups:
+            spec = self.tasks[batch.tasks[g.lead]]
+            m = self.near.lookup(namespace(spec.name, spec.config.prompt_version, model), batch.texts[g.lead])
+            if m is not None and m.key is not None:
+                matches[id(g)] = m
+            elif m is not None:
+                refused += 1
+        answers = self.cache.get_many({m.key for m in matches.values() if m.key is not None}) if matches else {}
+        rest = []
+        for g in groups:
+            m = matches.get(id(g))
+            hit = answers.get(m.key) if m is not None and m.key is not None else None
+            if m is not None and hit is not None:
+                plan.hits.append((g, hit, m.key, m.similarity))
+            else:
+                rest.append(g)
+        if refused:
+            metrics.NEAR_DUPLICATES.labels(tier=tier.name, outcome="refused").inc(refused)
+        if len(rest) < len(groups):
+            metrics.NEAR_DUPLICATES.labels(tier=tier.name, outcome="hit").inc(len(groups) - len(rest))
+        return rest
 
     def _reserve(self, tier: Tier, groups: list[Group], batch: BatchInputs, plan: Plan, last_wave: bool) -> list[Group]:
         """Reserve each group's estimated cost; returns the groups that fit."""
@@ -213,6 +249,6 @@ class Admission:
         return call_cost(
             self.config.pricing,
             tier.backend.model,
-            input_tokens=estimate_tokens(self._prompt_chars[task] + len(text), self.config.chars_per_token),
+            input_tokens=estimate_tokens(self.prompt_chars[task] + len(text), self.config.chars_per_token),
             output_tokens=self.estimator.estimate(task, tier.name, cap),
         )

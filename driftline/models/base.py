@@ -34,6 +34,7 @@ from driftline.models.prompts import TaskSpec
 from driftline.models.types import ModelRequest, ModelResult
 
 if TYPE_CHECKING:
+    from driftline.models.ratelimit import TierGate
     from driftline.models.resilience import CircuitBreaker
 
 #: Called with the error class each time a remote request is retried (metrics hook in there).
@@ -54,7 +55,11 @@ class Backend(Protocol):
     they exist, so a crash re-sends at most the requests still in flight (a group the
     hook did not see is recorded when it is yielded).  ``breaker`` is the tier's
     circuit breaker (None when the tier has none): while it is open the service does
-    not call.  The batches of several worker threads run at the same time, so
+    not call.  ``gate`` is the tier's rate limits and Retry-After pause, set by the
+    service on remote tiers: a backend that sends requests takes a permit per request
+    (``gate.permit(request)``), calls its ``acquire()`` before every attempt and
+    ``settle(tokens billed)`` at the end, and calls ``gate.pause(seconds)`` on a 429 with
+    Retry-After.  The batches of several worker threads run at the same time, so
     ``iter_batch`` may be called from several threads at once.
     """
 
@@ -64,6 +69,7 @@ class Backend(Protocol):
     remote: bool
     config: BackendConfig
     breaker: CircuitBreaker | None
+    gate: TierGate | None
 
     def supports(self, task: TaskSpec) -> bool: ...
 
@@ -87,6 +93,8 @@ class ModelBackend(ABC):
     default_model: ClassVar[str] = ""
     #: The tier's circuit breaker; backends that call a provider set one.
     breaker: CircuitBreaker | None = None
+    #: The tier's rate limits and pause (set by the service on remote tiers).
+    gate: TierGate | None = None
 
     def __init__(
         self,
@@ -140,14 +148,19 @@ B = TypeVar("B", bound=type[ModelBackend])
 BACKENDS: dict[str, type[ModelBackend]] = {}
 
 
+def add_registered(table: dict[str, Any], name: str, cls: type, what: str) -> None:
+    """Register ``cls`` under ``name`` in ``table``; another class under the same name is an error."""
+    if name in table and table[name] is not cls:
+        raise ValueError(f"{what} {name!r} is already registered by {table[name].__name__}")
+    table[name] = cls
+
+
 def register_backend(kind: str) -> Callable[[B], B]:
     """Class decorator registering a backend under ``kind``."""
 
     def deco(cls: B) -> B:
-        if kind in BACKENDS and BACKENDS[kind] is not cls:
-            raise ValueError(f"model backend kind {kind!r} is already registered by {BACKENDS[kind].__name__}")
+        add_registered(BACKENDS, kind, cls, "model backend kind")
         cls.kind = kind
-        BACKENDS[kind] = cls
         return cls
 
     return deco

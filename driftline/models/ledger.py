@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, stored_at REAL NOT NULL, answer BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cache_stored ON cache (stored_at);
+CREATE TABLE IF NOT EXISTS pacing (
+    bucket TEXT PRIMARY KEY, at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _CHUNK = 500  # bound on SQL parameters per statement
@@ -322,6 +325,31 @@ class CallLedger:
         """The day's published reservations per ``(scope, key)``, all processes."""
         with self._lock:
             return {(s, k): usd for s, k, usd in self._db.execute("SELECT scope, key, SUM(usd) FROM reserved WHERE day=? GROUP BY scope, key", (day,))}
+
+    # -- rate limits -------------------------------------------------------------
+    def pace(self, buckets: Sequence[str], update: Callable[[dict[str, float]], Mapping[str, float]]) -> None:
+        """Rate-limit state shared by every process: ``update`` gets the stored times of
+        ``buckets`` (missing ones absent) and returns those to store, in one write
+        transaction (see :mod:`driftline.models.ratelimit`)."""
+        with self._res_lock:
+            db = self._res_db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                marks = ",".join("?" * len(buckets))
+                state = dict(db.execute(f"SELECT bucket, at FROM pacing WHERE bucket IN ({marks})", tuple(buckets))) if buckets else {}
+                changed = update(state)
+                if changed:
+                    db.executemany("INSERT OR REPLACE INTO pacing VALUES (?, ?)", list(changed.items()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def paced(self, buckets: Sequence[str]) -> dict[str, float]:
+        """The stored times of ``buckets`` (read only)."""
+        with self._res_lock:
+            marks = ",".join("?" * len(buckets))
+            return dict(self._res_db.execute(f"SELECT bucket, at FROM pacing WHERE bucket IN ({marks})", tuple(buckets))) if buckets else {}
 
     # -- response cache --------------------------------------------------------
     def cached(self, keys: Sequence[str], *, not_before: float) -> dict[str, tuple[float, bytes]]:

@@ -64,36 +64,35 @@ class VaderBackend(ModelBackend):
             on_results(group)
         yield group
 
-    def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
-        start = time.perf_counter()
+    def _answer(self, c: float) -> tuple[str, str, float]:
+        """Label, JSON output and confidence of a compound score (see the module docstring)."""
         pos_t = self.config.positive_threshold
         neg_t = self.config.negative_threshold
+        if c >= pos_t:
+            label, conf = "positive", 0.5 + 0.5 * abs(c)
+        elif c <= neg_t:
+            label, conf = "negative", 0.5 + 0.5 * abs(c)
+        else:
+            bound = pos_t if c >= 0 else -neg_t
+            conf = 1.0 - 0.5 * abs(c) / bound if bound > 0 else 1.0
+            label = "neutral"
+        conf = round(min(1.0, max(0.0, conf)), 4)
+        return label, orjson.dumps({"label": label, "confidence": conf, "compound": c}).decode(), conf
+
+    def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
+        start = time.perf_counter()
         supported = [self._sentiment(req.task) for req in requests]
-        scores = iter(_scorer().compound([req.text or "" for req, ok in zip(requests, supported) if ok]))
+        # each distinct text is scored once (VADER is a function of the text): a batch's
+        # repeated messages cost one score, and share its label, confidence and output
+        distinct = list(dict.fromkeys(req.text or "" for req, ok in zip(requests, supported) if ok))
+        answers = dict(zip(distinct, map(self._answer, _scorer().compound(distinct))))
         out: list[ModelResult] = []
         for req, ok in zip(requests, supported):
             if not ok:
                 out.append(ModelResult.failure("unsupported", f"local backend runs sentiment only, not {req.task!r}", model_name=self.model))
                 continue
-            c = next(scores)
-            if c >= pos_t:
-                label, conf = "positive", 0.5 + 0.5 * abs(c)
-            elif c <= neg_t:
-                label, conf = "negative", 0.5 + 0.5 * abs(c)
-            else:
-                bound = pos_t if c >= 0 else -neg_t
-                conf = 1.0 - 0.5 * abs(c) / bound if bound > 0 else 1.0
-                label = "neutral"
-            conf = round(min(1.0, max(0.0, conf)), 4)
-            out.append(
-                ModelResult(
-                    label=label,
-                    output=orjson.dumps({"label": label, "confidence": conf, "compound": c}).decode(),
-                    confidence=conf,
-                    model_name=self.model,
-                    model_version=_VERSION,
-                )
-            )
+            label, output, conf = answers[req.text or ""]
+            out.append(ModelResult(label=label, output=output, confidence=conf, model_name=self.model, model_version=_VERSION))
         per_row = (time.perf_counter() - start) * 1000.0 / max(1, len(requests))
         for r in out:
             r.latency_ms = per_row

@@ -61,3 +61,33 @@ BUDGET_EVENTS = Counter(
     "Budget exhaustion events by scope (tenant or source).",
     ["scope"],
 )
+RATE_WAITS = Counter(
+    "driftline_model_rate_limit_waits_total",
+    "Requests that waited for room under a rate limit (or a Retry-After pause) before being sent, by the limit that made them wait.",
+    ["tier", "limit"],
+)
+RATE_WAIT_SECONDS = Counter(
+    "driftline_model_rate_limit_wait_seconds_total",
+    "Time requests waited for room under a rate limit or a pause, by limit.",
+    ["tier", "limit"],
+)
+RATE_THROTTLED = Counter(
+    "driftline_model_throttled_total",
+    "Requests not sent because a rate limit had no room (tasks with on_rate_limit: next_tier), by limit.",
+    ["tier", "limit"],
+)
+RATE_PAUSES = Counter(
+    "driftline_model_rate_limit_pauses_total",
+    "Pauses of a tier published after a 429 with Retry-After.",
+    ["tier"],
+)
+ROUTES = Counter(
+    "driftline_model_routes_total",
+    "Rows routed, by the first tier of their route and the routing reason code.",
+    ["tier", "reason"],
+)
+NEAR_DUPLICATES = Counter(
+    "driftline_model_near_duplicate_total",
+    "Near-duplicate cache lookups with a candidate above the threshold: hit, or refused by the negation/number guard.",
+    ["tier", "outcome"],
+)

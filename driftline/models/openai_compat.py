@@ -30,8 +30,11 @@ import orjson
 
 from driftline.models.base import ModelBackend, ResultsHook, register_backend
 from driftline.models.prompts import OutputError, TaskSpec, parse_output
+from driftline.models.ratelimit import Permit
 from driftline.models.resilience import CircuitBreaker, CircuitState, call_with_retries, classify_exception, classify_status, parse_retry_after
 from driftline.models.types import ModelCallError, ModelRequest, ModelResult
+from driftline.tracing import current as current_tracing
+from driftline.tracing import format_traceparent
 
 log = logging.getLogger("driftline.models")
 
@@ -44,6 +47,7 @@ class _Reply:
     model: str
     fingerprint: str | None
     prompt_chars: int
+    response_id: str | None = None
 
 
 def _int(v: Any) -> int | None:
@@ -70,6 +74,29 @@ def parse_usage(usage: Any) -> tuple[dict[str, int] | None, str | None]:
     if total is not None and _int(total) != prompt + completion:
         return None, f"total_tokens {total!r} != prompt + completion ({prompt + completion})"
     return {"input": prompt, "output": completion, "cached": cached, "reasoning": reasoning}, None
+
+
+def _span_result(span: Any, reply: _Reply | None, result: ModelResult, error_class: str | None) -> None:
+    """GenAI attributes of the answer (usage over every attempt; never its content)."""
+    if reply is not None:
+        span.set_attribute("gen_ai.response.model", reply.model)
+        if reply.response_id:
+            span.set_attribute("gen_ai.response.id", reply.response_id[:128])
+    span.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": result.input_tokens,
+            "gen_ai.usage.output_tokens": result.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": result.cached_tokens,
+            "gen_ai.usage.reasoning.output_tokens": result.reasoning_tokens,
+            "driftline.model.retries": result.retries,
+            "driftline.model.tokens_estimated": result.tokens_estimated,
+        }
+    )
+    if error_class is not None:
+        span.set_attribute("error.type", error_class)
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, error_class))
 
 
 @register_backend("openai")
@@ -108,19 +135,22 @@ class OpenAIBackend(ModelBackend):
         log.info(orjson.dumps({"event": "model_circuit", "tier": self.name, "state": state.name.lower()}).decode())
 
     # -- one HTTP attempt -------------------------------------------------
-    def _post(self, messages: list[dict[str, str]], key: str) -> _Reply:
+    def _post(self, messages: list[dict[str, str]], key: str, traceparent: str | None = None) -> _Reply:
         if self._key_missing:
             raise ModelCallError("auth_error", f"environment variable {self.config.api_key_env} is not set")
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.config.max_output_tokens}
         if self.config.json_mode:
             body["response_format"] = {"type": "json_object"}
         try:
-            resp = self._client.post("chat/completions", content=orjson.dumps(body), headers={"Idempotency-Key": key})
+            headers = {"Idempotency-Key": key, "traceparent": traceparent} if traceparent else {"Idempotency-Key": key}
+            resp = self._client.post("chat/completions", content=orjson.dumps(body), headers=headers)
         except httpx.HTTPError as exc:
             raise ModelCallError(classify_exception(exc), f"{type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
             cls = classify_status(resp.status_code, resp.content)
             retry_after = parse_retry_after(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
+            if resp.status_code == 429 and retry_after and cls == "rate_limit" and self.gate is not None:
+                self.gate.pause(retry_after)  # every worker and process waits, not only this request
             raise ModelCallError(cls, f"HTTP {resp.status_code}: {resp.text[:200]}", retry_after_s=retry_after, status=resp.status_code)
         try:
             data = orjson.loads(resp.content)
@@ -135,17 +165,39 @@ class OpenAIBackend(ModelBackend):
             model=str(data.get("model") or self.model),
             fingerprint=data.get("system_fingerprint"),
             prompt_chars=sum(len(m["content"]) for m in messages),
+            response_id=data.get("id") if isinstance(data.get("id"), str) else None,
         )
 
-    def _attempts(self, messages: list[dict[str, str]], key: str) -> tuple[_Reply | None, ModelCallError | None, int, int]:
+    def _attempts(self, messages: list[dict[str, str]], key: str, permit: Permit | None, traceparent: str | None = None) -> tuple[_Reply | None, ModelCallError | None, int, int]:
         """Reply or error, retries and requests sent (0 when the breaker refused the first)."""
         with self._rng_lock:
             rng = random.Random(self._rng.random())
-        got = call_with_retries(lambda: self._post(messages, key), self.config.retry, self.breaker, rng=rng, sleep=self._sleep, on_retry=self.on_retry)
+        got = call_with_retries(
+            lambda: self._post(messages, key, traceparent), self.config.retry, self.breaker, rng=rng, sleep=self._sleep, on_retry=self.on_retry,
+            before_attempt=permit.acquire if permit is not None else None,
+        )
         return got.value, got.error, got.retries, got.attempts  # type: ignore[return-value]
 
     # -- one request ------------------------------------------------------
     def call_one(self, req: ModelRequest) -> ModelResult:
+        """One request (with its retries), in a GenAI client span when tracing is on; the
+        request carries the record's ``traceparent`` (the span's, when one is recorded)."""
+        tracing = current_tracing()
+        if tracing is None:
+            return self._call_one(req, req.trace, None)
+        attrs = {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.system": "openai", "gen_ai.request.model": self.model,
+            "gen_ai.request.max_tokens": self.config.max_output_tokens, "gen_ai.request.temperature": 0.0, "driftline.model.tier": self.name, "driftline.model.task": req.task,
+        }  # fmt: skip
+        host = self._client.base_url
+        if host.host:
+            attrs["server.address"] = host.host
+            attrs["server.port"] = host.port or (443 if host.scheme == "https" else 80)
+        with tracing.request_span(f"chat {self.model}", req.trace, attrs) as span:
+            ctx = span.get_span_context()
+            return self._call_one(req, format_traceparent(ctx.trace_id, ctx.span_id, ctx.trace_flags.sampled) if ctx.is_valid else req.trace, span)
+
+    def _call_one(self, req: ModelRequest, traceparent: str | None, span: Any) -> ModelResult:
         spec = self.tasks[req.task]
         start = time.perf_counter()
         messages = spec.messages(req.text or "")
@@ -163,7 +215,8 @@ class OpenAIBackend(ModelBackend):
                 tokens["input"] += int(reply.prompt_chars / self.chars_per_token + 0.999)
                 tokens["output"] += int(len(reply.content or "") / self.chars_per_token + 0.999)
 
-        reply, err, n, _sent = self._attempts(messages, req.key)
+        permit = self.gate.permit(req) if self.gate is not None else None  # rate limits, before every attempt
+        reply, err, n, _sent = self._attempts(messages, req.key, permit, traceparent)
         retries += n
         error: tuple[str, str] | None = None
         parsed = None
@@ -180,7 +233,7 @@ class OpenAIBackend(ModelBackend):
                 ]
                 # a different request: its own idempotency key, so a provider that honours
                 # keys does not answer it with the stored invalid answer
-                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix")
+                reply2, err2, n2, sent2 = self._attempts(retry_messages, f"{req.key}/fix", permit, traceparent)
                 if sent2:  # model_retries counts requests that went out (1 + retries = requests sent)
                     retries += 1 + n2
                     if self.on_retry:
@@ -198,6 +251,8 @@ class OpenAIBackend(ModelBackend):
         else:
             assert err is not None
             error = (err.error_class, err.message)
+        if permit is not None:
+            permit.settle(tokens["input"] + tokens["output"])
         latency = (time.perf_counter() - start) * 1000.0
         result = ModelResult(
             model_name=self.model,
@@ -211,6 +266,8 @@ class OpenAIBackend(ModelBackend):
         )
         if reply is not None:
             result.model_version = reply.fingerprint or reply.model
+        if span is not None and span.is_recording():
+            _span_result(span, reply, result, error[0] if error is not None else None)
         if error is not None or parsed is None:
             result.error_class, result.error = error or ("bad_output", "no answer")
             return result

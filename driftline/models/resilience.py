@@ -198,6 +198,7 @@ def call_with_retries(
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[str], None] | None = None,
+    before_attempt: Callable[[], None] | None = None,
 ) -> Attempted:
     """Run ``fn`` until it succeeds, fails with a non-retryable class, or attempts run out.
 
@@ -205,11 +206,19 @@ def call_with_retries(
     (timeout, network, rate_limit, server_error) are retried after :func:`backoff_delay`,
     honouring Retry-After up to ``policy.max_retry_after_s``.  The breaker is consulted
     before every attempt (open -> ``circuit_open`` without calling) and told every outcome.
+    ``before_attempt`` runs first before every attempt (the rate limits' permit: it waits
+    for room, or raises :class:`ModelCallError` and the request fails with that class,
+    or with the previous attempt's when there was one).
     """
     rng = rng or random.Random()
     retries = 0
     last: ModelCallError | None = None
     for attempt in range(policy.max_attempts):
+        if before_attempt is not None:
+            try:
+                before_attempt()
+            except ModelCallError as exc:
+                return Attempted(None, last or exc, retries, attempt)
         if breaker is not None and not breaker.allow():
             return Attempted(None, last or ModelCallError("circuit_open", "circuit breaker is open"), retries, attempt)
         if attempt:  # a retry is counted when it really goes out, not when it is planned

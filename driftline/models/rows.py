@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -19,6 +19,9 @@ import pyarrow as pa
 from driftline.models.base import Backend
 from driftline.models.ledger import Coord
 from driftline.models.types import ModelResult
+
+if TYPE_CHECKING:
+    from driftline.models.routing import TierHealth
 
 MODEL_OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "model_task": pl.Utf8,
@@ -44,6 +47,9 @@ MODEL_OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "model_cost_saved_usd": pl.Float64,
     "model_replayed": pl.Boolean,
     "model_budget_event": pl.Utf8,
+    "model_route_reason": pl.Utf8,
+    "model_cache_similarity": pl.Float64,
+    "model_cache_key": pl.Utf8,
 }
 
 RECORDED = [c for c in MODEL_OUTPUT_SCHEMA if c != "model_replayed"]
@@ -62,6 +68,7 @@ class Tier:
     backend: Backend
     price_per_mtok: float  # input + output list price, orders tiers by cost
     priced: bool
+    health: TierHealth | None = None  # recent outcomes and latencies (routing strategies)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -80,6 +87,7 @@ class BatchInputs:
     sources: list[str | None]
     coords: list[Coord | None]
     keys: list[str]  # the event's identity: source coordinates, else event id, else unique
+    traces: list[str | None]  # the record's traceparent (driftline.tracing), None when not traced
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, *, task: str, task_by_source: Mapping[str, str]) -> BatchInputs:
@@ -108,13 +116,17 @@ class BatchInputs:
         # a key is stable across a replay when the event has coordinates or an id; otherwise
         # it must never repeat (a provider honouring it would answer another text)
         keys = [f"{c[0]}:{c[1]}:{c[2]}" if c is not None else (str(e) if e is not None else f"anon-{uuid.uuid4().hex}") for c, e in zip(coords, ids)]
-        return cls(texts, tasks, private, tenants, sources, coords, keys)
+        traces = frame["trace_parent"].to_list() if "trace_parent" in cols else [None] * n
+        return cls(texts, tasks, private, tenants, sources, coords, keys, traces)
 
 
 class RowState:
     """One row while the chain runs."""
 
-    __slots__ = ("answer", "tier", "reasons", "error_class", "retries", "cost", "cost_estimated", "latency", "cached", "saved", "budget_event", "remote", "price_floor", "committed")
+    __slots__ = (
+        "answer", "tier", "reasons", "error_class", "retries", "cost", "cost_estimated", "latency", "cached", "saved",
+        "budget_event", "remote", "price_floor", "committed", "route_reason", "similarity", "cache_key",
+    )
 
     def __init__(self) -> None:
         self.answer: ModelResult | None = None
@@ -131,6 +143,9 @@ class RowState:
         self.remote = False  # a remote tier answered or failed it: its result goes to the ledger
         self.price_floor: float | None = None
         self.committed = False
+        self.route_reason: str | None = None
+        self.similarity: float | None = None  # cache hits: 1.0 exact, else the near-duplicate's similarity
+        self.cache_key: str | None = None  # cache hits: the key of the answer reused
 
     def skip(self, tier: Tier, reason: str) -> None:
         self.reasons.append(f"{tier.name}:{reason}")
@@ -177,6 +192,9 @@ def _columns(rows: list[RowState], tasks: list[str]) -> dict[str, list[Any]]:
         "model_cost_saved_usd": [round(r.saved, 10) for r in rows],
         "model_replayed": [False] * len(rows),
         "model_budget_event": [r.budget_event for r in rows],
+        "model_route_reason": [r.route_reason for r in rows],
+        "model_cache_similarity": [r.similarity for r in rows],
+        "model_cache_key": [r.cache_key for r in rows],
     }
 
 

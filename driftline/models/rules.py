@@ -44,7 +44,7 @@ class RulesBackend(ModelBackend):
         super().__init__(*args, **kwargs)
         self._vocab: dict[str, dict[str, frozenset[str]]] = {}
 
-    def _keywords(self, spec: TaskSpec) -> dict[str, frozenset[str]]:
+    def keywords(self, spec: TaskSpec) -> dict[str, frozenset[str]]:
         """Keyword sets of a task, built on first use and kept (tasks never change)."""
         cached = self._vocab.get(spec.name)
         if cached is None:
@@ -59,7 +59,7 @@ class RulesBackend(ModelBackend):
         if spec.kind == "extraction":
             return None, 0.0, "{}"
         words = _WORD.findall(text.lower())
-        kw = self._keywords(spec)
+        kw = self.keywords(spec)
         hits = {label: sum(1 for w in words if w in vocab) for label, vocab in kw.items()}
         if spec.kind == "sentiment":
             pos, neg = hits.get("positive", 0), hits.get("negative", 0)

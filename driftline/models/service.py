@@ -1,14 +1,16 @@
 """The model service: runs a frame of requests through the fallback chain.
 
 For every row, in order: a result recorded in the call ledger is reused (replay);
-otherwise each tier of the chain is tried until one answers.  Per tier the work is
-split in three small pieces:
+otherwise each tier of the row's route is tried until one answers.  The route is the
+chain, or what the configured routing strategy (:mod:`driftline.models.routing`) chose
+for the row's task.  Per tier the work is split in three small pieces:
 
 - **admission** (:mod:`driftline.models.admission`): privacy routing, task support,
   the response cache, identical inputs grouped into one request (and rows following a
   request another batch has in flight), budget reservations;
 - **the call** (:mod:`driftline.models.calls`): the tier's :class:`Backend` answers,
-  results handed over as they complete, its circuit breaker consulted first;
+  results handed over as they complete, its circuit breaker consulted first, and
+  every attempt paced by its rate limits (:mod:`driftline.models.ratelimit`);
 - **accounting** (:mod:`driftline.models.accounting`): cost, budgets settled, the
   learned output estimate, the cache, metrics, and each answer durable in the ledger
   before the next result is taken.
@@ -38,14 +40,18 @@ from driftline.config.models import BackendConfig, ModelsConfig
 from driftline.models import metrics
 from driftline.models.accounting import Accounting, TierTally
 from driftline.models.admission import MAX_WAVES, Admission, Group
+from driftline.models.answer_check import AnswerCheck, check_answers
 from driftline.models.base import Backend, RetryHook, build_backend
 from driftline.models.budget import BudgetTracker, budget_events_frame
 from driftline.models.cache import InFlight, ResponseCache
 from driftline.models.calls import call_tier
 from driftline.models.estimate import OutputTokenEstimator
 from driftline.models.ledger import CallLedger
-from driftline.models.pricing import is_priced
+from driftline.models.neardup import NearDuplicateIndex
+from driftline.models.pricing import estimate_tokens, is_priced
 from driftline.models.prompts import TaskSpec
+from driftline.models.ratelimit import LedgerPacing, MemoryPacing, TierGate
+from driftline.models.routing import Router, TierHealth
 from driftline.models.rows import MODEL_OUTPUT_SCHEMA, ROUTE_COLUMN, BatchInputs, RowState, Tier, result_frame
 from driftline.models.types import ModelRequest, ModelResult
 
@@ -75,11 +81,13 @@ class ModelBatchResult:
 class ModelService:
     """Backends, breakers, cache, budgets and ledger of one worker process.
 
-    ``backends`` lets tests or extensions pass pre-built backends by tier name.
+    ``backends`` lets tests or extensions pass pre-built backends by tier name;
+    ``answer_check`` judges each tier's answers (:mod:`driftline.models.answer_check`).
     """
 
-    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None) -> None:
+    def __init__(self, config: ModelsConfig, clock: Clock | None = None, *, backends: Mapping[str, Backend] | None = None, answer_check: AnswerCheck | None = None) -> None:
         self.config = config
+        self.answer_check = answer_check
         self.clock = clock or SystemClock()
         self.tasks = {name: TaskSpec(name, t) for name, t in config.tasks.items()}
         self.config_hash = config.config_hash()
@@ -99,6 +107,10 @@ class ModelService:
             if backend.remote and not priced:
                 log.warning(orjson.dumps({"event": "model_unpriced", "tier": name, "model": backend.model}).decode())
             self.tiers.append(Tier(i, name, backend, (price.input_per_mtok + price.output_per_mtok) if price else 0.0, priced))
+        self.router = Router(config.routing, self.tiers)
+        if not self.router.fixed:  # strategies look at recent outcomes and latencies
+            for t in self.tiers:
+                t.health = TierHealth(config.routing, self.clock)
         # only results involving a remote call are recorded: a local-only chain needs no ledger
         led = config.ledger
         has_remote = any(t.backend.remote for t in self.tiers)
@@ -109,11 +121,22 @@ class ModelService:
         )
         self.budgets = BudgetTracker(config.budgets, self.clock, self.ledger)
         self.cache = ResponseCache(config.cache.max_entries, config.cache.ttl_s, self.clock, self.ledger) if config.cache.enabled else None
+        nd = config.cache.near_duplicate
+        near = NearDuplicateIndex(nd.threshold, num_perm=nd.num_perm, bands=nd.bands, max_entries=nd.max_entries, guard=nd.guard) if nd.enabled and self.cache is not None else None
+        # rate limits and Retry-After pauses: in the ledger, shared by every process using it
+        pacing = LedgerPacing(self.ledger) if self.ledger is not None else MemoryPacing()
+        for t in self.tiers:
+            if t.backend.remote:
+                t.backend.gate = TierGate(
+                    t.name, t.backend.config.rate_limit, config.rate_limits, pacing, self.clock,
+                    max_pause_s=t.backend.config.retry.max_retry_after_s, on_limit=lambda task: self.tasks[task].config.on_rate_limit,
+                )
         b = config.budgets
         estimator = OutputTokenEstimator(b.output_estimate_percentile, b.output_estimate_window, b.output_estimate_min_samples)
         self.inflight = InFlight()
-        self.admission = Admission(config, self.tasks, self.budgets, self.cache, self.inflight, estimator)
-        self.accounting = Accounting(config, self.budgets, self.cache, self.inflight, estimator, self.ledger, self.clock, self.config_hash)
+        self.estimator = estimator
+        self.admission = Admission(config, self.tasks, self.budgets, self.cache, self.inflight, estimator, near)
+        self.accounting = Accounting(config, self.budgets, self.cache, self.inflight, estimator, self.ledger, self.clock, self.config_hash, near)
 
     def _retry_counter(self, index: int) -> RetryHook:
         def on_retry(error_class: str) -> None:
@@ -133,11 +156,16 @@ class ModelService:
         batch = BatchInputs.from_frame(frame, task=self.config.task, task_by_source=self.config.task_by_source)
         rows = [RowState() for _ in range(n)]
         replayed = self.ledger.lookup(batch.coords, self.config_hash) if self.ledger is not None and any(c is not None for c in batch.coords) else {}
-        pending = [i for i in range(n) if i not in replayed]
-        for tier in self.tiers:
-            if not pending:
-                break
-            pending = self._run_tier(tier, pending, batch, rows)
+        pending = []
+        for route, reason, which in self._routes([i for i in range(n) if i not in replayed], batch):
+            for i in which:
+                rows[i].route_reason = reason
+            metrics.ROUTES.labels(tier=route[0].name, reason=reason).inc(len(which))
+            for tier in route:
+                if not which:
+                    break
+                which = self._run_tier(tier, which, batch, rows)
+            pending += which
         for i in pending:  # only if the final rules tier itself crashed
             rows[i].answer = ModelResult.failure("internal", "no tier answered")
             rows[i].reasons.append("none:internal")
@@ -151,6 +179,17 @@ class ModelService:
             log.warning(orjson.dumps({"event": "model_budget_exhausted", "scope": e.scope, "tier": e.tier, "action": e.action, "cause": e.cause, "day": e.day}).decode())
         return ModelBatchResult(results, budget_events_frame(events) if events else _NO_EVENTS)
 
+    def _routes(self, pending: list[int], batch: BatchInputs) -> list[tuple[list[Tier], str, list[int]]]:
+        """The rows of each route: one route per task of the batch (the chain for all without a strategy)."""
+        if not pending:
+            return []
+        if self.router.fixed:
+            return [(self.tiers, "chain", pending)]
+        by_task: dict[str, list[int]] = {}
+        for i in pending:
+            by_task.setdefault(batch.tasks[i], []).append(i)
+        return [(*self.router.route(self.tasks[task]), which) for task, which in by_task.items()]
+
     def _run_tier(self, tier: Tier, pending: list[int], batch: BatchInputs, rows: list[RowState]) -> list[int]:
         """Run ``pending`` rows through one tier; returns those it did not answer."""
         groups, skipped = self.admission.screen(tier, pending, batch, rows)
@@ -158,8 +197,8 @@ class ModelService:
         wave = 0
         while groups:
             plan = self.admission.admit(tier, groups, batch, last_wave=wave == MAX_WAVES - 1)
-            for group, hit in plan.hits:
-                self.accounting.from_cache(tier, group, hit, rows, tally)
+            for group, hit, key, similarity in plan.hits:
+                self.accounting.from_cache(tier, group, hit, rows, tally, key, similarity)
             self.accounting.refused(tier, plan.refused, rows, tally)
             if plan.send:
                 self._call(tier, plan.send, batch, rows, tally)
@@ -168,15 +207,25 @@ class ModelService:
             groups = plan.deferred
             wave += 1
         tally.flush()
+        if self.answer_check is not None and self.answer_check.applies(tier):
+            check_answers(self.answer_check, tier, pending, batch, rows, self.tiers[0].backend.model)
         return [i for i in pending if rows[i].answer is None]
 
     def _call(self, tier: Tier, sends: list[Group], batch: BatchInputs, rows: list[RowState], tally: TierTally) -> None:
-        keys, texts, tasks = batch.keys, batch.texts, batch.tasks
+        keys, texts, tasks, tenants = batch.keys, batch.texts, batch.tasks, batch.tenants
+        gate = tier.backend.gate
         if tier.backend.remote:
             # the idempotency key names the event, the task, the tier and the configuration:
             # the same request after a crash carries the same key
             suffix = f"/{tier.name}/{self.config_hash}"
-            requests = [ModelRequest(f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead]) for g in sends]
+            traces = batch.traces
+            requests = [
+                ModelRequest(
+                    f"{keys[g.lead]}/{tasks[g.lead]}{suffix}", texts[g.lead], tasks[g.lead], tenants[g.lead],
+                    self._tokens(tier, tasks[g.lead], texts[g.lead]) if gate is not None and gate.limits_tokens else 0, trace=traces[g.lead],
+                )
+                for g in sends
+            ]
         else:
             requests = [ModelRequest(keys[g.lead], texts[g.lead], tasks[g.lead]) for g in sends]
 
@@ -191,6 +240,10 @@ class ModelService:
                 self.accounting.handed_over(tier, sends, got, batch, rows, tally)
         finally:  # rows of other batches waiting for these requests are never left waiting
             self.inflight.resolve_all([(g.cache_key, g.pending) for g in sends if g.cache_key is not None and g.pending is not None], None)
+
+    def _tokens(self, tier: Tier, task: str, text: str) -> int:
+        """Tokens one attempt is expected to take (tokens-per-minute limits): prompt plus the learned output estimate."""
+        return estimate_tokens(self.admission.prompt_chars[task] + len(text), self.config.chars_per_token) + self.estimator.estimate(task, tier.name, tier.backend.config.max_output_tokens)
 
     def estimate_cost(self, tier_name: str, task: str, text: str) -> float:
         """The cost reserved against budgets before ``text`` is sent to tier ``tier_name`` now."""

@@ -16,6 +16,8 @@ ERROR_CLASSES: Final[tuple[str, ...]] = (
     "network",
     "bad_request",
     "circuit_open",
+    "throttled",
+    "rejected",
     "unsupported",
     "internal",
 )
@@ -32,12 +34,17 @@ class ModelRequest:
     """One input to a model: masked, sanitized text and the task to run on it.
 
     ``key`` is an idempotency key (the event's source coordinates or id); remote
-    backends send it as the ``Idempotency-Key`` header.
+    backends send it as the ``Idempotency-Key`` header.  ``tenant`` and ``tokens`` (the
+    estimated tokens of one attempt) are what rate limits need.  ``trace`` is the record's
+    W3C ``traceparent`` (:mod:`driftline.tracing`), sent with the request.
     """
 
     key: str
     text: str
     task: str
+    tenant: str | None = None
+    tokens: int = 0
+    trace: str | None = None
 
 
 @dataclass(slots=True)

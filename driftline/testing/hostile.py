@@ -385,6 +385,36 @@ def topic_text(bootstrap: str, topic: str) -> str:
     return "\n".join(chunks)
 
 
+def run_logged(flow: Any, recovery_dir: Path, log_file: Path, *, epoch_interval: float = 1.0) -> float:
+    """Run ``flow`` with driftline's logs (DEBUG, JSON lines) written to ``log_file``, so a
+    leak test can read every line the run logged; returns the run's seconds."""
+    import logging
+
+    from driftline.logs import configure_logging
+    from driftline.runner import run_flow
+
+    configure_logging("DEBUG", file=log_file)
+    try:
+        return run_flow(flow, recovery_dir=recovery_dir, epoch_interval=epoch_interval)
+    finally:
+        configure_logging("WARNING")
+        logging.getLogger("driftline").handlers.clear()
+
+
+def output_texts(root: Path, log_file: Path, bootstrap: str, topics: dict[str, str]) -> dict[str, str]:
+    """Everywhere a run's outputs can be read, as text by place: each Parquet file under
+    ``root``, the log file, the Prometheus metrics page, and each topic of ``topics``
+    (name -> topic)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    return {
+        **{f"parquet {k}": v for k, v in parquet_texts(root).items()},
+        "log": log_file.read_text(encoding="utf-8"),
+        "metrics page": generate_latest(REGISTRY).decode(),
+        **{f"topic {name}": topic_text(bootstrap, t) for name, t in topics.items()},
+    }
+
+
 def find_canaries(text: str, canaries: Iterable[Canary]) -> list[Canary]:
     """The canaries found in ``text``, raw or decoded (see :func:`decoded_views`): every
     e-mail address, digit run (separators removed) and IBAN-shaped token of every reading
@@ -397,4 +427,7 @@ def find_canaries(text: str, canaries: Iterable[Canary]) -> list[Canary]:
     return [c for c in canaries if _canonical(c) in tokens]
 
 
-__all__ = ["Canary", "canary_records", "decoded_views", "find_canaries", "group", "hostile_records", "iban_de", "luhn_complete", "parquet_texts", "topic_text", "valid_event"]
+__all__ = [
+    "Canary", "canary_records", "decoded_views", "find_canaries", "group", "hostile_records", "iban_de", "luhn_complete", "output_texts", "parquet_texts",
+    "run_logged", "topic_text", "valid_event",
+]  # fmt: skip

@@ -2,6 +2,7 @@
 
 It answers ``POST /v1/chat/completions`` like a provider would (a JSON answer for the
 task found in the system prompt, a ``usage`` block) and can be told to misbehave:
+answer with planted content (``plants``: a marker in the user message -> the answer),
 be slow, hang past the client's timeout, answer 429 with Retry-After, 500/503,
 malformed JSON content, a body that is not JSON, wrong or missing usage figures,
 reset the connection, 400/401/403, or 429 ``insufficient_quota``.  Failures are chosen
@@ -13,6 +14,13 @@ has gone away before it was ready (the client crashed or timed out): that reques
 logged with ``client_gone`` and is not a success.  ``hold`` keeps every answer waiting
 (requests stay in flight) until it is turned off: tests use it to crash a client at a
 chosen moment.  Each entry has ``t`` (arrival) and ``done`` (answer sent or dropped).
+
+``rpm`` limits requests per minute like a provider does: a token bucket of
+``rpm_burst`` requests (default one second's worth, ``rpm / 60``, at least 1) refilled
+at ``rpm / 60`` per second; a request that finds it empty gets 429 with the seconds
+until the next token in ``Retry-After`` (logged with ``limited: true``).  ``per_model``
+gives a model its own ``latency_s``, ``failure_rate``, ``failure_mix`` or ``hang_s``, so
+one server can stand in for several models (or run one server per model).
 
 With ``idempotency`` on, the server honours ``Idempotency-Key`` the way payment APIs
 do: the first answer the model produced under a key (usable or not) is stored and
@@ -102,6 +110,27 @@ class Behaviour:
     model_version: str = "test-model-2026-01"
     hold: bool = False
     idempotency: bool = False
+    rpm: float | None = None
+    rpm_burst: float | None = None
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: planted answers: when the user message contains a key, the answer's content is its value
+    plants: dict[str, str] = field(default_factory=dict)
+
+    def for_model(self, model: str | None) -> Behaviour:
+        """This behaviour with the ``per_model`` overrides of ``model`` applied."""
+        over = self.per_model.get(model or "")
+        if not over:
+            return self
+        unknown = set(over) - _PER_MODEL
+        if unknown:
+            raise ValueError(f"per_model[{model!r}]: fields {sorted(unknown)} cannot vary per model (allowed: {sorted(_PER_MODEL)})")
+        b = Behaviour(**{f.name: getattr(self, f.name) for f in fields(Behaviour)})
+        for k, v in over.items():
+            setattr(b, k, v)
+        return b
+
+
+_PER_MODEL = frozenset({"latency_s", "failure_rate", "failure_mix", "hang_s", "seed"})
 
 
 @dataclass(slots=True)
@@ -116,9 +145,12 @@ def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
 
-def _answer(messages: list[dict[str, Any]]) -> str:
+def _answer(messages: list[dict[str, Any]], plants: dict[str, str] | None = None) -> str:
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "").lower()
     user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    for marker, planted in (plants or {}).items():
+        if marker in user:
+            return planted
     words = _WORD.findall(user.lower())
     if "sentiment" in system:
         pos = sum(w in _POS for w in words)
@@ -148,6 +180,7 @@ class OpenAITestServer:
         self._seq = 0
         self._in_flight = 0
         self._held = 0
+        self._bucket: tuple[float, float] | None = None  # (tokens, at) of the rpm limit
         self.log: list[dict[str, Any]] = []
         self._log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
         server = self
@@ -257,8 +290,22 @@ class OpenAITestServer:
         return dict(out)
 
     # -- serving ----------------------------------------------------------
-    def _choose(self, key: str, attempt: int) -> str:
+    def _over_limit(self, now: float) -> float | None:
+        """Take a token of the rpm bucket (under the lock): None, or the seconds until one is free."""
         b = self.behaviour
+        if not b.rpm:
+            return None
+        rate = b.rpm / 60.0
+        cap = b.rpm_burst if b.rpm_burst is not None else max(1.0, rate)
+        tokens, at = self._bucket if self._bucket is not None else (cap, now)
+        tokens = min(cap, tokens + (now - at) * rate)
+        if tokens >= 1.0:
+            self._bucket = (tokens - 1.0, now)
+            return None
+        self._bucket = (tokens, now)
+        return (1.0 - tokens) / rate
+
+    def _choose(self, key: str, attempt: int, b: Behaviour) -> str:
         if self._script:
             return self._script.popleft()
         if b.failure_rate <= 0:
@@ -283,8 +330,9 @@ class OpenAITestServer:
             messages = req["messages"]
         except (ValueError, KeyError, TypeError):
             req, messages = {}, None
+        limited: float | None = None
         with self._lock:
-            b = self.behaviour
+            b = self.behaviour.for_model(req.get("model") if isinstance(req, dict) else None)
             self._seq += 1
             self._in_flight += 1
             seq = self._seq
@@ -293,9 +341,11 @@ class OpenAITestServer:
                 outcome = "bad_request"
             elif b.api_key is not None and h.headers.get("Authorization") != f"Bearer {b.api_key}":
                 outcome = "unauthorized"
+            elif (limited := self._over_limit(arrived)) is not None:
+                outcome = "rate_limit"
             else:
-                outcome = self._choose(key or f"seq-{seq}", attempt)
-        content = b.content if b.content is not None else (_answer(messages) if messages else "")
+                outcome = self._choose(key or f"seq-{seq}", attempt, b)
+        content = b.content if b.content is not None else (_answer(messages, b.plants) if messages else "")
         prompt_chars = sum(len(str(m.get("content", ""))) for m in messages or [])
         usage: dict[str, Any] | None = dict(b.usage) if b.usage is not None else {
             "prompt_tokens": _tokens(prompt_chars),
@@ -307,7 +357,7 @@ class OpenAITestServer:
         headers: dict[str, str] = {}
         body: bytes | None = None
         if outcome == "rate_limit":
-            status, headers = 429, {"Retry-After": b.retry_after}
+            status, headers = 429, {"Retry-After": f"{limited:.3f}" if limited is not None else b.retry_after}
             body = b'{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}'
         elif outcome == "quota":
             status, body = 429, b'{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}'
@@ -354,7 +404,9 @@ class OpenAITestServer:
             "usage": usage if status == 200 and outcome not in ("garbage", "reset") else None,  # billed answers
             "client_gone": False,
             "replay": False,
+            "limited": limited is not None,
             "done": None,
+            "traceparent": h.headers.get("traceparent"),
         }
         with self._lock:
             self.log.append(entry)
@@ -395,7 +447,7 @@ class OpenAITestServer:
             entry = {
                 "seq": self._seq, "t": round(arrived, 4), "key": key, "attempt": self._attempts[key],
                 "outcome": "idempotency_conflict" if conflict else "replay", "status": 422 if conflict else 200,
-                "success": False, "model": None, "usage": None, "client_gone": False, "replay": not conflict, "done": round(time.time(), 4),
+                "success": False, "model": None, "usage": None, "client_gone": False, "replay": not conflict, "limited": False, "done": round(time.time(), 4),
             }
             self.log.append(entry)
             if self._log_file:
@@ -410,10 +462,10 @@ class OpenAITestServer:
     def _complete(
         self, h: Any, entry: dict[str, Any], b: Behaviour, outcome: str, status: int, body: bytes | None, headers: dict[str, str], *, stored: _Stored | None
     ) -> None:
-        delay = b.latency_s + (b.hang_s if outcome == "timeout" else 0.0) + (max(b.latency_s, 0.2) if outcome == "slow" else 0.0)
+        delay = 0.0 if entry["limited"] else b.latency_s + (b.hang_s if outcome == "timeout" else 0.0) + (max(b.latency_s, 0.2) if outcome == "slow" else 0.0)
         if delay:
             time.sleep(delay)
-        if self.behaviour.hold:
+        if self.behaviour.hold and not entry["limited"]:
             with self._lock:
                 self._held += 1
             try:
@@ -508,9 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang-s", type=float, default=2.0, help="how long a 'timeout' answer hangs")
     p.add_argument("--api-key", default=None, help="require this bearer token")
     p.add_argument("--idempotency", action="store_true", help="honour Idempotency-Key: the same key gets the stored answer, billed once")
+    p.add_argument("--rpm", type=float, default=None, help="requests per minute; beyond it, 429 with Retry-After")
+    p.add_argument("--rpm-burst", type=float, default=None, help="bucket size of the rpm limit (default rpm/60, at least 1)")
     a = p.parse_args(argv)
     b = Behaviour(
-        latency_s=a.latency_ms / 1000.0, failure_rate=a.failure_rate, seed=a.seed, retry_after=a.retry_after, hang_s=a.hang_s, api_key=a.api_key, idempotency=a.idempotency
+        latency_s=a.latency_ms / 1000.0, failure_rate=a.failure_rate, seed=a.seed, retry_after=a.retry_after, hang_s=a.hang_s, api_key=a.api_key, idempotency=a.idempotency,
+        rpm=a.rpm, rpm_burst=a.rpm_burst,
     )
     if a.mix:
         b.failure_mix = a.mix

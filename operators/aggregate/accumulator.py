@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
+from driftline.operators.aggregate.columns import window_sums
 from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch
 
 UNKNOWN = "unknown"
@@ -77,6 +78,8 @@ class WindowAccumulator:
     categorical: dict[str, CategoryCounts] = field(default_factory=dict)
     first_event_time: datetime | None = None
     last_event_time: datetime | None = None
+    #: sums of the registered window columns (:mod:`.columns`), by sum name
+    sums: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, cfg: MonitoringConfig, *, drift_limit: int | None = None) -> WindowAccumulator:
@@ -123,6 +126,8 @@ class WindowAccumulator:
             self.numeric.setdefault(name, self._drift_sketch()).merge(sk)
         for name, cc in other.categorical.items():
             self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
+        for name, v in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + v
         t = other.first_event_time
         if t is not None and (self.first_event_time is None or t < self.first_event_time):
             self.first_event_time = t
@@ -224,6 +229,7 @@ def _scalar_exprs(cfg: MonitoringConfig, has: set[str]) -> list[pl.Expr]:
         exprs.append(pl.col(c.event_time).max().alias("t1"))
     if c.event_id in has:
         exprs.append(pl.col(c.event_id).cast(pl.Utf8).min().alias("first_id"))
+    exprs.extend(window_sums(has))
     return exprs
 
 
@@ -285,6 +291,7 @@ def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: 
         acc.injection_events = int(row.get("inj") or 0)
         acc.first_event_time = row.get("t0")
         acc.last_event_time = row.get("t1")
+        acc.sums = {k[2:]: float(v) for k, v in row.items() if k.startswith("s:") and v is not None}
         for name, counts in categories.items():
             got = counts.get(g, {})
             if name.startswith("f:"):

@@ -24,6 +24,7 @@ import polars as pl
 from driftline import __version__
 from driftline.config.monitoring import ALERTABLE_METRICS, MonitoringConfig
 from driftline.operators.aggregate.accumulator import WindowAccumulator
+from driftline.operators.aggregate.columns import window_columns
 from driftline.operators.batch import TIME_DTYPE
 
 KV_COUNT = pl.List(pl.Struct({"name": pl.Utf8, "count": pl.Int64}))
@@ -98,6 +99,7 @@ def metrics_schema(cfg: MonitoringConfig) -> dict[str, pl.DataType]:
         schema[dim] = pl.Utf8
     schema["pipeline_version"] = pl.Utf8
     schema.update(_STATS)
+    schema.update({c.name: c.dtype for c in window_columns().values()})
     missing = [m for m in ALERTABLE_METRICS if m not in schema]
     assert not missing, f"ALERTABLE_METRICS not in the metrics schema: {missing}"
     return schema
@@ -188,6 +190,8 @@ def metrics_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tup
             "drift": [],
         }
     )
+    for col in window_columns().values():
+        row[col.name] = col.value(acc.sums, acc.events)
     return row
 
 

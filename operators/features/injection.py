@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,13 +73,59 @@ def fold_lookalikes(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_many(list(table), list(table.values()))
 
 
+#: Blocks whose characters may be left as they are when stable (Latin-1 and Latin Extended,
+#: general punctuation and currency signs, emoji): common in ordinary text.
+_STABLE_BLOCKS = ((0xA0, 0x24F), (0x2000, 0x20CF), (0x1F000, 0x1FAFF))
+
+
+@functools.cache
+def stable_text_regex() -> str:
+    """A regex matching texts that folding leaves unchanged: ASCII plus the characters of
+    :data:`_STABLE_BLOCKS` that NFKC keeps, that are not format characters or combining
+    marks and that have no Latin look-alike (``é``, ``ß``, ``€``, ``’``, emoji).  Texts
+    made only of these (most texts in Latin-script languages) skip the folding."""
+    table = confusables()
+    cps = [
+        cp
+        for lo, hi in _STABLE_BLOCKS
+        for cp in range(lo, hi + 1)
+        if chr(cp) not in table and unicodedata.category(chr(cp)) not in ("Cf", "Mn", "Me", "Cn", "Cs") and unicodedata.normalize("NFKC", chr(cp)) == chr(cp)
+    ]
+    ranges: list[tuple[int, int]] = []
+    for cp in cps:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    body = "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" if a != b else f"\\x{{{a:X}}}" for a, b in ranges)
+    return rf"^[\x00-\x7F{body}]*$"
+
+
+def unstable_rows(texts: pl.Series) -> pl.Series:
+    """Boolean mask of the texts that folding may change (see :func:`stable_text_regex`)."""
+    return ~texts.str.contains(stable_text_regex()).fill_null(True)
+
+
+def _fold_unstable(texts: pl.Series, fold: Callable[[pl.Expr], pl.Expr]) -> pl.Series:
+    """``texts`` with ``fold`` applied to the rows :func:`unstable_rows` flags (it leaves the others as they are)."""
+    change = unstable_rows(texts)
+    if not change.any():
+        return texts
+    idx = change.arg_true()
+    folded = pl.DataFrame({"t": texts.gather(idx)}).select(fold(pl.col("t"))).to_series()
+    return texts.clone().scatter(idx, folded)  # scatter works in place
+
+
 def folded_texts(texts: pl.Series) -> pl.Series:
-    """What injection patterns are matched on: texts that are not plain ASCII are NFKC-normalised,
-    lose format characters and combining marks, and have look-alike letters folded."""
-    frame = pl.DataFrame({"t": texts})
-    plain = pl.col("t").str.contains(r"^[\x00-\x7F]*$").fill_null(True)
-    folded = fold_lookalikes(pl.col("t").str.normalize("NFKC").str.replace_all(r"[\p{Cf}\p{Mn}\p{Me}]", ""))
-    return frame.select(pl.when(plain).then(pl.col("t")).otherwise(folded).alias(texts.name)).to_series()
+    """What injection patterns are matched on: texts with a character outside
+    :func:`stable_text_regex` are NFKC-normalised, lose format characters and combining
+    marks, and have look-alike letters folded; the others are already in that form."""
+    return _fold_unstable(texts, lambda t: fold_lookalikes(t.str.normalize("NFKC").str.replace_all(r"[\p{Cf}\p{Mn}\p{Me}]", "")))
+
+
+def lookalikes_folded(texts: pl.Series) -> pl.Series:
+    """:func:`fold_lookalikes` of a column, computed only on the rows it can change."""
+    return _fold_unstable(texts, fold_lookalikes)
 
 
 def _engine_regex(pattern: str) -> str:

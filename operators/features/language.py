@@ -149,6 +149,12 @@ class LanguageFeature(FeatureKind):
         ]
 
     def compute(self, frame: pl.DataFrame, text: pl.Expr) -> list[pl.Expr | pl.Series]:
-        cleaned = frame.select(text.fill_null("").str.replace_all(_CONTROL_RE, " ")).to_series().to_list()
-        codes, confs = self.detector.detect(cleaned)
-        return [pl.Series("f_lang", codes, dtype=pl.Utf8), pl.Series("f_lang_conf", confs, dtype=pl.Float64)]
+        # Each distinct text of the batch is detected once (a detector is a function of the
+        # text): repeated messages (templates, bots, "thanks!") cost one call per batch.
+        cleaned = frame.select(text.fill_null("").str.replace_all(_CONTROL_RE, " ").alias("t"))
+        distinct = cleaned.unique("t", maintain_order=True)
+        codes, confs = self.detector.detect(distinct["t"].to_list())
+        if distinct.height == cleaned.height:
+            return [pl.Series("f_lang", codes, dtype=pl.Utf8), pl.Series("f_lang_conf", confs, dtype=pl.Float64)]
+        found = distinct.with_columns(pl.Series("f_lang", codes, dtype=pl.Utf8), pl.Series("f_lang_conf", confs, dtype=pl.Float64))
+        return cleaned.join(found, on="t", how="left", maintain_order="left", nulls_equal=True).select("f_lang", "f_lang_conf").get_columns()

@@ -27,6 +27,7 @@ WORD_RE = r"\S+"
 SENTENCE_RE = r"\w(?:[^.!?]|[.!?]+[^\s.!?])*(?:[.!?]+|$)"
 UPPER_RE = r"\p{Lu}"
 LETTER_RE = r"\p{L}"
+NON_LETTER_RE = r"\P{L}"
 URL_RE = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
 
 
@@ -63,7 +64,9 @@ class TextStats(FeatureKind):
             text.str.count_matches(WORD_RE).alias("f_words"),
             text.str.count_matches(SENTENCE_RE).alias("f_sentences"),
             text.str.count_matches(UPPER_RE).alias("upper"),
-            text.str.count_matches(LETTER_RE).alias("letters"),
+            # letters = characters - non-letters: the same count from far fewer regex matches
+            # (most characters are letters, and a match costs more than a scanned character)
+            (text.str.len_chars() - text.str.count_matches(NON_LETTER_RE)).alias("letters"),
             text.str.count_matches(URL_RE).alias("f_url_count"),
             text.str.count_matches("!", literal=True).alias("f_exclaim_count"),
         )

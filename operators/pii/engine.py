@@ -64,6 +64,9 @@ _PERSON_PRIORITY = 20
 #: "Kaffeevollautomat", numbers and lower-case identifiers do not).
 _B64_RUN = r"[A-Za-z0-9+/_\-]*[a-z][A-Za-z0-9+/_\-]*[A-Z][A-Za-z0-9+/_\-]*={0,2}"
 _B64_MIN = 12
+#: Rows that can hold such a run: ``_B64_MIN`` characters less the two of padding, in a row
+#: (far more selective than the run's own pattern, which a word such as "iPhone" matches).
+_B64_PREFILTER = r"[A-Za-z0-9+/_\-]{10}"
 #: Strings that cannot hold any entity: shorter than six characters, one lower-case word
 #: (``support-desk``, ``lang_hint``), or a UUID.
 _TRIVIAL = r"(?s)^(?:.{0,5}|[a-z_]+(?:-[a-z_]+){0,3}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
@@ -202,6 +205,8 @@ class PiiMasker:
             raise ConfigError(f"privacy.disabled_recognizers: unknown recognizer(s) {unknown}; known: {sorted(RECOGNIZERS)}")
         options = RecognizerOptions(phone_regions=tuple(cfg.phone_regions), phone_reject_context=tuple(cfg.phone_reject_context))
         recs: list[Recognizer] = [c(options) for n, c in RECOGNIZERS.items() if n not in cfg.disabled_recognizers]
+        for r in recs:
+            r.warm_up()
         builtin = entity_names()
         custom_entities: list[str] = []
         for i, c in enumerate(cfg.custom_recognizers):
@@ -361,8 +366,8 @@ class PiiMasker:
         uniq = values.drop_nulls().unique()
         if uniq.len() == 0:
             return values
-        mapping = {u: self._token("pseudonymize", entity, u, u) for u in uniq.to_list()}
-        return values.replace_strict(mapping, default=None, return_dtype=pl.Utf8).rename(values.name)
+        tokens = pl.Series([self._token("pseudonymize", entity, u, u) for u in uniq.to_list()], dtype=pl.Utf8)
+        return values.replace_strict(uniq, tokens, default=None, return_dtype=pl.Utf8).rename(values.name)
 
     def mask_payloads(self, raw: pl.Series) -> pl.Series:
         """Masked copy of raw payload bytes (dead-letter masking).  UTF-8 payloads are masked as
@@ -440,7 +445,7 @@ class PiiMasker:
     @staticmethod
     def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
         """Decoded text of Base64 runs (one level deep): ``(texts, [(row, start, end)])``."""
-        flagged = views.str.contains(_B64_RUN).fill_null(False)
+        flagged = (views.str.contains(_B64_PREFILTER) & views.str.contains(_B64_RUN)).fill_null(False)
         if not flagged.any():
             return [], []
         idx = flagged.arg_true().to_numpy()

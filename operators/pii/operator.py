@@ -254,7 +254,7 @@ def _per_row(seg: _Segments, field: str, values: np.ndarray) -> np.ndarray:
     if field.startswith("attribute"):
         out = np.zeros(seg.n, dtype=bool)
         if len(v):
-            np.logical_or.at(out, seg.attr_rows, v)
+            out[seg.attr_rows[v]] = True  # any of the row's attributes
         return out
     return v.copy()
 
@@ -298,7 +298,7 @@ def _attribute_budget(valid: pl.DataFrame, masker: PiiMasker) -> tuple[np.ndarra
     if len(structs):
         lengths = np.maximum(np.asarray(pc.fill_null(pc.utf8_length(structs.field("key")), 0)), np.asarray(pc.fill_null(pc.utf8_length(structs.field("value")), 0)))
         rows = np.repeat(np.arange(n), np.asarray(arr.value_lengths().fill_null(0), dtype=np.int64))
-        np.logical_or.at(too_long, rows[lengths > b.max_chars], True)
+        too_long[rows[lengths > b.max_chars]] = True
     return too_many, too_long
 
 

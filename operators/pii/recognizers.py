@@ -184,6 +184,10 @@ class Recognizer:
         """Canonical form used for pseudonym tokens, so spelling variants join."""
         return value
 
+    def warm_up(self) -> None:
+        """Build what the recognizer loads lazily (tables, metadata); the masker calls it at
+        start-up so the first records do not pay for it.  Default: nothing."""
+
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -341,6 +345,7 @@ _PHONE_MAX_STARTS = 64  # number starts examined in one long run of digit groups
 _PHONE_STARTS = re.compile(r"\+|\(|\) ?[0-9]")
 
 
+@functools.lru_cache(maxsize=4096)
 def _international_ok(digits: str) -> bool:
     """A possible number in E.164 terms (country code included, 8 to 15 digits)."""
     if not 8 <= len(digits) <= 15:
@@ -349,6 +354,32 @@ def _international_ok(digits: str) -> bool:
         return phonenumbers.is_possible_number(phonenumbers.parse("+" + digits, None))
     except phonenumbers.NumberParseException:
         return False
+
+
+#: Number types a person is reached on (not toll-free, premium-rate or shared-cost service numbers).
+_PERSONAL_TYPES = ("fixed_line", "mobile", "voip", "personal_number", "voicemail")
+
+
+@functools.cache
+def _bare_national_number() -> re.Pattern[str]:
+    """National significant numbers of the regions whose numbers are written without a trunk
+    prefix (``phonenumbers`` metadata: no national prefix; Italy, Spain, Portugal, Poland,
+    Denmark, Norway, Greece, Mexico ... 101 regions), for the types a person is reached on:
+    the regions where a bare run such as ``3780987853`` is how a phone number is written.
+    Built once (about 0.1 s; :meth:`Phone.warm_up` runs it at start-up).  Each pattern is a
+    bounded run of digits, and it is only applied to bare runs of at most 11 digits."""
+    from phonenumbers import PhoneMetadata
+
+    patterns: set[str] = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        md = PhoneMetadata.metadata_for_region(region)
+        if md is None or md.national_prefix:
+            continue
+        for kind in _PERSONAL_TYPES:
+            desc = getattr(md, kind)
+            if desc is not None and desc.national_number_pattern:
+                patterns.add(desc.national_number_pattern)
+    return re.compile("|".join(f"(?:{p})" for p in sorted(patterns)))
 
 
 def _layout_changes(text: str, s: int, run_start: int) -> bool:
@@ -379,6 +410,9 @@ class Phone(Recognizer):
     - national layouts with a trunk ``0`` (``0306 9990859``, ``04 98 53 71 93``,
       ``(0141) 496 0717``, ``0232781286``), an area code in parentheses, or three or more
       groups of 2-4 digits (``612 34 56 78``, ``12 3915-0008``), 9 to 12 digits;
+    - a bare run of 9 to 11 digits that is a valid number (fixed, mobile, VoIP, personal or
+      voicemail) of a region whose numbers are written without a trunk prefix (``3780987853``
+      in Italy; ``phonenumbers`` metadata), when no reject word precedes it;
     - any 7 to 15 digits right after a phone word (*call*, *tel*, *rufen*, *rappelez*,
       *llámenme*, *richiamatemi*, *liguem*, *bel* ...);
     - national layouts of the regions in ``privacy.phone_regions`` (``phonenumbers``).
@@ -394,6 +428,9 @@ class Phone(Recognizer):
     pattern = r"\+?\(?\+?[0-9][0-9 ().\-/]{5,}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?"
     prefilter = r"[0-9][0-9 ().\-/]{5,}[0-9]"
     priority = 40
+
+    def warm_up(self) -> None:
+        _bare_national_number()
 
     def _ok(self, text: str, start: int, end: int, whole: bool, started: bool = False) -> bool:
         """Whether ``text[start:end]`` is a phone number; ``whole``: judged by every rule (not a
@@ -419,8 +456,9 @@ class Phone(Recognizer):
         if intl:
             if _international_ok(digits[2:] if core.startswith("00") else digits):
                 return True
-            if core.startswith("+") or (not o.phone_regions and verdict is not True):
+            if core.startswith("+"):
                 return False
+            intl = False  # "00" then no possible country code: judged as a national number (its trunk 0, its layout)
         groups = _phone_groups(core)
         seps = {c for c in core if not c.isdigit()} - {"+"}
         if seps == {"."} and len(groups) >= 4:
@@ -444,6 +482,8 @@ class Phone(Recognizer):
             return False
         if digits[0] == "0" and not intl:
             return True  # a national number with its trunk 0
+        if core.isdigit() and len(digits) <= 11 and _bare_national_number().fullmatch(digits):
+            return True  # a bare run that is a valid number where numbers are written without a trunk prefix
         return len(groups) >= 3 and all(2 <= g <= 4 for g in groups[1:]) and 1 <= groups[0] <= 4
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:

@@ -30,7 +30,7 @@ Extending: a new function is one entry in :data:`FUNCTIONS`.
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -178,8 +178,13 @@ _ARITH_OPS: dict[type[ast.operator], Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, fields: Mapping[str, Kind] | None = None, namespace: str = "attributes") -> None:
         self.attributes: set[str] = set()
+        self.fields: Mapping[str, Kind] = fields if fields is not None else dict.fromkeys(RULE_FIELDS, "str")
+        self.namespace = namespace
+
+    def _known(self) -> str:
+        return f"{', '.join(self.fields)} or {self.namespace}.<key>"
 
     def value(self, node: ast.AST) -> _Val:
         method = getattr(self, f"_{type(node).__name__}", None)
@@ -206,23 +211,26 @@ class _Compiler:
         return _Val(pl.col(attribute_column(key)), "attr")
 
     def _Name(self, node: ast.Name) -> _Val:
-        if node.id in RULE_FIELDS:
-            return _Val(pl.col(node.id), "str")
-        if node.id == "attributes":
-            raise RuleError(f"use attributes.<key> or attributes['<key>']{_where(node)}")
-        raise RuleError(f"unknown field {node.id!r}{_where(node)}; known: {', '.join(RULE_FIELDS)} or attributes.<key>")
+        kind = self.fields.get(node.id)
+        if kind is not None:
+            return _Val(pl.col(node.id), kind)
+        ns = self.namespace
+        if node.id == ns:
+            raise RuleError(f"use {ns}.<key> or {ns}['<key>']{_where(node)}")
+        raise RuleError(f"unknown field {node.id!r}{_where(node)}; known: {self._known()}")
 
     def _Attribute(self, node: ast.Attribute) -> _Val:
-        if isinstance(node.value, ast.Name) and node.value.id == "attributes":
+        if isinstance(node.value, ast.Name) and node.value.id == self.namespace:
             return self._attr(node.attr)
-        raise RuleError(f"only attributes.<key> may use a dot{_where(node)}")
+        raise RuleError(f"only {self.namespace}.<key> may use a dot{_where(node)}")
 
     def _Subscript(self, node: ast.Subscript) -> _Val:
-        if isinstance(node.value, ast.Name) and node.value.id == "attributes":
+        ns = self.namespace
+        if isinstance(node.value, ast.Name) and node.value.id == ns:
             if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
                 return self._attr(node.slice.value)
-            raise RuleError(f"attributes[...] needs a string key{_where(node)}")
-        raise RuleError(f"only attributes['<key>'] may be subscripted{_where(node)}")
+            raise RuleError(f"{ns}[...] needs a string key{_where(node)}")
+        raise RuleError(f"only {ns}['<key>'] may be subscripted{_where(node)}")
 
     def _BoolOp(self, node: ast.BoolOp) -> _Val:
         parts = [self._condition(v, "and/or") for v in node.values]
@@ -330,13 +338,23 @@ class _Compiler:
         return ~expr if isinstance(op, ast.NotIn) else expr
 
 
-def compile_rule(source: str) -> CompiledRule:
-    """Compile a rule expression; raises :class:`RuleError` on any syntax or typing problem."""
+def compile_rule(source: str, *, fields: Mapping[str, Kind] | None = None, namespace: str = "attributes") -> CompiledRule:
+    """Compile a rule expression; raises :class:`RuleError` on any syntax or typing problem.
+
+    ``fields`` (name -> ``"str"`` or ``"num"``) and ``namespace`` replace the event's
+    fields and ``attributes`` for rules over other records (the output guardrails use
+    ``label``, ``confidence``... and ``output.<key>``); the columns of ``namespace.<key>``
+    are named by :func:`attribute_column`.
+
+    >>> r = compile_rule("confidence < 0.5 and output.amount > 100", fields={"confidence": "num"}, namespace="output")
+    >>> sorted(r.attributes)
+    ['amount']
+    """
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise RuleError(f"syntax error at column {exc.offset or 0}: {exc.msg}") from None
-    compiler = _Compiler()
+    compiler = _Compiler(fields, namespace)
     value = compiler.value(tree.body)
     if value.kind != "bool":
         raise RuleError(f"the expression must be a condition (true/false), got a {_KIND_NAMES[value.kind]}")

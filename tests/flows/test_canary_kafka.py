@@ -12,20 +12,16 @@ topic, log line, the metrics page, or any request body the model server received
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from prometheus_client import REGISTRY, generate_latest
 
 from driftline.config import load_config
 from driftline.flows.enrich import build_enrich_flow
 from driftline.kafka_io import ensure_topics
-from driftline.logs import configure_logging
-from driftline.runner import run_flow
-from driftline.testing.hostile import canary_records, find_canaries, parquet_texts, topic_text
+from driftline.testing.hostile import canary_records, find_canaries, output_texts, run_logged
 from driftline.testing.openai_server import Behaviour, OpenAITestServer
 
 pytestmark = pytest.mark.kafka
@@ -72,22 +68,12 @@ def test_no_canary_raw_or_decodable_anywhere(kafka_bootstrap: str, unique_topic,
             },
         )
         log_file = tmp_path / "flow.log"
-        configure_logging("DEBUG", file=log_file)
-        try:
-            run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), recovery_dir=tmp_path / "rec", epoch_interval=1.0)
-        finally:
-            configure_logging("WARNING")
-            logging.getLogger("driftline").handlers.clear()
+        run_logged(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), tmp_path / "rec", log_file)
         bodies = list(srv.bodies)
 
     assert bodies, "no request reached the model server"
-    outputs: dict[str, str] = {
-        **{f"parquet {k}": v for k, v in parquet_texts(tmp_path / "out").items()},
-        "log": log_file.read_text(encoding="utf-8"),
-        "metrics page": generate_latest(REGISTRY).decode(),
-        "model request bodies": "\n".join(b.decode("utf-8", "replace") for b in bodies),
-        **{f"topic {name}": topic_text(kafka_bootstrap, t) for name, t in names.items() if name != "input_topic"},
-    }
+    outputs = output_texts(tmp_path / "out", log_file, kafka_bootstrap, {name: t for name, t in names.items() if name != "input_topic"})
+    outputs["model request bodies"] = "\n".join(b.decode("utf-8", "replace") for b in bodies)
     assert outputs["topic output_topic"] and outputs["topic dead_letter_topic"]
     for where, text in outputs.items():
         leaked = find_canaries(text, canaries)

@@ -8,7 +8,6 @@ here), the flow's JSON log file and the Prometheus metrics page.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from prometheus_client import REGISTRY, generate_latest
 
 from driftline.config import load_config
 from driftline.flows.enrich import build_enrich_flow
-from driftline.logs import configure_logging
 from driftline.producer import SyntheticProducer, produce
-from driftline.runner import run_flow
-from driftline.testing.hostile import parquet_texts, topic_text
+from driftline.testing.hostile import parquet_texts, run_logged, topic_text
 
 pytestmark = pytest.mark.kafka
 
@@ -53,12 +50,7 @@ def test_no_raw_pii_in_any_output(kafka_bootstrap: str, unique_topic, tmp_path: 
     user_ids = sorted({e.record["user_id"] for e in sent if e.record.get("user_id")})
 
     log_file = tmp_path / "flow.log"
-    configure_logging("DEBUG", file=log_file)
-    try:
-        run_flow(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), recovery_dir=tmp_path / "rec", epoch_interval=1.0)
-    finally:
-        configure_logging("WARNING")
-        logging.getLogger("driftline").handlers.clear()
+    run_logged(build_enrich_flow(cfg, drain=True, state_dir=tmp_path / "rec"), tmp_path / "rec", log_file)
 
     outputs = {
         "parquet": _parquet_text(tmp_path / "out"),

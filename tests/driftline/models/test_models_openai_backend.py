@@ -37,8 +37,8 @@ def server() -> Iterator[OpenAITestServer]:
         yield srv
 
 
-def make_backend(srv: OpenAITestServer, **over: object) -> OpenAIBackend:
-    cfg = BackendConfig(kind="openai", model="gpt-test", base_url=srv.base_url, timeout_s=0.5, retry=FAST_RETRY, **over)  # type: ignore[arg-type]
+def make_backend(srv: OpenAITestServer, timeout_s: float = 0.5, **over: object) -> OpenAIBackend:
+    cfg = BackendConfig(kind="openai", model="gpt-test", base_url=srv.base_url, timeout_s=timeout_s, retry=FAST_RETRY, **over)  # type: ignore[arg-type]
     return OpenAIBackend("primary", cfg, TASKS, FakeClock())
 
 
@@ -47,7 +47,8 @@ def req(key: str, text: str = "great service, thanks", task: str = "sentiment") 
 
 
 def test_batch_success_in_order_with_usage(server: OpenAITestServer) -> None:
-    b = make_backend(server)
+    # no request may be retried here: a timeout that a loaded machine cannot miss (0.5 s did, at load 25)
+    b = make_backend(server, timeout_s=10.0)
     texts = ["great, thanks", "awful and broken", "it is a table"] * 5
     results = b.call_batch([req(f"k{i}", t) for i, t in enumerate(texts)])
     assert [r.label for r in results] == ["positive", "negative", "neutral"] * 5
