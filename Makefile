@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium report-screenshot torture-compact
+.PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium prometheus report-screenshot torture-compact
 
 install: $(STAMP) $(JARS)
 
@@ -34,8 +34,14 @@ demo: install
 chromium:
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+## Prometheus, promtool and Alertmanager (Debian's packages, without the node exporter they
+## recommend) for the rule tests and the operations end-to-end test; installed once.  The
+## packages' services are not started: the tests start their own on loopback.
+prometheus:
+	command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
+
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
-test: install chromium
+test: install chromium prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
 
 bench: install

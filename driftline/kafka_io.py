@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.config.kafka import KafkaConfig
-from driftline.metrics import timed
+from driftline.metrics import CONSUMER_LAG, HEALTH, timed
 from driftline.operators.decode import TRACEPARENT, header_value, raw_frame
 
 
@@ -61,7 +61,18 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: 
 
 class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
     def __init__(
-        self, conf: dict[str, Any], topic: str, partition: int, offset: int, batch_size: int, poll_timeout: float, idle_tick: float, drain: bool, stop: int | None = None
+        self,
+        conf: dict[str, Any],
+        topic: str,
+        partition: int,
+        offset: int,
+        batch_size: int,
+        poll_timeout: float,
+        idle_tick: float,
+        drain: bool,
+        stop: int | None = None,
+        *,
+        commit: bool = False,
     ) -> None:
         self._consumer = Consumer(conf)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -75,6 +86,8 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         self._stop = stop  # backfill: end before this offset
         self._eof = False
         self._last_emit = time.monotonic()
+        self._commit = commit  # offsets also committed to conf's consumer group (lag tools)
+        self._lag = CONSUMER_LAG.labels(topic, str(partition))
 
     def next_batch(self) -> list[pl.DataFrame]:
         if self._eof or (self._stop is not None and self._offset >= self._stop):
@@ -104,16 +117,40 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
             headers = msg.headers()
             traceparents.append(header_value(headers, TRACEPARENT) if headers else None)
         now = time.monotonic()
+        HEALTH.polled()
+        out: list[pl.DataFrame] = []
         if values:
             self._offset = offsets[-1] + 1
             self._last_emit = now
-            return [raw_frame(values, keys, self._topic, self._partition, offsets, stamps, traceparents)]
-        if now - self._last_emit >= self._idle_tick:
+            out.append(raw_frame(values, keys, self._topic, self._partition, offsets, stamps, traceparents))
+        elif now - self._last_emit >= self._idle_tick:
             self._last_emit = now
-            return [raw_frame([], [], self._topic, self._partition, [], [])]
-        return []
+            out.append(raw_frame([], [], self._topic, self._partition, [], []))
+        self._observe_lag()
+        return out
+
+    def _observe_lag(self) -> None:
+        """Lag = high watermark (as of the last fetch, no broker round trip) minus the next offset to read."""
+        if self._eof:
+            self._lag.set(0)
+            return
+        try:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        except KafkaException:
+            return
+        if high < 0:
+            return  # nothing fetched yet
+        end = high if self._stop is None else min(high, self._stop)
+        self._lag.set(max(end - (self._offset if self._offset >= 0 else low), 0))  # before the first record: from the log start
 
     def snapshot(self) -> int:
+        # Bytewax's recovery store holds the resume offset; the consumer group gets a copy so
+        # that standard lag tools (kafka-consumer-groups, exporters) see the flow's progress.
+        if self._commit:
+            try:
+                self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, self._offset)], asynchronous=True)
+            except KafkaException:
+                pass  # informational only: the next snapshot commits again
         return self._offset
 
     def close(self) -> None:
@@ -130,6 +167,11 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
     backfills); otherwise it tails forever.  ``start_offsets``/``stop_offsets`` (per
     ``(topic, partition)``) bound a backfill to ``[start, stop)``: a partition without a
     resume state starts at its start offset and ends before its stop offset.
+
+    With ``group_id`` the position is also committed to that Kafka consumer group after
+    each snapshot, so standard lag tools see the flow (the group's offsets are never read
+    back: recovery stays the source of truth).  Each partition exports its lag as
+    ``driftline_kafka_consumer_lag_messages`` after every poll.
     """
 
     def __init__(
@@ -144,6 +186,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         extra: dict[str, str] | None = None,
         start_offsets: dict[tuple[str, int], int] | None = None,
         stop_offsets: dict[tuple[str, int], int] | None = None,
+        group_id: str | None = None,
     ) -> None:
         if isinstance(topics, str):
             raise TypeError("topics must be a sequence of names, not a string")
@@ -156,6 +199,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         self._extra = dict(extra or {})
         self._start = dict(start_offsets or {})  # backfill range per (topic, partition): [start, stop)
         self._stop = dict(stop_offsets or {})
+        self._group = group_id
 
     @classmethod
     def from_config(
@@ -166,9 +210,10 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         drain: bool,
         start_offsets: dict[tuple[str, int], int] | None = None,
         stop_offsets: dict[tuple[str, int], int] | None = None,
+        group_id: str | None = None,
     ) -> MicroBatchKafkaSource:
         """The source for ``topics`` with the ``kafka`` section's brokers and poll settings
-        (and a backfill's range, see the class docstring)."""
+        (and a backfill's range, or the consumer group offsets are copied to: see the class docstring)."""
         return cls(
             kafka.bootstrap_servers,
             topics,
@@ -179,6 +224,7 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             extra=kafka.client_config(),
             start_offsets=start_offsets,
             stop_offsets=stop_offsets,
+            group_id=group_id,
         )
 
     def list_parts(self) -> list[str]:
@@ -196,7 +242,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
         idx, topic = for_part.split("-", 1)
         conf = {
             "bootstrap.servers": self._servers,
-            "group.id": "driftline-unused",  # offsets live in Bytewax's recovery store
+            # Offsets live in Bytewax's recovery store; with a group id they are also committed
+            # to that consumer group after each snapshot (see snapshot()), never read back.
+            "group.id": self._group or "driftline-unused",
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
             "fetch.wait.max.ms": "50",
@@ -207,6 +255,8 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             **self._extra,
         }
         offset = self._start.get((topic, int(idx)), OFFSET_BEGINNING) if resume_state is None else resume_state
-        part = _MicroBatchPartition(conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, int(idx))))
+        part = _MicroBatchPartition(
+            conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, int(idx))), commit=self._group is not None
+        )
         part.next_batch = timed(step_id, part.next_batch)  # type: ignore[method-assign]  # a no-op unless step timers are on
         return part

@@ -67,7 +67,7 @@ from driftline.config.tracing import TracingConfig
 
 log = logging.getLogger("driftline.tracing")
 
-INVALID_CONTEXT = Counter("driftline_trace_context_invalid_total", "Input records whose traceparent header was malformed (ignored).", ["flow"])
+INVALID_CONTEXT = Counter("driftline_trace_context_invalid_records_total", "Input records whose traceparent header was malformed (ignored).", ["flow"])
 
 #: A valid version-00 traceparent (lower-case hex; the all-zero ids are refused separately).
 TRACEPARENT_RE = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"

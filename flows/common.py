@@ -53,7 +53,7 @@ from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
 from driftline.flows.datasets import FLOW_COLUMN, dataset_specs
-from driftline.flows.windowing import AlertWebhookSink, SourcePartitions, WindowStreams, window_monitor
+from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
 from driftline.operators.spread import BatchHeader, Piece, ReorderLogic, split_rows
@@ -83,15 +83,17 @@ class FlowIO:
     frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
 
 
-def kafka_io(cfg: PipelineConfig, topic: str, *, drain: bool, output_topic: str | None = None) -> FlowIO:
+def kafka_io(cfg: PipelineConfig, topic: str, *, drain: bool, output_topic: str | None = None, group_id: str | None = None) -> FlowIO:
     """The production edges: ``topic`` in; the dead-letter, metrics and alerts topics (and
-    ``output_topic``, if given) out."""
+    ``output_topic``, if given) out.  ``group_id``: the consumer group the processed
+    offsets are also committed to after each snapshot, for lag tools (recovery stays the
+    source of truth)."""
     from driftline.kafka_io import MicroBatchKafkaSource
     from driftline.sinks.kafka import KafkaRecordsSink
 
     k = cfg.kafka
     return FlowIO(
-        source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain),
+        source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain, group_id=group_id),
         dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
         output=KafkaRecordsSink.from_config(k, output_topic) if output_topic else None,
         metrics=KafkaRecordsSink.from_config(k, k.metrics_topic),
@@ -138,6 +140,7 @@ class FlowBuilder:
         self.specs = dataset_specs(cfg)
         self.writer_name = writer_name(flow, topic)
         self.flow = Dataflow(f"driftline_{flow}")
+        self._raw: Stream[RawBatch] | None = None
         tracing.configure(cfg.tracing)  # before any step is wrapped: spans per step when tracing is on
         self._frames_used: set[str] = set()
 
@@ -145,7 +148,8 @@ class FlowBuilder:
 
     def input(self) -> Stream[RawBatch]:
         """The raw micro-batches (step ``kafka_in``); the decode step passes each through :meth:`counted`."""
-        return op.input("kafka_in", self.flow, self.io.source)
+        self._raw = op.input("kafka_in", self.flow, self.io.source)
+        return self._raw
 
     def spread(self) -> tuple[Stream[Piece[RawBatch]], Stream[BatchHeader]]:
         """The input cut into row ranges spread over every worker (``spread``,
@@ -181,11 +185,13 @@ class FlowBuilder:
             raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
         return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, writer_name=self.writer_name)
 
-    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None) -> None:
+    def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None, ticks: Stream[pl.DataFrame] | None = None) -> None:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
-        ``io.frames[frames or name]``."""
+        ``io.frames[frames or name]``; ``ticks`` (empty frames) are merged into the
+        Parquet side only (step ``<name>_ticked``), to drive its time-based flushes."""
         if self.parquet:
-            parquet_output(f"{name}_parquet", stream, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
+            stored = stream if ticks is None else op.merge(f"{name}_ticked", stream, ticks)
+            parquet_output(f"{name}_parquet", stored, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
     def records_out(
@@ -229,8 +235,9 @@ class FlowBuilder:
     def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
         ``metrics``, ``metrics_late`` and ``alerts`` datasets, the metrics and alerts
-        topics, and the alert webhook (``monitoring.alerts.webhook_url``); every row
-        carries the flow's name in ``flow``."""
+        topics, the window gauges, the active alerts (Alertmanager) and the alert webhook
+        (``monitoring.alerts.webhook_url``); see :func:`~driftline.flows.windowing.export_windows`.
+        Every row carries the flow's name in ``flow``."""
         win = window_monitor(
             "windows",
             rows,
@@ -245,13 +252,19 @@ class FlowBuilder:
         win = WindowStreams(
             metrics=op.map("metrics_flow", win.metrics, stamp), alerts=op.map("alerts_flow", win.alerts, stamp), late=op.map("late_flow", win.late, stamp)
         )
-        self.dataset("metrics", win.metrics)
-        self.dataset("metrics_late", win.late, frames="late")
-        self.dataset("alerts", win.alerts)
+        # the window streams carry no idle ticks (only closed windows), but a dataset's
+        # time-based flush runs when items arrive: the input's idle ticks go to these
+        # datasets too, so the last windows before a quiet spell are committed after
+        # flush_seconds instead of waiting for the next window (the commit-lag gauge)
+        ticks = None
+        if self.parquet and self._raw is not None:
+            ticks = op.filter_map("window_idle_ticks", self._raw, lambda recs: None if len(recs) else pl.DataFrame())
+        self.dataset("metrics", win.metrics, ticks=ticks)
+        self.dataset("metrics_late", win.late, frames="late", ticks=ticks)
+        self.dataset("alerts", win.alerts, ticks=ticks)
         self.records_out("metrics_topic_out", record_steps[0], win.metrics, self.io.metrics, "key")
         self.records_out("alerts_topic_out", record_steps[1], win.alerts, self.io.alerts, "key")
-        if self.cfg.monitoring.alerts.webhook_url:
-            op.output("alerts_webhook_out", win.alerts, AlertWebhookSink(self.cfg.monitoring))
+        export_windows(self.name, win, self.cfg.monitoring)
         return win
 
     def finish(self) -> Dataflow:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 import pyarrow as pa
 
-from driftline.config import PipelineConfig
+from driftline.config import ConfigError, PipelineConfig
 from driftline.models import model_output_schema
 from driftline.operators.aggregate import late_schema, metrics_schema
 from driftline.operators.alerts import alerts_schema
@@ -62,7 +62,11 @@ def dataset(name: str) -> Callable[[SpecFactory], SpecFactory]:
 
 
 def dataset_specs(cfg: PipelineConfig) -> dict[str, DatasetSpec]:
-    """Every registered dataset's spec for this configuration."""
+    """Every registered dataset's spec for this configuration; an override under
+    ``sinks.datasets`` naming no registered dataset fails here, at start-up."""
+    unknown = sorted(set(cfg.sinks.datasets) - set(DATASETS))
+    if unknown:
+        raise ConfigError(f"sinks.datasets.{unknown[0]}: no dataset of that name (datasets: {', '.join(sorted(DATASETS))})")
     return {name: factory(cfg) for name, factory in DATASETS.items()}
 
 

@@ -32,7 +32,7 @@ from bytewax.dataflow import Dataflow
 
 from driftline import __version__, metrics, tracing
 from driftline.clock import Clock, SystemClock
-from driftline.config import PipelineConfig
+from driftline.config import ConfigError, PipelineConfig
 from driftline.flows.common import FlowBuilder, FlowIO
 from driftline.flows.common import kafka_io as flow_kafka_io
 from driftline.models import ModelService
@@ -42,6 +42,7 @@ from driftline.operators.features import FeatureEngine, features_batch
 from driftline.operators.guardrails import OutputGuard, guard_output_schema
 from driftline.operators.model_call import model_batch_key, model_call_builder
 from driftline.operators.pii import PiiMasker, load_pseudonym_key, mask_batch_audited
+from driftline.operators.pii.operator import entities_for
 from driftline.operators.sanitize import Sanitizer, sanitize_frame
 from driftline.operators.validation import VALIDATOR_VERSION, Validator, validate_batch
 from driftline.runner import resolve_state_paths
@@ -55,7 +56,7 @@ EnrichIO = FlowIO
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> FlowIO:
     """The production edges: ``kafka.input_topic`` in; the output, dead-letter, metrics and alerts topics out."""
-    return flow_kafka_io(cfg, cfg.kafka.input_topic, drain=drain, output_topic=cfg.kafka.output_topic)
+    return flow_kafka_io(cfg, cfg.kafka.input_topic, drain=drain, output_topic=cfg.kafka.output_topic, group_id=f"driftline-{FLOW}")
 
 
 def build_enrich_flow(
@@ -85,8 +86,14 @@ def build_enrich_flow(
     guard = OutputGuard.from_config(cfg, masker)
     guard_schema = guard_output_schema(cfg)
     models = ModelService(cfg.models, clock, answer_check=guard.tier_check())
+    metrics.configure(cfg.monitoring.metrics)
+    metrics.watch_budgets(models.budgets)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
     fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.input_topic, parquet=parquet)
+    try:
+        cfg.monitoring.check_drift_columns(fb.specs["enriched"].schema.names)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     # per-step timers (on with $DRIFTLINE_STEP_TIMERS) and spans (tracing.enabled); the function itself otherwise
     t = tracing.step
@@ -105,6 +112,8 @@ def build_enrich_flow(
     masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
+    entities = entities_for(cfg)
+    op.inspect("pii_metrics", batches, lambda _step, b: metrics.observe_pii(FLOW, metrics.pii_counts(b.valid, entities)))
 
     rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))
     valid = op.map("valid_rows", batches, _valid_rows)

@@ -59,7 +59,7 @@ RECORD_STEPS = ("metrics_topic_out_records", "alerts_topic_out_records")
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> FlowIO:
     """The production edges: the telemetry topic in, dead-letter, metrics and alerts topics out."""
-    return flow_kafka_io(cfg, cfg.kafka.telemetry_topic, drain=drain)
+    return flow_kafka_io(cfg, cfg.kafka.telemetry_topic, drain=drain, group_id=f"driftline-{FLOW}")
 
 
 class TextMasker:
@@ -81,8 +81,10 @@ class TextMasker:
             res = self.masker.scan(filled)
             masked = res.masked.zip_with(s.is_not_null(), pl.Series([None] * frame.height, dtype=pl.Utf8)).rename(name)
             cols.append(masked)
-            for counts in res.counts.values():
-                pii = pii + pl.Series(counts).cast(pl.Int64)
+            for entity, counts in res.counts.items():
+                found = pl.Series(counts).cast(pl.Int64)
+                pii = pii + found
+                metrics.observe_pii(FLOW, {entity: int(found.sum())})
         return frame.with_columns(*cols, pii.alias("pii_total"), pl.lit(self.mode, pl.Utf8).alias("text_masking"))
 
 
@@ -106,6 +108,7 @@ def build_monitor_flow(
     drained input ends then continue in the next run (``monitoring.end_of_input``).
     """
     masker = TextMasker(cfg)
+    metrics.configure(cfg.monitoring.metrics)
     run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
     fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.telemetry_topic, parquet=parquet)
 
@@ -116,14 +119,20 @@ def build_monitor_flow(
     pieces = op.map("decode", pieces, t("decode", lambda pc: pc.map(lambda recs: decode_telemetry(fb.counted(recs), cfg.decode))))
     pieces = op.map("telemetry_rows", pieces, t("telemetry_rows", lambda pc: pc.map(lambda b: (b.rejected, telemetry_rows(b, cfg, masker)))))
     pairs = fb.in_order(pieces, headers)
-    rejected = op.map("rejected_rows", pairs, lambda pair: pair[0])
+    rejected = op.map("rejected_rows", pairs, lambda pair: _refused(pair[0]))
     rows = op.map("valid_rows", pairs, lambda pair: pair[1])
+    op.inspect("model_metrics", rows, lambda _step, f: metrics.observe_model_calls(FLOW, f))
     fb.dead_letters(rejected, masker.masker, "telemetry-decode/1")
 
     stored = op.map("telemetry_stored", rows, lambda f: f.select([pl.col(c).cast(dtype) for c, dtype in TELEMETRY_COLUMNS.items()]))
     fb.dataset("telemetry", stored)
     fb.windows(rows, features=TELEMETRY_FEATURES, record_steps=RECORD_STEPS)
     return fb.finish()
+
+
+def _refused(rejected: pl.DataFrame) -> pl.DataFrame:
+    metrics.observe_rejected(FLOW, rejected)
+    return rejected
 
 
 __all__ = ["MonitorIO", "TextMasker", "build_monitor_flow", "kafka_io", "telemetry_rows"]

@@ -47,17 +47,20 @@ from typing import Any
 import bytewax.operators as op
 import polars as pl
 from bytewax.dataflow import Stream, operator
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from driftline import metrics
 from driftline.clock import Clock, SystemClock
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.logs import get_logger
 from driftline.operators.aggregate import key_string, late_schema
 from driftline.operators.aggregate.event_time import LateSlice, partition_id
 from driftline.operators.aggregate.windows import TICK, ClosedWindow, EventTimeLogic, MonitorLogic, WindowShardLogic, late_frame, shard_keys
-from driftline.operators.alerts import AlertEngine, AlertWebhook
+from driftline.operators.alerts import AlertEngine
 from driftline.operators.batch import MicroBatch
 from driftline.operators.drift import ProfileFile
+from driftline.sinks.alertmanager import ActiveAlertsSink
+from driftline.sinks.webhook import PARTITION as ALERT_PARTITION
+from driftline.sinks.webhook import WebhookSink
 
 TOPIC, PARTITION = "src_topic", "src_partition"
 log = get_logger("windows")
@@ -175,28 +178,17 @@ def window_monitor(
     return WindowStreams(metrics=metrics, alerts=alerts, late=late)
 
 
-class _WebhookPartition(StatelessSinkPartition[pl.DataFrame]):
-    def __init__(self, hook: AlertWebhook) -> None:
-        self.hook = hook
-
-    def write_batch(self, items: list[pl.DataFrame]) -> None:
-        rows = [r for f in items for r in f.iter_rows(named=True)]
-        self.hook.send(rows)
-
-    def close(self) -> None:
-        self.hook.close()
-
-
-class AlertWebhookSink(DynamicSink[pl.DataFrame]):
-    """Bytewax sink POSTing alert frames to ``monitoring.alerts.webhook_url`` (signed; never fails the flow)."""
-
-    def __init__(self, cfg: MonitoringConfig, *, secret: bytes | None = None) -> None:
-        self.cfg = cfg
-        self.secret = secret
-        AlertWebhook(cfg, secret=secret).close()  # validate at start-up
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WebhookPartition:
-        return _WebhookPartition(AlertWebhook(self.cfg, secret=self.secret))
+def export_windows(flow: str, streams: WindowStreams, cfg: MonitoringConfig) -> None:
+    """Operations outputs of the windows: each closed window's KPIs as Prometheus gauges
+    (step ``metrics_gauges``), the alert rows to the active-alert set (``alerts_active_out``:
+    the ``driftline_active_alerts`` gauge, and Alertmanager when ``alerts.alertmanager_urls``
+    is set, re-sent while active) and to the webhook (``alerts_webhook_out``, when
+    ``alerts.webhook_url`` is set).  Delivery failures never stop the flow."""
+    op.inspect("metrics_gauges", streams.metrics, lambda _step, rows: metrics.WINDOWS.observe(flow, rows, cfg.key_dims))
+    keyed = op.map("alerts_keyed", streams.alerts, lambda f: (ALERT_PARTITION, f))
+    op.output("alerts_active_out", keyed, ActiveAlertsSink(cfg))
+    if cfg.alerts.webhook_url:
+        op.output("alerts_webhook_out", keyed, WebhookSink(cfg))
 
 
-__all__ = ["AlertWebhookSink", "SourcePartitions", "WindowStreams", "close_at_end", "split_partitions", "window_monitor"]
+__all__ = ["SourcePartitions", "WindowStreams", "close_at_end", "export_windows", "split_partitions", "window_monitor"]

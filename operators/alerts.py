@@ -19,11 +19,11 @@ one is one decorated function::
     @register_rule_kind("my_kind")
     def _my_kind(rule, row): return row.get(rule.metric), None
 
-Alerts go to the alerts topic and dataset as rows of :func:`alerts_schema`, and
-optionally to a webhook (:class:`AlertWebhook`) as an Alertmanager ``/api/v2/alerts``
-payload signed with ``X-Driftline-Signature: sha256=<HMAC-SHA256 of the body>``.  Every
-alert carries ``alert_id``, a hash of its rule, key, window and transition: the same
-alert raised again (a replay after a crash) has the same id, so receivers drop repeats.
+Alerts go to the alerts topic and dataset as rows of :func:`alerts_schema`; delivery
+to Alertmanager and webhooks is the sinks' job (:mod:`driftline.sinks.alertmanager`,
+:mod:`driftline.sinks.webhook`): this module is the rules' pure logic.  Every alert
+carries ``alert_id``, a hash of its rule, key, window and transition: the same alert
+raised again (a replay after a crash) has the same id, so receivers drop repeats.
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from driftline.config.monitoring import MonitoringConfig
@@ -39,25 +39,18 @@ alert raised again (a replay after a crash) has the same id, so receivers drop r
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
-import logging
 import operator
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import polars as pl
 
 from driftline.clock import Clock
-from driftline.config.monitoring import AlertRule, AlertsConfig, MonitoringConfig
+from driftline.config.monitoring import AlertRule, MonitoringConfig
 from driftline.operators.aggregate.rows import pipeline_version
 from driftline.operators.batch import TIME_DTYPE
-
-log = logging.getLogger("driftline.alerts")
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -226,128 +219,12 @@ class AlertEngine:
         return out
 
 
-# ---------------------------------------------------------------------------------
-# webhook
-# ---------------------------------------------------------------------------------
-def sign(body: bytes, secret: bytes) -> str:
-    """``sha256=<hex>``: the HMAC-SHA256 of ``body`` under ``secret``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def verify(body: bytes, secret: bytes, header_value: str) -> bool:
-    """Constant-time check of a signature header (for receivers and tests)."""
-    return hmac.compare_digest(sign(body, secret), header_value)
-
-
-def _iso(t: Any) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else None
-
-
-def alertmanager_payload(alerts: Sequence[Mapping[str, Any]], cfg: MonitoringConfig) -> list[dict[str, Any]]:
-    """Alertmanager ``POST /api/v2/alerts`` body: firing alerts carry startsAt, resolved ones endsAt too."""
-    out = []
-    for a in alerts:
-        labels = {"alertname": a["rule"], "severity": a["severity"], "pipeline": "driftline"}
-        labels.update({d: str(a.get(d)) for d in cfg.key_dims if a.get(d) is not None})
-        value = a.get("value")
-        item: dict[str, Any] = {
-            "labels": labels,
-            "annotations": {
-                "summary": f"{a['rule']} {a['state']} for {a['key']}",
-                "description": a.get("description") or "",
-                "value": "" if value is None else f"{value:.6g}",
-                "threshold": f"{a['comparison']} {a['threshold']:.6g}",
-                "window": f"{_iso(a['window_start'])}/{_iso(a['window_end'])}",
-                "detail": a.get("detail") or "",
-                "alert_id": a.get("alert_id") or "",
-            },
-            "startsAt": _iso(a.get("started_at") or a["window_start"]),
-            "generatorURL": cfg.alerts.generator_url,
-        }
-        if a["state"] == "resolved":
-            item["endsAt"] = _iso(a["window_end"])
-        out.append(item)
-    return out
-
-
-DELIVERY_HEADER = "X-Driftline-Delivery-Id"
-
-
-class AlertWebhook:
-    """POSTs signed Alertmanager payloads; retries with exponential back-off, never raises on delivery failure.
-
-    Delivery guarantee: at least once (a replay after a crash may post an alert again).
-    Each alert's annotations carry its ``alert_id`` and each POST the header
-    ``X-Driftline-Delivery-Id`` (a hash of the alert ids it carries), both stable across
-    repeats, so a receiver drops what it has already seen.
-    """
-
-    def __init__(
-        self,
-        cfg: MonitoringConfig,
-        *,
-        secret: bytes | None = None,
-        client: httpx.Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        a: AlertsConfig = cfg.alerts
-        if not a.webhook_url:
-            raise ValueError("monitoring.alerts.webhook_url is not set")
-        self.cfg = cfg
-        self.url = a.webhook_url
-        if secret is None and a.webhook_secret is not None:
-            secret = a.webhook_secret.get_secret_value().encode()
-        self.secret = secret
-        self.header = a.webhook_signature_header
-        self.retries = a.webhook_retries
-        self.client = client or httpx.Client(timeout=a.webhook_timeout_seconds)
-        self.sleep = sleep
-        self.sent = 0
-        self.failed = 0
-
-    def send(self, alerts: Sequence[Mapping[str, Any]]) -> bool:
-        """Deliver ``alerts`` in one POST; returns whether a 2xx answer came back."""
-        if not alerts:
-            return True
-        body = json.dumps(alertmanager_payload(alerts, self.cfg), sort_keys=True).encode()
-        ids = sorted(str(a.get("alert_id") or "") for a in alerts)
-        headers = {"Content-Type": "application/json", DELIVERY_HEADER: hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]}
-        if self.secret:
-            headers[self.header] = sign(body, self.secret)
-        delay = 0.5
-        for attempt in range(self.retries + 1):
-            try:
-                resp = self.client.post(self.url, content=body, headers=headers)
-                if 200 <= resp.status_code < 300:
-                    self.sent += len(alerts)
-                    return True
-                retryable = resp.status_code >= 500 or resp.status_code == 429
-                reason = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                retryable, reason = True, type(exc).__name__
-            if not retryable or attempt == self.retries:
-                break
-            self.sleep(delay)
-            delay *= 2
-        self.failed += len(alerts)
-        log.warning(json.dumps({"event": "alert_webhook_failed", "reason": reason, "alerts": len(alerts)}))
-        return False
-
-    def close(self) -> None:
-        self.client.close()
-
-
 __all__ = [
-    "DELIVERY_HEADER",
     "AlertEngine",
     "AlertState",
-    "AlertWebhook",
     "RULE_KINDS",
     "RuleKeyState",
     "alert_id",
-    "alertmanager_payload",
     "alerts_schema",
     "register_rule_kind",
-    "sign",
-    "verify",
 ]

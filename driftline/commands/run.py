@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from driftline.backfill import DrainProgress, OffsetRange
 from driftline.broker import require_kafka
 from driftline.config import PipelineConfig, load_config
-from driftline.metrics import serve_metrics
+from driftline.metrics import HEALTH, parse_addr, serve_metrics
 from driftline.runner import ENV_SUPERVISED, Cluster, ClusterError, ensure_recovery_dir, run_flow, supervise
 from driftline.timeargs import parse_instant
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 NAME = "run"
 HELP = "run a flow (enrich: text events; monitor: model-call telemetry)"
 
+METRICS_ADDR = "127.0.0.1"
 FLOWS = {"enrich": ("driftline.flows.enrich", "build_enrich_flow"), "monitor": ("driftline.flows.monitor", "build_monitor_flow")}
 
 
@@ -42,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics, /healthz and /readyz on this port (0: off)")
+    parser.add_argument(
+        "--metrics-addr",
+        default=METRICS_ADDR,
+        help=f"bind address of the metrics endpoint: host or host:port (default {METRICS_ADDR}; 0.0.0.0 or [::] to be scraped from other hosts, e.g. in a container)",
+    )
     scaling = parser.add_argument_group(
         "scaling (Bytewax's options and environment variables)", "workers in this process, or one process of a cluster (-i/-a), or --processes local processes"
     )
@@ -100,8 +106,13 @@ def run(args: argparse.Namespace) -> int:
     except ClusterError as exc:
         print(f"driftline run: {exc}", file=sys.stderr)
         return 2
-    if args.metrics_port:
-        serve_metrics(args.metrics_port + (cluster.process_id if supervised else 0))
+    if args.metrics_port or args.metrics_addr != METRICS_ADDR:
+        try:
+            host, port = parse_addr(args.metrics_addr, args.metrics_port or None)
+            serve_metrics(port + (cluster.process_id if supervised and port else 0), host)
+        except (ValueError, OSError) as exc:
+            print(f"driftline run: cannot serve metrics on {args.metrics_addr} (port {args.metrics_port}): {exc}", file=sys.stderr)
+            return 2
     module_name, builder = FLOWS[args.flow]
     kwargs: dict = {"state_dir": args.recovery_dir}  # both flows: the ledger (enrich) and windows open at the end travel with it
     total, desc = None, f"{args.flow}"
@@ -119,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             run()
     else:
         run()
+    HEALTH.finish()  # /readyz answers 503 from here on
     return 0
 
 
@@ -143,6 +155,7 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
         ("--log-file", args.log_file),
         ("--recovery-dir", args.recovery_dir),
         ("--metrics-port", args.metrics_port or None),
+        ("--metrics-addr", args.metrics_addr if args.metrics_addr != METRICS_ADDR else None),
     ):
         if value is not None:
             argv += [flag, str(value)]

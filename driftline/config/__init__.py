@@ -77,6 +77,19 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"privacy.key: production mode refuses the sample pseudonymization key; set ${self.privacy.key_env} or $DRIFTLINE__PRIVACY__KEY_FILE to a random key (e.g. `openssl rand -hex 32`)")
         return self
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> PipelineConfig:
+        """Settings of one section that name things of another must find them there."""
+        cols = self.monitoring.columns
+        tiers = list(self.models.chain)
+        if self.models.backends[tiers[-1]].kind != "rules":  # the service closes such a chain with a rules tier
+            tiers.append("rules" if "rules" not in self.models.backends else "rules_final")
+        if cols.primary_tier is None:
+            cols.primary_tier = tiers[0]
+        elif cols.primary_tier not in tiers:
+            raise ValueError(f"monitoring.columns.primary_tier: tier {cols.primary_tier!r} is not in models.chain {tiers}; name the chain's first tier or leave it unset")
+        return self
+
     def config_hash(self) -> str:
         """A short stable hash of the effective configuration (recorded in manifests and
         file footers).  Secrets and the recovery store's shape are left out: rotating a secret or

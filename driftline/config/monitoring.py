@@ -9,6 +9,7 @@ Every default below is documented on its field and in ``docs/monitoring.md``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -190,25 +191,77 @@ def _default_rules() -> list[AlertRule]:
 
 
 class AlertsConfig(BaseModel):
-    """Alert rules and where alerts go."""
+    """Alert rules and where alerts go (delivery: :mod:`driftline.sinks.alertmanager`, :mod:`driftline.sinks.webhook`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     rules: list[AlertRule] = Field(default_factory=_default_rules, description="Rules evaluated on every window row.")
     cooldown_seconds: float = Field(900.0, ge=0, description="A rule and key that fired is not fired again within this (event-time) span.")
-    webhook_url: str | None = Field(None, description="Alertmanager /api/v2/alerts URL or chat webhook; none disables it.")
+    alertmanager_urls: list[str] = Field(
+        default_factory=list,
+        description="Alertmanager base URLs (http://alertmanager:9093); active alerts are POSTed to <url>/api/v2/alerts of each (list every member of an HA cluster).",
+    )
+    alertmanager_authorization: SecretStr | None = Field(
+        None,
+        description="Authorization header sent to Alertmanager, e.g. 'Bearer <token>' or 'Basic <base64>' (secret: $DRIFTLINE__MONITORING__ALERTS__ALERTMANAGER_AUTHORIZATION, ..._FILE or $<alertmanager_authorization_env>).",
+    )
+    alertmanager_authorization_env: str = Field(
+        "DRIFTLINE_ALERTMANAGER_AUTHORIZATION", description="Environment variable holding the Authorization header value when alertmanager_authorization is not set otherwise."
+    )
+    alertmanager_timeout_seconds: float = Field(5.0, gt=0, le=120, description="Timeout of one POST to Alertmanager.")
+    resend_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Active alerts are re-sent to Alertmanager this often; keep it well below Alertmanager's resolve_timeout (5 min by default), "
+        "which resolves an alert that is not re-sent in time.",
+    )
+    webhook_url: str | None = Field(None, description="A webhook receiving each alert transition once (signed JSON, or a chat message: webhook_format); none disables it.")
+    webhook_format: Literal["json", "slack"] = Field(
+        "json",
+        description="json: the alerts as an Alertmanager-v2-shaped JSON list; slack: a chat message ({\"text\": ...}) for Slack-compatible incoming webhooks (Slack, Mattermost, Rocket.Chat).",
+    )
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies (secret: $DRIFTLINE__MONITORING__ALERTS__WEBHOOK_SECRET, ..._FILE or $<webhook_secret_env>).")
     webhook_secret_env: str = Field("DRIFTLINE_WEBHOOK_SECRET", description="Environment variable holding the webhook secret when webhook_secret is not set otherwise.")
-    webhook_signature_header: str = Field("X-Driftline-Signature", description="Header carrying 'sha256=<hex HMAC of the body>'.")
+    webhook_signature_header: str = Field("X-Driftline-Signature", description="Header carrying 'sha256=<hex HMAC of timestamp.body>'.")
+    webhook_timestamp_header: str = Field("X-Driftline-Timestamp", description="Header carrying the signing time (Unix seconds), part of the signed text.")
+    webhook_signature_tolerance_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="Receivers refuse a signature whose timestamp is further than this from their clock (replay window; see verify())."
+    )
     webhook_timeout_seconds: float = Field(5.0, gt=0, le=120, description="Timeout of one webhook POST.")
-    webhook_retries: int = Field(3, ge=0, le=10, description="Retries of a failed webhook POST (exponential back-off).")
+    webhook_retries: int = Field(3, ge=0, le=10, description="Retries of a failed webhook POST (exponential back-off) before it waits for the next delivery round.")
     generator_url: str = Field("", description="Link put in Alertmanager's generatorURL (a dashboard).")
 
     @model_validator(mode="after")
-    def _secret_from_env(self, info: ValidationInfo) -> AlertsConfig:
+    def _secrets_from_env(self, info: ValidationInfo) -> AlertsConfig:
         if self.webhook_secret is None:
             self.webhook_secret = env_secret(info, self.webhook_secret_env)
+        if self.alertmanager_authorization is None:
+            self.alertmanager_authorization = env_secret(info, self.alertmanager_authorization_env)
         return self
+
+    @field_validator("alertmanager_urls")
+    @classmethod
+    def _am_urls(cls, urls: list[str]) -> list[str]:
+        for i, url in enumerate(urls):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"[{i}] must start with http:// or https://, got {url!r}")
+            if url.rstrip("/").endswith("/api/v2/alerts"):
+                raise ValueError(f"[{i}] give Alertmanager's base URL (without /api/v2/alerts), got {url!r}")
+        return urls
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"must start with http:// or https://, got {url!r}")
+            if url.rstrip("/").endswith("/api/v2/alerts"):
+                raise ValueError(
+                    "points at Alertmanager's API; set monitoring.alerts.alertmanager_urls to its base URL instead "
+                    "(alerts are then re-sent while active, so Alertmanager does not resolve them after its resolve_timeout)"
+                )
+        return url
 
     @field_validator("rules")
     @classmethod
@@ -218,6 +271,33 @@ class AlertsConfig(BaseModel):
         if dup:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(sorted(dup))}")
         return rules
+
+
+class MetricsConfig(BaseModel):
+    """What the Prometheus endpoint exports and how far its labels may grow (see docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_value_limit: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Distinct values of one label dimension (a key dimension such as source or model, a budget's tenant, a refusal reason) "
+        "exported per process; later values are exported as __other__.",
+    )
+    label_value_limits: dict[str, int] = Field(default_factory=dict, description="Per-dimension overrides of label_value_limit, e.g. {source: 500, model: 20}.")
+    window_series_ttl_seconds: float = Field(
+        900.0, gt=0, description="Window gauges of a key that had no window closed for this long (processing time) are no longer exported."
+    )
+    stall_seconds: float = Field(300.0, gt=0, description="/healthz answers 503 when the input has not been polled for this long (a stuck worker).")
+
+    @field_validator("label_value_limits")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a label value limit must be at least 1")
+        return value
 
 
 class ColumnsConfig(BaseModel):
@@ -248,7 +328,11 @@ class ColumnsConfig(BaseModel):
     budget_error_class: str = Field("budget_exhausted", description="Error class meaning a budget refused the call.")
     fallback_reasons: str = Field("model_fallback_reasons", description="List column of reasons a tier was skipped.")
     budget_fallback_reason: str = Field("budget", description="Fallback reason meaning a budget refused a tier; such rows count as budget_exhausted_calls.")
-    primary_tier: str = Field("primary", description="Tier name of the first choice; other tiers count as fallbacks.")
+    primary_tier: str | None = Field(
+        None,
+        description="Tier name of the first choice; other tiers count as fallbacks. Unset: the first tier of models.chain "
+        "(a name that is not in the chain fails at start-up). Without it (telemetry has no tier column) fallback_share is null.",
+    )
 
 
 class MonitoringConfig(BaseModel):
@@ -299,6 +383,7 @@ class MonitoringConfig(BaseModel):
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
     def _check(self) -> MonitoringConfig:
@@ -315,7 +400,21 @@ class MonitoringConfig(BaseModel):
             raise ValueError(f"align_to is not an ISO-8601 instant: {exc}") from None
         if dt.tzinfo is None:
             raise ValueError("align_to must carry a UTC offset")
+        if self.metrics.window_series_ttl_seconds < self.window_seconds + self.allowed_lateness_seconds:
+            raise ValueError(
+                f"metrics.window_series_ttl_seconds ({self.metrics.window_series_ttl_seconds:g}) must cover a window and its lateness "
+                f"({self.window_seconds + self.allowed_lateness_seconds:g} s), or a key's gauges vanish between two of its windows"
+            )
         return self
+
+    def check_drift_columns(self, available: Iterable[str]) -> None:
+        """Refuse drift features that the flow's rows never carry (a feature the features
+        section does not produce, a typo); the error names the key."""
+        have = set(available)
+        for i, f in enumerate(self.drift.features):
+            if f.name not in have:
+                near = sorted(c for c in have if c.startswith("f_"))
+                raise ValueError(f"monitoring.drift.features[{i}].name: no column {f.name!r} in the flow's rows (features it produces: {', '.join(near) or 'none'})")
 
     @property
     def pane_seconds(self) -> int:

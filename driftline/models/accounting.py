@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import orjson
 
 from driftline.clock import Clock
+from driftline.metrics import observe_genai
 from driftline.config.models import ModelsConfig
 from driftline.models import metrics
 from driftline.models.admission import Group
@@ -87,6 +88,8 @@ class TierTally:
             if latency is not None:
                 if res.error_class not in _NOT_SENT:
                     latency.observe(res.latency_ms / 1000.0)
+                    # OpenTelemetry GenAI client metrics: one operation per request sent
+                    observe_genai("chat", self.tier.labels["backend"], self.tier.labels["model"], res.latency_ms / 1000.0, res.error_class, res.input_tokens, res.output_tokens)
             elif self.local_latency is None:
                 self.local_latency = res.latency_ms  # this tier's own time; one observation per batch
             followers = len(group.followers) if group.followers else 0

@@ -167,6 +167,13 @@ def _answer(messages: list[dict[str, Any]], plants: dict[str, str] | None = None
     return "{}"
 
 
+class _Server(ThreadingHTTPServer):
+    # a class attribute: listen() runs in the constructor, so setting it on the instance
+    # afterwards left the backlog at 5, and bursts of concurrent clients got refused
+    daemon_threads = True
+    request_queue_size = 256
+
+
 class OpenAITestServer:
     """The server; a context manager that starts it on 127.0.0.1 (port 0 picks a free one)."""
 
@@ -232,9 +239,7 @@ class OpenAITestServer:
                 self.wfile.write(b"".join(self._headers_buffer) + body)
                 self._headers_buffer = []
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 256
+        self._httpd = _Server(("127.0.0.1", port), Handler)
         self._thread: threading.Thread | None = None
 
     # -- control ----------------------------------------------------------

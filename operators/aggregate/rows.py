@@ -144,7 +144,8 @@ def metrics_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tup
     calls = acc.model_calls
     errors = acc.errors_total
     tier_total = acc.tiers.total
-    fallback = sum(c for t, c in acc.tiers.counts.items() if t != cfg.columns.primary_tier)
+    primary = cfg.columns.primary_tier  # None: no first choice known (see ColumnsConfig.primary_tier), share unknown
+    fallback = sum(c for t, c in acc.tiers.counts.items() if t != primary)
     q = acc.latency
     row: dict[str, Any] = {"window_start": start, "window_end": end, "key": key_string(cfg, key)}
     row.update(dict(zip(cfg.key_dims, key)))
@@ -169,7 +170,7 @@ def metrics_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tup
             "cache_hit_rate": _ratio(acc.cache_hits, calls),
             "cache_saved_usd": acc.cache_saved_usd,
             "tier_shares": [{"name": k, "share": v} for k, v in acc.tiers.shares().items()],
-            "fallback_share": _ratio(fallback, tier_total),
+            "fallback_share": _ratio(fallback, tier_total) if primary is not None else None,
             "confidence_mean": acc.confidence.mean,
             "confidence_p10": acc.confidence.quantile(0.10),
             "label_counts": [{"name": k, "count": c} for k, c in sorted(acc.labels.counts.items())],

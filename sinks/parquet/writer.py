@@ -168,6 +168,7 @@ class DatasetWriter:
                 self._accept(pl.read_ipc(io.BytesIO(ipc)))
             _jlog("sink_resumed", dataset=spec.name, writer=writer_id, restored_rows=self.buffered_rows, skipped_committed_rows=self.rows_replayed)
         self._update_gauge()
+        m.UNCOMMITTED_AGE.track(self)
 
     # -- committed-key bookkeeping -------------------------------------------------
 
@@ -220,6 +221,12 @@ class DatasetWriter:
     @property
     def buffered_rows(self) -> int:
         return sum(g.rows for g in self._groups.values())
+
+    @property
+    def oldest_buffered_us(self) -> int | None:
+        """Arrival time (epoch microseconds) of the oldest row not yet committed; None when none is buffered."""
+        oldest = [g.oldest_us for g in list(self._groups.values()) if g.rows and g.oldest_us is not None]
+        return min(oldest) if oldest else None
 
     # -- public API ----------------------------------------------------------------
 

@@ -1,11 +1,8 @@
-"""Alert engine state machine and the signed webhook (against a real loopback HTTP server)."""
+"""Alert engine state machine (delivery: tests/sinks/test_alert_delivery.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from driftline.clock import FakeClock
 from driftline.config import ConfigError, load_config
 from driftline.config.monitoring import MonitoringConfig
-from driftline.operators.alerts import AlertEngine, AlertWebhook, register_rule_kind, RULE_KINDS, verify
+from driftline.operators.alerts import AlertEngine, register_rule_kind, RULE_KINDS
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -86,75 +83,6 @@ def test_registered_kind_is_one_function() -> None:
         assert states(eng.evaluate(row(0, errors=3))) == [("dbl", "firing")]
     finally:
         RULE_KINDS.pop("double_errors")
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[bytes, dict[str, str]]] = []
-    fail_first = 0
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        type(self).received.append((body, dict(self.headers)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture()
-def receiver():  # type: ignore[no-untyped-def]
-    _Receiver.received = []
-    _Receiver.fail_first = 0
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def test_webhook_posts_signed_alertmanager_payload(receiver) -> None:  # type: ignore[no-untyped-def]
-    url = f"http://127.0.0.1:{receiver.server_address[1]}/api/v2/alerts"
-    cfg = MonitoringConfig(alerts={"webhook_url": url})
-    eng = AlertEngine(cfg, FakeClock())
-    fired = eng.evaluate(row(0, error_rate=0.5))
-    resolved = eng.evaluate(row(1, error_rate=0.0))
-    _Receiver.fail_first = 1  # one 503, then success after a retry
-    sleeps: list[float] = []
-    hook = AlertWebhook(cfg, secret=b"s3cret", sleep=sleeps.append)
-    assert hook.send(fired + resolved)
-    assert sleeps == [0.5]
-    body, headers = _Receiver.received[0]
-    assert verify(body, b"s3cret", headers["X-Driftline-Signature"])
-    assert not verify(body, b"other", headers["X-Driftline-Signature"])
-    payload = json.loads(body)
-    assert [p["labels"]["alertname"] for p in payload] == ["error_rate_high", "error_rate_high"]
-    assert payload[0]["labels"]["severity"] == "critical" and payload[0]["labels"]["source"] == "a"
-    assert "endsAt" not in payload[0] and payload[1]["endsAt"] == "2026-01-01T00:02:00Z"
-    assert payload[1]["startsAt"] == "2026-01-01T00:00:00Z"
-    # stable ids: the same alerts raised again (a replay) carry the same ids, so receivers drop repeats
-    assert [p["annotations"]["alert_id"] for p in payload] == [a["alert_id"] for a in fired + resolved]
-    again = AlertEngine(cfg, FakeClock(T0 + timedelta(hours=3)))
-    replayed = again.evaluate(row(0, error_rate=0.5)) + again.evaluate(row(1, error_rate=0.0))
-    assert [a["alert_id"] for a in replayed] == [a["alert_id"] for a in fired + resolved]
-    assert len({a["alert_id"] for a in replayed}) == 2
-    assert hook.send(replayed)
-    assert _Receiver.received[1][1]["X-Driftline-Delivery-Id"] == headers["X-Driftline-Delivery-Id"]
-    hook.close()
-
-
-def test_webhook_failure_is_reported_not_raised() -> None:
-    cfg = MonitoringConfig(alerts={"webhook_url": "http://127.0.0.1:9/none", "webhook_retries": 1, "webhook_timeout_seconds": 0.5})
-    hook = AlertWebhook(cfg, secret=b"k", sleep=lambda s: None)
-    eng = AlertEngine(cfg, FakeClock())
-    assert hook.send(eng.evaluate(row(0, error_rate=0.5))) is False
-    assert hook.failed == 1
 
 
 def test_a_registered_rule_kind_is_accepted_by_the_configuration() -> None:

@@ -40,7 +40,7 @@ def frame(n: int = 200, seed: int = 0) -> pl.DataFrame:
 
 
 def test_slice_stats_equal_direct_computation() -> None:
-    cfg = MonitoringConfig()
+    cfg = MonitoringConfig(columns={"primary_tier": "primary"})  # standalone: no models.chain to take the first tier from
     f = frame()
     slices = slice_frame(f, cfg)
     assert sum(s.acc.events for s in slices) == f.height
