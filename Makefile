@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium prometheus report-screenshot torture-compact
+.PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium prometheus report-screenshot torture torture-compact
 
 install: $(STAMP) $(JARS)
 
@@ -69,6 +69,14 @@ bench-e2e: install $(QUIX_VENV)/.installed
 report-screenshot: install chromium
 	$(BIN)/driftline demo --events 5000 --out var/demo-report --report var/demo-report/report.html
 	$(BIN)/python -m driftline.testing.chromium var/demo-report/report.html docs/report.png
+
+## 100,000 events, 25 kills of the whole process group (start-up, commit points, random
+## moments), one recovery folder; every output compared with an uninterrupted run; once
+## with the default settings and once with flush_seconds 0.5, then the remote-tier kill
+## test (3,000 events, 8 kills).  TORTURE_ARGS="--events 20000 --kills 8" for a shorter run.
+TORTURE_ARGS ?=
+torture: install
+	$(BIN)/python bench/torture.py --events 100000 --kills 25 --flush-seconds 0 --flush-seconds 0.5 --remote-events 3000 --remote-kills 8 $(TORTURE_ARGS)
 
 ## 10 minutes at 50 events/s (flush_seconds 5) while compacting and SIGKILLing the compactor.
 torture-compact: install

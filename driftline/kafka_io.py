@@ -35,15 +35,17 @@ def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | 
             producer.poll(0.05)
 
 
-def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, extra: dict[str, str] | None = None, timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
+def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3, extra: dict[str, str] | None = None, timeout: float = 30.0, config: dict[str, str] | None = None
+) -> None:
+    """Create the topics that do not exist yet (idempotent), with the topic ``config`` given."""
     conf = {"bootstrap.servers": bootstrap_servers, **(extra or {})}
     admin = AdminClient(conf)
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing], operation_timeout=timeout)
+    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1, config=dict(config or {})) for t in missing], operation_timeout=timeout)
     for topic, fut in futures.items():
         try:
             fut.result(timeout)

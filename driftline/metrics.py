@@ -714,14 +714,16 @@ def timed(step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def timed_sink(step_id: str, sink: Any) -> Any:
-    """Time the ``write_batch`` calls of every partition ``sink`` builds (when timers are on)."""
+    """Time the ``write_batch`` (and ``snapshot``) calls of every partition ``sink`` builds (when timers are on)."""
     if step_timers() is None:
         return sink
-    return wrap_sink(sink, lambda write: timed(step_id, write))
+    return wrap_sink(sink, lambda write: timed(step_id, write), snapshot=lambda snap: timed(step_id, snap))
 
 
-def wrap_sink(sink: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
-    """Wrap the ``write_batch`` method of every partition ``sink`` builds with ``wrap``.
+def wrap_sink(sink: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]], *, snapshot: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None) -> Any:
+    """Wrap the ``write_batch`` method of every partition ``sink`` builds with ``wrap``
+    (and, given ``snapshot``, a stateful partition's ``snapshot``: its epoch-end work,
+    such as a transaction's commit).
 
     Works for dynamic (``build``) and fixed-partitioned (``build_part``) sinks by wrapping
     the built partition's method on the instance; the sink's class is unchanged, so
@@ -735,6 +737,8 @@ def wrap_sink(sink: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]
         def build(*args: Any, _builder: Callable[..., Any] = builder, **kwargs: Any) -> Any:
             part = _builder(*args, **kwargs)
             part.write_batch = wrap(part.write_batch)
+            if snapshot is not None and hasattr(part, "snapshot"):
+                part.snapshot = snapshot(part.snapshot)
             return part
 
         setattr(sink, name, build)

@@ -1,7 +1,8 @@
 """What both flows are built from: their edges (:class:`FlowIO`, :func:`kafka_io`) and
 one builder (:class:`FlowBuilder`) whose composites are written once: the input, the
 dead-letter branch, the Parquet datasets and the window-output fan-out (metrics,
-late counts and alerts to Parquet, Kafka and the webhook).
+late counts and alerts to Parquet, Kafka and the webhook).  Kafka outputs go through
+``kafka.delivery``'s sink (transactional by default, see sinks/kafka_txn.py).
 
 Every flow has the same shape::
 
@@ -52,12 +53,13 @@ from driftline import metrics, tracing
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
-from driftline.flows.datasets import FLOW_COLUMN, dataset_specs
+from driftline.flows.datasets import COMMIT_ORDER, FLOW_COLUMN, dataset_specs
 from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
 from driftline.operators.spread import BatchHeader, Piece, ReorderLogic, split_rows
-from driftline.sinks.kafka import dead_letter_records, json_records
+from driftline.sinks.kafka import dead_letter_records, json_records, source_batches
+from driftline.sinks.kafka_txn import kafka_output, window_topics_output
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
 from driftline.sinks.parquet.spec import writer_name
 
@@ -68,8 +70,11 @@ class FlowIO:
 
     ``source`` emits raw micro-batches (frames of ``SOURCE_SCHEMA``, or lists of
     :class:`~driftline.operators.decode.RawRecord`); ``dead_letter``, ``output`` (the
-    enrich flow's scored rows), ``metrics`` and ``alerts`` take lists of Kafka
-    ``(key, value, headers)`` (``None``: not written).  ``frames`` maps a stream's name
+    enrich flow's scored rows), ``metrics`` and ``alerts`` take lists of
+    :class:`~driftline.sinks.kafka.KafkaBatch` (``None``: not written); ``windows``
+    takes the metrics and the alerts records together (one transaction per epoch: an
+    alert is never visible before its window's row) and replaces ``metrics`` and
+    ``alerts``.  ``frames`` maps a stream's name
     (a dataset's, or ``late`` for ``metrics_late``) to extra sinks of Polars frames:
     tests use :class:`~driftline.testing.InMemorySink`.  Parquet datasets are written
     under ``cfg.sinks.root``.
@@ -81,23 +86,24 @@ class FlowIO:
     metrics: Sink[Any] | None = None
     alerts: Sink[Any] | None = None
     frames: dict[str, Sink[pl.DataFrame]] = field(default_factory=dict)
+    windows: Sink[Any] | None = None
 
 
-def kafka_io(cfg: PipelineConfig, topic: str, *, drain: bool, output_topic: str | None = None, group_id: str | None = None) -> FlowIO:
-    """The production edges: ``topic`` in; the dead-letter, metrics and alerts topics (and
-    ``output_topic``, if given) out.  ``group_id``: the consumer group the processed
-    offsets are also committed to after each snapshot, for lag tools (recovery stays the
-    source of truth)."""
+def kafka_io(cfg: PipelineConfig, flow: str, topic: str, *, drain: bool, output_topic: str | None = None, group_id: str | None = None) -> FlowIO:
+    """The production edges of ``flow``: ``topic`` in; the dead-letter topic (and
+    ``output_topic``, if given) out, and the metrics and alerts topics through one sink;
+    each sink is ``kafka.delivery``'s (transactional ids name the flow and ``topic``).
+    ``group_id``: the consumer group the processed offsets are also committed to after
+    each snapshot, for lag tools (recovery stays the source of truth)."""
     from driftline.kafka_io import MicroBatchKafkaSource
-    from driftline.sinks.kafka import KafkaRecordsSink
+    from driftline.sinks.kafka_txn import output_sink
 
     k = cfg.kafka
     return FlowIO(
         source=MicroBatchKafkaSource.from_config(k, [topic], drain=drain, group_id=group_id),
-        dead_letter=KafkaRecordsSink.from_config(k, k.dead_letter_topic),
-        output=KafkaRecordsSink.from_config(k, output_topic) if output_topic else None,
-        metrics=KafkaRecordsSink.from_config(k, k.metrics_topic),
-        alerts=KafkaRecordsSink.from_config(k, k.alerts_topic),
+        dead_letter=output_sink(k, flow, topic, k.dead_letter_topic),
+        output=output_sink(k, flow, topic, output_topic) if output_topic else None,
+        windows=output_sink(k, flow, topic, k.metrics_topic, k.alerts_topic),
     )
 
 
@@ -183,7 +189,9 @@ class FlowBuilder:
         """The exactly-once Parquet sink of dataset ``name`` (see flows/datasets.py)."""
         if name not in self.specs:
             raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
-        return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, writer_name=self.writer_name)
+        return ParquetDatasetSink(
+            self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, writer_name=self.writer_name, commit_after=COMMIT_ORDER.get(name)
+        )
 
     def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None, ticks: Stream[pl.DataFrame] | None = None) -> None:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
@@ -194,31 +202,15 @@ class FlowBuilder:
             parquet_output(f"{name}_parquet", stored, tracing.sink(f"{name}_parquet", self.parquet_sink(name)))
         self.frames_out(frames or name, stream)
 
-    def records_out(
-        self,
-        step_id: str,
-        records_step: str,
-        frames: Stream[pl.DataFrame],
-        sink: Sink[Any] | None,
-        key_column: str,
-        columns: Sequence[str] | None = None,
-        *,
-        spread: bool = False,
-    ) -> None:
-        """Frames as JSON Kafka records (step ``records_step``) to ``sink`` (step ``step_id``), if there is one.
-
-        ``spread``: encode and produce on any worker (step ``<records_step>_spread``), not
-        only on the worker of the frames' partition key: for a large stream whose
-        records need no order beyond their own keys (``sink`` is a dynamic sink: every
-        worker produces its own items).
-        """
+    def records_out(self, step_id: str, records_step: str, frames: Stream[pl.DataFrame], sink: Sink[Any] | None, key_column: str, columns: Sequence[str] | None = None) -> None:
+        """Frames of source rows as JSON Kafka records (step ``records_step``), one batch per
+        input partition covering its source offsets, to ``sink`` (step ``step_id``), if
+        there is one."""
         if sink is None:
             return
-        if spread:
-            frames = op.redistribute(f"{records_step}_spread", frames)
         cols = list(columns) if columns is not None else None
-        encode: Callable[[pl.DataFrame], Any] = lambda f: json_records(f, cols if cols is not None else list(f.columns), key_column)  # noqa: E731
-        op.output(step_id, op.map(records_step, frames, tracing.step(records_step, encode)), tracing.sink(step_id, sink))
+        encode: Callable[[pl.DataFrame], Any] = lambda f: source_batches(f, lambda p: json_records(p, cols if cols is not None else list(p.columns), key_column))  # noqa: E731
+        kafka_output(step_id, op.map(records_step, frames, tracing.step(records_step, encode)), tracing.sink(step_id, sink))
 
     # -- composites ----------------------------------------------------------------
 
@@ -229,8 +221,8 @@ class FlowBuilder:
         t = tracing.step  # timers and spans
         if self.cfg.privacy.mask_dead_letter:
             rejected = op.map("mask_dead_letter", rejected, t("mask_dead_letter", lambda f: mask_dead_letters(f, masker)))
-        records = op.map("dead_letter_records", rejected, t("dead_letter_records", lambda f: dead_letter_records(f, version)))
-        op.output("dead_letter_out", records, tracing.sink("dead_letter_out", self.io.dead_letter))
+        records = op.map("dead_letter_records", rejected, t("dead_letter_records", lambda f: source_batches(f, lambda p: dead_letter_records(p, version))))
+        kafka_output("dead_letter_out", records, tracing.sink("dead_letter_out", self.io.dead_letter))
 
     def windows(self, rows: Stream[Any], *, features: Sequence[DriftFeature] | None = None, record_steps: tuple[str, str] = RECORD_STEPS) -> WindowStreams:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
@@ -262,8 +254,7 @@ class FlowBuilder:
         self.dataset("metrics", win.metrics, ticks=ticks)
         self.dataset("metrics_late", win.late, frames="late", ticks=ticks)
         self.dataset("alerts", win.alerts, ticks=ticks)
-        self.records_out("metrics_topic_out", record_steps[0], win.metrics, self.io.metrics, "key")
-        self.records_out("alerts_topic_out", record_steps[1], win.alerts, self.io.alerts, "key")
+        window_topics_output(win.metrics, win.alerts, self.cfg.kafka, windows=self.io.windows, metrics=self.io.metrics, alerts=self.io.alerts, record_steps=record_steps)
         export_windows(self.name, win, self.cfg.monitoring)
         return win
 

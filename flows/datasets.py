@@ -27,7 +27,7 @@ from driftline.operators.features import feature_columns, feature_schema
 from driftline.operators.guardrails import guard_output_schema
 from driftline.operators.pii import audit_schema, pii_output_schema
 from driftline.operators.sanitize import SANITIZE_COLUMNS
-from driftline.sinks.parquet import KAFKA_KEY, DatasetSpec
+from driftline.sinks.parquet import KAFKA_KEY, CommitAfter, DatasetSpec
 
 SpecFactory = Callable[[PipelineConfig], DatasetSpec]
 DATASETS: dict[str, SpecFactory] = {}
@@ -44,6 +44,10 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
     "text_masking": pl.Utf8,
 }
 
+
+#: Datasets whose rows commit only after the row of another dataset they refer to: an
+#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
+COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key"))}
 
 #: The record's trace (driftline.tracing): the producer's, or the one driftline started.
 TRACE_COLUMNS: dict[str, pl.DataType] = {"trace_id": pl.Utf8}

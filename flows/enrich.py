@@ -56,7 +56,7 @@ EnrichIO = FlowIO
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> FlowIO:
     """The production edges: ``kafka.input_topic`` in; the output, dead-letter, metrics and alerts topics out."""
-    return flow_kafka_io(cfg, cfg.kafka.input_topic, drain=drain, output_topic=cfg.kafka.output_topic, group_id=f"driftline-{FLOW}")
+    return flow_kafka_io(cfg, FLOW, cfg.kafka.input_topic, drain=drain, output_topic=cfg.kafka.output_topic, group_id=f"driftline-{FLOW}")
 
 
 def build_enrich_flow(
@@ -136,7 +136,7 @@ def build_enrich_flow(
     fb.dataset("enriched", scored)
     if fb.io.output is not None:
         rows_out = op.filter("rows_out", scored, lambda f: f.height > 0)
-        fb.records_out("output_topic_out", "output_records", rows_out, fb.io.output, "event_id", columns=fb.specs["enriched"].schema.names, spread=True)
+        fb.records_out("output_topic_out", "output_records", rows_out, fb.io.output, "event_id", columns=fb.specs["enriched"].schema.names)
 
     # Per-window cost, latency, quality and drift; alerts.
     # the window step's own pieces are counted in the "other" share of the bench's per-step table

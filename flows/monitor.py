@@ -59,7 +59,7 @@ RECORD_STEPS = ("metrics_topic_out_records", "alerts_topic_out_records")
 
 def kafka_io(cfg: PipelineConfig, *, drain: bool) -> FlowIO:
     """The production edges: the telemetry topic in, dead-letter, metrics and alerts topics out."""
-    return flow_kafka_io(cfg, cfg.kafka.telemetry_topic, drain=drain, group_id=f"driftline-{FLOW}")
+    return flow_kafka_io(cfg, FLOW, cfg.kafka.telemetry_topic, drain=drain, group_id=f"driftline-{FLOW}")
 
 
 class TextMasker:

@@ -1,16 +1,22 @@
 """Kafka sinks: the dead-letter topic and JSON output topics.
 
-Items are lists of ``(key, value, headers)`` tuples built from micro-batch frames by
-:func:`dead_letter_records` and :func:`json_records`.
+Items are :class:`KafkaBatch` lists of ``(key, value, headers)`` tuples built from
+micro-batch frames by :func:`dead_letter_records` and :func:`json_records`, grouped by
+:func:`source_batches` (by input partition) or :func:`window_batches` (by window key) so
+that the exactly-once sink (:mod:`driftline.sinks.kafka_txn`) knows what each batch
+covers.  :class:`KafkaRecordsSink` is the at-least-once sink (``kafka.delivery:
+at_least_once``); both share :class:`RecordSender`, which keeps one record from stopping
+the flow by its size (see :func:`fit_record`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -18,9 +24,63 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from driftline.config.kafka import KafkaConfig
-from driftline.kafka_io import produce_with_backpressure
 
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class KafkaBatch(list):  # type: ignore[type-arg]
+    """Records bound for Kafka (a list of ``(key, value, headers)`` tuples) and what they cover.
+
+    - ``topic``: where they go (None: the sink's own topic);
+    - ``cover``: what their positions count in: an input partition (``topic+partition``,
+      positions are source offsets) or a window key of a topic (``<topic>|<key>``,
+      positions are window starts in epoch milliseconds); None: nothing (never skipped);
+    - ``positions``: one int64 per record; a cover's positions only grow from one batch
+      to the next, so the exactly-once sink skips, after a restart, every record at or
+      below what its last committed transaction covered;
+    - ``max_size`` and ``nbytes``: the largest :func:`message_size` of its records and
+      their sum (None: unknown, then measured record by record).
+
+    >>> b = KafkaBatch([(b"k", b"v", [])], cover="events+0", positions=np.array([7]))
+    >>> b == [(b"k", b"v", [])], b.cover, b.max_size
+    (True, 'events+0', None)
+    """
+
+    __slots__ = ("topic", "cover", "positions", "max_size", "nbytes")
+
+    def __init__(
+        self,
+        records: Iterable[KafkaRecord] = (),
+        *,
+        topic: str | None = None,
+        cover: str | None = None,
+        positions: np.ndarray | None = None,
+        max_size: int | None = None,
+        nbytes: int | None = None,
+    ) -> None:
+        super().__init__(records)
+        self.topic = topic
+        self.cover = cover
+        self.positions = positions
+        self.max_size = max_size
+        self.nbytes = nbytes
+
+    def with_cover(self, cover: str, positions: np.ndarray, topic: str | None = None) -> KafkaBatch:
+        """This batch, covering ``positions`` of ``cover`` (``topic`` kept unless given)."""
+        self.cover, self.positions = cover, positions
+        if topic is not None:
+            self.topic = topic
+        return self
+
+
+def _sized(records: list[KafkaRecord], cols: pl.DataFrame, constant: int) -> KafkaBatch:
+    """``records`` as a batch, with sizes computed from ``cols`` (the binary key, value and
+    header-value columns they were built from) plus ``constant`` bytes per record (header
+    names, constant header values)."""
+    if not records:
+        return KafkaBatch()
+    sizes = cols.select(pl.sum_horizontal([pl.col(c).bin.size().fill_null(0) for c in cols.columns]).alias("n"))["n"]
+    return KafkaBatch(records, max_size=int(sizes.max()) + constant, nbytes=int(sizes.sum()) + constant * len(records))  # type: ignore[arg-type]
 
 
 TRACEPARENT_HEADER = "traceparent"
@@ -28,23 +88,33 @@ _SRC_HEADERS = ("driftline.src.topic", "driftline.src.partition", "driftline.src
 _SRC_COLUMNS = ("src_topic", "src_partition", "src_offset")
 
 
-def _src_headers(frame: pl.DataFrame) -> list[list[tuple[str, bytes]]]:
-    """Per row, the source-coordinate headers: topic, partition, offset and timestamp
-    (epoch milliseconds, -1 when unknown), built as columns and zipped once; plus the
-    row's W3C ``traceparent`` when it has one (column ``trace_parent``, see
-    :mod:`driftline.tracing`), so consumers continue the record's trace."""
+# header names of every record with source coordinates (plus a traceparent's, an upper bound)
+_SRC_HEADER_BYTES = sum(map(len, _SRC_HEADERS)) + len(TRACEPARENT_HEADER)
+
+
+def _src_header_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """The source-coordinate header values as binary columns: topic, partition, offset and
+    timestamp (epoch milliseconds, -1 when unknown); plus the row's W3C ``traceparent``
+    (column ``tp``) when the frame has a ``trace_parent`` column (see :mod:`driftline.tracing`)."""
     ts = pl.col("src_timestamp").dt.epoch("ms") if "src_timestamp" in frame.columns else pl.lit(None, pl.Int64)
-    cols = frame.select(
+    tp = [pl.col("trace_parent").cast(pl.Binary).alias("tp")] if "trace_parent" in frame.columns else []
+    return frame.select(
         *[pl.col(c).cast(pl.Utf8).fill_null("None").cast(pl.Binary) for c in _SRC_COLUMNS],
         ts.fill_null(-1).cast(pl.Utf8).cast(pl.Binary).alias("ts"),
+        *tp,
     )
+
+
+def _src_headers(cols: pl.DataFrame) -> list[list[tuple[str, bytes]]]:
+    """Per row, the source-coordinate headers of :func:`_src_header_columns`, zipped once;
+    plus ``traceparent`` where the row has one, so consumers continue the record's trace."""
     h_topic, h_part, h_offset, h_ts = _SRC_HEADERS
     rows = [
         [(h_topic, t), (h_part, p), (h_offset, o), (h_ts, x)]
         for t, p, o, x in zip(*(cols.to_series(i).to_list() for i in range(4)))
     ]
-    if "trace_parent" in frame.columns and frame["trace_parent"].null_count() < frame.height:
-        for headers, tp in zip(rows, frame["trace_parent"].cast(pl.Binary).to_list()):
+    if "tp" in cols.columns and cols["tp"].null_count() < cols.height:
+        for headers, tp in zip(rows, cols["tp"].to_list()):
             if tp is not None:
                 headers.append((TRACEPARENT_HEADER, tp))
     return rows
@@ -56,7 +126,10 @@ def _json_list(col: str) -> pl.Expr:
     return wrapped.str.slice(5, wrapped.str.len_chars() - 6)  # strip '{"x":' and '}'
 
 
-def dead_letter_records(rejected: pl.DataFrame, validator_version: str) -> list[KafkaRecord]:
+_DLQ_HEADER_BYTES = sum(map(len, ("driftline.stage", "driftline.reason_codes", "driftline.reasons", "driftline.validator_version"))) + _SRC_HEADER_BYTES
+
+
+def dead_letter_records(rejected: pl.DataFrame, validator_version: str) -> KafkaBatch:
     """Dead-letter messages for refused rows: the ORIGINAL key and bytes, unchanged,
     with headers naming the stage, the reason codes and messages (JSON lists), the
     validator version and the source topic, partition, offset and timestamp, so the
@@ -69,7 +142,7 @@ def dead_letter_records(rejected: pl.DataFrame, validator_version: str) -> list[
     [(None, b'{', b'["bad_json"]')]
     """
     if rejected.height == 0:
-        return []
+        return KafkaBatch()
     cols = rejected.select(
         pl.col("stage").cast(pl.Utf8).fill_null("None").cast(pl.Binary),
         _json_list("reason_codes").cast(pl.Binary).alias("codes"),
@@ -77,11 +150,13 @@ def dead_letter_records(rejected: pl.DataFrame, validator_version: str) -> list[
         pl.col("src_key") if "src_key" in rejected.columns else pl.lit(None, pl.Binary).alias("src_key"),
         pl.col("raw"),
     )
+    src = _src_header_columns(rejected)
     version = validator_version.encode()
-    return [
-        (key, raw, [("driftline.stage", stage), ("driftline.reason_codes", codes), ("driftline.reasons", reasons), ("driftline.validator_version", version), *src])
-        for stage, codes, reasons, key, raw, src in zip(*(cols.to_series(i).to_list() for i in range(5)), _src_headers(rejected))
+    records = [
+        (key, raw, [("driftline.stage", stage), ("driftline.reason_codes", codes), ("driftline.reasons", reasons), ("driftline.validator_version", version), *headers])
+        for stage, codes, reasons, key, raw, headers in zip(*(cols.to_series(i).to_list() for i in range(5)), _src_headers(src))
     ]
+    return _sized(records, pl.concat([cols, src], how="horizontal"), _DLQ_HEADER_BYTES + len(version))
 
 
 def _orjson_dtype_ok(dtype: pl.DataType) -> bool:
@@ -110,7 +185,7 @@ def _json_column(name: str, dtype: pl.DataType) -> pl.Expr | None:
     return col if _orjson_dtype_ok(dtype) else None
 
 
-def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None = None) -> list[KafkaRecord]:
+def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None = None) -> KafkaBatch:
     """One JSON object per row with the given columns (binary columns are never sent).
 
     Values are encoded by Polars for the whole frame at once, the same JSON that
@@ -123,24 +198,70 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
     [(b'a', b'{"id":"a","score":0.5}')]
     """
     if frame.height == 0:
-        return []
+        return KafkaBatch()
     schema = frame.schema  # built anew on every access: once per call
     cols = [c for c in columns if c in schema and schema[c] != pl.Binary]
     exprs = [_json_column(c, schema[c]) for c in cols]
     if not cols:
-        values = [b"{}"] * frame.height
+        value_col = pl.Series("value", [b"{}"] * frame.height, dtype=pl.Binary)
     elif all(e is not None for e in exprs):
         body = pl.struct([e.alias(c) for e, c in zip(exprs, cols)])  # type: ignore[union-attr]
-        values = frame.select(body.struct.json_encode().cast(pl.Binary)).to_series().to_list()
+        value_col = frame.select(body.struct.json_encode().cast(pl.Binary).alias("value")).to_series()
     else:
-        values = [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in frame.select(cols).iter_rows(named=True)]
+        rows = frame.select(cols).iter_rows(named=True)
+        value_col = pl.Series("value", [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in rows], dtype=pl.Binary)
     if key_column and key_column in frame.columns:
-        keys = frame.select(pl.col(key_column).cast(pl.Utf8).cast(pl.Binary)).to_series().to_list()
+        key_col = frame.select(pl.col(key_column).cast(pl.Utf8).cast(pl.Binary).alias("key")).to_series()
     else:
-        keys = [None] * frame.height
+        key_col = pl.Series("key", [None] * frame.height, dtype=pl.Binary)
+    keys, values = key_col.to_list(), value_col.to_list()
+    cols_df = pl.DataFrame([key_col, value_col])
     if set(_SRC_COLUMNS) <= set(frame.columns):
-        return list(zip(keys, values, _src_headers(frame)))
-    return [(k, v, []) for k, v in zip(keys, values)]
+        src = _src_header_columns(frame)
+        return _sized(list(zip(keys, values, _src_headers(src))), pl.concat([cols_df, src], how="horizontal"), _SRC_HEADER_BYTES)
+    return _sized([(k, v, []) for k, v in zip(keys, values)], cols_df, 0)
+
+
+def source_batches(frame: pl.DataFrame, encode: Callable[[pl.DataFrame], KafkaBatch]) -> list[KafkaBatch]:
+    """``encode`` applied to the rows of each input partition of ``frame`` (in their
+    order), each batch covering its source offsets: after a restart the exactly-once sink
+    skips the records its committed transactions hold.  Rows without source coordinates
+    form one batch that covers nothing.
+
+    >>> f = pl.DataFrame({"src_topic": ["t", "t", "t"], "src_partition": [0, 1, 0], "src_offset": [5, 2, 6], "id": ["a", "b", "c"]})
+    >>> [(b.cover, b.positions.tolist(), len(b)) for b in source_batches(f, lambda p: json_records(p, ["id"]))]
+    [('t+0', [5, 6], 2), ('t+1', [2], 1)]
+    """
+    if frame.height == 0:
+        return []
+    if not set(_SRC_COLUMNS) <= set(frame.columns):
+        return [encode(frame)]
+    shape = frame.select(pl.struct("src_topic", "src_partition").n_unique().alias("parts"), pl.any_horizontal(pl.col(_SRC_COLUMNS).is_null()).any().alias("nulls")).row(0)
+    if shape[1]:
+        return [encode(frame)]
+    parts = [frame] if shape[0] == 1 else frame.partition_by(["src_topic", "src_partition"], maintain_order=True)
+    return [encode(p).with_cover(f"{p['src_topic'][0]}+{p['src_partition'][0]}", p["src_offset"].cast(pl.Int64).to_numpy()) for p in parts]
+
+
+def window_batches(frame: pl.DataFrame, topic: str, key_column: str = "key", start_column: str = "window_start") -> list[KafkaBatch]:
+    """JSON records of window rows (metrics or alerts) for ``topic``, keyed and grouped by
+    window key, each batch covering its window starts (epoch milliseconds): the windows of
+    one key are emitted in order, each once, with all its rows together.
+
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> f = pl.DataFrame({"key": ["a", "b"], "window_start": [t, t], "events": [3, 4]})
+    >>> [(b.topic, b.cover, b.positions.tolist(), b[0][0]) for b in window_batches(f, "driftline.metrics")]
+    [('driftline.metrics', 'driftline.metrics|a', [1767225600000], b'a'), ('driftline.metrics', 'driftline.metrics|b', [1767225600000], b'b')]
+    """
+    if frame.height == 0:
+        return []
+    columns = list(frame.columns)
+    parts = [frame] if frame[key_column].n_unique() == 1 else frame.partition_by(key_column, maintain_order=True)
+    return [
+        json_records(p, columns, key_column).with_cover(f"{topic}|{p[key_column][0]}", p[start_column].dt.epoch("ms").to_numpy(), topic)
+        for p in parts
+    ]
 
 
 #: Bytes reserved in a message for the record-batch and record framing around key, value and headers.
@@ -213,73 +334,221 @@ def topic_size_limit(conf: dict[str, Any], topic: str, timeout: float = 10.0) ->
 _ADMIN_KEYS = frozenset({"bootstrap.servers", "client.id", "socket.timeout.ms", "broker.address.family"})
 
 
+#: How a record the broker refused is sent again, level by level: alone (the broker
+#: refuses a whole produce request, so its other records are suspects too), alone and
+#: cut down, alone as a header-only stub.  Never again as it was in its batch.
+RETRY_LEVELS = ("alone", "cut down", "stub")
+
+
+def retried(record: KafkaRecord, limit: int, level: int, err: KafkaError | None) -> KafkaRecord:
+    """``record`` as it is sent at ``level`` (0: in its batch, see :data:`RETRY_LEVELS`);
+    alone, it is already cut down (naming ``err``) when it no longer fits ``limit``."""
+    if level == 0 or level == 1 and message_size(record) + FRAMING_BYTES <= limit:
+        return record
+    return fit_record(record, limit, stub=level == 3, error=err.name() if err is not None else None)
+
+
+class RecordSender:
+    """A producer and the message size limit of each topic it writes.
+
+    The limit of a topic is its ``max.message.bytes`` (the broker's ``message.max.bytes``
+    for a topic still to be created), or the producer's ``message.max.bytes`` if smaller;
+    the limits of ``topics`` are read at start-up and cap the producer's batches, those of
+    other topics at first use.  :meth:`send` produces a batch, cutting down every record
+    larger than its topic's limit (:func:`fit_record`).  A record the client refuses at
+    once (:data:`PER_RECORD_ERRORS`) is produced again cut down, then as a stub; records
+    the broker refuses later are reported to the ``on_delivery`` callback given.
+    """
+
+    def __init__(self, conf: dict[str, Any], topics: Iterable[str]) -> None:
+        self.topics = list(topics)
+        self.topic = self.topics[0]
+        self.conf = conf
+        self._max = int(conf.get("message.max.bytes", 1_000_000))
+        self._limits: dict[str, int] = {}
+        cap = min(self.limit(t) for t in self.topics)
+        self.producer = Producer({**conf, "message.max.bytes": cap})
+
+    def limit(self, topic: str | None = None) -> int:
+        """The size limit of messages to ``topic`` (default: the sender's first topic)."""
+        topic = topic or self.topic
+        if topic not in self._limits:
+            found = topic_size_limit(self.conf, topic)
+            self._limits[topic] = min(self._max, found) if found else self._max
+        return self._limits[topic]
+
+    def forget_limits(self) -> None:
+        """Read the topics' limits again at next use (after the broker refused a size)."""
+        self._limits.clear()
+
+    def send(self, batch: list[KafkaRecord], *, skip: np.ndarray | None = None, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        """Produce ``batch`` (but the records where ``skip`` is true)."""
+        topic = getattr(batch, "topic", None) or self.topic
+        limit = self.limit(topic)
+        max_size = getattr(batch, "max_size", None)
+        fits = max_size is not None and max_size + FRAMING_BYTES <= limit
+        records: Iterable[KafkaRecord] = batch if skip is None else (r for r, s in zip(batch, skip.tolist()) if not s)
+        produce = self.producer.produce
+        for record in records:
+            if not fits and message_size(record) + FRAMING_BYTES > limit:
+                record = fit_record(record, limit)
+            key, value, headers = record
+            try:
+                produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+            except BufferError:  # librdkafka's queue is full: serve deliveries, then again
+                self._produce_waiting(topic, record, on_delivery)
+            except KafkaException as exc:
+                self._produce_cut(topic, record, limit, exc.args[0], on_delivery)
+
+    def send_alone(self, topic: str, record: KafkaRecord, timeout: float, on_delivery: Callable[[Any, Any], None] | None = None) -> KafkaError | None:
+        """Produce ``record`` in a produce request of its own and wait for it: the broker's
+        refusal (or a timeout), None once delivered."""
+        result: list[Any] = []
+        self.flush(timeout)
+
+        def noted(err: Any, msg: Any) -> None:
+            result.append(err)
+            if on_delivery is not None:
+                on_delivery(err, msg)
+
+        self.send(KafkaBatch([record], topic=topic), on_delivery=noted)
+        self.flush(timeout)  # raises unless the record was delivered or refused
+        return result[0] if result else None  # no report: delivered (delivery.report.only.error)
+
+    def flush(self, timeout: float) -> None:
+        """Wait until every message is delivered (or refused); raise after ``timeout`` seconds."""
+        if self.producer.flush(timeout):
+            raise RuntimeError(f"Kafka sink for {self.topic!r}: messages still undelivered after {timeout:.0f} s (broker unreachable?)")
+
+    def as_sent(self, record: KafkaRecord, topic: str) -> KafkaRecord:
+        """``record`` as :meth:`send` produces it to ``topic`` (cut down when too large)."""
+        limit = self.limit(topic)
+        return record if message_size(record) + FRAMING_BYTES <= limit else fit_record(record, limit)
+
+    def refused(self, batches: Iterable[list[KafkaRecord]], failed: list[tuple[KafkaError, str, bytes | None, bytes | None]]) -> list[tuple[KafkaError, str, KafkaRecord]]:
+        """The records of ``batches`` whose messages were refused (found by topic, key and
+        value as sent), with their errors."""
+        wanted = {(t, k, v): e for e, t, k, v in failed}
+        out = []
+        for batch in batches:
+            topic = getattr(batch, "topic", None) or self.topic
+            for record in batch:
+                sent = self.as_sent(record, topic)
+                err = wanted.get((topic, sent[0], sent[1]))
+                if err is not None:
+                    out.append((err, topic, record))
+        return out
+
+    def _produce_waiting(self, topic: str, record: KafkaRecord, on_delivery: Any) -> None:
+        key, value, headers = record
+        while True:
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:
+                continue
+
+    def _produce_cut(self, topic: str, record: KafkaRecord, limit: int, err: KafkaError, on_delivery: Any) -> None:
+        """A record the client refused at once: cut down, then a stub; never as it was."""
+        for stub in (False, True):
+            if err.code() not in PER_RECORD_ERRORS:
+                raise KafkaException(err)
+            key, value, headers = fit_record(record, limit, stub=stub, error=err.name())
+            try:
+                self.producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:
+                self._produce_waiting(topic, (key, value, headers), on_delivery)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+        raise RuntimeError(f"Kafka sink for {topic!r}: a record was refused even as a header-only stub: {err.name()}")
+
+
+class DeliveryErrors:
+    """Collects the messages the broker refused (a delivery callback: ``(err, msg)``) as
+    ``(error, topic, key, value)``; delivery reports carry no headers, so the records are
+    found again with :meth:`RecordSender.refused`."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[KafkaError, str, bytes | None, bytes | None]] = []
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append((err, msg.topic(), msg.key(), msg.value()))
+
+    def take(self) -> list[tuple[KafkaError, str, bytes | None, bytes | None]]:
+        out, self.failed = self.failed, []
+        return out
+
+
+def check_refusals(errors: Iterable[KafkaError], what: str) -> None:
+    """Raise unless every refusal concerns its record alone (:data:`PER_RECORD_ERRORS`)."""
+    fatal = sorted({e.name() for e in errors if e.code() not in PER_RECORD_ERRORS})
+    if fatal:
+        raise RuntimeError(f"{what}: delivery failed: {fatal}")
+
+
 class _ProducerPartition(StatelessSinkPartition[Any]):
     """Produces each batch, flushes it, and deals with records the broker refuses.
 
-    A record larger than ``limit`` is cut down before it is sent (:func:`fit_record`).  A
-    record the broker still refuses for a reason that concerns it alone
-    (:data:`PER_RECORD_ERRORS`) is sent again cut down, then as a stub with headers only;
-    it is never retried as it was, so one record cannot stop the flow.  Other delivery
-    errors (broker unreachable, authorization) fail the batch: the flow stops before its
-    snapshot and replays the batch on restart (at-least-once)."""
+    A record larger than its topic's limit is cut down before it is sent
+    (:class:`RecordSender`).  Records the broker still refuses for a reason that concerns
+    them alone (:data:`PER_RECORD_ERRORS`) are sent again level by level
+    (:data:`RETRY_LEVELS`: alone, cut down, a stub with headers only); never as they were,
+    so one record cannot stop the flow.  Other delivery errors (broker unreachable,
+    authorization) fail the batch: the flow stops before its snapshot and replays the
+    batch on restart (at-least-once)."""
 
-    def __init__(self, producer: Producer, topic: str, limit: int) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._limit = limit
-        self._errors: dict[int, KafkaError] = {}
-
-    def _on_delivery(self, index: int, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._errors[index] = err
-
-    def _send(self, records: list[KafkaRecord]) -> dict[int, KafkaError]:
-        self._errors = {}
-        for i, record in enumerate(records):
-            key, value, headers = record if message_size(record) + FRAMING_BYTES <= self._limit else fit_record(record, self._limit)
-            try:
-                produce_with_backpressure(self._producer, self._topic, value=value, key=key, headers=headers, on_delivery=functools.partial(self._on_delivery, i))
-            except KafkaException as exc:
-                self._errors[i] = exc.args[0]
-            self._producer.poll(0)
-        # Flush before the epoch can close: a snapshot must never cover undelivered messages.
-        if self._producer.flush(30):
-            raise RuntimeError(f"Kafka sink for {self._topic!r}: messages still undelivered after 30 s (broker unreachable?)")
-        fatal = {i: e for i, e in self._errors.items() if e.code() not in PER_RECORD_ERRORS}
-        if fatal:
-            codes = sorted({e.name() for e in fatal.values()})
-            raise RuntimeError(f"Kafka sink for {self._topic!r}: delivery failed for {len(fatal)} message(s): {codes}")
-        return dict(self._errors)
+    def __init__(self, sender: RecordSender, timeout: float = 30.0) -> None:
+        self._sender = sender
+        self._timeout = timeout
+        self._errors = DeliveryErrors()  # called for refused records only (delivery.report.only.error)
 
     def write_batch(self, items: list[Any]) -> None:
-        records: list[KafkaRecord] = [record for item in items for record in item]
-        failed = self._send(records)
-        for stub in (False, True):
-            if not failed:
-                return
-            index = list(failed)
-            _log.warning(
-                "records refused by the broker sent again cut down",
-                extra={"fields": {"topic": self._topic, "records": len(index), "stub": stub, "errors": sorted({e.name() for e in failed.values()})}},
-            )
-            records = [fit_record(records[i], self._limit, stub=stub, error=failed[i].name()) for i in index]
-            again = self._send(records)
-            failed = {j: again[j] for j in again}
-        if failed:
-            raise RuntimeError(f"Kafka sink for {self._topic!r}: {len(failed)} record(s) refused even as header-only stubs: {sorted({e.name() for e in failed.values()})}")
+        for batch in items:
+            self._sender.send(batch, on_delivery=self._errors)
+        # Flush before the epoch can close: a snapshot must never cover undelivered messages.
+        self._sender.flush(self._timeout)
+        failed = self._errors.take()
+        if not failed:
+            return
+        check_refusals((e for e, *_ in failed), f"Kafka sink for {self._sender.topic!r}")
+        refused = self._sender.refused(items, failed)  # found as they were sent: before the limits are read again
+        if len(refused) < len(failed):
+            raise RuntimeError(f"Kafka sink for {self._sender.topic!r}: {len(failed) - len(refused)} refused records not found in their batch")
+        self._sender.forget_limits()  # the refusal may come from a topic limit changed since start-up
+        _log.warning("records refused by the broker sent again alone", extra={"fields": {"topic": self._sender.topic, "records": len(refused), "errors": sorted({e.name() for e, _t, _r in refused})}})
+        for err, topic, record in refused:
+            for level in range(1, len(RETRY_LEVELS) + 1):
+                check_refusals([err], f"Kafka sink for {topic!r}")
+                again = self._sender.send_alone(topic, retried(record, self._sender.limit(topic), level, err), self._timeout, self._errors)
+                self._errors.take()
+                if again is None:
+                    break
+                err = again
+            else:
+                raise RuntimeError(f"Kafka sink for {topic!r}: a record was refused even as a header-only stub: {err.name()}")
 
     def close(self) -> None:
-        self._producer.flush(30)
+        self._sender.producer.flush(self._timeout)
+
+
+#: Producer settings of every Kafka sink (``kafka.extra`` may change them).
+PRODUCER_DEFAULTS: dict[str, Any] = {"enable.idempotence": True, "linger.ms": 5, "compression.type": "zstd", "message.max.bytes": 2_000_000}
 
 
 class KafkaRecordsSink(DynamicSink[Any]):
-    """Write lists of ``(key, value, headers)`` tuples to one topic.
+    """Write :class:`KafkaBatch` items (lists of ``(key, value, headers)`` tuples) to
+    ``topic``, or to the topic a batch names (one of ``more_topics``).
 
-    Delivery guarantee: at-least-once.  Every batch is flushed (acknowledged by the
-    broker with an idempotent producer) before the step returns, so a recovery
-    snapshot never covers a message that was not delivered; after a crash, messages
-    written since the last snapshot are written again.  Consumers deduplicate on the
-    ``driftline.src`` header (source topic, partition and offset).
+    Delivery guarantee: at-least-once (``kafka.delivery: at_least_once``, for brokers
+    without transactions).  Every batch is flushed (acknowledged by the broker with an
+    idempotent producer) before the step returns, so a recovery snapshot never covers a
+    message that was not delivered; after a crash, messages written since the last
+    snapshot are written again.  Consumers deduplicate on the ``driftline.src`` header
+    (source topic, partition and offset) or, for window rows, on their natural key.
 
     Size: at start-up the sink reads the topic's ``max.message.bytes`` (the broker's
     ``message.max.bytes`` for a topic still to be created) and uses the smaller of it and
@@ -288,17 +557,16 @@ class KafkaRecordsSink(DynamicSink[Any]):
     can stop the flow by its size.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, extra: dict[str, str] | None = None) -> None:
-        self._conf = {"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "linger.ms": 5, "compression.type": "zstd", "message.max.bytes": 2_000_000, **(extra or {})}
+    def __init__(self, bootstrap_servers: str, topic: str, *, more_topics: Iterable[str] = (), extra: dict[str, str] | None = None) -> None:
+        self._conf = {"bootstrap.servers": bootstrap_servers, **PRODUCER_DEFAULTS, **(extra or {})}
         self._topic = topic
+        self._more = list(more_topics)
 
     @classmethod
-    def from_config(cls, kafka: KafkaConfig, topic: str) -> KafkaRecordsSink:
-        """The sink for ``topic`` with the ``kafka`` section's brokers and extra settings."""
-        return cls(kafka.bootstrap_servers, topic, extra=kafka.client_config())
+    def from_config(cls, kafka: KafkaConfig, topic: str, *, more_topics: Iterable[str] = ()) -> KafkaRecordsSink:
+        """The sink for ``topic`` (and the ``more_topics`` batches may name) with the
+        ``kafka`` section's brokers and extra settings."""
+        return cls(kafka.bootstrap_servers, topic, more_topics=more_topics, extra=kafka.client_config())
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        producer_limit = int(self._conf["message.max.bytes"])
-        topic_limit = topic_size_limit(self._conf, self._topic)
-        limit = min(producer_limit, topic_limit) if topic_limit else producer_limit
-        return _ProducerPartition(Producer({**self._conf, "message.max.bytes": limit}), self._topic, limit)
+        return _ProducerPartition(RecordSender({**self._conf, "delivery.report.only.error": True}, [self._topic, *self._more]))

@@ -83,6 +83,18 @@ class KafkaSecurityConfig(BaseModel):
         return conf
 
 
+class TransactionsConfig(BaseModel):
+    """Transactional (exactly-once) Kafka outputs, ``kafka.delivery: exactly_once`` (see docs/reliability.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id_prefix: str = Field("driftline", min_length=1, description="Prefix of the transactional ids and coverage consumer groups: <prefix>.<flow>.<input topic>.<output>.<partition>.")
+    coverage_topic: str = Field("driftline.sink-coverage", min_length=1, description="Compacted topic holding what each sink partition's last transaction covered (created on first use).")
+    partitions: int = Field(1, ge=1, le=256, description="Transactional producers per Kafka output (sink partitions), independent of the worker count; keep it while a recovery folder holds state.")
+    timeout_ms: int = Field(60_000, ge=1_000, le=900_000, description="transaction.timeout.ms: an open transaction of a vanished producer is aborted after this long; also how long a commit waits for an unreachable broker.")
+    max_bytes: int = Field(32 * 2**20, ge=2**16, description="An open transaction is committed early once its records reach this many bytes (they are kept until the commit, to be sent again if it must be aborted).")
+
+
 class KafkaConfig(BaseModel):
     """Where events come from and where refusals and results go."""
 
@@ -98,6 +110,11 @@ class KafkaConfig(BaseModel):
     poll_batch_size: int = Field(5000, ge=1, le=100_000, description="Most messages taken per poll: the micro-batch size (a poll takes what has arrived, so a larger size costs no latency).")
     poll_timeout_ms: int = Field(50, ge=1, le=10_000, description="How long one poll waits for messages.")
     idle_tick_ms: int = Field(500, ge=10, le=60_000, description="An empty micro-batch is emitted this often while idle so time-based flushes progress.")
+    delivery: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="exactly_once: transactional outputs, each record once for read_committed consumers, visible at each epoch's commit; at_least_once: flushed per batch, repeats after a crash (brokers without transactions).",
+    )
+    transactions: TransactionsConfig = Field(default_factory=TransactionsConfig)
     security: KafkaSecurityConfig = Field(default_factory=KafkaSecurityConfig)
     extra: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties for every client (tuning such as client.id, socket.keepalive.enable); security settings go in kafka.security."

@@ -21,17 +21,21 @@ class ConsumedMessage:
     headers: dict[str, bytes]
 
 
-def consume_all(bootstrap: str, topic: str, *, timeout: float = 60.0, client_config: Mapping[str, Any] | None = None) -> list[ConsumedMessage]:
+def consume_all(
+    bootstrap: str, topic: str, *, timeout: float = 60.0, client_config: Mapping[str, Any] | None = None, isolation: str = "read_committed"
+) -> list[ConsumedMessage]:
     """Every message currently in ``topic``, from the beginning to the end of each partition.
 
     ``client_config``: librdkafka settings of a secured cluster (``KafkaConfig.client_config()``).
+    ``isolation``: ``read_committed`` (records of committed transactions only, up to the
+    last stable offset) or ``read_uncommitted`` (also records of open and aborted ones).
     """
     base = {**(client_config or {}), "bootstrap.servers": bootstrap}
     md = AdminClient(base).list_topics(topic, timeout=30)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         return []
-    consumer = Consumer({**base, "group.id": "driftline-test-reader", "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer({**base, "group.id": "driftline-test-reader", "enable.auto.commit": False, "enable.partition.eof": True, "isolation.level": isolation})
     parts = sorted(t.partitions)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     remaining = set(parts)

@@ -7,7 +7,7 @@ Public API::
 
 from driftline.sinks.parquet.format import SinkSchemaError, conform, encode_parquet
 from driftline.sinks.parquet.manifest import FileEntry, ManifestEntry, ManifestError, load_entries, roll_forward
-from driftline.sinks.parquet.sink import ParquetDatasetSink, ParquetSinkPartition, parquet_output
+from driftline.sinks.parquet.sink import CommitAfter, ParquetDatasetSink, ParquetSinkPartition, parquet_output
 from driftline.sinks.parquet.spec import (
     KAFKA_KEY,
     DatasetSpec,
@@ -19,6 +19,7 @@ from driftline.sinks.parquet.writer import DatasetWriter, WriterState
 
 __all__ = [
     "KAFKA_KEY",
+    "CommitAfter",
     "DatasetSpec",
     "DatasetWriter",
     "FileEntry",

@@ -2,12 +2,21 @@
 
 ``DRIFTLINE_FAULT`` holds comma-separated ``point[@dataset]:n`` items; the process
 exits with status 137 (as after SIGKILL) the ``n``-th time it reaches ``point``
-(counting from 1, per point and dataset filter).  Points, in commit order:
+(counting from 1, per point and dataset filter).  Points of the Parquet sink, in commit
+order:
 
 - ``mid_write``: half of a staged Parquet file is on disk;
 - ``before_manifest``: every staged file is durable, no manifest entry yet;
 - ``after_manifest``: the manifest entry is durable, files not yet published;
 - ``after_publish``: the commit is complete, Bytewax has not snapshotted since.
+
+Points of the transactional Kafka sink (``dataset`` is the sink's name, e.g.
+``enrich.events.events.enriched``):
+
+- ``kafka_before_commit``: records, coverage marker and offsets sent, the transaction
+  not committed (the restart's ``init_transactions`` aborts it);
+- ``kafka_after_commit``: the transaction is committed, the snapshot that knows of it is
+  not taken (the restart replays what it covers).
 
 Never set it in production; unset, :func:`reached` costs one dict lookup.
 """
@@ -17,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 
-POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
+POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish", "kafka_before_commit", "kafka_after_commit")
 _counts: dict[tuple[str, str | None], int] = {}
 
 

@@ -11,10 +11,17 @@ never duplicates committed ones.
 Time-based flushes run when items arrive: the Kafka source emits an empty micro-batch
 every ``kafka.idle_tick_ms`` while idle, and :func:`parquet_output` forwards it to
 every sink partition.
+
+Ordering between datasets (:class:`CommitAfter`): a row of one dataset can be made to
+commit only once the row of another dataset it refers to is committed (an alert after
+its window's ``metrics`` row), so no reader, and no crash without a recovery folder,
+ever leaves the first without the second.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 import zlib
 from typing import Any
 
@@ -25,16 +32,65 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.sinks import SinksConfig
+from driftline.sinks.parquet.manifest import live_files
 from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo, writer_id
 from driftline.sinks.parquet.store import Store, open_store
 from driftline.sinks.parquet.writer import DatasetWriter, WriterState
+
+# The writers built in this process, by (root, dataset, writer id), with their thread:
+# what a CommitAfter gate looks for first.
+_WRITERS: dict[tuple[str, str, str], tuple[DatasetWriter, int]] = {}
+
+
+class CommitAfter:
+    """An ordering hook: rows commit only once the row of ``dataset`` with the same
+    ``columns`` (that dataset's natural key) is committed; the others stay buffered (and
+    in the snapshot) until then.
+
+    The gate asks that dataset's writer of the same partition when it runs in this thread
+    (committing its buffered rows first if they are what is missing), else reads the
+    keys committed to that dataset's live files.
+    """
+
+    def __init__(self, dataset: str, columns: tuple[str, ...]) -> None:
+        self.dataset = dataset
+        self.columns = columns
+
+    def gate(self, root: str, store: Store, writer_id: str) -> Any:
+        """The gate of one writer (``DatasetWriter(gate=...)``)."""
+        seen: set[str] = set()
+        found: list[pl.DataFrame] = []
+
+        def from_files(keys: pl.DataFrame) -> pl.Series:
+            for path in live_files(store, self.dataset):
+                if path not in seen:
+                    seen.add(path)
+                    found.append(pl.read_parquet(io.BytesIO(store.read(path)), columns=list(self.columns)))
+            committed = pl.concat([f.cast(keys.schema) for f in found], how="vertical") if found else keys.clear()  # type: ignore[arg-type]
+            hits = keys.with_row_index("__row").join(committed, on=list(self.columns), how="semi", nulls_equal=True)["__row"]
+            return pl.Series("committed", [False] * keys.height, dtype=pl.Boolean).scatter(hits, True)
+
+        def ready(rows: pl.DataFrame) -> pl.Series:
+            keys = rows.select(self.columns)
+            live = _WRITERS.get((root, self.dataset, writer_id))
+            if live is None or live[1] != threading.get_ident():
+                return from_files(keys)
+            writer = live[0]
+            ok = writer.committed(keys)
+            if not ok.all() and writer.buffered_rows:
+                writer.flush_all()  # the rows they refer to are buffered: commit them first
+                ok = writer.committed(keys)
+            return ok
+
+        return ready
 
 
 class ParquetSinkPartition(StatefulSinkPartition[pl.DataFrame, WriterState]):
     """One sink partition: a :class:`DatasetWriter` driven by Bytewax."""
 
-    def __init__(self, writer: DatasetWriter) -> None:
+    def __init__(self, writer: DatasetWriter, root: str = "") -> None:
         self.writer = writer
+        self.root = root
 
     def write_batch(self, values: list[pl.DataFrame]) -> None:
         for frame in values:
@@ -46,6 +102,9 @@ class ParquetSinkPartition(StatefulSinkPartition[pl.DataFrame, WriterState]):
 
     def close(self) -> None:
         self.writer.close()
+        key = (self.root, self.writer.spec.name, self.writer.writer_id)
+        if _WRITERS.get(key, (None,))[0] is self.writer:
+            del _WRITERS[key]
 
 
 class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
@@ -75,6 +134,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         clock: Clock | None = None,
         store: Store | None = None,
         writer_name: str | None = None,
+        commit_after: CommitAfter | None = None,
     ) -> None:
         self.spec = spec
         self.writer_name = writer_name
@@ -84,6 +144,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         self.clock = clock or SystemClock()
         self.store = store or open_store(settings.root, settings.fsspec_options(), fsync=settings.fsync)
         self.parts = settings.partitions
+        self.commit_after = commit_after
         ds = settings.for_dataset(spec.name)
         if ds.partition_by is not None:  # fail fast on contradictions with the schema
             spec.with_partition_by(tuple(ds.partition_by))
@@ -97,17 +158,21 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
     def build_part(self, step_id: str, for_part: str, resume_state: WriterState | None) -> ParquetSinkPartition:
         if resume_state is not None and not isinstance(resume_state, WriterState):
             raise TypeError(f"step {step_id!r}: resume state of partition {for_part} is a {type(resume_state).__name__}, expected WriterState")
+        wid = writer_id(self.writer_name, for_part)
+        gate = self.commit_after.gate(self.settings.root, self.store, wid) if self.commit_after else None
         writer = DatasetWriter(
             self.spec,
             self.settings,
             store=self.store,
             run_info=self.run_info,
             clock=self.clock,
-            writer_id=writer_id(self.writer_name, for_part),
+            writer_id=wid,
             step_id=step_id,
             resume=resume_state,
+            gate=gate,
         )
-        return ParquetSinkPartition(writer)
+        _WRITERS[(self.settings.root, self.spec.name, wid)] = (writer, threading.get_ident())
+        return ParquetSinkPartition(writer, self.settings.root)
 
     def route(self, frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
         """Key a micro-batch for the sink partitions; every partition gets an item (maybe empty)."""

@@ -39,6 +39,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -128,6 +129,7 @@ class DatasetWriter:
         writer_id: str = "p0",
         step_id: str = "parquet",
         resume: WriterState | None = None,
+        gate: Callable[[pl.DataFrame], pl.Series] | None = None,
     ) -> None:
         ds = settings.for_dataset(spec.name)
         if ds.partition_by is not None:
@@ -138,6 +140,7 @@ class DatasetWriter:
         self.clock: Clock = clock or SystemClock()
         self.writer_id = writer_id
         self.step_id = step_id
+        self.gate = gate  # which rows of a commit may go now (the others stay buffered): an ordering hook
         self.flush_rows = ds.flush_rows  # for_dataset() already fills in the section's defaults
         self.flush_bytes = ds.flush_bytes
         self.flush_seconds = ds.flush_seconds
@@ -208,6 +211,15 @@ class DatasetWriter:
             if keep.height:
                 self._groups.setdefault(_ALL, _Group([])).add(keep)
 
+    def committed(self, keys: pl.DataFrame) -> pl.Series:
+        """Per row of ``keys`` (the dataset's key columns), whether that key is committed
+        (exact-key datasets only)."""
+        if self._keys is None:
+            raise TypeError(f"dataset {self.spec.name!r}: committed keys are tracked exactly for window-keyed datasets only")
+        cols = list(self.spec.key_columns)
+        found = keys.select(cols).cast(self._key_schema()).with_row_index("__row").join(self._keys, on=cols, how="semi", nulls_equal=True)["__row"]  # type: ignore[arg-type]
+        return pl.Series("committed", [False] * keys.height, dtype=pl.Boolean).scatter(found, True) if keys.height else pl.Series("committed", [], dtype=pl.Boolean)
+
     def _count_replayed(self, n: int) -> None:
         if n > 0:
             self.rows_replayed += n
@@ -248,7 +260,10 @@ class DatasetWriter:
             g = self._groups[gk]
             while g.rows and (g.rows >= self.flush_rows or g.bytes >= self.flush_bytes):
                 fit = int(self.flush_bytes * g.rows / max(g.bytes, 1))
+                before = g.rows
                 g = self._commit_group(gk, max(1, min(self.flush_rows, fit)))
+                if g.rows >= before:  # the gate held every row back
+                    break
             if g.rows and g.oldest_us is not None and now_us - g.oldest_us >= self.flush_seconds * 1_000_000:
                 self._commit_group(gk, None)
         self._update_gauge()
@@ -286,6 +301,10 @@ class DatasetWriter:
                 take, rest = df.head(limit), df.slice(limit)
         else:
             take, rest = df, df.clear()
+        if self.gate is not None and take.height:
+            ready = self.gate(take)
+            if not ready.all():  # held rows stay buffered (and in the snapshot), ahead of the rest
+                take, rest = take.filter(ready), pl.concat([take.filter(~ready), rest], how="vertical")
         self._commit(take, gk)
         new = _Group([])
         if rest.height:

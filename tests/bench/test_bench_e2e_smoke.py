@@ -20,7 +20,7 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     out = tmp_path / "result.json"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "floor,loop,driftline", "--variants", "tracing-all", "--rss-every", "100", "--json", str(out)],
+        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "floor,loop,driftline", "--variants", "tracing-all,at-least-once", "--rss-every", "100", "--json", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -28,7 +28,7 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "tracing-all": 300}
+    assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "tracing-all": 300, "at-least-once": 300}
     steps = results["driftline"]["steps"]
     assert {"decode", "validate", "mask_pii", "features", "model_call", "guardrails", "enriched_parquet", "output_topic_out"} <= set(steps)
     assert results["tracing-all"]["spans"] > 300 * 5  # every record traced: its receive span and its step spans
@@ -36,3 +36,4 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     assert all(s["seconds"] >= 0 for s in steps.values())
     assert [n for n, _ in results["driftline"]["rss_marks"]] == [100, 200, 300]
     assert "| mask_pii |" in proc.stdout and "driftline vs it" in proc.stdout
+    assert "exactly-once Kafka outputs (driftline) cost" in proc.stdout

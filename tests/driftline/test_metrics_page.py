@@ -36,7 +36,7 @@ T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 UNITS = (
     "seconds", "bytes", "ratio", "usd", "tokens", "events", "calls", "rows", "files", "messages", "entities", "alerts",
     "retries", "fallbacks", "errors", "records", "refusals", "warnings", "breaches", "score", "state", "requests",
-    "routes", "waits", "pauses", "lookups", "decisions", "findings", "fallthroughs",
+    "routes", "waits", "pauses", "lookups", "decisions", "findings", "fallthroughs", "transactions",
 )  # fmt: skip
 #: OpenTelemetry semantic-convention names keep their own spelling; their unit is in the HELP text.
 OTEL_NAMES = {"gen_ai_client_token_usage": "{token}"}

@@ -30,7 +30,7 @@ def test_oversized_record_is_delivered_cut_down_with_hash_and_size(kafka_bootstr
     topic = unique_topic("limit")
     _topic(kafka_bootstrap, topic, 20_000)
     sink = KafkaRecordsSink(kafka_bootstrap, topic).build("out", 0, 1)
-    assert sink._limit == 20_000  # read from the topic's configuration at start-up
+    assert sink._sender.limit() == 20_000  # read from the topic's configuration at start-up
     big = b"x" * 100_000
     sink.write_batch([[(b"k1", b"small", _src(1)), (b"k2", big, _src(2))]])
     sink.close()

@@ -1,0 +1,137 @@
+"""The transactional Kafka sink on the real broker: replays after a commit the snapshot
+never saw are skipped, a zombie is fenced and its open transaction aborted, a record the
+broker refuses inside a transaction is sent again cut down, and metrics and alerts of
+one window key share a transaction; read_committed consumers see every record once."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+
+from driftline.sinks.kafka import KafkaBatch
+from driftline.sinks.kafka_txn import SinkCoverage, TransactionalKafkaSink, TransactionalPartition
+from driftline.testing.kafka import consume_all
+
+pytestmark = pytest.mark.kafka
+
+
+def batch(first: int, last: int, cover: str = "in+0", topic: str | None = None, size: int = 20) -> KafkaBatch:
+    """Records for source offsets ``first..last`` of ``cover``."""
+    offsets = list(range(first, last + 1))
+    records = [(str(o).encode(), f"value-{o}".encode().ljust(size, b"."), [("driftline.src.offset", str(o).encode())]) for o in offsets]
+    return KafkaBatch(records, topic=topic, cover=cover, positions=np.array(offsets, dtype=np.int64))
+
+
+def sink(bootstrap: str, topic: str, **kw) -> TransactionalKafkaSink:
+    return TransactionalKafkaSink(bootstrap, topic, name=f"test.{uuid.uuid4().hex[:8]}", coverage_topic="driftline.test-coverage", **kw)
+
+
+def offsets_in(bootstrap: str, topic: str, **kw) -> Counter[int]:
+    return Counter(int(m.key) for m in consume_all(bootstrap, topic, **kw))
+
+
+def test_replay_of_a_committed_epoch_the_snapshot_missed_is_skipped(kafka_bootstrap: str, unique_topic) -> None:
+    topic = unique_topic("txn")
+    s = sink(kafka_bootstrap, topic)
+    part = s.build_part("out", "0", None)
+    part.write_batch([batch(0, 49), batch(50, 99)])
+    older = part.snapshot()  # epoch 1 committed; this snapshot is durable
+    part.write_batch([batch(100, 149)])
+    part.snapshot()  # epoch 2 committed, but its snapshot is lost in the crash
+    part.write_batch([batch(150, 159)])  # epoch 3 open at the crash: never committed
+    # the restart resumes from epoch 1's snapshot and replays from offset 100, in other batches
+    again = s.build_part("out", "0", older)
+    again.write_batch([batch(100, 129), batch(130, 179)])
+    again.write_batch([batch(180, 199)])
+    assert again.records_replayed == 50
+    again.snapshot()
+    again.close()
+    seen = offsets_in(kafka_bootstrap, topic)
+    assert sorted(seen) == list(range(200)) and set(seen.values()) == {1}
+    # a read_uncommitted consumer also sees the aborted epoch 3: the transaction did its job
+    assert offsets_in(kafka_bootstrap, topic, isolation="read_uncommitted")[155] == 2
+
+
+def test_restart_without_any_snapshot_uses_the_coverage_in_kafka(kafka_bootstrap: str, unique_topic) -> None:
+    """Killed after the first commit, before any snapshot was stored: no resume state at all."""
+    topic = unique_topic("txn-first")
+    s = sink(kafka_bootstrap, topic)
+    part = s.build_part("out", "0", None)
+    part.write_batch([batch(0, 9), batch(0, 4, cover="in+1")])
+    part.snapshot()
+    again = s.build_part("out", "0", None)
+    again.write_batch([batch(0, 19), batch(0, 9, cover="in+1")])
+    assert again.records_replayed == 15
+    again.close()
+    msgs = consume_all(kafka_bootstrap, topic)
+    assert len(msgs) == 30
+
+
+def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: str, unique_topic) -> None:
+    topic = unique_topic("txn-zombie")
+    s = sink(kafka_bootstrap, topic)
+    zombie = s.build_part("out", "0", None)
+    zombie.write_batch([batch(0, 29)])  # open transaction; its worker "moved"
+    successor = s.build_part("out", "0", None)  # the same sink partition, elsewhere
+    successor.write_batch([batch(0, 29)])
+    successor.snapshot()
+    with pytest.raises((KafkaException, RuntimeError)):
+        zombie.write_batch([batch(30, 39)])
+        zombie.snapshot()
+    seen = offsets_in(kafka_bootstrap, topic)
+    assert sorted(seen) == list(range(30)) and set(seen.values()) == {1}
+
+
+def test_record_refused_inside_a_transaction_is_sent_again_cut_down(kafka_bootstrap: str, unique_topic) -> None:
+    """The topic's limit shrinks after start-up: the broker refuses one record, which breaks
+    the transaction; it is aborted and sent again with that record cut down, not failing
+    on every restart (no poison pill)."""
+    topic = unique_topic("txn-shrink")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config={"max.message.bytes": "1000000"})])[topic].result(30)
+    part = sink(kafka_bootstrap, topic).build_part("out", "0", None)
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry("max.message.bytes", "4096", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    big = batch(10, 10)
+    big[0] = (b"10", random.Random(3).randbytes(300_000), big[0][2])  # incompressible
+    part.write_batch([batch(0, 9), big, batch(11, 19)])
+    part.snapshot()
+    msgs = {int(m.key): m for m in consume_all(kafka_bootstrap, topic)}
+    assert sorted(msgs) == list(range(20))
+    # cut to the limit read again after the refusal (or, refused again alone, with the broker's error)
+    assert msgs[10].headers["driftline.truncated"] in (b"value", b"stub") and msgs[10].headers["driftline.original.size"] == b"300000"
+    assert msgs[10].headers["driftline.src.offset"] == b"10" and "driftline.truncated" not in msgs[9].headers
+
+
+def test_two_topics_of_one_window_key_share_a_transaction(kafka_bootstrap: str, unique_topic) -> None:
+    metrics, alerts = unique_topic("txn-metrics"), unique_topic("txn-alerts")
+    s = sink(kafka_bootstrap, metrics, partitions=2)
+    parts = {p: s.build_part("out", p, None) for p in s.list_parts()}
+    items = [s.route(batch(0, 4, cover=f"{metrics}|k{i}", topic=metrics)) for i in range(8)] + [s.route(batch(3, 3, cover=f"{alerts}|k{i}", topic=alerts)) for i in range(8)]
+    for p, part in parts.items():
+        part.write_batch([b for k, b in items if k == p])
+        part.snapshot()
+    assert {k for k, _ in items} == {"0", "1"}  # window keys spread over both producers
+    assert all(items[i][0] == items[8 + i][0] for i in range(8))  # a key's metrics and alerts: one producer
+    assert len(consume_all(kafka_bootstrap, metrics)) == 40 and len(consume_all(kafka_bootstrap, alerts)) == 8
+    # a replay of the same windows (the alerts' window replayed too) adds nothing
+    for p in parts:
+        again = s.build_part("out", p, SinkCoverage())
+        again.write_batch([b for k, b in items if k == p])
+        again.close()
+    assert len(consume_all(kafka_bootstrap, metrics)) == 40 and len(consume_all(kafka_bootstrap, alerts)) == 8
+
+
+def test_partition_state_is_the_committed_coverage(kafka_bootstrap: str, unique_topic) -> None:
+    part: TransactionalPartition = sink(kafka_bootstrap, unique_topic("txn-state")).build_part("out", "0", None)
+    part.write_batch([batch(0, 9), batch(5, 7, cover="in+2")])
+    state = part.snapshot()
+    assert state == SinkCoverage({"in+0": 9, "in+2": 7}, 1)
+    assert part.snapshot() == state  # nothing written: no transaction, same state
+    part.close()
