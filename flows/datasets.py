@@ -45,10 +45,6 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
-#: Datasets whose rows commit only after the row of another dataset they refer to: an
-#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
-COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key"))}
-
 #: The record's trace (driftline.tracing): the producer's, or the one driftline started.
 TRACE_COLUMNS: dict[str, pl.DataType] = {"trace_id": pl.Utf8}
 
@@ -123,6 +119,11 @@ def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
 #: The column that names the flow of a window row: both flows write the window
 #: datasets (and topics), so the flow is part of their natural keys.
 FLOW_COLUMN = "flow"
+
+#: Datasets whose rows commit only after the row of another dataset they refer to: an
+#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
+#: The columns are that row's natural key, flow included.
+COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key", FLOW_COLUMN))}
 
 
 def _window_spec(name: str, columns: dict[str, pl.DataType], key: Sequence[str]) -> DatasetSpec:
