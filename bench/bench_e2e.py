@@ -109,7 +109,20 @@ def run_leg(leg: str, python: str, bootstrap: str, topic: str, work: Path) -> di
     return json.loads(result.read_text())
 
 
-def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python: str, events: int, profile: str | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_driftline(
+    bootstrap: str,
+    topic: str,
+    work: Path,
+    rss_every: int,
+    python: str,
+    events: int,
+    profile: str | None = None,
+    env: dict[str, str] | None = None,
+    scaling: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One ``driftline run enrich --drain`` (``scaling``: e.g. ``--processes 2``); with
+    several processes their step timers files are added up (first event of any, last
+    write of any)."""
     work.mkdir(parents=True, exist_ok=True)
     timers = work / "driftline-timers.json"
     out = f"{topic}.{work.name}"  # each run its own output topics
@@ -129,7 +142,7 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python
             **(extra or {}),
         }
     )
-    cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING"]
+    cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING", *scaling]
     if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
         cmd = [str(Path(python).with_name("py-spy")), "record", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
     log = work / "driftline.log"
@@ -145,18 +158,59 @@ def run_driftline(bootstrap: str, topic: str, work: Path, rss_every: int, python
         while proc.poll() is None:
             time.sleep(0.2)
             try:
-                mark(json.loads(timers.read_text()))
+                mark(_timers(timers))
             except (OSError, ValueError):
                 continue
     if proc.returncode != 0:
         raise SystemExit(f"driftline failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
     ended = time.time()
-    if not timers.exists():  # a driftline without step timers (--driftline-python of an older checkout): wall time
+    try:
+        doc = _timers(timers)
+    except OSError:  # a driftline without step timers (--driftline-python of an older checkout): wall time
         return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
-    doc = json.loads(timers.read_text())
     mark(doc)  # the last mark when the run ended right on it
     doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
     return doc
+
+
+def _driftline_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """The environment every driftline run of this bench adds: ``--sink-partitions``, ``extra``."""
+    return {**({"DRIFTLINE__SINKS__PARTITIONS": str(args.sink_partitions)} if args.sink_partitions else {}), **extra}
+
+
+def _timers(path: Path) -> dict[str, Any]:
+    """The step timers of one process (``path``) or of several (``path.<process id>``), added up."""
+    docs = [json.loads(p.read_text()) for p in sorted(path.parent.glob(f"{path.name}.*")) if p.suffix[1:].isdigit()]
+    if not docs:
+        doc = json.loads(path.read_text())
+        doc["per_process"] = [_process_figures(doc)]
+        return doc
+    steps: dict[str, dict[str, float]] = {}
+    for d in docs:
+        for name, s in d["steps"].items():
+            acc = steps.setdefault(name, {"seconds": 0.0, "calls": 0})
+            acc["seconds"] += s["seconds"]
+            acc["calls"] += s["calls"]
+    firsts = [d["first_event_at"] for d in docs if d["first_event_at"] is not None]
+    return {
+        "processes": len(docs),
+        "first_event_at": min(firsts) if firsts else None,
+        "written_at": max(d["written_at"] for d in docs),
+        "events_in": sum(d["events_in"] for d in docs),
+        "rss_bytes": sum(d["rss_bytes"] for d in docs),
+        "peak_rss_bytes": sum(d["peak_rss_bytes"] for d in docs),
+        "steps": steps,
+        "per_process": [_process_figures(d) for d in docs],
+    }
+
+
+def _process_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    """One process's share: the rows it decoded (the spread stages count them where they
+    run) and its CPU seconds from its first event to its last write (None from a
+    driftline whose timers do not record CPU)."""
+    cpu = doc.get("cpu_s")
+    first = doc.get("first_event_cpu_s")
+    return {"events_in": doc["events_in"], "work_cpu_s": None if cpu is None or first is None else cpu - first}
 
 
 def produce_events(bootstrap: str, topic: str, args: argparse.Namespace, chunk: int = 100_000) -> tuple[int, int]:
@@ -192,6 +246,15 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
+    ap.add_argument("--processes", type=int, default=0, help="also run the driftline leg as this many processes (driftline run --processes N) and compare with 1")
+    ap.add_argument("--workers", type=int, default=0, help="also run the driftline leg with this many workers in one process (-w N) and compare with 1")
+    ap.add_argument(
+        "--sink-partitions",
+        type=int,
+        default=0,
+        help="sinks.partitions of every driftline run (default: the configuration's, 1); a scaled run writes its datasets from as many workers as this",
+    )
+    ap.add_argument("--scale-repeats", type=int, default=1, help="run the 1-process leg and the scaled legs this many times, alternating (medians reported)")
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
     ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
@@ -222,7 +285,7 @@ def main() -> int:
         for leg in legs:
             cpu_before = _children_cpu()
             if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile)
+                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile, env=_driftline_env(args))
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
@@ -240,24 +303,94 @@ def main() -> int:
                 env = {k: v.replace("{otlp}", rx.endpoint) for k, v in VARIANTS[name][1].items()}
                 before_spans = rx.received
                 cpu_before = _children_cpu()
-                r = run_driftline(bootstrap, topic, work / name, 0, args.driftline_python, args.events, env=env)
+                r = run_driftline(bootstrap, topic, work / name, 0, args.driftline_python, args.events, env=_driftline_env(args, **env))
                 r["cpu_s"] = _children_cpu() - cpu_before
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
                 r["spans"] = rx.received - before_spans
                 results[name] = r
                 print(f"  {name}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s" + (f", {r['spans']:,} spans received" if r["spans"] else ""), flush=True)
+        scaled = scale_legs(args, bootstrap, topic, work, results)
         if args.before_python:
             cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env={"PYTHONDONTWRITEBYTECODE": "1"})
+            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
             cpu = _children_cpu() - cpu_before
             mine = results.get("driftline")
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
                   + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event" if mine else ""))
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
+        report_scaling(scaled, work)
         if args.json:
-            Path(args.json).write_text(json.dumps({"args": vars(args), "load": [load_before, load_after], "results": results}, indent=1, default=str))
+            doc = {"args": vars(args), "load": [load_before, load_after], "results": results, "scaling": scaled}
+            Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
     return 0
+
+
+def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path, results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The driftline leg with 1 process, N workers in one process and N processes, one
+    after the other (``--scale-repeats`` rounds), each on the whole topic into its own
+    root; returns each shape's runs."""
+    shapes: list[tuple[str, tuple[str, ...]]] = [("1 process", ())]
+    if args.workers:
+        shapes.append((f"{args.workers} workers, 1 process", ("--workers-per-process", str(args.workers))))
+    if args.processes:
+        shapes.append((f"{args.processes} processes", ("--processes", str(args.processes))))
+    if len(shapes) == 1:
+        return {}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in shapes}
+    for rnd in range(args.scale_repeats):
+        for i, (name, scaling) in enumerate(shapes):
+            if rnd == 0 and i == 0 and "driftline" in results:
+                r = dict(results["driftline"], root=str(work / "driftline-out"))  # the driftline leg is the first 1-process run
+            else:
+                leg_work = work / f"scale-{rnd}-{i}"
+                cpu_before = _children_cpu()
+                load = os.getloadavg()[0]
+                r = run_driftline(bootstrap, topic, leg_work, 0, args.driftline_python, args.events, env=_driftline_env(args), scaling=scaling)
+                r.update(cpu_s=_children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
+                r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
+            runs[name].append(r)
+            print(f"  driftline, {name} (round {rnd + 1}): {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+    return runs
+
+
+def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
+    """The scaling table (median of the rounds) and whether every shape wrote the same datasets."""
+    if not runs:
+        return
+    from statistics import median
+
+    from driftline.testing.datasets import dataset_differences
+
+    base = median(r["eps"] for r in runs["1 process"])
+    base_cpu = median(_busiest_cpu(r) or 0.0 for r in runs["1 process"])
+    print("\n## driftline scaling (same topic, same run; median of the rounds)\n")
+    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | rows decoded per process | runs (events/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for name, rs in runs.items():
+        eps = median(r["eps"] for r in rs)
+        cpu = median(1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs)
+        busiest = median(_busiest_cpu(r) or 0.0 for r in rs)
+        speedup = f"{base_cpu / busiest:.2f}x" if busiest and base_cpu else "n/a"
+        split = " / ".join(f"{p['events_in']:,}" for p in rs[0].get("per_process", []))
+        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
+    print(
+        "\nCPU-bound speed-up: the 1-process run's CPU seconds over the busiest process's (first event to"
+        " end): the wall-clock speed-up when every process has a core of its own, whatever the machine's load."
+    )
+    first = runs["1 process"][0]["root"]
+    for name, rs in runs.items():
+        for r in rs:
+            if r["root"] == first:
+                continue
+            diff = dataset_differences(first, r["root"])
+            print(f"datasets of '{name}' vs 1 process: {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
+
+
+def _busiest_cpu(run: dict[str, Any]) -> float | None:
+    """CPU seconds of the run's busiest process, from its first event to its end."""
+    cpus = [p["work_cpu_s"] for p in run.get("per_process", []) if p["work_cpu_s"] is not None]
+    return max(cpus) if cpus else None
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:

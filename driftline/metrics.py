@@ -620,6 +620,7 @@ class StepTimers:
         self.calls: dict[str, int] = {}
         self.events_in = 0
         self.first_event_at: float | None = None  # time.time() of the first non-empty poll
+        self.first_event_cpu: float | None = None  # this process's CPU seconds then
         self.started_at = time.time()
         self._last_write = 0.0
         self._peak_rss = 0
@@ -644,6 +645,7 @@ class StepTimers:
     def count_in(self, n: int) -> None:
         if n and self.first_event_at is None:
             self.first_event_at = time.time()
+            self.first_event_cpu = time.process_time()
         self.events_in += n
 
     def write(self) -> None:
@@ -656,6 +658,8 @@ class StepTimers:
             "first_event_at": self.first_event_at,
             "written_at": time.time(),
             "events_in": self.events_in,
+            "cpu_s": time.process_time(),  # user + system seconds of this process (all threads)
+            "first_event_cpu_s": self.first_event_cpu,
             "rss_bytes": rss,
             "peak_rss_bytes": self._peak_rss,
             "steps": {k: {"seconds": self.seconds[k], "calls": self.calls[k]} for k in self.seconds},

@@ -6,9 +6,11 @@ late counts and alerts to Parquet, Kafka and the webhook).  Kafka outputs go thr
 
 Every flow has the same shape::
 
-    fb = FlowBuilder(FLOW, cfg, io or kafka_io(...), clock=clock, state_dir=state_dir, run_info=...)
-    raw = fb.input()                                  # "kafka_in"
-    ...the flow's own stages (op.map / op.stateful_batch...)...
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(...), run_info=..., topic=..., clock=clock, state_dir=state_dir)
+    pieces, headers = fb.spread()                     # "kafka_in", row ranges spread over every worker
+    ...the stateless stages, on pieces (op.map)...
+    rows = fb.in_order(pieces, headers)               # "reorder": back on the partition's worker, in offset order
+    ...the stages that decide per partition in offset order (model calls, windows)...
     fb.dead_letters(rejected, masker, version)        # "mask_dead_letter", "dead_letter_records", "dead_letter_out"
     fb.dataset("enriched", rows)                      # "<name>_parquet", and "<name>_frames_out" for test sinks
     fb.windows(rows)                                  # "windows" and its fan-out
@@ -27,7 +29,7 @@ holds the list.
 >>> from driftline.testing import InMemorySink, micro_batch_source, raw_batches
 >>> cfg = load_config(None, env={"DRIFTLINE__SINKS__ROOT": tempfile.mkdtemp()})
 >>> io = FlowIO(micro_batch_source(raw_batches([b"x"])), InMemorySink(), frames={"raw": InMemorySink()})
->>> fb = FlowBuilder("doc", cfg, io, run_info=RunInfo(pipeline_version(cfg.monitoring), cfg.config_hash()), parquet=False)
+>>> fb = FlowBuilder("doc", cfg, io, run_info=RunInfo(pipeline_version(cfg.monitoring), cfg.config_hash()), topic="t", parquet=False)
 >>> fb.frames_out("raw", op.map("heights", fb.input(), len))
 >>> run_main(fb.finish())
 >>> io.frames["raw"].items
@@ -51,13 +53,15 @@ from driftline import metrics, tracing
 from driftline.clock import Clock, SystemClock
 from driftline.config import PipelineConfig
 from driftline.config.monitoring import DriftFeature
-from driftline.flows.datasets import COMMIT_ORDER, dataset_specs
+from driftline.flows.datasets import COMMIT_ORDER, FLOW_COLUMN, dataset_specs
 from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
+from driftline.operators.spread import BatchHeader, Piece, ReorderLogic, split_rows
 from driftline.sinks.kafka import dead_letter_records, json_records, source_batches
 from driftline.sinks.kafka_txn import kafka_output, window_topics_output
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
+from driftline.sinks.parquet.spec import writer_name
 
 
 @dataclass
@@ -112,7 +116,10 @@ class FlowBuilder:
     """One flow under construction: its Dataflow, edges, clock, datasets and recovery folder.
 
     ``flow`` names the flow (``enrich``, ``monitor``; the Dataflow is
-    ``driftline_<flow>``); ``state_dir`` is the run's recovery folder, if any (windows
+    ``driftline_<flow>``) and, with ``topic`` (its input topic), the writers of its
+    datasets: sink partition ``N`` commits as ``<flow>.<topic>-p<N>``, so two flows, or
+    two deployments of one flow on different topics, write under one ``sinks.root``
+    without colliding.  ``state_dir`` is the run's recovery folder, if any (windows
     still open at the end of a drained input then wait for the next run);
     ``parquet=False`` writes no dataset (tests that only read ``io.frames``).
     """
@@ -124,6 +131,7 @@ class FlowBuilder:
         io: FlowIO,
         *,
         run_info: RunInfo,
+        topic: str,
         clock: Clock | None = None,
         state_dir: str | Path | None = None,
         parquet: bool = True,
@@ -136,6 +144,7 @@ class FlowBuilder:
         self.run_info = run_info
         self.parquet = parquet
         self.specs = dataset_specs(cfg)
+        self.writer_name = writer_name(flow, topic)
         self.flow = Dataflow(f"driftline_{flow}")
         self._raw: Stream[RawBatch] | None = None
         tracing.configure(cfg.tracing)  # before any step is wrapped: spans per step when tracing is on
@@ -147,6 +156,19 @@ class FlowBuilder:
         """The raw micro-batches (step ``kafka_in``); the decode step passes each through :meth:`counted`."""
         self._raw = op.input("kafka_in", self.flow, self.io.source)
         return self._raw
+
+    def spread(self) -> tuple[Stream[Piece[RawBatch]], Stream[BatchHeader]]:
+        """The input cut into row ranges spread over every worker (``spread``,
+        ``spread_headers``, ``spread_pieces``), and the batch headers that put them back
+        in order in :meth:`in_order` (see :mod:`driftline.operators.spread`)."""
+        items = op.flat_map("spread", self.input(), split_rows)
+        headers = op.branch("spread_headers", items, lambda i: isinstance(i, BatchHeader))
+        return op.redistribute("spread_pieces", headers.falses), headers.trues
+
+    def in_order(self, pieces: Stream[Piece[Any]], headers: Stream[BatchHeader]) -> Stream[Any]:
+        """The pieces' values back on their partition's worker, in offset order (step ``reorder``)."""
+        keyed = op.key_on("reorder_key", op.merge("reorder_in", pieces, headers), lambda i: i.key)
+        return op.key_rm("reorder_out", op.stateful_batch("reorder", keyed, lambda st: ReorderLogic(f"{self.flow.flow_id}.reorder", st)))
 
     def counted(self, records: RawBatch) -> RawBatch:
         """Count a raw micro-batch (a frame's height or a list's length) as the flow's input."""
@@ -167,7 +189,9 @@ class FlowBuilder:
         """The exactly-once Parquet sink of dataset ``name`` (see flows/datasets.py)."""
         if name not in self.specs:
             raise KeyError(f"flow {self.name!r}: no dataset {name!r} is registered (known: {sorted(self.specs)})")
-        return ParquetDatasetSink(self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, commit_after=COMMIT_ORDER.get(name))
+        return ParquetDatasetSink(
+            self.specs[name], self.cfg.sinks, run_info=self.run_info, clock=self.clock, writer_name=self.writer_name, commit_after=COMMIT_ORDER.get(name)
+        )
 
     def dataset(self, name: str, stream: Stream[pl.DataFrame], *, frames: str | None = None, ticks: Stream[pl.DataFrame] | None = None) -> None:
         """Write ``stream`` to dataset ``name`` (step ``<name>_parquet``) and to
@@ -204,7 +228,8 @@ class FlowBuilder:
         """Event-time windows of ``rows`` (step ``windows``) and their fan-out: the
         ``metrics``, ``metrics_late`` and ``alerts`` datasets, the metrics and alerts
         topics, the window gauges, the active alerts (Alertmanager) and the alert webhook
-        (``monitoring.alerts.webhook_url``); see :func:`~driftline.flows.windowing.export_windows`."""
+        (``monitoring.alerts.webhook_url``); see :func:`~driftline.flows.windowing.export_windows`.
+        Every row carries the flow's name in ``flow``."""
         win = window_monitor(
             "windows",
             rows,
@@ -213,6 +238,11 @@ class FlowBuilder:
             clock=self.clock,
             recovery=self.state_dir is not None,
             partitions=SourcePartitions(self.io.source),
+        )
+        # the flow is part of a window row's key: both flows write these datasets and topics
+        stamp = lambda f: f.with_columns(pl.lit(self.name, pl.Utf8).alias(FLOW_COLUMN))  # noqa: E731
+        win = WindowStreams(
+            metrics=op.map("metrics_flow", win.metrics, stamp), alerts=op.map("alerts_flow", win.alerts, stamp), late=op.map("late_flow", win.late, stamp)
         )
         # the window streams carry no idle ticks (only closed windows), but a dataset's
         # time-based flush runs when items arrive: the input's idle ticks go to these

@@ -45,10 +45,6 @@ TELEMETRY_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
-#: Datasets whose rows commit only after the row of another dataset they refer to: an
-#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
-COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key"))}
-
 #: The record's trace (driftline.tracing): the producer's, or the one driftline started.
 TRACE_COLUMNS: dict[str, pl.DataType] = {"trace_id": pl.Utf8}
 
@@ -120,22 +116,36 @@ def audit_spec(cfg: PipelineConfig) -> DatasetSpec:
     return _spec("audit", audit_schema(cfg), KAFKA_KEY, "processed_at")
 
 
+#: The column that names the flow of a window row: both flows write the window
+#: datasets (and topics), so the flow is part of their natural keys.
+FLOW_COLUMN = "flow"
+
+#: Datasets whose rows commit only after the row of another dataset they refer to: an
+#: alert after its window's ``metrics`` row (a reader never sees an alert without it).
+#: The columns are that row's natural key, flow included.
+COMMIT_ORDER: dict[str, CommitAfter] = {"alerts": CommitAfter("metrics", ("window_start", "key", FLOW_COLUMN))}
+
+
+def _window_spec(name: str, columns: dict[str, pl.DataType], key: Sequence[str]) -> DatasetSpec:
+    return _spec(name, {FLOW_COLUMN: pl.Utf8, **columns}, (*key, FLOW_COLUMN), "window_start")
+
+
 @dataset("metrics")
 def metrics_spec(cfg: PipelineConfig) -> DatasetSpec:
-    """One row per window and key: cost, latency, quality, drift (see docs/monitoring.md)."""
-    return _spec("metrics", metrics_schema(cfg.monitoring), ("window_start", "key"), "window_start")
+    """One row per flow, window and key: cost, latency, quality, drift (see docs/monitoring.md)."""
+    return _window_spec("metrics", metrics_schema(cfg.monitoring), ("window_start", "key"))
 
 
 @dataset("metrics_late")
 def metrics_late_spec(cfg: PipelineConfig) -> DatasetSpec:
     """Events that arrived after their window closed, counted against it."""
-    return _spec("metrics_late", late_schema(cfg.monitoring), ("window_start", "key", "first_id"), "window_start")
+    return _window_spec("metrics_late", late_schema(cfg.monitoring), ("window_start", "key", "first_id"))
 
 
 @dataset("alerts")
 def alerts_spec(cfg: PipelineConfig) -> DatasetSpec:
     """Alert firing and resolved events."""
-    return _spec("alerts", alerts_schema(cfg.monitoring), ("rule", "key", "window_start", "state"), "window_start")
+    return _window_spec("alerts", alerts_schema(cfg.monitoring), ("rule", "key", "window_start", "state"))
 
 
 @dataset("telemetry")

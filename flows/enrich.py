@@ -89,7 +89,7 @@ def build_enrich_flow(
     metrics.configure(cfg.monitoring.metrics)
     metrics.watch_budgets(models.budgets)
     run_info = RunInfo(pipeline_version=__version__, config_hash=cfg.config_hash(), model_versions={t.name: t.backend.model for t in models.tiers})
-    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, parquet=parquet)
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.input_topic, parquet=parquet)
     try:
         cfg.monitoring.check_drift_columns(fb.specs["enriched"].schema.names)
     except ValueError as exc:
@@ -97,14 +97,23 @@ def build_enrich_flow(
 
     # per-step timers (on with $DRIFTLINE_STEP_TIMERS) and spans (tracing.enabled); the function itself otherwise
     t = tracing.step
-    batches = op.map("decode", fb.input(), t("decode", lambda recs: _decoded(fb.counted(recs), cfg, clock)))
-    batches = op.map("validate", batches, t("validate", lambda b: validate_batch(b, validator, clock.now())))
-    masked = op.map("mask_pii", batches, t("mask_pii", lambda b: mask_batch_audited(b, masker)))
+    # The stateless stages run on row ranges spread over every worker (Piece.map applies a
+    # stage to a piece's rows; each stage is timed and traced on the rows themselves);
+    # "reorder" brings each partition's rows back in offset order.
+    decode = t("decode", lambda recs: _decoded(fb.counted(recs), cfg, clock))
+    validate = t("validate", lambda b: validate_batch(b, validator, clock.now()))
+    mask = t("mask_pii", lambda b: mask_batch_audited(b, masker))
+    featured = t("features", lambda pair: (features_batch(pair[0], features), pair[1]))
+    pieces, headers = fb.spread()
+    pieces = op.map("decode", pieces, lambda pc: pc.map(decode))
+    pieces = op.map("validate", pieces, lambda pc: pc.map(validate))
+    pieces = op.map("mask_pii", pieces, lambda pc: pc.map(mask))
+    pieces = op.map("features", pieces, lambda pc: pc.map(featured))
+    masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
     entities = entities_for(cfg)
     op.inspect("pii_metrics", batches, lambda _step, b: metrics.observe_pii(FLOW, metrics.pii_counts(b.valid, entities)))
-    batches = op.map("features", batches, t("features", lambda b: features_batch(b, features)))
 
     rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))
     valid = op.map("valid_rows", batches, _valid_rows)

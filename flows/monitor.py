@@ -110,12 +110,17 @@ def build_monitor_flow(
     masker = TextMasker(cfg)
     metrics.configure(cfg.monitoring.metrics)
     run_info = RunInfo(pipeline_version=pipeline_version(cfg.monitoring), config_hash=cfg.config_hash(), model_versions={})
-    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, parquet=parquet)
+    fb = FlowBuilder(FLOW, cfg, io or kafka_io(cfg, drain=drain), clock=clock, state_dir=state_dir, run_info=run_info, topic=cfg.kafka.telemetry_topic, parquet=parquet)
 
     t = metrics.timed  # per-step timers, on with $DRIFTLINE_STEP_TIMERS (the function itself otherwise)
-    batches = op.map("decode", fb.input(), t("decode", lambda recs: decode_telemetry(fb.counted(recs), cfg.decode)))
-    rejected = op.map("rejected_rows", batches, lambda b: _refused(b.rejected))
-    rows = op.map("telemetry_rows", batches, t("telemetry_rows", lambda b: telemetry_rows(b, cfg, masker)))
+    # decoding, pricing and masking run on row ranges spread over every worker; "reorder"
+    # brings each partition's rows back in offset order for the windows and the datasets
+    pieces, headers = fb.spread()
+    pieces = op.map("decode", pieces, t("decode", lambda pc: pc.map(lambda recs: decode_telemetry(fb.counted(recs), cfg.decode))))
+    pieces = op.map("telemetry_rows", pieces, t("telemetry_rows", lambda pc: pc.map(lambda b: (b.rejected, telemetry_rows(b, cfg, masker)))))
+    pairs = fb.in_order(pieces, headers)
+    rejected = op.map("rejected_rows", pairs, lambda pair: _refused(pair[0]))
+    rows = op.map("valid_rows", pairs, lambda pair: pair[1])
     op.inspect("model_metrics", rows, lambda _step, f: metrics.observe_model_calls(FLOW, f))
     fb.dead_letters(rejected, masker.masker, "telemetry-decode/1")
 

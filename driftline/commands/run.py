@@ -4,12 +4,19 @@
 enrich flow read only that range of every input partition and stop (see
 docs/running.md, *Backfill*); a drained run or a backfill shows a progress bar with an
 ETA on a terminal.
+
+Scaling (docs/running.md, *Scaling*) takes Bytewax's own options and environment
+variables: ``-w/--workers-per-process``, ``-i/--process-id`` and ``-a/--addresses`` (or
+``BYTEWAX_POD_NAME``/``BYTEWAX_STATEFULSET_NAME`` and ``BYTEWAX_HOSTFILE_PATH``, as
+``python -m bytewax.run`` reads them); ``--processes P`` starts P local processes on
+loopback addresses and supervises them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -18,7 +25,7 @@ from driftline.backfill import DrainProgress, OffsetRange
 from driftline.broker import require_kafka
 from driftline.config import PipelineConfig, load_config
 from driftline.metrics import HEALTH, parse_addr, serve_metrics
-from driftline.runner import run_flow
+from driftline.runner import ENV_SUPERVISED, Cluster, ClusterError, ensure_recovery_dir, run_flow, supervise
 from driftline.timeargs import parse_instant
 
 if TYPE_CHECKING:
@@ -42,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=METRICS_ADDR,
         help=f"bind address of the metrics endpoint: host or host:port (default {METRICS_ADDR}; 0.0.0.0 or [::] to be scraped from other hosts, e.g. in a container)",
     )
+    scaling = parser.add_argument_group(
+        "scaling (Bytewax's options and environment variables)", "workers in this process, or one process of a cluster (-i/-a), or --processes local processes"
+    )
+    scaling.add_argument("-w", "--workers-per-process", type=int, default=None, help="worker threads in each process [env: BYTEWAX_WORKERS_PER_PROCESS] (default 1)")
+    scaling.add_argument("-i", "--process-id", type=int, default=None, help="this process's index in --addresses [env: BYTEWAX_PROCESS_ID, or the ordinal of BYTEWAX_POD_NAME in BYTEWAX_STATEFULSET_NAME]")
+    scaling.add_argument("-a", "--addresses", default=None, help="host:port of every process, ';'-separated, the same list for all [env: BYTEWAX_ADDRESSES, or one per line in BYTEWAX_HOSTFILE_PATH]")
+    scaling.add_argument("--processes", type=int, default=None, help="start this many local processes on loopback addresses and supervise them (a failure stops all; SIGTERM/SIGINT reach all)")
     backfill = parser.add_argument_group("backfill (enrich): read only a range of every input partition, then stop")
     backfill.add_argument("--from-time", type=parse_instant, default=None, help="first record with a Kafka timestamp at or after this instant (ISO-8601, or e.g. 2h)")
     backfill.add_argument("--to-time", type=parse_instant, default=None, help="stop before the first record with a Kafka timestamp at or after this instant")
@@ -84,10 +98,18 @@ def run(args: argparse.Namespace) -> int:
     if args.from_time is not None and args.to_time is not None and args.from_time >= args.to_time:
         print(f"driftline run: --from-time {args.from_time.isoformat()} is not before --to-time {args.to_time.isoformat()}", file=sys.stderr)
         return 2
+    supervised = os.environ.get(ENV_SUPERVISED) == "1"
+    try:
+        if args.processes is not None and not supervised:
+            return _supervise(cfg, args)
+        cluster = Cluster.resolve(workers_per_process=args.workers_per_process, process_id=args.process_id, addresses=args.addresses)
+    except ClusterError as exc:
+        print(f"driftline run: {exc}", file=sys.stderr)
+        return 2
     if args.metrics_port or args.metrics_addr != METRICS_ADDR:
         try:
             host, port = parse_addr(args.metrics_addr, args.metrics_port or None)
-            serve_metrics(port, host)
+            serve_metrics(port + (cluster.process_id if supervised and port else 0), host)
         except (ValueError, OSError) as exc:
             print(f"driftline run: cannot serve metrics on {args.metrics_addr} (port {args.metrics_port}): {exc}", file=sys.stderr)
             return 2
@@ -102,10 +124,47 @@ def run(args: argparse.Namespace) -> int:
             return 2
         total, desc = rng.total, f"backfill {rng.topic}"
     flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain or bounded, **kwargs)
-    if args.drain or bounded:
+    run = lambda: run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval, cluster=cluster, partitions=cfg.recovery.partitions)  # noqa: E731
+    if (args.drain or bounded) and cluster.processes == 1:  # one process sees every event: a meaningful bar
         with DrainProgress(args.flow, total, desc):
-            run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
+            run()
     else:
-        run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval)
+        run()
     HEALTH.finish()  # /readyz answers 503 from here on
     return 0
+
+
+def _supervise(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """``--processes P``: the recovery folder made once, then P processes of one cluster."""
+    if args.process_id is not None or args.addresses is not None:
+        raise ClusterError("--processes starts local processes with their own ids and addresses: give either --processes or -i/-a")
+    if args.processes < 1:
+        raise ClusterError(f"--processes must be at least 1, got {args.processes}")
+    if args.recovery_dir:  # made here, before any process lists the folder
+        ensure_recovery_dir(args.recovery_dir, cfg.recovery.partitions)
+    return supervise(_child_argv(args), args.processes)
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one supervised process: this one's, without ``--processes``
+    (``BYTEWAX_WORKERS_PER_PROCESS`` passes through the environment)."""
+    argv = ["run", args.flow, "--epoch-interval", repr(args.epoch_interval), "--log-level", args.log_level]
+    for flag, value in (
+        ("--workers-per-process", args.workers_per_process),
+        ("--config", args.config),
+        ("--log-file", args.log_file),
+        ("--recovery-dir", args.recovery_dir),
+        ("--metrics-port", args.metrics_port or None),
+        ("--metrics-addr", args.metrics_addr if args.metrics_addr != METRICS_ADDR else None),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, value in (("--from-time", args.from_time), ("--to-time", args.to_time)):
+        if value is not None:
+            argv += [flag, value.isoformat()]
+    for flag, value in (("--from-offset", args.from_offset), ("--to-offset", args.to_offset)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.drain:
+        argv.append("--drain")
+    return argv

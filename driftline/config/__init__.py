@@ -35,6 +35,7 @@ from driftline.config.kafka import DecodeConfig, KafkaConfig
 from driftline.config.models import ModelsConfig
 from driftline.config.monitoring import MonitoringConfig
 from driftline.config.privacy import SAMPLE_KEYS, PrivacyConfig
+from driftline.config.recovery import RecoveryConfig
 from driftline.config.secrets import SecretSourceError, is_secret_path, resolve_secret_files, secret_exclude
 from driftline.config.sinks import SinksConfig
 from driftline.config.tracing import TracingConfig
@@ -66,6 +67,7 @@ class PipelineConfig(BaseModel):
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
@@ -90,8 +92,10 @@ class PipelineConfig(BaseModel):
 
     def config_hash(self) -> str:
         """A short stable hash of the effective configuration (recorded in manifests and
-        file footers).  Secrets are left out: rotating one keeps the hash."""
-        payload = json.dumps(self.model_dump(mode="json", exclude=secret_exclude(self)), sort_keys=True).encode()
+        file footers).  Secrets and the recovery store's shape are left out: rotating a secret or
+        rescaling keeps the hash."""
+        exclude = {**secret_exclude(self), "recovery": True}  # the recovery store's shape changes no output
+        payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 

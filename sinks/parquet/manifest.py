@@ -23,6 +23,7 @@ the retired ones (:func:`load_entries` applies this).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -101,6 +102,19 @@ class ManifestEntry:
 
 def commit_id(writer: str, seq: int) -> str:
     return f"{writer}-{seq:012d}"
+
+
+_TEMP_RE = re.compile(r"^\.?(?P<cid>.*-\d{12})(?:-\d+\.parquet\.tmp|\.json)(?:\.[0-9a-f]+\.inflight)?$")
+
+
+def temp_owner(name: str) -> str | None:
+    """The writer whose commit a staged file or in-flight temp belongs to (``None``: not a commit's).
+
+    >>> temp_owner("enrich.events-p1-000000000007-0.parquet.tmp"), temp_owner(".p0-000000000002.json.1a2b3c4d5e6f.inflight")
+    ('enrich.events-p1', 'p0')
+    """
+    m = _TEMP_RE.match(name)
+    return m.group("cid")[:-13] if m else None
 
 
 def entry_path(dataset: str, cid: str) -> str:
@@ -228,9 +242,8 @@ def roll_forward(store: Store, dataset: str, entries: list[ManifestEntry], write
             staged = folder == STAGING_DIR and name.endswith(".tmp")
             if not (inflight or staged) or rel in referenced:
                 continue
-            owner = name.lstrip(".")
-            if writer is not None and not owner.startswith(f"{writer}-"):
-                continue
+            if writer is not None and temp_owner(name) != writer:
+                continue  # another writer's (a prefix of a name is not the name: p1 is not p10)
             store.remove(rel)
             report.removed_staging.append(rel)
     return report

@@ -33,7 +33,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from driftline.clock import Clock, SystemClock
 from driftline.config.sinks import SinksConfig
 from driftline.sinks.parquet.manifest import live_files
-from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo
+from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo, writer_id
 from driftline.sinks.parquet.store import Store, open_store
 from driftline.sinks.parquet.writer import DatasetWriter, WriterState
 
@@ -111,7 +111,10 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
     """Exactly-once, immutable Parquet output of one dataset (see module docstring).
 
     Items are ``(partition key, pl.DataFrame)`` pairs; use :func:`parquet_output`,
-    which keys micro-batches by Kafka topic-partition and fans idle ticks out.
+    which keys micro-batches by Kafka topic-partition and fans idle ticks out.  Sink
+    partition ``N`` writes as :func:`~driftline.sinks.parquet.spec.writer_id`
+    ``(writer_name, N)``: give every pipeline writing under one root its own
+    ``writer_name`` (the flows use ``<flow>.<input topic>``).
 
     >>> import pyarrow as pa, tempfile
     >>> from driftline.config.sinks import SinksConfig
@@ -130,9 +133,12 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         run_info: RunInfo,
         clock: Clock | None = None,
         store: Store | None = None,
+        writer_name: str | None = None,
         commit_after: CommitAfter | None = None,
     ) -> None:
         self.spec = spec
+        self.writer_name = writer_name
+        writer_id(writer_name, 0)  # a bad name fails here, at start-up
         self.settings = settings
         self.run_info = run_info
         self.clock = clock or SystemClock()
@@ -152,20 +158,20 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
     def build_part(self, step_id: str, for_part: str, resume_state: WriterState | None) -> ParquetSinkPartition:
         if resume_state is not None and not isinstance(resume_state, WriterState):
             raise TypeError(f"step {step_id!r}: resume state of partition {for_part} is a {type(resume_state).__name__}, expected WriterState")
-        writer_id = f"p{for_part}"
-        gate = self.commit_after.gate(self.settings.root, self.store, writer_id) if self.commit_after else None
+        wid = writer_id(self.writer_name, for_part)
+        gate = self.commit_after.gate(self.settings.root, self.store, wid) if self.commit_after else None
         writer = DatasetWriter(
             self.spec,
             self.settings,
             store=self.store,
             run_info=self.run_info,
             clock=self.clock,
-            writer_id=writer_id,
+            writer_id=wid,
             step_id=step_id,
             resume=resume_state,
             gate=gate,
         )
-        _WRITERS[(self.settings.root, self.spec.name, writer_id)] = (writer, threading.get_ident())
+        _WRITERS[(self.settings.root, self.spec.name, wid)] = (writer, threading.get_ident())
         return ParquetSinkPartition(writer, self.settings.root)
 
     def route(self, frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:

@@ -32,6 +32,39 @@ KAFKA_KEY: tuple[str, str, str] = ("src_topic", "src_partition", "src_offset")
 
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_WRITER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]{0,120}$")
+
+
+def writer_id(name: str | None, partition: int | str) -> str:
+    """The id of the writer of sink partition ``partition`` for the writer name ``name``.
+
+    Every manifest entry, staged file and window-keyed file name of a dataset carries its
+    writer's id, and each id must belong to one writer at a time: the flows name theirs
+    after the flow and its input topic (two flows, or two deployments reading different
+    topics, share a ``sinks.root`` without colliding).  ``None`` gives the bare ``p<N>``
+    of earlier versions.
+
+    >>> writer_id("enrich.events", 1), writer_id(None, 0)
+    ('enrich.events-p1', 'p0')
+    >>> writer_id("bad-name", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: writer name 'bad-name' must match ^[A-Za-z0-9][A-Za-z0-9._]{0,120}$ (no '-': it separates the partition and the commit sequence)
+    """
+    if name is None:
+        return f"p{partition}"
+    if not _WRITER_NAME_RE.match(name):
+        raise ValueError(f"writer name {name!r} must match {_WRITER_NAME_RE.pattern} (no '-': it separates the partition and the commit sequence)")
+    return f"{name}-p{partition}"
+
+
+def writer_name(*parts: str) -> str:
+    """A writer name from free text such as a flow and a Kafka topic (``-`` becomes ``_``).
+
+    >>> writer_name("monitor", "model-calls")
+    'monitor.model_calls'
+    """
+    return ".".join(re.sub(r"[^A-Za-z0-9._]", "_", p) for p in parts)
 
 
 def _canonical_type(t: pa.DataType) -> str:

@@ -181,13 +181,16 @@ class DatasetWriter:
         return {c: probe.schema[c] for c in self.spec.key_columns}
 
     def _read_committed_keys(self, entries: list[ManifestEntry]) -> pl.DataFrame:
-        frames = [pl.DataFrame(schema=self._key_schema())]
+        schema = self._key_schema()
+        frames = [pl.DataFrame(schema=schema)]
         for e in entries:
             for f in e.files:
-                table = pq.read_table(io.BytesIO(self.store.read(f"{self.spec.name}/{f.path}")), columns=list(self.spec.key_columns))
-                df = pl.from_arrow(table)
+                data = io.BytesIO(self.store.read(f"{self.spec.name}/{f.path}"))
+                present = [c for c in self.spec.key_columns if c in pq.read_schema(data).names]
+                df = pl.from_arrow(pq.read_table(data, columns=present))
                 assert isinstance(df, pl.DataFrame)
-                frames.append(df.cast(self._key_schema()))  # type: ignore[arg-type]
+                # a key column added since the file was written (the window datasets' flow) reads as null
+                frames.append(df.with_columns(pl.lit(None, schema[c]).alias(c) for c in schema if c not in present).select(list(schema)).cast(schema))  # type: ignore[arg-type]
         return pl.concat(frames, how="vertical").unique()
 
     def _accept(self, df: pl.DataFrame) -> None:

@@ -7,8 +7,8 @@ in event-time order, as producers write it; two services, one of which drifts an
 slows down and fails, so alerts fire and resolve; a few calls are written minutes after
 their event time, so they are late in every run.
 
-- issue 13: a 3-partition backlog of 30 minutes drained in one run (1 and 2 workers)
-  gives the windows of the same telemetry consumed live, as it was produced;
+- issue 13: a 3-partition backlog of 30 minutes drained in one run (1 and 2 workers,
+  and 2 processes) gives the windows of the same telemetry consumed live, as it was produced;
 - issue 21: draining a topic in two runs on one recovery folder, split inside a window,
   gives the metrics, late rows, alerts and Kafka records of a single drain;
 - issue 14: SIGKILLs at random moments and right after commits of the window datasets,
@@ -257,10 +257,16 @@ def test_backlog_of_three_partitions_gives_the_live_windows(kafka_bootstrap: str
     live = windows_of(tmp_path / "live")
 
     # the backlog: the same topic drained from the start in one run, by 1 and by 2 workers
-    for workers in (1, 2):
-        root = tmp_path / f"backlog{workers}"
-        cfg = config(kafka_bootstrap, topic, root, f"backlog{workers}")
-        run_flow(build_monitor_flow(cfg, drain=True), workers=workers, epoch_interval=0.5)
+    # in this process, and by 2 processes (driftline run --processes 2)
+    for workers in (1, 2, "2 processes"):
+        root = tmp_path / f"backlog{workers}".replace(" ", "-")
+        cfg = config(kafka_bootstrap, topic, root, f"backlog{workers}".replace(" ", "-"))
+        if isinstance(workers, int):
+            run_flow(build_monitor_flow(cfg, drain=True), workers=workers, epoch_interval=0.5)
+        else:
+            cmd = [sys.executable, "-m", "driftline", "run", "monitor", "--drain", "--processes", "2", "--epoch-interval", "0.5"]
+            proc = subprocess.run(cmd, env=env_of(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-3000:]
         backlog = windows_of(root)
         assert backlog["metrics_late"].height == 0 and live["metrics_late"].height == 0, "no call is late"
         assert backlog["metrics"]["events"].sum() == len(calls)

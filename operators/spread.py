@@ -1,0 +1,145 @@
+"""Spread the rows of each input partition over every worker, then put them back in order.
+
+A Kafka source partition is read by one worker, so with 3 partitions and 2 workers the
+reading splits 2:1 and so would everything after it.  The stateless stages (decode,
+validation, masking, features) do not care where a row runs, the model step and the
+windows do: they decide per input partition in offset order (budgets, batching,
+watermarks).  So each micro-batch is cut into row ranges (:class:`Piece`) that
+``op.redistribute`` sends to any worker, while a small :class:`BatchHeader` per batch
+travels from the reading worker straight to the worker of the partition's key; there
+:class:`ReorderLogic` releases the processed pieces batch by batch in the order of the
+headers, each batch's pieces in row order.
+
+Why the order is exact: the headers of one partition all leave the one worker that
+reads it, over one channel, so they arrive in the order they were sent; a batch is
+released once its header and all its pieces are in, and never before the batches whose
+headers came earlier.  All pieces of a batch carry the batch's epoch, so at every epoch
+end (Bytewax's snapshot) every batch is complete and released: the step's snapshot is
+empty, and a rescale or a restart never finds pieces in flight.
+
+>>> import polars as pl
+>>> frame = pl.DataFrame({"src_topic": ["t"] * 6, "src_partition": [1] * 6, "src_offset": [10, 11, 12, 13, 14, 15]})
+>>> items = split_rows(frame, 2)
+>>> [type(i).__name__ for i in items], items[0].count
+(['BatchHeader', 'Piece', 'Piece', 'Piece'], 3)
+>>> logic = ReorderLogic("reorder", None)
+>>> out, _ = logic.on_batch([items[3], items[2]])  # pieces before their header: held
+>>> out
+[]
+>>> out, discard = logic.on_batch([items[0], items[1]])
+>>> [f["src_offset"].to_list() for f in out], discard
+([[10, 11], [12, 13], [14, 15]], True)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import polars as pl
+from bytewax.operators import StatefulBatchLogic
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: Rows per piece: about four pieces of a default 1,000-row poll (enough to even out
+#: random placement over a few workers; few enough that per-item costs stay small).
+PIECE_ROWS = 250
+
+_SEQ = itertools.count()
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """Announces batch ``seq`` of partition ``key``: ``count`` pieces follow."""
+
+    key: str
+    seq: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Piece(Generic[T]):
+    """Rows ``index`` of ``count`` of batch ``seq`` of partition ``key`` (``value``: the rows, then what a stage made of them).
+
+    An idle tick (an empty micro-batch) is a piece with ``seq`` -1 and no header: it is
+    released at once wherever it lands.
+    """
+
+    key: str
+    seq: int
+    index: int
+    count: int
+    value: T
+
+    def map(self, fn: Callable[[T], U]) -> Piece[U]:
+        """The same piece holding ``fn(value)``."""
+        return replace(self, value=fn(self.value))  # type: ignore[return-value]
+
+
+def partition_key(frame: Any) -> str:
+    """The routing key of a raw batch: ``topic:partition`` of its first row (the model step's key)."""
+    if isinstance(frame, pl.DataFrame) and frame.height and "src_topic" in frame.columns and "src_partition" in frame.columns:
+        return f"{frame['src_topic'][0]}:{frame['src_partition'][0]}"
+    return "unpartitioned"
+
+
+def split_rows(batch: Any, rows: int = PIECE_ROWS) -> list[BatchHeader | Piece[Any]]:
+    """A header and the pieces of one raw micro-batch (a frame of one partition, or a list of records).
+
+    Frames are cut into ranges of about ``rows`` rows; lists (tests' record batches) stay whole.
+    """
+    n = len(batch)
+    if n == 0:
+        return [Piece("", -1, 0, 1, batch)]
+    key = partition_key(batch)
+    seq = int(batch["src_offset"][0]) if isinstance(batch, pl.DataFrame) and "src_offset" in batch.columns else next(_SEQ)
+    if not isinstance(batch, pl.DataFrame) or n < 2 * rows:
+        return [BatchHeader(key, seq, 1), Piece(key, seq, 0, 1, batch)]
+    count = round(n / rows)
+    bounds = [n * i // count for i in range(count + 1)]
+    return [BatchHeader(key, seq, count), *(Piece(key, seq, i, count, batch.slice(bounds[i], bounds[i + 1] - bounds[i])) for i in range(count))]
+
+
+@dataclass
+class ReorderState:
+    """Headers still waiting for pieces, in arrival order, and the pieces that came early."""
+
+    headers: list[BatchHeader] = field(default_factory=list)
+    pieces: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+
+class ReorderLogic(StatefulBatchLogic[Any, Any, ReorderState]):
+    """Per partition key: release processed pieces batch by batch in header order (see module docstring)."""
+
+    def __init__(self, step_id: str, resume: ReorderState | None) -> None:
+        if resume is not None and not isinstance(resume, ReorderState):
+            raise TypeError(f"step {step_id!r}: resume state is a {type(resume).__name__}, expected ReorderState")
+        self.step_id = step_id
+        self.state = resume or ReorderState()
+
+    def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
+        out: list[Any] = []
+        st = self.state
+        for v in values:
+            if isinstance(v, BatchHeader):
+                st.headers.append(v)
+            elif isinstance(v, Piece):
+                if v.seq < 0:
+                    out.append(v.value)  # an idle tick: no order to keep
+                else:
+                    st.pieces[(v.seq, v.index)] = v.value
+            else:
+                raise TypeError(f"step {self.step_id!r}: expected a BatchHeader or a Piece, received {type(v).__name__}")
+        while st.headers and all((st.headers[0].seq, i) in st.pieces for i in range(st.headers[0].count)):
+            head = st.headers.pop(0)
+            out.extend(st.pieces.pop((head.seq, i)) for i in range(head.count))
+        return out, not st.headers and not st.pieces
+
+    def snapshot(self) -> ReorderState:
+        return ReorderState(list(self.state.headers), dict(self.state.pieces))
+
+
+__all__ = ["PIECE_ROWS", "BatchHeader", "Piece", "ReorderLogic", "ReorderState", "partition_key", "split_rows"]

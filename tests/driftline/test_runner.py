@@ -1,0 +1,103 @@
+"""The cluster options, the recovery folder and the local-process supervisor of
+``driftline run`` (issue 13), without a broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from driftline.runner import Cluster, ClusterError, ensure_recovery_dir, polars_threads, recovery_partitions, supervise
+
+
+def test_cluster_from_bytewax_environment(tmp_path: Path) -> None:
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("a:2101\n\nb:2101\nc:2101\n")
+    c = Cluster.resolve(env={"BYTEWAX_PROCESS_ID": "2", "BYTEWAX_HOSTFILE_PATH": str(hostfile), "BYTEWAX_WORKERS_PER_PROCESS": "3"})
+    assert (c.process_id, c.addresses, c.workers, c.first_worker) == (2, ("a:2101", "b:2101", "c:2101"), 9, 6)
+    # explicit options win over the environment, as in python -m bytewax.run
+    c = Cluster.resolve(workers_per_process=1, process_id=0, addresses="x:1;y:1", env={"BYTEWAX_PROCESS_ID": "1", "BYTEWAX_ADDRESSES": "p:1;q:1"})
+    assert (c.process_id, c.addresses, c.workers) == (0, ("x:1", "y:1"), 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "message"),
+    [
+        ({"process_id": 1}, {}, "needs the addresses"),
+        ({"addresses": "a:1;b:1"}, {}, "give this one's --process-id"),
+        ({"process_id": 2, "addresses": "a:1;b:1"}, {}, "is not among the 2 addresses"),
+        ({"process_id": 0, "addresses": "a:1;a:1"}, {}, "an address twice"),
+        ({"workers_per_process": 0}, {}, "at least 1"),
+        ({}, {"BYTEWAX_POD_NAME": "other-0", "BYTEWAX_STATEFULSET_NAME": "driftline-enrich", "BYTEWAX_ADDRESSES": "a:1"}, "not a pod of the StatefulSet"),
+        ({"process_id": "one", "addresses": "a:1"}, {}, "must be an integer"),
+    ],
+)
+def test_contradictory_cluster_options_fail_with_a_message(kwargs: dict, env: dict, message: str) -> None:
+    with pytest.raises(ClusterError, match=message):
+        Cluster.resolve(**kwargs, env=env)
+
+
+def test_recovery_folder_is_created_once_and_keeps_its_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rec = tmp_path / "rec"
+    ensure_recovery_dir(rec, 4, create=False)  # a process other than 0 never creates partitions
+    assert recovery_partitions(rec) == {}
+    ensure_recovery_dir(rec, 4)
+    assert recovery_partitions(rec) == {i: 4 for i in range(4)}
+    assert not [p for p in rec.iterdir() if p.name.startswith(".")]  # made aside, renamed in
+    ensure_recovery_dir(rec, 8)  # the count is fixed: kept, and said so
+    assert recovery_partitions(rec) == {i: 4 for i in range(4)}
+    assert "keeps its partition count" in caplog.text
+    other = tmp_path / "other"
+    ensure_recovery_dir(other, 2)
+    shutil.copy(other / "part-1.sqlite3", rec / "part-9.sqlite3")
+    with pytest.raises(ClusterError, match="mixes partitions of different counts"):
+        ensure_recovery_dir(rec, 4)
+
+
+CHILD = """
+import os, sys, time
+pid = int(os.environ["BYTEWAX_PROCESS_ID"])
+open(os.path.join(sys.argv[1], f"started-{pid}"), "w").write(os.environ["BYTEWAX_ADDRESSES"])
+if pid == 1 and sys.argv[2] == "fail":
+    time.sleep(0.5)
+    sys.exit(3)
+time.sleep(120)
+"""
+
+
+def test_a_failing_process_stops_the_others(tmp_path: Path) -> None:
+    start = time.monotonic()
+    status = supervise([str(tmp_path), "fail"], 3, command=(sys.executable, "-c", CHILD), grace_seconds=5)
+    assert status == 3 and time.monotonic() - start < 60
+    addresses = {(tmp_path / f"started-{i}").read_text() for i in range(3)}
+    assert len(addresses) == 1 and len(addresses.pop().split(";")) == 3  # one cluster, three loopback addresses
+
+
+def test_sigterm_reaches_every_process(tmp_path: Path) -> None:
+    script = f"import sys; from driftline.runner import supervise; sys.exit(supervise([{str(tmp_path)!r}, 'live'], 2, command=(sys.executable, '-c', {CHILD!r})))"
+    proc = subprocess.Popen([sys.executable, "-c", script], env={k: v for k, v in os.environ.items() if not k.startswith("BYTEWAX")})
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"started-{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+POLARS_CHILD = """
+import os, sys
+open(os.path.join(sys.argv[1], "threads-" + os.environ["BYTEWAX_PROCESS_ID"]), "w").write(os.environ.get("POLARS_MAX_THREADS", "unset"))
+"""
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_each_process_gets_its_share_of_the_cores_for_polars(tmp_path: Path, given: str | None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"} | ({"POLARS_MAX_THREADS": given} if given else {})
+    assert supervise([str(tmp_path)], 2, env=env, command=(sys.executable, "-c", POLARS_CHILD)) == 0
+    expected = given or str(polars_threads(2))
+    assert [(tmp_path / f"threads-{i}").read_text() for i in range(2)] == [expected, expected]
