@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JARS   := deploy/kafka/lib/.complete
 PYTEST_ARGS ?=
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file per process at a
+# time (its module fixtures and test order kept); each process starts its own broker.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium prometheus report-screenshot torture torture-compact
 
@@ -42,7 +45,7 @@ prometheus:
 
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
 test: install chromium prometheus
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
