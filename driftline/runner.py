@@ -42,6 +42,7 @@ from bytewax.run import cli_main
 from driftline.config import PipelineConfig, state_home
 from driftline.heap import settle_heap
 from driftline.logs import get_logger
+from driftline.operators import spread
 
 log = get_logger("runner")
 
@@ -208,6 +209,7 @@ def run_flow(
         recovery = RecoveryConfig(ensure_recovery_dir(recovery_dir, partitions, create=cluster.process_id == 0))
     fields = {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval, "process_id": cluster.process_id, "processes": cluster.processes, "workers": cluster.workers}
     log.info("flow starting", extra={"fields": fields})
+    spread.WORKERS = cluster.workers  # how finely the input batches are cut (operators/spread.py)
     settle_heap()  # after the flow and its stages are built: see driftline/heap.py
     start = time.monotonic()
     cli_main(

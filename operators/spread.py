@@ -19,7 +19,7 @@ empty, and a rescale or a restart never finds pieces in flight.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"src_topic": ["t"] * 6, "src_partition": [1] * 6, "src_offset": [10, 11, 12, 13, 14, 15]})
->>> items = split_rows(frame, 2)
+>>> items = split_rows(frame, 2, workers=2)
 >>> [type(i).__name__ for i in items], items[0].count
 (['BatchHeader', 'Piece', 'Piece', 'Piece'], 3)
 >>> logic = ReorderLogic("reorder", None)
@@ -44,9 +44,14 @@ from bytewax.operators import StatefulBatchLogic
 T = TypeVar("T")
 U = TypeVar("U")
 
-#: Rows per piece: about four pieces of a default 1,000-row poll (enough to even out
-#: random placement over a few workers; few enough that per-item costs stay small).
+#: Rows per piece at least (few enough pieces that per-item costs stay small).
 PIECE_ROWS = 250
+#: Pieces per batch at most, per worker of the cluster: enough to even out random placement.
+PIECES_PER_WORKER = 4
+#: Workers of the whole cluster this process belongs to (set by :func:`driftline.runner.run_flow`
+#: before the flow starts).  With one worker nothing is cut: a piece costs a little at every
+#: stage, and on one worker it buys nothing.
+WORKERS = 1
 
 _SEQ = itertools.count()
 
@@ -86,19 +91,22 @@ def partition_key(frame: Any) -> str:
     return "unpartitioned"
 
 
-def split_rows(batch: Any, rows: int = PIECE_ROWS) -> list[BatchHeader | Piece[Any]]:
+def split_rows(batch: Any, rows: int = PIECE_ROWS, workers: int | None = None) -> list[BatchHeader | Piece[Any]]:
     """A header and the pieces of one raw micro-batch (a frame of one partition, or a list of records).
 
-    Frames are cut into ranges of about ``rows`` rows; lists (tests' record batches) stay whole.
+    With several ``workers`` (default: :data:`WORKERS`), frames are cut into ranges of about
+    ``rows`` rows, at most :data:`PIECES_PER_WORKER` per worker; lists (tests' record
+    batches) and the batches of a single worker stay whole.
     """
     n = len(batch)
     if n == 0:
         return [Piece("", -1, 0, 1, batch)]
     key = partition_key(batch)
     seq = int(batch["src_offset"][0]) if isinstance(batch, pl.DataFrame) and "src_offset" in batch.columns else next(_SEQ)
-    if not isinstance(batch, pl.DataFrame) or n < 2 * rows:
+    workers = WORKERS if workers is None else workers
+    if not isinstance(batch, pl.DataFrame) or workers < 2 or n < 2 * rows:
         return [BatchHeader(key, seq, 1), Piece(key, seq, 0, 1, batch)]
-    count = round(n / rows)
+    count = min(round(n / rows), PIECES_PER_WORKER * workers)
     bounds = [n * i // count for i in range(count + 1)]
     return [BatchHeader(key, seq, count), *(Piece(key, seq, i, count, batch.slice(bounds[i], bounds[i + 1] - bounds[i])) for i in range(count))]
 
@@ -142,4 +150,4 @@ class ReorderLogic(StatefulBatchLogic[Any, Any, ReorderState]):
         return ReorderState(list(self.state.headers), dict(self.state.pieces))
 
 
-__all__ = ["PIECE_ROWS", "BatchHeader", "Piece", "ReorderLogic", "ReorderState", "partition_key", "split_rows"]
+__all__ = ["PIECES_PER_WORKER", "PIECE_ROWS", "WORKERS", "BatchHeader", "Piece", "ReorderLogic", "ReorderState", "partition_key", "split_rows"]
