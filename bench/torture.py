@@ -167,16 +167,10 @@ def flow_env(bootstrap: str, topic: str, out: Outputs, settings: dict[str, str])
 
 
 def start_flow(env: dict[str, str], out: Outputs, epoch_interval: float, log: Path, *, drain: bool, final: bool = False, fault: str | None = None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "driftline.cli", "run", "enrich", "--recovery-dir", str(out.recovery), "--epoch-interval", str(epoch_interval)]
-    run_env = dict(env)
-    if drain:
-        cmd.append("--drain")
-    if final:
-        run_env["DRIFTLINE__MONITORING__END_OF_INPUT"] = "close"
-    if fault:
-        run_env["DRIFTLINE_FAULT"] = fault
+    from driftline.testing.kills import start_flow_process
+
     with open(log, "wb") as fh:
-        return subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
+        return start_flow_process("enrich", env, out.recovery, epoch_interval=epoch_interval, drain=drain, final=final, fault=fault, stderr=fh, new_session=True)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

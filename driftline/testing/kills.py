@@ -49,6 +49,48 @@ class _LogLines:
         return self.lines
 
 
+
+def start_flow_process(
+    flow: str,
+    env: dict[str, str],
+    recovery: Path,
+    *,
+    epoch_interval: float = 0.5,
+    drain: bool = True,
+    final: bool = False,
+    fault: str | None = None,
+    stderr: Any = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[Any]:
+    """``driftline run <flow>`` as a subprocess on ``recovery``, the way a kill run starts it.
+
+    ``final`` ends the input (windows still open are emitted rather than kept in the
+    recovery folder); ``fault`` names a fault point (``$DRIFTLINE_FAULT``).  With the
+    default ``stderr`` the log is read as text by :func:`finish_flow_process`."""
+    cmd = [sys.executable, "-m", "driftline.cli", "run", flow, "--recovery-dir", str(recovery), "--epoch-interval", str(epoch_interval)]
+    if drain:
+        cmd.append("--drain")
+    run_env = dict(env)
+    if final:
+        run_env["DRIFTLINE__MONITORING__END_OF_INPUT"] = "close"
+    if fault:
+        run_env["DRIFTLINE_FAULT"] = fault
+    return subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=stderr, text=stderr is subprocess.PIPE, start_new_session=new_session)
+
+
+def finish_flow_process(proc: subprocess.Popen[str], timeout: float = 180) -> str:
+    """Wait for a flow started by :func:`start_flow_process`; its log (stderr).  Exit 0 and a
+    SIGKILL are expected; anything else fails with the end of the log."""
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    if proc.returncode not in (0, 137, -signal.SIGKILL):
+        raise AssertionError(f"flow failed with {proc.returncode}:\n{err[-3000:]}")
+    return err
+
+
 @dataclass
 class RemoteKillResult:
     """What :func:`remote_kill_run` saw."""

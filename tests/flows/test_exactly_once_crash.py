@@ -16,8 +16,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 from driftline.cli import main as cli_main
 from driftline.producer import produce
 from driftline.sinks.parquet import load_entries, open_store
+from driftline.testing.kills import finish_flow_process, start_flow_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -80,13 +79,7 @@ def _run(
 
     A ``final`` run ends the input: windows still open are emitted rather than kept in
     the recovery folder for a next run."""
-    cmd = [sys.executable, "-m", "driftline.cli", "run", "enrich", "--drain", "--recovery-dir", str(recovery), "--epoch-interval", "0.5"]
-    run_env = dict(env)
-    if fault:
-        run_env["DRIFTLINE_FAULT"] = fault
-    if final:
-        run_env["DRIFTLINE__MONITORING__END_OF_INPUT"] = "close"
-    proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start_flow_process("enrich", env, recovery, final=final, fault=fault)
     if kill_after_commits is not None:
         root = Path(env["DRIFTLINE__SINKS__ROOT"])
         start = _commits(root)
@@ -95,13 +88,7 @@ def _run(
             time.sleep(0.05)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-    try:
-        _out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    if proc.returncode not in (0, 137, -signal.SIGKILL):
-        raise AssertionError(f"flow failed with {proc.returncode}:\n{err[-3000:]}")
+    err = finish_flow_process(proc, timeout)
     logs = []
     for line in err.splitlines():
         if line.startswith("{") and '"msg": "sink_' in line:

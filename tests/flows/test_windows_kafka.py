@@ -41,6 +41,7 @@ from driftline.kafka_io import ensure_topics
 from driftline.runner import run_flow
 from driftline.sinks.parquet import load_entries, open_store
 from driftline.testing.kafka import consume_all
+from driftline.testing.kills import finish_flow_process, start_flow_process
 
 pytestmark = pytest.mark.kafka
 
@@ -143,25 +144,11 @@ def env_of(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def start_run(env: dict[str, str], recovery: Path, *, drain: bool = True, final: bool = False, fault: str | None = None) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "driftline.cli", "run", "monitor", "--recovery-dir", str(recovery), "--epoch-interval", "0.5"]
-    run_env = dict(env)
-    if drain:
-        cmd.append("--drain")
-    if final:
-        run_env["DRIFTLINE__MONITORING__END_OF_INPUT"] = "close"
-    if fault:
-        run_env["DRIFTLINE_FAULT"] = fault
-    return subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_flow_process("monitor", env, recovery, drain=drain, final=final, fault=fault)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 180) -> int:
-    try:
-        _out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    if proc.returncode not in (0, 137, -signal.SIGKILL):
-        raise AssertionError(f"flow failed with {proc.returncode}:\n{err[-3000:]}")
+    finish_flow_process(proc, timeout)
     return proc.returncode
 
 
