@@ -1,7 +1,5 @@
 """``python -m driftline``: the ``driftline`` command (used by ``driftline run --processes``)."""
 
-import sys
+from driftline.cli import console_main
 
-from driftline.cli import main
-
-sys.exit(main())
+console_main()

@@ -91,5 +91,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> NoReturn:
+    """The ``driftline`` executable: :func:`main`, then leave without native teardown.
+
+    pyarrow and DuckDB keep C++ thread pools whose static destructors can race a worker
+    thread at interpreter finalization and abort a process that already finished its work
+    ("terminate called without an active exception", exit -6; apache/arrow#34314).  So the
+    executable runs the atexit handlers (log flush, metric timers, trace export) itself,
+    flushes stdout and stderr, and ends with ``os._exit``.  Calling :func:`main` from Python
+    (tests, embedders) keeps the ordinary exit.
+    """
+    import atexit
+    import os
+
+    code = 1
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help/--version and usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    finally:
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
