@@ -94,6 +94,21 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+#: The broker's process id when this bench started it (its CPU is measured per scaling leg), else None.
+BROKER_PID: int | None = None
+
+
+def _broker_cpu() -> float | None:
+    """User + system CPU seconds the local broker has used so far (None: not ours, or gone)."""
+    if BROKER_PID is None:
+        return None
+    try:
+        fields = Path(f"/proc/{BROKER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -275,6 +290,8 @@ def main() -> int:
             broker = LocalKafka(port=port, controller_port=controller, state_dir=work / "kafka", heap="1g")
             broker.start(timeout=120)
             stack.callback(broker.stop)
+            global BROKER_PID
+            BROKER_PID = broker._pid()
             bootstrap = broker.bootstrap
         topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
         t0 = time.monotonic()
@@ -283,13 +300,16 @@ def main() -> int:
         load_before = os.getloadavg()
         results: dict[str, dict[str, Any]] = {}
         for leg in legs:
-            cpu_before = _children_cpu()
+            cpu_before, broker_before = _children_cpu(), _broker_cpu()
             if leg == "driftline":
                 results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile, env=_driftline_env(args))
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
             r["cpu_s"] = _children_cpu() - cpu_before
+            broker_after = _broker_cpu()
+            if broker_before is not None and broker_after is not None:
+                r["broker_cpu_s"] = broker_after - broker_before
             r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -344,10 +364,13 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
                 r = dict(results["driftline"], root=str(work / "driftline-out"))  # the driftline leg is the first 1-process run
             else:
                 leg_work = work / f"scale-{rnd}-{i}"
-                cpu_before = _children_cpu()
+                cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 load = os.getloadavg()[0]
                 r = run_driftline(bootstrap, topic, leg_work, 0, args.driftline_python, args.events, env=_driftline_env(args), scaling=scaling)
+                broker_after = _broker_cpu()
                 r.update(cpu_s=_children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
+                if broker_before is not None and broker_after is not None:
+                    r["broker_cpu_s"] = broker_after - broker_before
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             runs[name].append(r)
             print(f"  driftline, {name} (round {rnd + 1}): {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
@@ -365,18 +388,22 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
     base = median(r["eps"] for r in runs["1 process"])
     base_cpu = median(_busiest_cpu(r) or 0.0 for r in runs["1 process"])
     print("\n## driftline scaling (same topic, same run; median of the rounds)\n")
-    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | rows decoded per process | runs (events/s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | broker cores | rows decoded per process | runs (events/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for name, rs in runs.items():
         eps = median(r["eps"] for r in rs)
         cpu = median(1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs)
         busiest = median(_busiest_cpu(r) or 0.0 for r in rs)
         speedup = f"{base_cpu / busiest:.2f}x" if busiest and base_cpu else "n/a"
         split = " / ".join(f"{p['events_in']:,}" for p in rs[0].get("per_process", []))
-        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
+        brokers = [r["broker_cpu_s"] / max(r["wall_s"], 1e-9) for r in rs if "broker_cpu_s" in r]
+        broker = f"{median(brokers):.2f}" if brokers else "n/a"
+        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {broker} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
     print(
         "\nCPU-bound speed-up: the 1-process run's CPU seconds over the busiest process's (first event to"
         " end): the wall-clock speed-up when every process has a core of its own, whatever the machine's load."
+        " Broker cores: the local broker's CPU seconds over the leg's wall time (start-up included), the share"
+        f" of the machine's {os.cpu_count()} cores the broker took while the flow drained (n/a: an external broker)."
     )
     first = runs["1 process"][0]["root"]
     for name, rs in runs.items():

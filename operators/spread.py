@@ -4,7 +4,7 @@ A Kafka source partition is read by one worker, so with 3 partitions and 2 worke
 reading splits 2:1 and so would everything after it.  The stateless stages (decode,
 validation, masking, features) do not care where a row runs, the model step and the
 windows do: they decide per input partition in offset order (budgets, batching,
-watermarks).  So each micro-batch is cut into row ranges (:class:`Piece`) that
+watermarks).  So each micro-batch travels as one or more row ranges (:class:`Piece`) that
 ``op.redistribute`` sends to any worker, while a small :class:`BatchHeader` per batch
 travels from the reading worker straight to the worker of the partition's key; there
 :class:`ReorderLogic` releases the processed pieces batch by batch in the order of the
@@ -19,7 +19,7 @@ empty, and a rescale or a restart never finds pieces in flight.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"src_topic": ["t"] * 6, "src_partition": [1] * 6, "src_offset": [10, 11, 12, 13, 14, 15]})
->>> items = split_rows(frame, 2, workers=2)
+>>> items = split_rows(frame, 2, workers=3)
 >>> [type(i).__name__ for i in items], items[0].count
 (['BatchHeader', 'Piece', 'Piece', 'Piece'], 3)
 >>> logic = ReorderLogic("reorder", None)
@@ -44,13 +44,16 @@ from bytewax.operators import StatefulBatchLogic
 T = TypeVar("T")
 U = TypeVar("U")
 
-#: Rows per piece at least (few enough pieces that per-item costs stay small).
-PIECE_ROWS = 250
-#: Pieces per batch at most, per worker of the cluster: enough to even out random placement.
-PIECES_PER_WORKER = 4
+#: Rows per piece at least.  Every stage call has a fixed cost of milliseconds whatever its
+#: size (compiling and running a few dozen Polars expressions: about 24 ms for mask_pii, 11 ms
+#: for features, 5 ms each for decode, validate and sanitize, measured on 2 processes), so
+#: cutting a default 5,000-row poll into 8 pieces of 625 rows doubled the cluster's CPU per
+#: event (149 -> 273 µs) and a second process bought no speed.  Whole polls spread over the
+#: workers instead, and a poll is cut only when it is big enough (``kafka.poll_batch_size``
+#: raised) that each piece still has this many rows.
+PIECE_ROWS = 5000
 #: Workers of the whole cluster this process belongs to (set by :func:`driftline.runner.run_flow`
-#: before the flow starts).  With one worker nothing is cut: a piece costs a little at every
-#: stage, and on one worker it buys nothing.
+#: before the flow starts).  With one worker nothing is cut: on one worker it buys nothing.
 WORKERS = 1
 
 _SEQ = itertools.count()
@@ -94,9 +97,10 @@ def partition_key(frame: Any) -> str:
 def split_rows(batch: Any, rows: int = PIECE_ROWS, workers: int | None = None) -> list[BatchHeader | Piece[Any]]:
     """A header and the pieces of one raw micro-batch (a frame of one partition, or a list of records).
 
-    With several ``workers`` (default: :data:`WORKERS`), frames are cut into ranges of about
-    ``rows`` rows, at most :data:`PIECES_PER_WORKER` per worker; lists (tests' record
-    batches) and the batches of a single worker stay whole.
+    With several ``workers`` (default: :data:`WORKERS`), frames of at least twice ``rows``
+    rows are cut into ranges of at least ``rows`` rows, at most one per worker; smaller
+    frames, lists (tests' record batches) and the batches of a single worker stay whole
+    (and still go to any worker).
     """
     n = len(batch)
     if n == 0:
@@ -106,7 +110,7 @@ def split_rows(batch: Any, rows: int = PIECE_ROWS, workers: int | None = None) -
     workers = WORKERS if workers is None else workers
     if not isinstance(batch, pl.DataFrame) or workers < 2 or n < 2 * rows:
         return [BatchHeader(key, seq, 1), Piece(key, seq, 0, 1, batch)]
-    count = min(round(n / rows), PIECES_PER_WORKER * workers)
+    count = min(n // rows, workers)
     bounds = [n * i // count for i in range(count + 1)]
     return [BatchHeader(key, seq, count), *(Piece(key, seq, i, count, batch.slice(bounds[i], bounds[i + 1] - bounds[i])) for i in range(count))]
 
@@ -150,4 +154,4 @@ class ReorderLogic(StatefulBatchLogic[Any, Any, ReorderState]):
         return ReorderState(list(self.state.headers), dict(self.state.pieces))
 
 
-__all__ = ["PIECES_PER_WORKER", "PIECE_ROWS", "WORKERS", "BatchHeader", "Piece", "ReorderLogic", "ReorderState", "partition_key", "split_rows"]
+__all__ = ["PIECE_ROWS", "WORKERS", "BatchHeader", "Piece", "ReorderLogic", "ReorderState", "partition_key", "split_rows"]
