@@ -189,8 +189,10 @@ def run_driftline(
 
 
 def _driftline_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
-    """The environment every driftline run of this bench adds: ``--sink-partitions``, ``extra``."""
-    return {**({"DRIFTLINE__SINKS__PARTITIONS": str(args.sink_partitions)} if args.sink_partitions else {}), **extra}
+    """The environment every driftline run of this bench adds: ``--sink-partitions`` (the
+    datasets' writers and the Kafka outputs' transactional producers), ``extra``."""
+    sinks = {"DRIFTLINE__SINKS__PARTITIONS": str(args.sink_partitions), "DRIFTLINE__KAFKA__TRANSACTIONS__PARTITIONS": str(args.sink_partitions)}
+    return {**(sinks if args.sink_partitions else {}), **extra}
 
 
 def _timers(path: Path) -> dict[str, Any]:
@@ -267,7 +269,7 @@ def main() -> int:
         "--sink-partitions",
         type=int,
         default=0,
-        help="sinks.partitions of every driftline run (default: the configuration's, 1); a scaled run writes its datasets from as many workers as this",
+        help="sinks.partitions and kafka.transactions.partitions of every driftline run (default: the configuration's, 1): a scaled run writes its datasets and Kafka outputs from as many workers as this",
     )
     ap.add_argument("--scale-repeats", type=int, default=1, help="run the 1-process leg and the scaled legs this many times, alternating (medians reported)")
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")

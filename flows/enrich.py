@@ -23,6 +23,7 @@ Without Kafka, inject an in-memory source and sinks:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -97,18 +98,20 @@ def build_enrich_flow(
 
     # per-step timers (on with $DRIFTLINE_STEP_TIMERS) and spans (tracing.enabled); the function itself otherwise
     t = tracing.step
-    # The stateless stages run on row ranges spread over every worker (Piece.map applies a
+    # The stateless stages (up to the model inputs) run on row ranges spread over every worker (Piece.map applies a
     # stage to a piece's rows; each stage is timed and traced on the rows themselves);
     # "reorder" brings each partition's rows back in offset order.
     decode = t("decode", lambda recs: _decoded(fb.counted(recs), cfg, clock))
     validate = t("validate", lambda b: validate_batch(b, validator, clock.now()))
     mask = t("mask_pii", lambda b: mask_batch_audited(b, masker))
     featured = t("features", lambda pair: (features_batch(pair[0], features), pair[1]))
+    sanitized = t("sanitize", lambda pair: (dataclasses.replace(pair[0], valid=sanitize_frame(pair[0].valid, sanitizer)), pair[1]))
     pieces, headers = fb.spread()
     pieces = op.map("decode", pieces, lambda pc: pc.map(decode))
     pieces = op.map("validate", pieces, lambda pc: pc.map(validate))
     pieces = op.map("mask_pii", pieces, lambda pc: pc.map(mask))
     pieces = op.map("features", pieces, lambda pc: pc.map(featured))
+    pieces = op.map("sanitize", pieces, lambda pc: pc.map(sanitized))
     masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])
@@ -117,7 +120,6 @@ def build_enrich_flow(
 
     rejected = op.map("rejected_rows", batches, t("rejected_rows", _rejected_rows))
     valid = op.map("valid_rows", batches, _valid_rows)
-    valid = op.map("sanitize", valid, t("sanitize", lambda f: sanitize_frame(f, sanitizer)))
 
     # Model calls: keyed by input partition (spread over the workers, each key batching its
     # own rows by count or waiting time); idle ticks (empty frames) bypass the batcher so
