@@ -45,10 +45,10 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 #: Rows per piece at least.  Every stage call has a fixed cost of milliseconds whatever its
-#: size (compiling and running a few dozen Polars expressions: about 24 ms for mask_pii, 11 ms
-#: for features, 5 ms each for decode, validate and sanitize, measured on 2 processes), so
-#: cutting a default 5,000-row poll into 8 pieces of 625 rows doubled the cluster's CPU per
-#: event (149 -> 273 µs) and a second process bought no speed.  Whole polls spread over the
+#: size (a few dozen Polars expressions each; on 100-row batches, one process: mask_pii about
+#: 22 ms, features 12 ms, validate 5 ms, sanitize 4 ms, decode 4 ms), so cutting a default
+#: 5,000-row poll into 8 pieces of 625 rows doubled the cluster's CPU per event (149 -> 273 µs
+#: on 2 processes) and a second process bought no speed.  Whole polls spread over the
 #: workers instead, and a poll is cut only when it is big enough (``kafka.poll_batch_size``
 #: raised) that each piece still has this many rows.
 PIECE_ROWS = 5000
