@@ -41,9 +41,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ _log = logging.getLogger("driftline.sinks.kafka")
 #: Coordinator errors a client retries (the group or transaction coordinator moving or loading).
 _COORDINATOR_ERRORS = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.CONCURRENT_TRANSACTIONS})
 _MARKER_VERSION = 1
+#: Seconds a transactional call given a 30 s timeout may take before its producer is
+#: declared wedged and replaced (see :func:`_bounded`).
+CALL_BOUND_S = 35.0
 
 
 @dataclass
@@ -103,6 +107,45 @@ def _retrying(what: str, call: Any, deadline: float) -> Any:
                 time.sleep(0.2)
                 continue
             raise RuntimeError(f"{what}: {err.name()}: {err.str()}") from exc
+
+
+class Wedged(RuntimeError):
+    """A librdkafka call did not return within its bound."""
+
+
+def _bounded(what: str, call: Callable[[], Any], seconds: float) -> Any:
+    """``call()`` in a helper thread, given ``seconds`` to return; :class:`Wedged` if it does not.
+
+    librdkafka's ``send_offsets_to_transaction`` can block past its own timeout, forever,
+    when the group coordinator it cached went down (a broker restart): the coordinator
+    request's timeout is never checked (confluentinc/librdkafka#5456, #5511).  The blocked
+    call cannot be interrupted, so the caller replaces the producer (fencing the wedged one)
+    and leaves the helper thread blocked.
+
+    >>> _bounded("add", lambda: 1 + 1, 1.0)
+    2
+    >>> try:
+    ...     _bounded("sleep", lambda: time.sleep(2), 0.05)
+    ... except Wedged as exc:
+    ...     print(exc)
+    sleep: no answer within 0.05 s
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    helper = threading.Thread(target=run, name="driftline-kafka-call", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    if helper.is_alive():
+        raise Wedged(f"{what}: no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def encode_marker(txn_id: str, coverage: SinkCoverage) -> bytes:
@@ -246,12 +289,29 @@ class FatalErrors:
 
 
 class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
-    """One sink partition: a transactional producer, its coverage and the open transaction."""
+    """One sink partition: a transactional producer, its coverage and the open transaction.
 
-    def __init__(self, sender: RecordSender, store: CoverageStore, coverage: SinkCoverage, fatal: FatalErrors, *, max_bytes: int, timeout: float, name: str) -> None:
+    ``renew`` makes a new producer of the same transactional id (and its error callback):
+    it replaces a wedged one (see :func:`_bounded`), fencing it and aborting its open
+    transaction, whose records are then sent again in a new one."""
+
+    def __init__(
+        self,
+        sender: RecordSender,
+        store: CoverageStore,
+        coverage: SinkCoverage,
+        fatal: FatalErrors,
+        *,
+        max_bytes: int,
+        timeout: float,
+        name: str,
+        renew: Callable[[], tuple[RecordSender, FatalErrors]] | None = None,
+    ) -> None:
         self._sender = sender
         self._fatal = fatal
         self._producer = sender.producer
+        self._renew_sender = renew
+        self._renewed = False  # a new producer: no transaction of its own to abort before resending
         self._store = store
         self._covered = coverage
         self._pending: dict[str, int] = {}
@@ -349,10 +409,14 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             if self._marker_offset is None:
                 return False  # the marker was refused: the transaction is in error
             offsets = self._store.pointer(self._marker_offset)
-            _retrying(f"Kafka sink {self._name!r}: sending its coverage", lambda: self._producer.send_offsets_to_transaction(offsets, self._store.group_metadata, 30), deadline)
+            send = lambda: self._producer.send_offsets_to_transaction(offsets, self._store.group_metadata, 30)  # noqa: E731
+            _retrying(f"Kafka sink {self._name!r}: sending its coverage", lambda: _bounded("send_offsets_to_transaction", send, CALL_BOUND_S), deadline)
             faults.reached("kafka_before_commit", self._name)
             _retrying(f"Kafka sink {self._name!r}: committing", lambda: self._producer.commit_transaction(30), deadline)
             return True
+        except Wedged as exc:
+            self._renew(str(exc), deadline)
+            return False
         except KafkaException as exc:
             if _broken(exc):
                 return False
@@ -361,6 +425,18 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             if isinstance(exc.__cause__, KafkaException) and _broken(exc.__cause__):
                 return False
             raise
+
+    def _renew(self, why: str, deadline: float) -> None:
+        """Replace the wedged producer by a new one of the same transactional id."""
+        if self._renew_sender is None:
+            raise RuntimeError(f"Kafka sink {self._name!r}: {why}")
+        _log.warning("kafka_producer_wedged", extra={"fields": {"sink": self._store.txn_id, "call": why, "records": sum(len(b) for b, _ in self._kept)}})
+        _WEDGED.labels(self._name).inc()
+        sender, fatal = self._renew_sender()
+        # fences the wedged producer; the broker aborts its open transaction
+        _retrying(f"Kafka sink {self._name!r}: initialising transactions", lambda: _bounded("init_transactions", lambda: sender.producer.init_transactions(30), CALL_BOUND_S), deadline)
+        self._sender, self._fatal, self._producer = sender, fatal, sender.producer
+        self._renewed = True
 
     def _flush(self, deadline: float) -> None:
         while True:
@@ -390,7 +466,10 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._sender.forget_limits()  # the refusal may come from a topic limit changed since start-up
         while True:
             _log.warning("Kafka transaction aborted; its records are sent again", extra={"fields": {"sink": self._store.txn_id, "records": len(records), "alone": sum(1 for v in levels if v)}})
-            _retrying(f"Kafka sink {self._name!r}: aborting a transaction", lambda: self._producer.abort_transaction(30), deadline)
+            if self._renewed:  # the broker aborted the wedged producer's transaction when it was fenced
+                self._renewed = False
+            else:
+                _retrying(f"Kafka sink {self._name!r}: aborting a transaction", lambda: self._producer.abort_transaction(30), deadline)
             self._producer.begin_transaction()
             refused: dict[int, Any] = {}
             sent = [retried(r, self._sender.limit(t), levels[i], errors[i]) for i, (t, r) in enumerate(records)]
@@ -430,6 +509,7 @@ def _note_refusal(refused: dict[int, Any], where: int, err: Any, _msg: Any) -> N
 
 _REPLAYED = Counter("driftline_kafka_sink_records_replayed_total", "Records a transactional Kafka sink skipped because a committed transaction holds them (replays after a restart).", ["sink"])
 _COMMITS = Counter("driftline_kafka_sink_transactions_total", "Transactions committed by transactional Kafka sinks.", ["sink"])
+_WEDGED = Counter("driftline_kafka_sink_producers_replaced_total", "Transactional producers replaced because a call did not return within its bound (librdkafka#5456).", ["sink"])
 _COMMIT_SECONDS = Histogram(
     "driftline_kafka_sink_commit_seconds", "Time to commit one transaction (marker, coverage offsets, commit).", ["sink"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 )
@@ -507,8 +587,12 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
             raise TypeError(f"step {step_id!r}: resume state of partition {for_part} is a {type(resume_state).__name__}, expected SinkCoverage")
         txn_id = transactional_id(self.id_prefix, self.name, for_part)
         timeout = self.timeout_ms / 1000
-        fatal = FatalErrors()
-        sender = RecordSender({**self._conf, "transactional.id": txn_id, "transaction.timeout.ms": self.timeout_ms, "error_cb": fatal}, self.topics)
+
+        def new_sender() -> tuple[RecordSender, FatalErrors]:
+            fatal = FatalErrors()  # each producer its own: a fenced predecessor's fatal error is not the new one's
+            return RecordSender({**self._conf, "transactional.id": txn_id, "transaction.timeout.ms": self.timeout_ms, "error_cb": fatal}, self.topics), fatal
+
+        sender, fatal = new_sender()
         deadline = time.monotonic() + timeout
         try:  # fences the partition's previous producer and aborts its open transaction
             _retrying(f"Kafka sink {txn_id!r}: initialising transactions", lambda: sender.producer.init_transactions(30), deadline)
@@ -521,7 +605,7 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
             "kafka_sink_resumed",
             extra={"fields": {"sink": txn_id, "covers": len(coverage.positions), "transactions": coverage.seq, "after_snapshot": coverage.seq - (resume_state.seq if resume_state else 0)}},
         )
-        return TransactionalPartition(sender, store, coverage, fatal, max_bytes=self.max_bytes, timeout=timeout, name=self.name)
+        return TransactionalPartition(sender, store, coverage, fatal, max_bytes=self.max_bytes, timeout=timeout, name=self.name, renew=new_sender)
 
 
 def kafka_sink(kafka: KafkaConfig, topic: str, *, name: str, more_topics: Iterable[str] = ()) -> KafkaRecordsSink | TransactionalKafkaSink:
@@ -620,4 +704,4 @@ def _batches(items: list[KafkaBatch]) -> list[KafkaBatch]:
     return [b for b in items if len(b)]
 
 
-__all__ = ["CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_routed", "kafka_sink", "output_sink", "transactional_id", "window_topics_output"]
+__all__ = ["CALL_BOUND_S", "CoverageStore", "SinkCoverage", "TransactionalKafkaSink", "TransactionalPartition", "kafka_output", "kafka_routed", "kafka_sink", "output_sink", "transactional_id", "window_topics_output", "Wedged"]

@@ -6,6 +6,7 @@ one window key share a transaction; read_committed consumers see every record on
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from collections import Counter
 
@@ -15,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from driftline.sinks.kafka import KafkaBatch
+from driftline.sinks import kafka_txn
 from driftline.sinks.kafka_txn import SinkCoverage, TransactionalKafkaSink, TransactionalPartition
 from driftline.testing.kafka import consume_all
 
@@ -86,6 +88,45 @@ def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: st
         zombie.snapshot()
     seen = offsets_in(kafka_bootstrap, topic)
     assert sorted(seen) == list(range(30)) and set(seen.values()) == {1}
+
+
+class WedgedOffsets:
+    """The real producer, except that ``send_offsets_to_transaction`` blocks until released,
+    as librdkafka's does when its cached group coordinator went down (librdkafka#5456)."""
+
+    def __init__(self, producer) -> None:
+        self._producer = producer
+        self.release = threading.Event()
+        self.calls = 0
+
+    def send_offsets_to_transaction(self, *args, **kwargs) -> None:
+        self.calls += 1
+        self.release.wait(60)
+
+    def __getattr__(self, name: str):
+        return getattr(self._producer, name)
+
+
+def test_a_wedged_producer_is_replaced_and_its_transaction_sent_again(kafka_bootstrap: str, unique_topic, monkeypatch) -> None:
+    topic = unique_topic("txn-wedged")
+    monkeypatch.setattr(kafka_txn, "CALL_BOUND_S", 1.0)
+    part = sink(kafka_bootstrap, topic).build_part("out", "0", None)
+    part.write_batch([batch(0, 49)])
+    wedged = WedgedOffsets(part._producer)
+    part._producer = wedged
+    try:
+        state = part.snapshot()  # the commit hangs in send_offsets_to_transaction: a new producer commits it
+    finally:
+        wedged.release.set()
+    assert wedged.calls == 1 and part._producer is not wedged
+    assert state.positions == {"in+0": 49}
+    part.write_batch([batch(50, 99)])
+    assert part.snapshot().positions == {"in+0": 99}
+    part.close()
+    seen = offsets_in(kafka_bootstrap, topic)
+    assert sorted(seen) == list(range(100)) and set(seen.values()) == {1}
+    # the wedged producer's transaction was aborted when the new one fenced it: sent twice, committed once
+    assert offsets_in(kafka_bootstrap, topic, isolation="read_uncommitted")[10] == 2
 
 
 def test_record_refused_inside_a_transaction_is_sent_again_cut_down(kafka_bootstrap: str, unique_topic) -> None:
