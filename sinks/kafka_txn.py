@@ -509,7 +509,7 @@ def _note_refusal(refused: dict[int, Any], where: int, err: Any, _msg: Any) -> N
 
 _REPLAYED = Counter("driftline_kafka_sink_records_replayed_total", "Records a transactional Kafka sink skipped because a committed transaction holds them (replays after a restart).", ["sink"])
 _COMMITS = Counter("driftline_kafka_sink_transactions_total", "Transactions committed by transactional Kafka sinks.", ["sink"])
-_WEDGED = Counter("driftline_kafka_sink_producers_replaced_total", "Transactional producers replaced because a call did not return within its bound (librdkafka#5456).", ["sink"])
+_WEDGED = Counter("driftline_kafka_sink_wedged_calls_total", "Transactional producer calls that did not return within their bound; each replaced its producer (librdkafka#5456).", ["sink"])
 _COMMIT_SECONDS = Histogram(
     "driftline_kafka_sink_commit_seconds", "Time to commit one transaction (marker, coverage offsets, commit).", ["sink"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 )
