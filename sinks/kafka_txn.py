@@ -433,8 +433,9 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         _log.warning("kafka_producer_wedged", extra={"fields": {"sink": self._store.txn_id, "call": why, "records": sum(len(b) for b, _ in self._kept)}})
         _WEDGED.labels(self._name).inc()
         sender, fatal = self._renew_sender()
-        # fences the wedged producer; the broker aborts its open transaction
-        _retrying(f"Kafka sink {self._name!r}: initialising transactions", lambda: _bounded("init_transactions", lambda: sender.producer.init_transactions(30), CALL_BOUND_S), deadline)
+        # fences the wedged producer; the broker aborts its open transaction (a fresh producer
+        # looks its coordinators up anew, so this call keeps its own timeout, as at start-up)
+        _retrying(f"Kafka sink {self._name!r}: initialising transactions", lambda: sender.producer.init_transactions(30), deadline)
         self._sender, self._fatal, self._producer = sender, fatal, sender.producer
         self._renewed = True
 
