@@ -1,6 +1,7 @@
 """Compaction torture run: the enrich flow tails a topic fed at a steady rate with a short
-``flush_seconds`` (many small files) while ``driftline compact`` runs beside it and is
-SIGKILLed at random moments; ``verify`` must accept the datasets after every kill.  At
+``flush_seconds`` (many small files) while ``driftline compact`` runs beside it and every
+second compaction is killed inside its commit, at a commit point chosen at random;
+``verify`` must accept the datasets after every kill.  At
 the end: one more killed compaction, a re-run that finishes it, and the checks of the
 issue: the file count of ``enriched`` cut by >= 10x, ``driftline query`` identical before
 and after, ``verify`` clean.
@@ -91,24 +92,29 @@ def _query(config: Path) -> str:
     return out.stdout
 
 
+#: The commit points a killed compaction stops at (sinks/parquet/faults.py), one chosen at random each time.
+KILL_POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
+
+
 def _compact_and_maybe_kill(config: Path, root: str, rng: random.Random, res: TortureResult, *, kill: bool, retention: str) -> bool:
-    """Run ``driftline compact``; with ``kill``, SIGKILL it at a random moment shortly after its
-    first staged file appears (so the kill lands inside a commit).  Returns True if killed."""
-    proc = subprocess.Popen(_cli(config, "compact", "--older-than", "0", "--retention", retention), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = False
+    """Run ``driftline compact``; with ``kill``, kill it inside its commit of ``enriched`` at a
+    random commit point.  Returns True if killed.
+
+    The kill is ``DRIFTLINE_FAULT``: the process leaves at once at that point with status 137,
+    as after SIGKILL (nothing flushed, nothing cleaned up).  A SIGKILL sent from here at a
+    random delay after the first staged file no longer lands: a small dataset's compaction
+    commits within milliseconds of staging, and the executable leaves without interpreter
+    teardown, so the kills of this harness all missed."""
+    env = dict(os.environ)
     if kill:
-        staging = Path(root) / "enriched" / "_staging"
-        while proc.poll() is None and not any(p.name.startswith("compact-") for p in staging.glob("*")):
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.15))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed = True
-            res.compactions_killed += 1
-    _out, err = proc.communicate(timeout=600)
+        env["DRIFTLINE_FAULT"] = f"{rng.choice(KILL_POINTS)}@enriched:1"
+    proc = subprocess.run(_cli(config, "compact", "--older-than", "0", "--retention", retention), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
     res.compactions_run += 1
-    if proc.returncode not in (0, -signal.SIGKILL):
-        raise RuntimeError(f"driftline compact failed ({proc.returncode}): {err[-2000:]}")
+    killed = kill and proc.returncode == 137
+    if killed:
+        res.compactions_killed += 1
+    elif proc.returncode != 0:
+        raise RuntimeError(f"driftline compact failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return killed
 
 
@@ -164,7 +170,7 @@ def torture(*, minutes: float, rate: float, flush_seconds: float, bootstrap: str
             if flow.poll() is not None:
                 raise RuntimeError(f"the flow stopped ({flow.returncode}); see {work / 'flow.log'}")
             if time.monotonic() >= next_compact:
-                # beside the running flow: every second compaction is SIGKILLed at a random moment
+                # beside the running flow: every second compaction is killed inside its commit
                 _compact_and_maybe_kill(config, root, rng, res, kill=res.compactions_run % 2 == 0, retention="5s")
                 problems = _verify(root)
                 res.verify_runs += 1
