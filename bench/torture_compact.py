@@ -96,7 +96,7 @@ def _query(config: Path) -> str:
 KILL_POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
 
 
-def _compact_and_maybe_kill(config: Path, root: str, rng: random.Random, res: TortureResult, *, kill: bool, retention: str) -> bool:
+def _compact_and_maybe_kill(config: Path, rng: random.Random, res: TortureResult, *, kill: bool, retention: str) -> bool:
     """Run ``driftline compact``; with ``kill``, kill it inside its commit of ``enriched`` at a
     random commit point.  Returns True if killed.
 
@@ -171,7 +171,7 @@ def torture(*, minutes: float, rate: float, flush_seconds: float, bootstrap: str
                 raise RuntimeError(f"the flow stopped ({flow.returncode}); see {work / 'flow.log'}")
             if time.monotonic() >= next_compact:
                 # beside the running flow: every second compaction is killed inside its commit
-                _compact_and_maybe_kill(config, root, rng, res, kill=res.compactions_run % 2 == 0, retention="5s")
+                _compact_and_maybe_kill(config, rng, res, kill=res.compactions_run % 2 == 0, retention="5s")
                 problems = _verify(root)
                 res.verify_runs += 1
                 res.verify_problems += problems
@@ -186,7 +186,7 @@ def torture(*, minutes: float, rate: float, flush_seconds: float, bootstrap: str
         before = _query(config)
         res.files_before = _files_written(root, "enriched")
         for _attempt in range(10):
-            if _compact_and_maybe_kill(config, root, rng, res, kill=True, retention="0"):
+            if _compact_and_maybe_kill(config, rng, res, kill=True, retention="0"):
                 break
         problems = _verify(root)
         res.verify_problems += problems

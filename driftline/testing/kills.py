@@ -49,7 +49,6 @@ class _LogLines:
         return self.lines
 
 
-
 def start_flow_process(
     flow: str,
     env: dict[str, str],
