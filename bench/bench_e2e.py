@@ -159,7 +159,7 @@ def run_driftline(
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING", *scaling]
     if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
-        cmd = [str(Path(python).with_name("py-spy")), "record", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
+        cmd = [str(Path(python).with_name("py-spy")), "record", "--subprocesses", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
     log = work / "driftline.log"
     started = time.time()
     rss_marks: list[tuple[int, int]] = []
@@ -223,11 +223,12 @@ def _timers(path: Path) -> dict[str, Any]:
 
 def _process_figures(doc: dict[str, Any]) -> dict[str, Any]:
     """One process's share: the rows it decoded (the spread stages count them where they
-    run) and its CPU seconds from its first event to its last write (None from a
-    driftline whose timers do not record CPU)."""
+    run), its CPU seconds from its first event to its last write (None from a
+    driftline whose timers do not record CPU) and its seconds in each step (in --json)."""
     cpu = doc.get("cpu_s")
     first = doc.get("first_event_cpu_s")
-    return {"events_in": doc["events_in"], "work_cpu_s": None if cpu is None or first is None else cpu - first}
+    steps = {name: round(s["seconds"], 3) for name, s in doc.get("steps", {}).items()}
+    return {"events_in": doc["events_in"], "work_cpu_s": None if cpu is None or first is None else cpu - first, "step_s": steps}
 
 
 def produce_events(bootstrap: str, topic: str, args: argparse.Namespace, chunk: int = 100_000) -> tuple[int, int]:
@@ -261,7 +262,7 @@ def main() -> int:
     ap.add_argument("--quix-python", default=str(REPO / ".venv-quix" / "bin" / "python"), help="interpreter with quixstreams installed")
     ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks; needs py-spy beside --driftline-python)")
+    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks, every process; the first round of each scaled shape to PROFILE.<shape>; needs py-spy beside --driftline-python)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
     ap.add_argument("--processes", type=int, default=0, help="also run the driftline leg as this many processes (driftline run --processes N) and compare with 1")
     ap.add_argument("--workers", type=int, default=0, help="also run the driftline leg with this many workers in one process (-w N) and compare with 1")
@@ -272,7 +273,13 @@ def main() -> int:
         help="sinks.partitions and kafka.transactions.partitions of every driftline run (default: the configuration's, 1): a scaled run writes its datasets and Kafka outputs from as many workers as this",
     )
     ap.add_argument("--scale-repeats", type=int, default=1, help="run the 1-process leg and the scaled legs this many times, alternating (medians reported)")
-    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit")
+    ap.add_argument(
+        "--topic",
+        default=None,
+        help="the input topic's name (default: a new random one). Bytewax places each input partition's keyed steps by a hash"
+        " of names built from it, so with several workers the name decides how evenly the keyed work lands; it must not exist yet",
+    )
+    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit; with --processes, also its scaled shape in the scaling table")
     ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
@@ -295,7 +302,7 @@ def main() -> int:
             global BROKER_PID
             BROKER_PID = broker._pid()
             bootstrap = broker.bootstrap
-        topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+        topic = args.topic or f"bench-e2e-{uuid.uuid4().hex[:8]}"
         t0 = time.monotonic()
         malformed, with_pii = produce_events(bootstrap, topic, args)
         print(f"produced {args.events:,} events to {topic} ({args.partitions} partitions, {malformed:,} malformed, {with_pii:,} with PII, seed {args.seed}) in {time.monotonic() - t0:.0f} s")
@@ -349,26 +356,31 @@ def main() -> int:
 
 
 def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path, results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The driftline leg with 1 process, N workers in one process and N processes, one
-    after the other (``--scale-repeats`` rounds), each on the whole topic into its own
-    root; returns each shape's runs."""
-    shapes: list[tuple[str, tuple[str, ...]]] = [("1 process", ())]
+    """The driftline leg with 1 process, N workers in one process and N processes (and N
+    processes of ``--before-python``'s checkout), one after the other
+    (``--scale-repeats`` rounds), each on the whole topic into its own root; returns each
+    shape's runs."""
+    python = args.driftline_python
+    shapes: list[tuple[str, tuple[str, ...], str]] = [("1 process", (), python)]
     if args.workers:
-        shapes.append((f"{args.workers} workers, 1 process", ("--workers-per-process", str(args.workers))))
+        shapes.append((f"{args.workers} workers, 1 process", ("--workers-per-process", str(args.workers)), python))
     if args.processes:
-        shapes.append((f"{args.processes} processes", ("--processes", str(args.processes))))
+        shapes.append((f"{args.processes} processes", ("--processes", str(args.processes)), python))
+        if args.before_python:  # the other checkout, scaled the same way, on the same topic
+            shapes.append((f"{args.processes} processes, before", ("--processes", str(args.processes)), args.before_python))
     if len(shapes) == 1:
         return {}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in shapes}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in shapes}
     for rnd in range(args.scale_repeats):
-        for i, (name, scaling) in enumerate(shapes):
+        for i, (name, scaling, python) in enumerate(shapes):
             if rnd == 0 and i == 0 and "driftline" in results:
                 r = dict(results["driftline"], root=str(work / "driftline-out"))  # the driftline leg is the first 1-process run
             else:
                 leg_work = work / f"scale-{rnd}-{i}"
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 load = os.getloadavg()[0]
-                r = run_driftline(bootstrap, topic, leg_work, 0, args.driftline_python, args.events, env=_driftline_env(args), scaling=scaling)
+                profile = f"{args.profile}.{name.replace(' ', '-').replace(',', '')}" if args.profile and rnd == 0 else None  # the scaled shapes' first round too
+                r = run_driftline(bootstrap, topic, leg_work, 0, python, args.events, profile, env=_driftline_env(args), scaling=scaling)
                 broker_after = _broker_cpu()
                 r.update(cpu_s=_children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
                 if broker_before is not None and broker_after is not None:

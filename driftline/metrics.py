@@ -619,7 +619,7 @@ class StepTimers:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.events_in = 0
-        self.first_event_at: float | None = None  # time.time() of the first non-empty poll
+        self.first_event_at: float | None = None  # time.time() of the first rows this process saw (a poll or a step's input)
         self.first_event_cpu: float | None = None  # this process's CPU seconds then
         self.started_at = time.time()
         self._last_write = 0.0
@@ -630,6 +630,8 @@ class StepTimers:
         self.calls.setdefault(step_id, 0)
 
         def timed_step(*args: Any, **kwargs: Any) -> Any:
+            if self.first_event_at is None and args and _has_rows(args[0]):
+                self._begin()  # a process that decodes nothing still works once rows reach it
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -644,9 +646,13 @@ class StepTimers:
 
     def count_in(self, n: int) -> None:
         if n and self.first_event_at is None:
-            self.first_event_at = time.time()
-            self.first_event_cpu = time.process_time()
+            self._begin()
         self.events_in += n
+
+    def _begin(self) -> None:
+        """The first rows reached this process: from here on its time is work, not start-up."""
+        self.first_event_at = time.time()
+        self.first_event_cpu = time.process_time()
 
     def write(self) -> None:
         self._last_write = time.perf_counter()
@@ -668,6 +674,22 @@ class StepTimers:
         with open(tmp, "w") as fh:
             json.dump(doc, fh)
         os.replace(tmp, self.path)
+
+
+def _has_rows(value: Any, depth: int = 0) -> bool:
+    """Whether a step's input holds rows: a frame with rows, or a list (of frames, keyed
+    items, Kafka batches) holding one; an idle tick (empty frames) holds none.
+
+    >>> import polars as pl
+    >>> _has_rows([("0", pl.DataFrame())]), _has_rows([("0", pl.DataFrame({"a": [1]}))]), _has_rows(7)
+    (False, True, False)
+    """
+    height = getattr(value, "height", None)
+    if isinstance(height, int):
+        return height > 0
+    if isinstance(value, list | tuple):
+        return len(value) > 0 if depth >= 2 else any(_has_rows(v, depth + 1) for v in value)
+    return False
 
 
 def _rss_bytes() -> tuple[int, int]:

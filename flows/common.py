@@ -57,7 +57,7 @@ from driftline.flows.datasets import COMMIT_ORDER, FLOW_COLUMN, dataset_specs
 from driftline.flows.windowing import SourcePartitions, WindowStreams, export_windows, window_monitor
 from driftline.operators.decode import RawBatch
 from driftline.operators.pii import PiiMasker, mask_dead_letters
-from driftline.operators.spread import BatchHeader, Piece, ReorderLogic, split_rows
+from driftline.operators.spread import BatchHeader, Piece, ReorderLogic, Spreader, to_workers
 from driftline.sinks.kafka import dead_letter_records, json_records, source_batches
 from driftline.sinks.kafka_txn import kafka_output, window_topics_output
 from driftline.sinks.parquet import ParquetDatasetSink, RunInfo, parquet_output
@@ -147,6 +147,7 @@ class FlowBuilder:
         self.writer_name = writer_name(flow, topic)
         self.flow = Dataflow(f"driftline_{flow}")
         self._raw: Stream[RawBatch] | None = None
+        self.partitions = SourcePartitions(io.source)  # the input partitions, listed once per process at run time
         tracing.configure(cfg.tracing)  # before any step is wrapped: spans per step when tracing is on
         self._frames_used: set[str] = set()
 
@@ -160,10 +161,14 @@ class FlowBuilder:
     def spread(self) -> tuple[Stream[Piece[RawBatch]], Stream[BatchHeader]]:
         """The input cut into row ranges spread over every worker (``spread``,
         ``spread_headers``, ``spread_pieces``), and the batch headers that put them back
-        in order in :meth:`in_order` (see :mod:`driftline.operators.spread`)."""
-        items = op.flat_map("spread", self.input(), split_rows)
+        in order in :meth:`in_order` (see :mod:`driftline.operators.spread`).  Each
+        worker runs the share of the ranges that evens out the load of the keyed steps
+        and sink partitions Bytewax put on it (see :mod:`driftline.operators.placement`)."""
+        kafka_parts = self.cfg.kafka.transactions.partitions if self.cfg.kafka.delivery == "exactly_once" else 1
+        spreader = Spreader(self.partitions, parquet_parts=self.cfg.sinks.partitions if self.parquet else 1, kafka_parts=kafka_parts)
+        items = op.flat_map("spread", self.input(), spreader.split)
         headers = op.branch("spread_headers", items, lambda i: isinstance(i, BatchHeader))
-        return op.redistribute("spread_pieces", headers.falses), headers.trues
+        return to_workers("spread_pieces", headers.falses), headers.trues
 
     def in_order(self, pieces: Stream[Piece[Any]], headers: Stream[BatchHeader]) -> Stream[Any]:
         """The pieces' values back on their partition's worker, in offset order (step ``reorder``)."""
@@ -237,7 +242,7 @@ class FlowBuilder:
             features=features,
             clock=self.clock,
             recovery=self.state_dir is not None,
-            partitions=SourcePartitions(self.io.source),
+            partitions=self.partitions,
         )
         # the flow is part of a window row's key: both flows write these datasets and topics
         stamp = lambda f: f.with_columns(pl.lit(self.name, pl.Utf8).alias(FLOW_COLUMN))  # noqa: E731
