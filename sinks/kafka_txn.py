@@ -324,8 +324,24 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._marker_offset: int | None = None
         self.records_replayed = 0  # skipped: a committed transaction holds them
         self._replayed_logged = 0
+        self._failed: str | None = None  # the error that stopped this partition (see close)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Log the first error that stops this partition: Bytewax then unwinds and closes the
+        partition, and an error raised again in close() would abort the process before
+        anything printed this one."""
+        if self._failed is None:
+            self._failed = f"{type(exc).__name__}: {str(exc)[:500]}"
+            _log.error("kafka_sink_failed", extra={"fields": {"sink": self._store.txn_id, "error": self._failed}})
 
     def write_batch(self, items: list[KafkaBatch]) -> None:
+        try:
+            self._write_batch(items)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def _write_batch(self, items: list[KafkaBatch]) -> None:
         for batch in items:
             skip = self._covered_part(batch)
             if skip is not None and skip.all():
@@ -364,13 +380,24 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
 
     def snapshot(self) -> SinkCoverage:
         if self._open:
-            self._commit()
+            try:
+                self._commit()
+            except Exception as exc:
+                self._fail(exc)
+                raise
         if self.records_replayed > self._replayed_logged:
             _log.info("kafka_sink_replayed", extra={"fields": {"sink": self._store.txn_id, "records": self.records_replayed - self._replayed_logged}})
             self._replayed_logged = self.records_replayed
         return SinkCoverage(dict(self._covered.positions), self._covered.seq)
 
     def close(self) -> None:
+        """Commit what is open and flush.  After a failure (the flow is stopping with that
+        error) nothing is committed: as after a SIGKILL, the open transaction is aborted
+        when the next producer of this transactional id starts, and the records are sent
+        again from the last snapshot."""
+        if self._failed is not None:
+            _log.warning("kafka_sink_closed_after_failure", extra={"fields": {"sink": self._store.txn_id, "error": self._failed}})
+            return
         if self._open:
             self._commit()
         self._producer.flush(self._timeout)

@@ -75,7 +75,7 @@ def test_restart_without_any_snapshot_uses_the_coverage_in_kafka(kafka_bootstrap
     assert len(msgs) == 30
 
 
-def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: str, unique_topic) -> None:
+def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: str, unique_topic, caplog: pytest.LogCaptureFixture) -> None:
     topic = unique_topic("txn-zombie")
     s = sink(kafka_bootstrap, topic)
     zombie = s.build_part("out", "0", None)
@@ -83,9 +83,15 @@ def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: st
     successor = s.build_part("out", "0", None)  # the same sink partition, elsewhere
     successor.write_batch([batch(0, 29)])
     successor.snapshot()
-    with pytest.raises((KafkaException, RuntimeError)):
+    with caplog.at_level("WARNING", logger="driftline.sinks.kafka"), pytest.raises((KafkaException, RuntimeError)) as raised:
         zombie.write_batch([batch(30, 39)])
         zombie.snapshot()
+    # the error is logged where it happens (Bytewax's unwinding would hide it), and the
+    # close that follows it neither commits nor raises again (which would abort the process)
+    failed = [r for r in caplog.records if r.getMessage() == "kafka_sink_failed"]
+    assert len(failed) == 1 and type(raised.value).__name__ in failed[0].fields["error"]
+    zombie.close()
+    assert any(r.getMessage() == "kafka_sink_closed_after_failure" for r in caplog.records)
     seen = offsets_in(kafka_bootstrap, topic)
     assert sorted(seen) == list(range(30)) and set(seen.values()) == {1}
 
