@@ -38,13 +38,14 @@ emitted once per key in window order with all their rows).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -326,40 +327,39 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._replayed_logged = 0
         self._failed: str | None = None  # the error that stopped this partition (see close)
 
-    def _fail(self, exc: BaseException) -> None:
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
         """Log the first error that stops this partition: Bytewax then unwinds and closes the
         partition, and an error raised again in close() would abort the process before
         anything printed this one."""
-        if self._failed is None:
-            self._failed = f"{type(exc).__name__}: {str(exc)[:500]}"
-            _log.error("kafka_sink_failed", extra={"fields": {"sink": self._store.txn_id, "error": self._failed}})
-
-    def write_batch(self, items: list[KafkaBatch]) -> None:
         try:
-            self._write_batch(items)
+            yield
         except Exception as exc:
-            self._fail(exc)
+            if self._failed is None:
+                self._failed = f"{type(exc).__name__}: {str(exc)[:500]}"
+                _log.error("kafka_sink_failed", extra={"fields": {"sink": self._store.txn_id, "error": self._failed}})
             raise
 
-    def _write_batch(self, items: list[KafkaBatch]) -> None:
-        for batch in items:
-            skip = self._covered_part(batch)
-            if skip is not None and skip.all():
-                continue
-            if not self._open:
-                self._producer.begin_transaction()
-                self._open = True
-            self._kept.append((batch, skip))
-            self._kept_bytes += batch.nbytes if batch.nbytes is not None else 1024 * len(batch)
-            try:
-                self._sender.send(batch, skip=skip)
-            except KafkaException as exc:  # the transaction broke (a refused record): again, in a new one
-                if not _broken(exc):
-                    raise
-                self._resend(time.monotonic() + self._timeout)
-            if self._kept_bytes >= self._max_bytes:
-                self._commit()
-        self._producer.poll(0)
+    def write_batch(self, items: list[KafkaBatch]) -> None:
+        with self._failing():
+            for batch in items:
+                skip = self._covered_part(batch)
+                if skip is not None and skip.all():
+                    continue
+                if not self._open:
+                    self._producer.begin_transaction()
+                    self._open = True
+                self._kept.append((batch, skip))
+                self._kept_bytes += batch.nbytes if batch.nbytes is not None else 1024 * len(batch)
+                try:
+                    self._sender.send(batch, skip=skip)
+                except KafkaException as exc:  # the transaction broke (a refused record): again, in a new one
+                    if not _broken(exc):
+                        raise
+                    self._resend(time.monotonic() + self._timeout)
+                if self._kept_bytes >= self._max_bytes:
+                    self._commit()
+            self._producer.poll(0)
 
     def _covered_part(self, batch: KafkaBatch) -> Any:
         """Which records of ``batch`` a committed transaction already holds (None: none);
@@ -380,11 +380,8 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
 
     def snapshot(self) -> SinkCoverage:
         if self._open:
-            try:
+            with self._failing():
                 self._commit()
-            except Exception as exc:
-                self._fail(exc)
-                raise
         if self.records_replayed > self._replayed_logged:
             _log.info("kafka_sink_replayed", extra={"fields": {"sink": self._store.txn_id, "records": self.records_replayed - self._replayed_logged}})
             self._replayed_logged = self.records_replayed
