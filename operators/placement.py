@@ -107,6 +107,18 @@ def source_worker(name: str, names: Sequence[str], workers: int) -> int:
     return sorted(names).index(name) % workers if workers > 1 else 0
 
 
+def reorder_key(name: str) -> str:
+    """The ``reorder`` and model-step key (``topic:partition``, as
+    :func:`driftline.operators.spread.partition_key` makes it from a batch) of input
+    partition ``name`` (``topic+partition``).
+
+    >>> reorder_key("events+2")
+    'events:2'
+    """
+    topic, _, part = name.rpartition("+")
+    return f"{topic}:{part}"
+
+
 def cover_part(cover: str, parts: int) -> int:
     """The sink partition of an input partition ``topic+partition``: how the Parquet datasets
     and the transactional Kafka sink route a micro-batch (``crc32(cover) % parts``)."""
@@ -178,10 +190,9 @@ def fixed_loads(partitions: Iterable[str], workers: int, *, parquet_parts: int =
     if not names:
         return loads
     each = 1.0 / len(names)
-    source_names = [f"{n.rpartition('+')[2]}-{n.rpartition('+')[0]}" for n in names]
+    source_names = [f"{part}-{topic}" for topic, _, part in (n.rpartition("+") for n in names)]  # the Kafka source's part names
     for name, src in zip(names, source_names, strict=True):
-        topic, _, part = name.rpartition("+")
-        loads[state_worker(f"{topic}:{part}", workers)] += costs.get("partition", 0.0) * each
+        loads[state_worker(reorder_key(name), workers)] += costs.get("partition", 0.0) * each
         loads[state_worker(name, workers)] += costs.get("event_time", 0.0) * each
         for parts, cost in ((parquet_parts, costs.get("parquet", 0.0) * each), (kafka_parts, costs.get("kafka", 0.0) * each)):
             if parts <= MAX_PLACED_PARTS:
@@ -231,4 +242,4 @@ def local_plan(homes: Mapping[str, int], shares: Sequence[float]) -> dict[str, l
     return plan
 
 
-__all__ = ["COSTS", "local_plan", "MAX_PLACED_PARTS", "cover_part", "fixed_loads", "free_shares", "sink_worker", "siphash13", "source_worker", "state_worker", "water_fill", "worker_keys"]
+__all__ = ["COSTS", "local_plan", "MAX_PLACED_PARTS", "cover_part", "fixed_loads", "free_shares", "reorder_key", "sink_worker", "siphash13", "source_worker", "state_worker", "water_fill", "worker_keys"]

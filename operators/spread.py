@@ -44,7 +44,7 @@ import polars as pl
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from driftline.operators.placement import COSTS, free_shares, local_plan, state_worker, worker_keys
+from driftline.operators.placement import COSTS, free_shares, local_plan, reorder_key, state_worker, worker_keys
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -220,8 +220,7 @@ class Spreader:
         if self._shares is None or len(self._shares) != self.workers:
             names = list(self._partitions() if callable(self._partitions) else self._partitions)
             self._shares = free_shares(names, self.workers, parquet_parts=self.parquet_parts, kafka_parts=self.kafka_parts, costs=self.costs)
-            keys = [f"{topic}:{part}" for topic, _, part in (n.rpartition("+") for n in names)]  # partition_key's form
-            self._plan = local_plan({k: state_worker(k, self.workers) for k in keys}, self._shares)
+            self._plan = local_plan({k: state_worker(k, self.workers) for k in map(reorder_key, names)}, self._shares)
         return self._shares
 
     def plan(self, key: str) -> list[float]:
