@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from driftline.sinks.parquet.faults import POINTS as FAULT_POINTS
+
 QUERY = (
     "SELECT src_partition, count(*) AS rows, sum(src_offset) AS offsets, sum(hash(event_id)) AS ids, "
     "sum(hash(model_label)) AS labels, min(event_time) AS first, max(event_time) AS last FROM enriched GROUP BY ALL ORDER BY ALL"
@@ -92,8 +94,8 @@ def _query(config: Path) -> str:
     return out.stdout
 
 
-#: The commit points a killed compaction stops at (sinks/parquet/faults.py), one chosen at random each time.
-KILL_POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
+#: The Parquet commit points a killed compaction stops at, one chosen at random each time.
+KILL_POINTS = tuple(p for p in FAULT_POINTS if not p.startswith("kafka_"))
 
 
 def _compact_and_maybe_kill(config: Path, rng: random.Random, res: TortureResult, *, kill: bool, retention: str) -> bool:
