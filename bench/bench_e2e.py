@@ -41,6 +41,7 @@ import itertools
 import json
 import os
 import resource
+import shlex
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,9 @@ LABELS = {
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "again": ("driftline, default configuration, run again (the first leg of a run is often slower)", {}),
     "at-least-once": ("driftline, kafka.delivery at_least_once (no transactions)", {"DRIFTLINE__KAFKA__DELIVERY": "at_least_once"}),
+    "poll-10k": ("driftline, kafka.poll_batch_size 10,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "10000"}),
+    "poll-20k": ("driftline, kafka.poll_batch_size 20,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "20000"}),
+    "no-heap-trim": ("driftline, --heap-trim-interval 0 (the C heap never trimmed)", {"DRIFTLINE_HEAP_TRIM_INTERVAL": "0"}),
     "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
     "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
     "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
@@ -159,7 +163,7 @@ def run_driftline(
     )
     cmd = [python, "-m", "driftline.cli", "run", "enrich", "--drain", "--log-level", "WARNING", *scaling]
     if profile:  # a py-spy sampling profile of the whole run, as collapsed stacks
-        cmd = [str(Path(python).with_name("py-spy")), "record", "--subprocesses", "--rate", "250", "--format", "raw", "--output", profile, "--", *cmd]
+        cmd = [str(Path(python).with_name("py-spy")), "record", "--subprocesses", "--rate", "250", "--format", "raw", *shlex.split(os.environ.get("BENCH_PYSPY_ARGS", "")), "--output", profile, "--", *cmd]
     log = work / "driftline.log"
     started = time.time()
     rss_marks: list[tuple[int, int]] = []
@@ -262,7 +266,7 @@ def main() -> int:
     ap.add_argument("--quix-python", default=str(REPO / ".venv-quix" / "bin" / "python"), help="interpreter with quixstreams installed")
     ap.add_argument("--rss-every", type=int, default=250_000, help="print driftline's RSS each time this many events were read (0: off)")
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks, every process; the first round of each scaled shape to PROFILE.<shape>; needs py-spy beside --driftline-python)")
+    ap.add_argument("--profile", default=None, help="record a py-spy profile of the driftline leg here (collapsed stacks, every process; the first round of each scaled shape to PROFILE.<shape>; needs py-spy beside --driftline-python; BENCH_PYSPY_ARGS adds py-spy options, e.g. --gil or --idle)")
     ap.add_argument("--driftline-python", default=sys.executable, help="interpreter whose driftline runs")
     ap.add_argument("--processes", type=int, default=0, help="also run the driftline leg as this many processes (driftline run --processes N) and compare with 1")
     ap.add_argument("--workers", type=int, default=0, help="also run the driftline leg with this many workers in one process (-w N) and compare with 1")

@@ -40,7 +40,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from driftline.config import PipelineConfig, state_home
-from driftline.heap import settle_heap
+from driftline.heap import TRIM_INTERVAL_S, settle_heap, start_heap_trimmer
 from driftline.logs import get_logger
 from driftline.operators import spread
 
@@ -196,12 +196,14 @@ def run_flow(
     workers: int = 1,
     cluster: Cluster | None = None,
     partitions: int = 1,
+    heap_trim_interval: float = TRIM_INTERVAL_S,
 ) -> float:
     """Run ``flow`` to completion (a drained source) or forever; returns seconds taken.
 
     ``cluster`` places this process in a Bytewax cluster (default: ``workers`` threads in
     this process alone); ``partitions`` is the partition count of a recovery folder
-    created now (``recovery.partitions``).
+    created now (``recovery.partitions``); ``heap_trim_interval``: seconds between two
+    trims of the C heap (0: none; see driftline/heap.py).
     """
     cluster = cluster or Cluster(workers_per_process=workers)
     recovery = None
@@ -211,6 +213,7 @@ def run_flow(
     log.info("flow starting", extra={"fields": fields})
     spread.WORKERS = cluster.workers  # how finely the input batches are cut (operators/spread.py)
     settle_heap()  # after the flow and its stages are built: see driftline/heap.py
+    trimmer = start_heap_trimmer(heap_trim_interval)
     start = time.monotonic()
     cli_main(
         flow,
@@ -221,7 +224,7 @@ def run_flow(
         recovery_config=recovery,
     )
     took = time.monotonic() - start
-    log.info("flow finished", extra={"fields": {"flow": flow.flow_id, "process_id": cluster.process_id, "seconds": round(took, 3)}})
+    log.info("flow finished", extra={"fields": {"flow": flow.flow_id, "process_id": cluster.process_id, "seconds": round(took, 3), "heap_trims": trimmer.trims, "heap_trim_seconds": round(trimmer.seconds, 3)}})
     return took
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from driftline.backfill import DrainProgress, OffsetRange
 from driftline.broker import require_kafka
 from driftline.config import PipelineConfig, load_config
+from driftline.heap import ENV_HEAP_TRIM, TRIM_INTERVAL_S
 from driftline.metrics import HEALTH, parse_addr, serve_metrics
 from driftline.runner import ENV_SUPERVISED, Cluster, ClusterError, ensure_recovery_dir, run_flow, supervise
 from driftline.timeargs import parse_instant
@@ -43,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", action="store_true", help="stop at the end of the input topic (demos, tests, backfills) instead of tailing forever")
     parser.add_argument("--recovery-dir", default=None, help="Bytewax recovery folder; resume from it after a crash (created on first use)")
     parser.add_argument("--epoch-interval", type=float, default=10.0, help="seconds between recovery snapshots (default 10)")
+    parser.add_argument(
+        "--heap-trim-interval",
+        type=float,
+        default=os.environ.get(ENV_HEAP_TRIM, repr(TRIM_INTERVAL_S)),  # argparse applies type to a string default
+        help=f"seconds between two returns of the C heap's free memory to the system (0: never) [env: {ENV_HEAP_TRIM}] (default {TRIM_INTERVAL_S:g}; see driftline/heap.py)",
+    )
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics, /healthz and /readyz on this port (0: off)")
     parser.add_argument(
         "--metrics-addr",
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         total, desc = rng.total, f"backfill {rng.topic}"
     flow = getattr(importlib.import_module(module_name), builder)(cfg, drain=args.drain or bounded, **kwargs)
-    run = lambda: run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval, cluster=cluster, partitions=cfg.recovery.partitions)  # noqa: E731
+    run = lambda: run_flow(flow, recovery_dir=args.recovery_dir, epoch_interval=args.epoch_interval, cluster=cluster, partitions=cfg.recovery.partitions, heap_trim_interval=args.heap_trim_interval)  # noqa: E731
     if (args.drain or bounded) and cluster.processes == 1:  # one process sees every event: a meaningful bar
         with DrainProgress(args.flow, total, desc):
             run()
@@ -148,7 +155,7 @@ def _supervise(cfg: PipelineConfig, args: argparse.Namespace) -> int:
 def _child_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one supervised process: this one's, without ``--processes``
     (``BYTEWAX_WORKERS_PER_PROCESS`` passes through the environment)."""
-    argv = ["run", args.flow, "--epoch-interval", repr(args.epoch_interval), "--log-level", args.log_level]
+    argv = ["run", args.flow, "--epoch-interval", repr(args.epoch_interval), "--heap-trim-interval", repr(args.heap_trim_interval), "--log-level", args.log_level]
     for flag, value in (
         ("--workers-per-process", args.workers_per_process),
         ("--config", args.config),
