@@ -31,7 +31,6 @@ True
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import threading
 import time
@@ -56,10 +55,13 @@ ENV_HEAP_TRIM = "DRIFTLINE_HEAP_TRIM_INTERVAL"
 
 
 def _malloc_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS).
+
+    Looked up in the symbols the interpreter already has loaded (libc among them), so no
+    ``ldconfig`` run is needed to find the library.
+    """
     try:
-        fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+        fn = getattr(ctypes.CDLL(None), "malloc_trim", None)
     except OSError:
         return None
     if fn is None:
