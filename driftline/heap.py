@@ -16,10 +16,11 @@ its next allocations, and fragments: in a 100,000-event run of the enrich flow a
 90 MB of it sat free inside the heap at the peak, and Polars' and Arrow's allocators
 then took their own pages beside it.  :class:`HeapTrimmer` hands that free memory back to
 the system every second (glibc's ``malloc_trim``, from a thread of its own; the call
-releases the interpreter lock): the enrich flow's peak RSS fell by 45 to 100 MiB (a
-million events: 1,033 against 988 MiB, one run), for CPU within the machine's run-to-run
-noise (bench/bench_e2e.py's ``no-heap-trim`` leg; docs/performance.md, "Memory").
-Elsewhere (no glibc) it does nothing.
+releases the interpreter lock): over seven same-run comparisons of the enrich flow
+(bench/bench_e2e.py's ``no-heap-trim`` leg), peak RSS fell by about 90 MiB (about 1,020
+to 935 MiB at 200,000 events; 1,033 to 988 MiB at a million), for about 4% of throughput
+at 200,000 events (the pages handed back are faulted in again by the next batches;
+docs/performance.md, "Memory").  Elsewhere (no glibc) it does nothing.
 
 >>> import gc
 >>> old = gc.get_threshold()
