@@ -189,6 +189,8 @@ def run_driftline(
         return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
     mark(doc)  # the last mark when the run ended right on it
     doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
+    if profile:  # py-spy does not reap the flow as a child of ours: its CPU is not in RUSAGE_CHILDREN, only in its own timers
+        doc["own_cpu_s"] = doc["cpu_s"]
     return doc
 
 
@@ -218,6 +220,7 @@ def _timers(path: Path) -> dict[str, Any]:
         "first_event_at": min(firsts) if firsts else None,
         "written_at": max(d["written_at"] for d in docs),
         "events_in": sum(d["events_in"] for d in docs),
+        "cpu_s": sum(d["cpu_s"] for d in docs),
         "rss_bytes": sum(d["rss_bytes"] for d in docs),
         "peak_rss_bytes": sum(d["peak_rss_bytes"] for d in docs),
         "steps": steps,
@@ -319,7 +322,7 @@ def main() -> int:
             else:
                 results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
             r = results[leg]
-            r["cpu_s"] = _children_cpu() - cpu_before
+            r["cpu_s"] = r.pop("own_cpu_s", None) or _children_cpu() - cpu_before
             broker_after = _broker_cpu()
             if broker_before is not None and broker_after is not None:
                 r["broker_cpu_s"] = broker_after - broker_before
@@ -386,7 +389,7 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
                 profile = f"{args.profile}.{name.replace(' ', '-').replace(',', '')}" if args.profile and rnd == 0 else None  # the scaled shapes' first round too
                 r = run_driftline(bootstrap, topic, leg_work, 0, python, args.events, profile, env=_driftline_env(args), scaling=scaling)
                 broker_after = _broker_cpu()
-                r.update(cpu_s=_children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
+                r.update(cpu_s=r.pop("own_cpu_s", None) or _children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
                 if broker_before is not None and broker_after is not None:
                     r["broker_cpu_s"] = broker_after - broker_before
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
