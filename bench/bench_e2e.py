@@ -166,11 +166,11 @@ def run_driftline(
         cmd = [str(Path(python).with_name("py-spy")), "record", "--subprocesses", "--rate", "250", "--format", "raw", *shlex.split(os.environ.get("BENCH_PYSPY_ARGS", "")), "--output", profile, "--", *cmd]
     log = work / "driftline.log"
     started = time.time()
-    rss_marks: list[tuple[int, int]] = []
+    rss_marks: list[tuple[int, int, int | None, int | None]] = []
 
     def mark(doc: dict[str, Any]) -> None:  # RSS each time another rss_every events were read
         while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
-            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"]))
+            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes")))
 
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
@@ -462,10 +462,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         print("issue 11 targets: " + "; ".join(checks))
     print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
     if d["rss_marks"]:
-        print("\n| events read | driftline RSS |")
-        print("| ---: | ---: |")
-        for n, rss in d["rss_marks"]:
-            print(f"| {n:,} | {_mb(rss)} |")
+        print("\n| events read | driftline RSS | C heap in use | C heap free |")
+        print("| ---: | ---: | ---: | ---: |")
+        for n, rss, heap, free in d["rss_marks"]:
+            print(f"| {n:,} | {_mb(rss)} | {_mb(heap) if heap is not None else 'n/a'} | {_mb(free) if free is not None else 'n/a'} |")
+        print("\nC heap: glibc's malloc (driftline/heap.py c_heap); 'free' counts its free lists, pages already handed back by the trimming included.")
         first, last = d["rss_marks"][0][1], d["rss_marks"][-1][1]
         if len(d["rss_marks"]) > 1:
             print(f"\nRSS at the last mark vs the first: {100 * (last - first) / first:+.1f}%")

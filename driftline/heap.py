@@ -71,6 +71,40 @@ def _malloc_trim() -> Callable[[], int] | None:
     return lambda: fn(0)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        fn = getattr(ctypes.CDLL(None), "mallinfo2", None)
+    except OSError:
+        return None
+    if fn is not None:
+        fn.argtypes, fn.restype = [], _MallInfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def c_heap() -> tuple[int, int] | None:
+    """Bytes of the C heap in use and free inside it (glibc's ``mallinfo2``: every arena,
+    plus the blocks it mapped on their own as in use), or None without glibc.  Python's
+    large objects, librdkafka's copies and numpy's arrays live there; Polars and Arrow keep
+    their own allocators.  A walk over the heap's free lists: call it about once a second,
+    not per record (driftline/metrics.py's step timers do).
+
+    >>> stats = c_heap()
+    >>> stats is None or (stats[0] > 0 and stats[1] >= 0)
+    True
+    """
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return int(info.uordblks + info.hblkhd), int(info.fordblks)
+
+
 class HeapTrimmer:
     """Gives the C heap's free memory back to the system every ``interval`` seconds.
 

@@ -43,6 +43,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, make_ws
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from driftline.heap import c_heap
+
 prometheus_client.disable_created_metrics()  # no <counter>_created series: one series per counter, not two
 
 OVERFLOW = "__other__"
@@ -658,6 +660,7 @@ class StepTimers:
         self._last_write = time.perf_counter()
         rss, hwm = _rss_bytes()
         self._peak_rss = max(self._peak_rss, hwm)
+        heap = c_heap()
         doc = {
             "pid": os.getpid(),
             "started_at": self.started_at,
@@ -668,6 +671,8 @@ class StepTimers:
             "first_event_cpu_s": self.first_event_cpu,
             "rss_bytes": rss,
             "peak_rss_bytes": self._peak_rss,
+            "c_heap_bytes": heap[0] if heap else None,  # see driftline/heap.py's c_heap
+            "c_heap_free_bytes": heap[1] if heap else None,
             "steps": {k: {"seconds": self.seconds[k], "calls": self.calls[k]} for k in self.seconds},
         }
         tmp = f"{self.path}.tmp"
