@@ -35,7 +35,7 @@ import ctypes
 import gc
 import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
 #: Net container allocations before a young collection (CPython's default is 700).
 YOUNG_THRESHOLD = 20_000
@@ -55,37 +55,27 @@ TRIM_INTERVAL_S = 1.0
 ENV_HEAP_TRIM = "DRIFTLINE_HEAP_TRIM_INTERVAL"
 
 
-def _malloc_trim() -> Callable[[], int] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS).
+def _libc(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """The C library's function ``name``, typed, or None where it has none (musl, macOS).
 
     Looked up in the symbols the interpreter already has loaded (libc among them), so no
     ``ldconfig`` run is needed to find the library.
     """
     try:
-        fn = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        fn = getattr(ctypes.CDLL(None), name, None)
     except OSError:
         return None
-    if fn is None:
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: fn(0)
+    if fn is not None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
 
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    try:
-        fn = getattr(ctypes.CDLL(None), "mallinfo2", None)
-    except OSError:
-        return None
-    if fn is not None:
-        fn.argtypes, fn.restype = [], _MallInfo2
-    return fn
-
-
-_MALLINFO2 = _mallinfo2()
+_MALLOC_TRIM = _libc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_MALLINFO2 = _libc("mallinfo2", [], _MallInfo2)
 
 
 def c_heap() -> tuple[int, int] | None:
@@ -123,7 +113,7 @@ class HeapTrimmer:
         self.interval = interval
         self.trims = 0
         self.seconds = 0.0  # wall time spent in malloc_trim
-        self._fn = _malloc_trim()
+        self._fn = _MALLOC_TRIM
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,7 +125,7 @@ class HeapTrimmer:
         if self._fn is None:
             return False
         started = time.perf_counter()
-        self._fn()
+        self._fn(0)
         self.seconds += time.perf_counter() - started
         self.trims += 1
         return True
