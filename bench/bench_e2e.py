@@ -351,8 +351,9 @@ def main() -> int:
             before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
             cpu = _children_cpu() - cpu_before
             mine = results.get("driftline")
-            print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event"
-                  + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event" if mine else ""))
+            peak = lambda r: f", peak RSS {_mb(r['peak_rss_bytes'])}" if r.get("peak_rss_bytes") else ""  # noqa: E731
+            print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event{peak(before)}"
+                  + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event{peak(mine)}" if mine else ""))
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
         report_scaling(scaled, work)
