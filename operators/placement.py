@@ -120,8 +120,13 @@ def reorder_key(name: str) -> str:
 
 
 def cover_part(cover: str, parts: int) -> int:
-    """The sink partition of an input partition ``topic+partition``: how the Parquet datasets
-    and the transactional Kafka sink route a micro-batch (``crc32(cover) % parts``)."""
+    """The sink partition of a cover (an input partition ``topic+partition``, or a window
+    key): the one routing rule of the Parquet datasets' and the transactional Kafka sink's
+    partitions (``crc32(cover) % parts``), which both call it.
+
+    >>> cover_part("events+2", 1), cover_part("events+2", 4)
+    (0, 1)
+    """
     return zlib.crc32(cover.encode()) % parts if parts > 1 else 0
 
 

@@ -59,6 +59,7 @@ from prometheus_client import Counter, Histogram
 
 from driftline.config.kafka import KafkaConfig
 from driftline.kafka_io import ensure_topics
+from driftline.operators.placement import cover_part
 from driftline.sinks.kafka import PRODUCER_DEFAULTS, RETRY_LEVELS, KafkaBatch, KafkaRecordsSink, RecordSender, check_refusals, retried, window_batches
 from driftline.sinks.parquet import faults
 
@@ -605,7 +606,7 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         metrics row and its alerts share a producer and a transaction."""
         if self.parts == 1 or batch.cover is None:
             return "0", batch
-        return str(zlib.crc32(batch.cover.rpartition("|")[2].encode()) % self.parts), batch
+        return str(cover_part(batch.cover.rpartition("|")[2], self.parts)), batch
 
     def build_part(self, step_id: str, for_part: str, resume_state: SinkCoverage | None) -> TransactionalPartition:
         if resume_state is not None and not isinstance(resume_state, SinkCoverage):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import threading
-import zlib
 from typing import Any
 
 import bytewax.operators as op
@@ -32,6 +31,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.sinks import SinksConfig
+from driftline.operators.placement import cover_part
 from driftline.sinks.parquet.manifest import live_files
 from driftline.sinks.parquet.spec import KAFKA_KEY, DatasetSpec, RunInfo, writer_id
 from driftline.sinks.parquet.store import Store, open_store
@@ -189,7 +189,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
             {
                 topic: tps[topic],
                 part: tps[part],
-                "__sink_part": [zlib.crc32(f"{t}+{p}".encode()) % self.parts for t, p in tps.iter_rows()],
+                "__sink_part": [cover_part(f"{t}+{p}", self.parts) for t, p in tps.iter_rows()],
             },
             schema_overrides={topic: tps.schema[topic], part: tps.schema[part]},
         )
