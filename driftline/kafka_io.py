@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from driftline.config.kafka import KafkaConfig
 from driftline.metrics import CONSUMER_LAG, HEALTH, timed
 from driftline.operators.decode import TRACEPARENT, header_value, raw_frame
+from driftline.operators.placement import source_part, source_part_coordinates
 
 
 def produce_with_backpressure(producer: Producer, topic: str, *, value: bytes | None, key: bytes | None = None, headers: Any = None, on_delivery: Any = None) -> None:
@@ -237,11 +238,11 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             t = md.topics.get(topic)
             if t is None or t.error is not None:
                 raise RuntimeError(f"input topic {topic!r} does not exist on {self._servers}")
-            parts.extend(f"{p}-{topic}" for p in sorted(t.partitions))
+            parts.extend(source_part(topic, p) for p in sorted(t.partitions))
         return parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _MicroBatchPartition:
-        idx, topic = for_part.split("-", 1)
+        topic, idx = source_part_coordinates(for_part)
         conf = {
             "bootstrap.servers": self._servers,
             # Offsets live in Bytewax's recovery store; with a group id they are also committed
@@ -256,9 +257,9 @@ class MicroBatchKafkaSource(FixedPartitionedSource[pl.DataFrame, int]):
             "queued.max.messages.kbytes": "16384",
             **self._extra,
         }
-        offset = self._start.get((topic, int(idx)), OFFSET_BEGINNING) if resume_state is None else resume_state
+        offset = self._start.get((topic, idx), OFFSET_BEGINNING) if resume_state is None else resume_state
         part = _MicroBatchPartition(
-            conf, topic, int(idx), offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, int(idx))), commit=self._group is not None
+            conf, topic, idx, offset, self._batch_size, self._poll_timeout, self._idle_tick, self._drain, self._stop.get((topic, idx)), commit=self._group is not None
         )
         part.next_batch = timed(step_id, part.next_batch)  # type: ignore[method-assign]  # a no-op unless step timers are on
         return part

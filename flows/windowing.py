@@ -57,6 +57,7 @@ from driftline.operators.aggregate.event_time import LateSlice, partition_id
 from driftline.operators.aggregate.windows import TICK, ClosedWindow, EventTimeLogic, MonitorLogic, WindowShardLogic, late_frame, shard_keys
 from driftline.operators.alerts import AlertEngine
 from driftline.operators.batch import MicroBatch
+from driftline.operators.placement import source_part_coordinates
 from driftline.operators.drift import ProfileFile
 from driftline.sinks.alertmanager import ActiveAlertsSink
 from driftline.sinks.webhook import PARTITION as ALERT_PARTITION
@@ -112,7 +113,7 @@ class SourcePartitions:
             names: list[str] = []
             if isinstance(self.source, MicroBatchKafkaSource):
                 try:
-                    names = [partition_id(topic, idx) for idx, topic in (p.split("-", 1) for p in self.source.list_parts())]
+                    names = [partition_id(*source_part_coordinates(p)) for p in self.source.list_parts()]
                 except Exception as exc:  # the source reports the broker's state itself
                     log.warning("window shards could not list the input partitions; learning them from the rows", extra={"fields": {"error": type(exc).__name__}})
             self._names = frozenset(names)

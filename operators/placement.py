@@ -107,6 +107,30 @@ def source_worker(name: str, names: Sequence[str], workers: int) -> int:
     return sorted(names).index(name) % workers if workers > 1 else 0
 
 
+def source_part(topic: str, partition: int | str) -> str:
+    """The Kafka source's name of input partition ``partition`` of ``topic``
+    (``partition-topic``): its recovery state is stored under this name, so it never
+    changes; :func:`source_part_coordinates` reads it back.
+
+    >>> source_part("events", 2)
+    '2-events'
+    """
+    return f"{partition}-{topic}"
+
+
+def source_part_coordinates(part: str) -> tuple[str, int]:
+    """``(topic, partition)`` of a Kafka source part name (:func:`source_part`); topic
+    names may hold ``-``, partition numbers cannot.
+
+    >>> source_part_coordinates("2-bench-e2e-4d")
+    ('bench-e2e-4d', 2)
+    """
+    idx, sep, topic = part.partition("-")
+    if not sep or not idx.isdigit() or not topic:
+        raise ValueError(f"not a Kafka source part name (partition-topic): {part!r}")
+    return topic, int(idx)
+
+
 def reorder_key(name: str) -> str:
     """The ``reorder`` and model-step key (``topic:partition``, as
     :func:`driftline.operators.spread.partition_key` makes it from a batch) of input
@@ -195,7 +219,7 @@ def fixed_loads(partitions: Iterable[str], workers: int, *, parquet_parts: int =
     if not names:
         return loads
     each = 1.0 / len(names)
-    source_names = [f"{part}-{topic}" for topic, _, part in (n.rpartition("+") for n in names)]  # the Kafka source's part names
+    source_names = [source_part(topic, part) for topic, _, part in (n.rpartition("+") for n in names)]
     for name, src in zip(names, source_names, strict=True):
         loads[state_worker(reorder_key(name), workers)] += costs.get("partition", 0.0) * each
         loads[state_worker(name, workers)] += costs.get("event_time", 0.0) * each
@@ -247,4 +271,4 @@ def local_plan(homes: Mapping[str, int], shares: Sequence[float]) -> dict[str, l
     return plan
 
 
-__all__ = ["COSTS", "local_plan", "MAX_PLACED_PARTS", "cover_part", "fixed_loads", "free_shares", "reorder_key", "sink_worker", "siphash13", "source_worker", "state_worker", "water_fill", "worker_keys"]
+__all__ = ["COSTS", "local_plan", "MAX_PLACED_PARTS", "cover_part", "fixed_loads", "free_shares", "reorder_key", "sink_worker", "siphash13", "source_part", "source_part_coordinates", "source_worker", "state_worker", "water_fill", "worker_keys"]

@@ -18,7 +18,7 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from bytewax.testing import TestingSource, cluster_main
 
 from driftline.operators import spread
-from driftline.operators.placement import COSTS, cover_part, fixed_loads, sink_worker, source_worker, state_worker, water_fill, worker_keys
+from driftline.operators.placement import COSTS, cover_part, fixed_loads, sink_worker, source_part, source_part_coordinates, source_worker, state_worker, water_fill, worker_keys
 from driftline.operators.spread import Piece, Spreader, to_workers
 
 KEYS = [f"bench-e2e-{i:04x}+{p}" for i in range(12) for p in range(3)] + [f"events:{p}" for p in range(8)] + ["", "w0", "unpartitioned"]
@@ -130,7 +130,7 @@ def test_state_sink_and_source_placement_match_bytewax(workers: int) -> None:
     op.output("stateful_idx", op.stateful_map("stateful", keyed, note), _WorkerIndexSink(seen))
     parts = 5
     op.output("parts", op.map("to_parts", op.input("part_items", flow, TestingSource(list(range(parts)))), lambda i: (str(i), i)), _PartsSink(parts, seen))
-    names = [f"{p}-events" for p in range(4)] + ["10-events"]
+    names = [source_part("events", p) for p in (0, 1, 2, 3, 10)]
     op.output("source_idx", op.input("sources", flow, _PartsSource(names, seen)), _WorkerIndexSink(seen))
     _run(flow, workers)
     assert sorted(set(seen.worker_of_thread.values())) == list(range(workers))
@@ -215,3 +215,11 @@ def test_local_plan_keeps_the_shares_and_as_much_local_work_as_they_allow(homes:
     local = sum(plan[k][h] for k, h in keys.items()) / n
     best = sum(min(share, homes.count(w) / n) for w, share in enumerate(shares))  # no plan keeps more rows at home
     assert local == pytest.approx(best)
+
+
+def test_source_part_names_round_trip_and_refuse_other_names() -> None:
+    for topic, partition in (("events", 0), ("bench-e2e-0000004d", 11), ("a.b_c-9", 3)):
+        assert source_part_coordinates(source_part(topic, partition)) == (topic, partition)
+    for bad in ("events", "-events", "x-events", "2-", "events+2"):
+        with pytest.raises(ValueError, match="partition-topic"):
+            source_part_coordinates(bad)
