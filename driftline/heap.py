@@ -9,6 +9,7 @@ collection every 700 net allocations) the collector ran about a thousand times p
 ``gc.callbacks`` probe).  :func:`settle_heap` moves the start-up objects out of the
 collector's view (``gc.freeze``) and lets the young generation grow larger before a
 collection; reference counting still frees everything that is not in a cycle at once.
+:func:`release_heap` undoes it when the flow ends (``driftline.runner.run_flow`` calls both).
 
 The C heap (glibc's malloc, which holds Python's large objects: the Kafka records' bytes,
 decoded strings, librdkafka's message copies) keeps the memory a micro-batch freed for
@@ -24,9 +25,10 @@ docs/performance.md, "Memory").  Elsewhere (no glibc) it does nothing.
 
 >>> import gc
 >>> old = gc.get_threshold()
->>> settle_heap(); gc.get_threshold()[0] >= 10_000
-True
->>> gc.unfreeze(); gc.set_threshold(*old)
+>>> before = settle_heap(); gc.get_threshold()[0] >= 10_000, gc.get_freeze_count() > 0
+(True, True)
+>>> release_heap(before); gc.get_threshold() == old, gc.get_freeze_count()
+(True, 0)
 """
 
 from __future__ import annotations
@@ -41,12 +43,24 @@ from typing import Any
 YOUNG_THRESHOLD = 20_000
 
 
-def settle_heap() -> None:
-    """Collect once, freeze what survived start-up, and raise the young-generation threshold."""
+def settle_heap() -> tuple[int, int, int]:
+    """Collect once, freeze what survived start-up, and raise the young-generation
+    threshold; returns the thresholds before, for :func:`release_heap`."""
     gc.collect()
     gc.freeze()
-    _, mid, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, mid, old)
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, before[1], before[2])
+    return before
+
+
+def release_heap(thresholds: tuple[int, int, int]) -> None:
+    """Undo :func:`settle_heap` once its flow has finished: the frozen objects go back to
+    the collector and the cycles the finished flow left (sink partitions and their Kafka
+    clients among them) are collected now, so a process that runs flow after flow (a
+    test session, a replay) does not keep every earlier flow's clients alive."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+    gc.collect()
 
 
 #: Seconds between two trims of the C heap (``driftline run --heap-trim-interval``).

@@ -40,7 +40,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from driftline.config import PipelineConfig, state_home
-from driftline.heap import TRIM_INTERVAL_S, settle_heap, start_heap_trimmer
+from driftline.heap import TRIM_INTERVAL_S, release_heap, settle_heap, start_heap_trimmer
 from driftline.logs import get_logger
 from driftline.operators import spread
 
@@ -212,18 +212,21 @@ def run_flow(
     fields = {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval, "process_id": cluster.process_id, "processes": cluster.processes, "workers": cluster.workers}
     log.info("flow starting", extra={"fields": fields})
     spread.WORKERS = cluster.workers  # how finely the input batches are cut (operators/spread.py)
-    settle_heap()  # after the flow and its stages are built: see driftline/heap.py
+    thresholds = settle_heap()  # after the flow and its stages are built: see driftline/heap.py
     trimmer = start_heap_trimmer(heap_trim_interval)
     start = time.monotonic()
-    cli_main(
-        flow,
-        workers_per_process=cluster.workers_per_process,
-        process_id=cluster.process_id if cluster.addresses else None,
-        addresses=list(cluster.addresses) or None,
-        epoch_interval=timedelta(seconds=epoch_interval),
-        recovery_config=recovery,
-    )
-    took = time.monotonic() - start
+    try:
+        cli_main(
+            flow,
+            workers_per_process=cluster.workers_per_process,
+            process_id=cluster.process_id if cluster.addresses else None,
+            addresses=list(cluster.addresses) or None,
+            epoch_interval=timedelta(seconds=epoch_interval),
+            recovery_config=recovery,
+        )
+        took = time.monotonic() - start
+    finally:
+        release_heap(thresholds)
     log.info("flow finished", extra={"fields": {"flow": flow.flow_id, "process_id": cluster.process_id, "seconds": round(took, 3), "heap_trims": trimmer.trims, "heap_trim_seconds": round(trimmer.seconds, 3)}})
     return took
 

@@ -101,3 +101,47 @@ def test_each_process_gets_its_share_of_the_cores_for_polars(tmp_path: Path, giv
     assert supervise([str(tmp_path)], 2, env=env, command=(sys.executable, "-c", POLARS_CHILD)) == 0
     expected = given or str(polars_threads(2))
     assert [(tmp_path / f"threads-{i}").read_text() for i in range(2)] == [expected, expected]
+
+
+class _Cyclic:
+    """A sink partition in a reference cycle, like one holding its Kafka client and a bound callback."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_finished_flow_leaves_nothing_frozen_and_its_cycles_collected() -> None:
+    """``run_flow`` freezes the start-up heap (driftline/heap.py) and thaws it when the flow
+    ends: a process that runs flow after flow must not keep each one's clients alive."""
+    import gc
+    import weakref
+
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+    from bytewax.testing import TestingSource
+
+    from driftline.runner import run_flow
+
+    refs: list[weakref.ref] = []
+
+    class Part(StatelessSinkPartition[int], _Cyclic):
+        def __init__(self) -> None:
+            _Cyclic.__init__(self)
+            refs.append(weakref.ref(self))
+
+        def write_batch(self, items: list[int]) -> None:
+            pass
+
+    class Sink(DynamicSink[int]):
+        def build(self, step_id: str, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    thresholds = gc.get_threshold()
+    flow = Dataflow("thaw")
+    op.output("out", op.input("in", flow, TestingSource([1, 2, 3])), Sink())
+    run_flow(flow, heap_trim_interval=0)
+    del flow
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+    assert refs and all(r() is None for r in refs)
