@@ -26,7 +26,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import polars as pl
 
 from driftline.clock import Clock, SystemClock
 from driftline.config.models import BackendConfig
@@ -76,6 +79,27 @@ class Backend(Protocol):
     def iter_batch(self, requests: Sequence[ModelRequest], max_rows: int, on_results: ResultsHook | None = None) -> Iterator[list[tuple[int, ModelResult]]]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnAnswers:
+    """A batch answered column-wise: ``frame`` holds ``model_label``, ``model_output``,
+    ``model_confidence``, ``model_name`` and ``model_version``, one row per text in order;
+    ``latency_ms`` is the time per row (the batch's time over its rows)."""
+
+    frame: pl.DataFrame
+    latency_ms: float
+
+
+@runtime_checkable
+class ColumnBackend(Protocol):
+    """A local backend that can also answer a whole batch as columns, every text
+    successfully, without a request or result object per row (the service uses it when its
+    first tier would answer every row of the batch anyway; see :class:`ModelService`)."""
+
+    def answer_columns(self, texts: pl.Series) -> ColumnAnswers:
+        """The answers to ``texts`` (null counts as ""), the same as ``call_batch`` gives."""
+        ...
 
 
 class ModelBackend(ABC):

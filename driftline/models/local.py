@@ -25,10 +25,12 @@ import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
 import orjson
+import polars as pl
 
-from driftline.models.base import ModelBackend, register_backend
+from driftline.models.base import ColumnAnswers, ModelBackend, register_backend
 from driftline.models.prompts import TaskSpec
 from driftline.models.types import ModelRequest, ModelResult
 from driftline.models.vader import VaderBatch
@@ -48,6 +50,11 @@ class VaderBackend(ModelBackend):
     remote = False
     default_model = "vader"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # label, output and confidence by compound score: at most 20,001 entries (scores have 4 decimals)
+        self._answers: dict[float, tuple[str, str, float]] = {}
+
     def supports(self, task: TaskSpec) -> bool:
         return task.kind == "sentiment"
 
@@ -66,6 +73,14 @@ class VaderBackend(ModelBackend):
 
     def _answer(self, c: float) -> tuple[str, str, float]:
         """Label, JSON output and confidence of a compound score (see the module docstring)."""
+        if c == 0.0:  # 0.0 and -0.0 are one dict key but print differently
+            return self._compute_answer(c)
+        got = self._answers.get(c)
+        if got is None:
+            got = self._answers[c] = self._compute_answer(c)
+        return got
+
+    def _compute_answer(self, c: float) -> tuple[str, str, float]:
         pos_t = self.config.positive_threshold
         neg_t = self.config.negative_threshold
         if c >= pos_t:
@@ -79,13 +94,34 @@ class VaderBackend(ModelBackend):
         conf = round(min(1.0, max(0.0, conf)), 4)
         return label, orjson.dumps({"label": label, "confidence": conf, "compound": c}).decode(), conf
 
+    def _answer_table(self, distinct: pl.Series) -> tuple[list[str], list[str], list[float]]:
+        """Label, output and confidence columns of distinct texts (each scored once)."""
+        answers = [self._answer(c) for c in _scorer().compound(distinct)]
+        return [a[0] for a in answers], [a[1] for a in answers], [a[2] for a in answers]
+
+    def answer_columns(self, texts: pl.Series) -> ColumnAnswers:
+        """Every text answered, as columns (each distinct text scored once): what
+        :meth:`call_batch` answers for sentiment requests of these texts."""
+        start = time.perf_counter()
+        s = texts.cast(pl.Utf8).fill_null("").rename("t")
+        distinct = s.unique(maintain_order=True)
+        labels, outputs, confs = self._answer_table(distinct)
+        table = pl.DataFrame(
+            {"t": distinct, "model_label": labels, "model_output": outputs, "model_confidence": confs},
+            schema={"t": pl.Utf8, "model_label": pl.Utf8, "model_output": pl.Utf8, "model_confidence": pl.Float64},
+        )
+        frame = s.to_frame().join(table, on="t", how="left", maintain_order="left").select(
+            "model_label", "model_output", "model_confidence", pl.lit(self.model, pl.Utf8).alias("model_name"), pl.lit(_VERSION, pl.Utf8).alias("model_version")
+        )
+        return ColumnAnswers(frame, (time.perf_counter() - start) * 1000.0 / max(1, s.len()))
+
     def call_batch(self, requests: Sequence[ModelRequest]) -> list[ModelResult]:
         start = time.perf_counter()
         supported = [self._sentiment(req.task) for req in requests]
         # each distinct text is scored once (VADER is a function of the text): a batch's
         # repeated messages cost one score, and share its label, confidence and output
         distinct = list(dict.fromkeys(req.text or "" for req, ok in zip(requests, supported) if ok))
-        answers = dict(zip(distinct, map(self._answer, _scorer().compound(distinct))))
+        answers = dict(zip(distinct, zip(*self._answer_table(pl.Series(distinct, dtype=pl.Utf8))))) if distinct else {}
         out: list[ModelResult] = []
         for req, ok in zip(requests, supported):
             if not ok:

@@ -223,6 +223,46 @@ def result_frame(frame: pl.DataFrame, rows: list[RowState], tasks: list[str], re
     return _with_route(frame.hstack(out), tiers)
 
 
+def answered_frame(frame: pl.DataFrame, tasks: pl.Series, answers: pl.DataFrame, tier: Tier, latency_ms: float, route_reason: str) -> pl.DataFrame:
+    """What :func:`result_frame` gives when ``tier`` answered every row at its first try,
+    from the tier's answer columns (:class:`~driftline.models.base.ColumnAnswers`): no
+    fallback, cost, cache, retry or budget figures, the route is the tier's model."""
+    n = frame.height
+    if any(c in MODEL_OUTPUT_SCHEMA for c in frame.columns):
+        frame = frame.select([c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA])
+    given = {"model_task": tasks, **{c: answers[c] for c in answers.columns}}
+    fixed: dict[str, Any] = {
+        "model_tier": tier.name,
+        "model_tier_index": tier.index,
+        "model_retries": 0,
+        "model_input_tokens": 0,
+        "model_output_tokens": 0,
+        "model_cached_tokens": 0,
+        "model_reasoning_tokens": 0,
+        "model_tokens_estimated": False,
+        "model_latency_ms": round(latency_ms, 3),
+        "model_cost_usd": 0.0,
+        "model_cost_estimated": False,
+        "model_cached": False,
+        "model_cost_saved_usd": 0.0,
+        "model_replayed": False,
+        "model_route_reason": route_reason,
+    }
+    cols: list[pl.Series] = []
+    for c, t in MODEL_OUTPUT_SCHEMA.items():
+        if c in given:
+            cols.append(given[c].cast(t).alias(c))
+        elif c == "model_fallback_reasons":
+            cols.append(_EMPTY_REASONS.new_from_index(0, n) if n else _EMPTY_REASONS.clear())
+        else:
+            cols.append(pl.repeat(fixed.get(c), n, dtype=t, eager=True).alias(c))
+    cols.append(pl.repeat(tier.backend.model, n, dtype=pl.Utf8, eager=True).alias(ROUTE_COLUMN))
+    return frame.hstack(cols)
+
+
+_EMPTY_REASONS = pl.Series("model_fallback_reasons", [[]], dtype=pl.List(pl.Utf8))
+
+
 def _with_route(results: pl.DataFrame, tiers: list[Tier]) -> pl.DataFrame:
     """Add :data:`ROUTE_COLUMN`: the first tier named in the fallback reasons, else the answering tier."""
     reasons = pl.col("model_fallback_reasons")

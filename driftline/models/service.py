@@ -41,7 +41,7 @@ from driftline.models import metrics
 from driftline.models.accounting import Accounting, TierTally
 from driftline.models.admission import MAX_WAVES, Admission, Group
 from driftline.models.answer_check import AnswerCheck, check_answers
-from driftline.models.base import Backend, RetryHook, build_backend
+from driftline.models.base import Backend, ColumnBackend, RetryHook, build_backend
 from driftline.models.budget import BudgetTracker, budget_events_frame
 from driftline.models.cache import InFlight, ResponseCache
 from driftline.models.calls import call_tier
@@ -52,7 +52,7 @@ from driftline.models.pricing import estimate_tokens, is_priced
 from driftline.models.prompts import TaskSpec
 from driftline.models.ratelimit import LedgerPacing, MemoryPacing, TierGate
 from driftline.models.routing import Router, TierHealth
-from driftline.models.rows import MODEL_OUTPUT_SCHEMA, ROUTE_COLUMN, BatchInputs, RowState, Tier, result_frame
+from driftline.models.rows import MODEL_OUTPUT_SCHEMA, ROUTE_COLUMN, BatchInputs, RowState, Tier, answered_frame, result_frame
 from driftline.models.types import ModelRequest, ModelResult
 
 log = logging.getLogger("driftline.models")
@@ -137,6 +137,22 @@ class ModelService:
         self.estimator = estimator
         self.admission = Admission(config, self.tasks, self.budgets, self.cache, self.inflight, estimator, near)
         self.accounting = Accounting(config, self.budgets, self.cache, self.inflight, estimator, self.ledger, self.clock, self.config_hash, near)
+        self._whole = self._whole_batch_tier()
+
+    def _whole_batch_tier(self) -> Tier | None:
+        """The first tier when it answers every row of any batch by itself, so a batch needs
+        no per-row state: a local backend with answer columns (:class:`ColumnBackend`)
+        that runs every task, unpriced, without circuit breaker or answer check, first on
+        a fixed route, and no ledger to replay results from."""
+        tier = self.tiers[0]
+        b = tier.backend
+        if not isinstance(b, ColumnBackend) or b.remote or tier.priced or b.breaker is not None or b.gate is not None:
+            return None
+        if not self.router.fixed or self.ledger is not None or not all(b.supports(spec) for spec in self.tasks.values()):
+            return None
+        if self.answer_check is not None and self.answer_check.applies(tier):
+            return None
+        return tier
 
     def _retry_counter(self, index: int) -> RetryHook:
         def on_retry(error_class: str) -> None:
@@ -153,6 +169,9 @@ class ModelService:
         n = frame.height
         if n == 0:
             return ModelBatchResult(frame.with_columns([pl.lit(None, t).alias(c) for c, t in model_output_schema().items()]), _NO_EVENTS)
+        whole = self._answer_whole(frame) if self._whole is not None else None
+        if whole is not None:
+            return ModelBatchResult(whole, self._drain_events())
         batch = BatchInputs.from_frame(frame, task=self.config.task, task_by_source=self.config.task_by_source)
         rows = [RowState() for _ in range(n)]
         replayed = self.ledger.lookup(batch.coords, self.config_hash) if self.ledger is not None and any(c is not None for c in batch.coords) else {}
@@ -173,11 +192,45 @@ class ModelService:
         self.accounting.commit_rows(range(n), batch, rows)  # rows a remote tier failed and a later tier answered
         if self.ledger is not None:
             self.ledger.sync()  # on disk before the results leave the step
+        return ModelBatchResult(results, self._drain_events())
+
+    def _drain_events(self) -> pl.DataFrame:
+        """The budget events raised since the last batch (logged and counted)."""
         events = self.budgets.drain_events()
         for e in events:
             metrics.BUDGET_EVENTS.labels(scope=e.scope).inc()
             log.warning(orjson.dumps({"event": "model_budget_exhausted", "scope": e.scope, "tier": e.tier, "action": e.action, "cause": e.cause, "day": e.day}).decode())
-        return ModelBatchResult(results, budget_events_frame(events) if events else _NO_EVENTS)
+        return budget_events_frame(events) if events else _NO_EVENTS
+
+    def _answer_whole(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """The results of a batch the first tier answers whole (see :meth:`_whole_batch_tier`),
+        column by column: the same columns and metrics as the row path gives.  None when the
+        backend failed: the row path then runs the batch (and files the failure)."""
+        tier = self._whole
+        assert tier is not None
+        backend = tier.backend
+        assert isinstance(backend, ColumnBackend)
+        n = frame.height
+        cols = frame.columns
+        text_col = "model_input" if "model_input" in cols else "text"
+        texts = frame[text_col] if text_col in cols else pl.repeat("", n, dtype=pl.Utf8, eager=True)
+        task, by_source = self.config.task, self.config.task_by_source
+        if "source" in cols and by_source:
+            tasks = frame["source"].replace_strict(dict(by_source), default=task, return_dtype=pl.Utf8)
+        else:
+            tasks = pl.repeat(task, n, dtype=pl.Utf8, eager=True)
+        try:
+            got = backend.answer_columns(texts)
+            if got.frame.height != n:
+                raise RuntimeError(f"backend returned {got.frame.height} answers for {n} texts")
+        except Exception:  # the row path calls again and files the crash per row
+            return None
+        metrics.ROUTES.labels(tier=tier.name, reason="chain").inc(n)
+        tally = TierTally(tier)
+        tally.ok = n
+        tally.local_latency = got.latency_ms
+        tally.flush()
+        return answered_frame(frame, tasks, got.frame, tier, got.latency_ms, "chain")
 
     def _routes(self, pending: list[int], batch: BatchInputs) -> list[tuple[list[Tier], str, list[int]]]:
         """The rows of each route: one route per task of the batch (the chain for all without a strategy)."""

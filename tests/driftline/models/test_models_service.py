@@ -300,3 +300,52 @@ def test_unknown_backend_kind_fails_at_start_up(tmp_path: Path) -> None:
     cfg = ModelsConfig.model_validate({"backends": {"x": {"kind": "nope"}}, "chain": ["x"], "ledger": {"enabled": False}})
     with pytest.raises(ValueError, match=r"models.backends.x.kind: unknown backend kind 'nope'"):
         ModelService(cfg)
+
+
+def _counter(metric: Any) -> float:
+    return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total") or s.name.endswith("_count"))
+
+
+@pytest.mark.parametrize("n", [1, 20, 33, 200])
+def test_local_whole_batch_equals_row_path(n: int) -> None:
+    """A chain whose local tier answers every row takes the column path: the same result
+    columns (all but the wall-clock latency) and metrics as the per-row path."""
+    cfg = ModelsConfig.model_validate({"ledger": {"enabled": False}, "tasks": {"sentiment": {"kind": "sentiment"}, "mood": {"kind": "sentiment"}}, "task_by_source": {"chat": "mood"}})
+    columns = ModelService(cfg)
+    rows = ModelService(cfg)
+    assert columns._whole is not None
+    rows._whole = None  # the per-row path
+    pool = ["great service, thanks!", "awful", "", None, "meh", "I LOVE it 😀", "not bad, but slow!!", "great service, thanks!"]
+    texts = [pool[i % len(pool)] for i in range(n)]
+    f = frame([t or "" for t in texts], source="chat").with_columns(
+        pl.Series("model_input", texts, dtype=pl.Utf8),
+        pl.Series("source", [("chat" if i % 2 else "tickets") for i in range(n)]),
+        pl.lit("stale").alias("model_label"),  # a column of a previous run is replaced
+    )
+    calls = metrics.CALLS.labels(backend="local", model="vader", tier="local", outcome="success")
+    before = _counter(calls)
+    got = columns.process(f).results
+    mid = _counter(calls)
+    want = rows.process(f).results
+    assert mid - before == _counter(calls) - mid == n
+    assert got.columns == want.columns and got.schema == want.schema
+    assert got.drop("model_latency_ms").equals(want.drop("model_latency_ms"))
+    assert got["model_task"].to_list() == [("mood" if i % 2 else "sentiment") for i in range(n)]
+
+
+def test_whole_batch_path_only_when_the_first_tier_answers_everything(server: OpenAITestServer, tmp_path: Path) -> None:
+    assert ModelService(config(server, tmp_path))._whole is None  # remote first tier
+    assert ModelService(ModelsConfig.model_validate({"ledger": {"enabled": False}, "tasks": {"sentiment": {"kind": "sentiment"}, "summary": {"kind": "summarization"}}}))._whole is None
+    assert ModelService(ModelsConfig.model_validate({"ledger": {"enabled": False}, "chain": ["rules"]}))._whole is None
+    assert ModelService(ModelsConfig.model_validate({"ledger": {"enabled": False}}))._whole is not None
+
+
+def test_whole_batch_path_failing_falls_back_to_the_row_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = ModelService(ModelsConfig.model_validate({"ledger": {"enabled": False}}))
+
+    def boom(texts: pl.Series) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(svc.tiers[0].backend, "answer_columns", boom)
+    out = svc.process(pl.DataFrame({"text": ["great service, thanks!", "awful"]})).results
+    assert out.select("model_label", "model_tier").rows() == [("positive", "local"), ("negative", "local")]
