@@ -73,6 +73,12 @@ EDGE_CASES = [
     "I love it. I hate it. I LOVE it!",
     "lol :-( :'( <3",
     "The service was ok... but the food? Awful!!",
+    # separators other than single inner spaces (the regex tokenizer, not the plain split)
+    "good  bad",
+    " leading good",
+    "trailing bad ",
+    "tab\tgood\nline bad",
+    "x",
 ]
 
 
