@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import orjson
 import polars as pl
+import pyarrow as pa
 
 from driftline.config import PipelineConfig
 from driftline.config.guardrails import OUTPUT_RULE_FIELDS, GuardrailsConfig
@@ -138,6 +139,47 @@ class Checked:
     retry: np.ndarray
 
 
+@dataclass(slots=True)
+class _Found:
+    """What :meth:`OutputGuard._run` found, as columns: ``fired`` maps each check that fired
+    to its rows (in the order ``guard_rules`` lists them), ``risk_hits`` each risk category;
+    ``level`` indexes :data:`DECISIONS`."""
+
+    n: int
+    output: pl.Series
+    label: pl.Series
+    text: pl.Series
+    counts: dict[str, np.ndarray]
+    pii_total: np.ndarray
+    fired: dict[str, np.ndarray]
+    risk_hits: list[tuple[str, np.ndarray]]
+    risk_factor: np.ndarray
+    confidence: np.ndarray
+    level: np.ndarray
+    retry: np.ndarray
+
+
+def _per_row(n: int, named: list[tuple[str, np.ndarray]]) -> list[list[str]]:
+    """The names whose mask holds each row, in the order given."""
+    rows: list[list[str]] = [[] for _ in range(n)]
+    for name, mask in named:
+        for i in np.flatnonzero(mask):
+            rows[i].append(name)
+    return rows
+
+
+def _names_column(name: str, n: int, named: list[tuple[str, np.ndarray]]) -> pl.Series:
+    """A List(Utf8) column: per row, the names whose mask holds it, in the order given
+    (:func:`_per_row` as a column, without a list per row)."""
+    rows = np.concatenate([np.flatnonzero(m) for _, m in named]) if named else np.zeros(0, dtype=np.int64)
+    which = np.concatenate([np.full(int(np.count_nonzero(m)), k, dtype=np.int32) for k, (_, m) in enumerate(named)]) if named else np.zeros(0, dtype=np.int32)
+    order = np.lexsort((which, rows))  # by row, then in the order given
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    values = pa.array([nm for nm, _ in named], pa.large_string()).take(pa.array(which[order]))
+    return pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), values)).cast(pl.List(pl.Utf8))
+
+
 class OutputGuard:
     """The checks of ``guardrails`` built once at start-up (patterns and rules compiled,
     the reference profile loaded, evaluators built); immutable afterwards, shared by workers."""
@@ -190,12 +232,19 @@ class OutputGuard:
     # ------------------------------------------------------------------ the checks
     def check(self, answers: pl.DataFrame) -> Checked:
         """Run every check over a frame of answers (columns of :data:`ANSWER_COLUMNS`)."""
+        f = self._run(answers)
+        return Checked(
+            output=f.output.to_list(), label=f.label.to_list(), text=f.text.to_list(), counts=f.counts, pii_total=f.pii_total,
+            risk=_per_row(f.n, f.risk_hits), risk_factor=f.risk_factor, rules=_per_row(f.n, list(f.fired.items())),
+            confidence=f.confidence, decision=[DECISIONS[i] for i in f.level], retry=f.retry,
+        )  # fmt: skip
+
+    def _run(self, answers: pl.DataFrame) -> _Found:
+        """The checks, column by column (see :meth:`check`)."""
         a = _conform(answers)
         n = a.height
         cfg = self.cfg
-        outputs = a["output"].to_list()
-        labels = a["label"].to_list()
-        out, lab, text, counts, unscanned, cut = self._mask(outputs, labels)
+        out, lab, text, counts, unscanned, cut = self._mask(a["output"], a["label"])
         pii_total = np.sum(list(counts.values()), axis=0, dtype=np.int32) if counts else np.zeros(n, np.int32)
         fired: dict[str, np.ndarray] = {}
         for e, c in counts.items():
@@ -216,7 +265,7 @@ class OutputGuard:
         action[unscanned] = 2
         factor[masked_pii & (action == 0)] *= cfg.output_pii.factor
 
-        tframe = a.with_columns(pl.Series("text", text, dtype=pl.Utf8), pl.Series("output", out, dtype=pl.Utf8), pl.Series("label", lab, dtype=pl.Utf8))
+        tframe = a.with_columns(text.alias("text"), out.alias("output"), lab.alias("label"))
         risk_factor = np.ones(n)
         risk_hits: list[tuple[str, np.ndarray]] = []
         if self._risk and n:
@@ -263,27 +312,33 @@ class OutputGuard:
         level[error | (action >= 1) | no_answer] = 2
         retry = (level == 2) & ~refused & ~no_answer
         if refused.any():
-            for i in np.flatnonzero(refused):
-                out[i] = None
-                lab[i] = None
-        names = list(fired)
-        rules_per_row: list[list[str]] = [[] for _ in range(n)]
-        for name in names:
-            for i in np.flatnonzero(fired[name]):
-                rules_per_row[i].append(name)
-        risk_per_row: list[list[str]] = [[] for _ in range(n)]
-        for name, h in risk_hits:
-            for i in np.flatnonzero(h):
-                risk_per_row[i].append(name)
-        return Checked(
-            output=out, label=lab, text=text, counts=counts, pii_total=pii_total, risk=risk_per_row, risk_factor=risk_factor,
-            rules=rules_per_row, confidence=conf, decision=[DECISIONS[i] for i in level], retry=retry,
-        )  # fmt: skip
+            dropped = pl.Series(refused)
+            out = pl.select(pl.when(dropped).then(None).otherwise(out)).to_series().alias("output")
+            lab = pl.select(pl.when(dropped).then(None).otherwise(lab)).to_series().alias("label")
+        return _Found(n, out, lab, text, counts, pii_total, fired, risk_hits, risk_factor, conf, level, retry)
 
-    def _mask(
+    def _mask(self, outputs: pl.Series, labels: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Masked output, label and text fields of each answer, findings per entity, unscanned
+        and cut flags.  A batch repeats its answers (a local model's are a function of its
+        score): each distinct (output, label) pair is parsed and masked once."""
+        pairs = pl.DataFrame({"output": outputs, "label": labels}, schema={"output": pl.Utf8, "label": pl.Utf8})
+        distinct = pairs.unique(maintain_order=True)
+        idx = pairs.join(distinct.with_row_index("k"), on=["output", "label"], how="left", nulls_equal=True, maintain_order="left")["k"].to_numpy()
+        out, lab, text, counts, unscanned, cut = self._mask_distinct(distinct["output"].to_list(), distinct["label"].to_list())
+        gather = pl.Series(idx)
+        return (
+            pl.Series("output", out, dtype=pl.Utf8).gather(gather),
+            pl.Series("label", lab, dtype=pl.Utf8).gather(gather),
+            pl.Series("text", text, dtype=pl.Utf8).gather(gather),
+            {e: c[idx] for e, c in counts.items()},
+            unscanned[idx],
+            cut[idx],
+        )
+
+    def _mask_distinct(
         self, outputs: list[str | None], labels: list[str | None]
     ) -> tuple[list[str | None], list[str | None], list[str], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Mask the string values of each answer's JSON and its label (one scan of the distinct values)."""
+        """:meth:`_mask` of distinct answers (one scan of their distinct values)."""
         n = len(outputs)
         objs: list[Any] = []
         row_of: list[int] = []
@@ -385,26 +440,26 @@ class OutputGuard:
         answers = frame.select([(pl.col(src) if src in frame.columns else pl.lit(None)).cast(ANSWER_COLUMNS[dst]).alias(dst) for dst, src in SCORED_COLUMNS.items()])
         if "model_input" not in frame.columns and "text" in frame.columns:
             answers = answers.with_columns(frame["text"].alias("input"))
-        c = self.check(answers)
+        c = self._run(answers)
         n = frame.height
         cols: list[pl.Series] = [
-            pl.Series("model_output", c.output, dtype=pl.Utf8),
-            pl.Series("model_label", c.label, dtype=pl.Utf8),
-            pl.Series("guard_decision", c.decision, dtype=pl.Utf8),
+            c.output.alias("model_output"),
+            c.label.alias("model_label"),
+            pl.Series("guard_decision", c.level.astype(np.int8)).replace_strict(dict(enumerate(DECISIONS)), return_dtype=pl.Utf8),
             pl.Series("guard_confidence", c.confidence, dtype=pl.Float64),
-            utf8_lists("guard_rules", c.rules),
-            utf8_lists("guard_risk", c.risk),
+            _names_column("guard_rules", n, list(c.fired.items())),
+            _names_column("guard_risk", n, c.risk_hits),
         ]
         for e in self.entities:
             cols.append(pl.Series(output_pii_column(e), c.counts.get(e, np.zeros(n, np.int32)), dtype=pl.Int32))
         cols.append(pl.Series("output_pii_total", c.pii_total, dtype=pl.Int32))
         if self.evaluators:
-            batch = EvalBatch(answers.with_columns(pl.Series("text", c.text, dtype=pl.Utf8), pl.Series("label", c.label, dtype=pl.Utf8)), c.pii_total, c.risk_factor)
+            batch = EvalBatch(answers.with_columns(c.text.alias("text"), c.label.alias("label")), c.pii_total, c.risk_factor)
             for ev in self.evaluators:
                 cols.append(ev.score(batch).cast(pl.Float64).rename(eval_column(ev.name)))
         out = frame.with_columns(cols)
         missing = [pl.lit(None, t).alias(k) for k, t in schema.items() if k not in out.columns]
-        _observe(answers["tier"].to_list(), c)
+        _observe(answers["tier"], c)
         return out.with_columns(missing) if missing else out
 
     def answer_check(self, answers: pl.DataFrame) -> list[str | None]:
@@ -438,19 +493,14 @@ class TierCheck:
         return self.guard.answer_check(answers)
 
 
-def _observe(tiers: list[str | None], c: Checked) -> None:
-    pairs: dict[tuple[str, str], int] = {}
-    for d, t in zip(c.decision, tiers):
-        k = (d, t or "none")
-        pairs[k] = pairs.get(k, 0) + 1
-    for (d, t), k in pairs.items():
-        metrics.DECISIONS.labels(decision=d, tier=t).inc(k)
-    fired: dict[str, int] = {}
-    for rules in c.rules:
-        for r in rules:
-            fired[r] = fired.get(r, 0) + 1
-    for r, k in fired.items():
-        metrics.FINDINGS.labels(check=r).inc(k)
+def _observe(tiers: pl.Series, c: _Found) -> None:
+    """Decisions per tier, checks fired and output PII found, added to the metrics."""
+    if c.n:
+        per = pl.DataFrame({"d": c.level.astype(np.int8), "t": tiers.fill_null("none")}).group_by("d", "t").len()
+        for d, t, k in per.iter_rows():
+            metrics.DECISIONS.labels(decision=DECISIONS[d], tier=t).inc(k)
+    for r, mask in c.fired.items():
+        metrics.FINDINGS.labels(check=r).inc(int(np.count_nonzero(mask)))
     for e, counts in c.counts.items():
         total = int(counts.sum())
         if total:

@@ -238,3 +238,35 @@ def test_answers_longer_than_the_budget_keep_their_masked_head() -> None:
     guard, _ = _guard({"privacy": {"budget": {"max_chars": 1024}}})
     c = guard.check(_answers([_summary("x " * 600 + " mail a@b.org")]))
     assert c.rules[0] == ["output_cut"] and orjson.loads(c.output[0])["summary"].endswith("[cut]") and "a@b.org" not in c.output[0]
+
+
+def test_apply_columns_are_the_checks_per_row() -> None:
+    """The stage's columns (built without a Python list per row) hold what :meth:`check`
+    lists per row, with repeated, refused, masked and missing answers in one batch."""
+    guard, cfg = _guard({"guardrails": {
+        "output_pii": {"actions": {"SECRET": "refuse"}},
+        "risk": {"categories": {"medical": {"level": "critical", "patterns": [r"\bdiagnos"]}, "crypto": {"level": "low", "patterns": ["bitcoin"], "scope": "input"}}},
+        "rules": [{"name": "low", "expr": "confidence < 0.5", "severity": "warn", "factor": 0.5}],
+    }})  # fmt: skip
+    key = "sk-proj-Zx8Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8Lz0Xc"
+    pool = [_summary("Diagnosis: flu, mail a@b.org"), _summary(f"key {key}"), _summary("all good"), None, "not json a@b.org", _summary("fine", 0.3)]
+    outputs = [pool[i % len(pool)] for i in range(40)]
+    labels = [None if i % 4 else "x@example.com" for i in range(40)]
+    scored = pl.DataFrame(
+        {
+            "model_output": outputs, "model_label": labels, "model_confidence": [0.9 if i % 3 else 0.4 for i in range(40)],
+            "model_task": ["summary"] * 40, "model_tier": [("local" if i % 2 else None) for i in range(40)],
+            "model_input": [("buy bitcoin" if i % 5 == 0 else "hello") for i in range(40)],
+        },
+        schema_overrides={"model_output": pl.Utf8, "model_label": pl.Utf8, "model_tier": pl.Utf8},
+    )  # fmt: skip
+    answers = pl.DataFrame({"output": outputs, "label": labels, "confidence": scored["model_confidence"], "task": scored["model_task"], "tier": scored["model_tier"], "input": scored["model_input"]})
+    c = guard.check(answers)
+    out = guard.apply(scored, guard_output_schema(cfg))
+    assert out["model_output"].to_list() == c.output and out["model_label"].to_list() == c.label
+    assert out["guard_decision"].to_list() == c.decision and out["guard_confidence"].to_list() == c.confidence.tolist()
+    assert out["guard_rules"].to_list() == c.rules and out["guard_risk"].to_list() == c.risk
+    assert out.schema["guard_rules"] == pl.List(pl.Utf8) and out.schema["guard_risk"] == pl.List(pl.Utf8)
+    assert {len(r) for r in c.rules} >= {0, 1, 2} and any(r == [] for r in c.risk) and any(c.risk)  # every shape is covered
+    assert out["output_pii_total"].to_list() == c.pii_total.tolist()
+    assert out.head(0).pipe(guard.apply, guard_output_schema(cfg)).schema == out.schema
