@@ -160,11 +160,15 @@ class Calibration(Evaluator):
         rules = RulesBackend("rules", BackendConfig(kind="rules"), ctx.tasks)
         self._labelled = {name: spec for name, spec in ctx.tasks.items() if labels_of(spec)}
         self._keywords = {name: rules.keywords(spec) for name, spec in self._labelled.items()}
+        self._any_keyword = sorted({w for kw in self._keywords.values() for words in kw.values() for w in words if w})
 
     def rules_labels(self, frame: pl.DataFrame) -> pl.Series:
         """The label the rules tier gives each row's ``input`` for its ``task`` (null for other tasks)."""
         n = frame.height
-        tokens = frame.select(pl.int_range(n, dtype=pl.UInt32).alias("row"), pl.col("input").fill_null("").str.to_lowercase().str.extract_all(r"[a-z']+").alias("w")).explode("w")
+        low = frame.select(pl.int_range(n, dtype=pl.UInt32).alias("row"), pl.col("input").fill_null("").str.to_lowercase().alias("w"))
+        # only a text holding some keyword can count one: the others are not split into words
+        low = low.filter(pl.col("w").str.contains_any(self._any_keyword)) if self._any_keyword else low.clear()
+        tokens = low.select("row", pl.col("w").str.extract_all(r"[a-z']+")).explode("w")
         rows, words = tokens["row"].to_numpy(), tokens["w"]
         tasks = frame["task"]
         out = pl.Series("rules_label", [None] * n, dtype=pl.Utf8)

@@ -226,7 +226,7 @@ def test_calibration_reads_the_same_label_as_the_rules_tier() -> None:
         "topic": TaskSpec("topic", TaskConfig(kind="classification", categories=["billing", "shipping", "refund"], default_category="billing")),
     }
     texts = [e.record["text"] for e in SyntheticProducer(5, pii_rate=0.2).events(600) if isinstance(e.record, dict) and isinstance(e.record.get("text"), str)]
-    texts += ["", "Don't LOVE it; refund, refund... shipping!", "good123 bad's ÉGOOD great"]
+    texts += ["", "Don't LOVE it; refund, refund... shipping!", "good123 bad's ÉGOOD great", "breakfast translated", "no keyword here"]
     task = [("sentiment", "topic")[i % 2] for i in range(len(texts))]
     rules = RulesBackend("rules", BackendConfig(kind="rules"), tasks)
     want = [r.label for r in rules.call_batch([ModelRequest("", t, k) for t, k in zip(texts, task)])]
