@@ -157,13 +157,17 @@ class VaderBatch:
         frame = pl.DataFrame({"t": text}).with_row_index("row")
         # texts whose only separators are single inner spaces split on " " (a literal split
         # costs a third of the regex); the others (and empty texts) take the regex
-        plain = ~pl.col("t").str.contains(_NOT_PLAIN_RE)
-        lists = pl.concat(
-            [
-                frame.filter(plain).select("row", pl.col("t").str.split(" ").alias("raw")),
-                frame.filter(~plain).select("row", pl.col("t").str.extract_all(_TOKEN_RE).alias("raw")),
-            ]
-        ).sort("row").with_columns(pl.col("raw").list.len().alias("n"))
+        other = text.str.contains(_NOT_PLAIN_RE)
+        if not other.any():
+            lists = frame.select("row", pl.col("t").str.split(" ").alias("raw"))
+        else:
+            lists = pl.concat(
+                [
+                    frame.filter(~other).select("row", pl.col("t").str.split(" ").alias("raw")),
+                    frame.filter(other).select("row", pl.col("t").str.extract_all(_TOKEN_RE).alias("raw")),
+                ]
+            ).sort("row")
+        lists = lists.with_columns(pl.col("raw").list.len().alias("n"))
         lists = lists.filter(pl.col("n") > 0).with_columns(pl.int_ranges(0, pl.col("n")).alias("pos"))
         toks = lists.explode(["raw", "pos"])
         # a batch repeats its words: each distinct raw token is stripped, cased and looked up once
@@ -180,13 +184,16 @@ class VaderBatch:
         if toks.height == 0:
             return {}
         # all-caps words against the text's word count (vaderSentiment's is_cap_diff)
-        caps = toks.group_by("row").agg(pl.col("up").sum().alias("caps"), pl.col("n").first())
-        caps = caps.select("row", ((pl.col("caps") > 0) & (pl.col("caps") < pl.col("n"))).alias("capdiff"))
+        row = toks["row"].to_numpy()
+        caps = np.bincount(row, weights=toks["up"].to_numpy(), minlength=text.len())
+        count = np.zeros(text.len())
+        count[row] = toks["n"].to_numpy()
+        capdiff = (caps > 0) & (caps < count)
         # valence carriers: lexicon words that are not boosters and not the "kind" of "kind of"
         g = toks.with_row_index("g").filter(pl.col("lex").is_not_null() & pl.col("boost").is_null())
         words = self._neighbours(toks, g).filter(~((pl.col("low") == "kind") & (pl.col("pos") < pl.col("n") - 1) & (pl.col("n1") == "of")))
         if words.height:
-            words = self._rules(words.join(caps, on="row", how="left", maintain_order="left"))
+            words = self._rules(words.with_columns(pl.Series("capdiff", capdiff[words["row"].to_numpy()])))
         rows = toks["row"].unique().to_list()
         sums = dict.fromkeys(rows, 0.0)  # texts with tokens but no valence: 0
         if words.height == 0:
