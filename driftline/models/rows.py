@@ -227,7 +227,6 @@ def answered_frame(frame: pl.DataFrame, tasks: pl.Series, answers: pl.DataFrame,
     """What :func:`result_frame` gives when ``tier`` answered every row at its first try,
     from the tier's answer columns (:class:`~driftline.models.base.ColumnAnswers`): no
     fallback, cost, cache, retry or budget figures, the route is the tier's model."""
-    n = frame.height
     if any(c in MODEL_OUTPUT_SCHEMA for c in frame.columns):
         frame = frame.select([c for c in frame.columns if c not in MODEL_OUTPUT_SCHEMA])
     given = {"model_task": tasks, **{c: answers[c] for c in answers.columns}}
@@ -248,19 +247,16 @@ def answered_frame(frame: pl.DataFrame, tasks: pl.Series, answers: pl.DataFrame,
         "model_replayed": False,
         "model_route_reason": route_reason,
     }
-    cols: list[pl.Series] = []
+    cols: list[pl.Series | pl.Expr] = []
     for c, t in MODEL_OUTPUT_SCHEMA.items():
         if c in given:
             cols.append(given[c].cast(t).alias(c))
         elif c == "model_fallback_reasons":
-            cols.append(_EMPTY_REASONS.new_from_index(0, n) if n else _EMPTY_REASONS.clear())
+            cols.append(pl.lit([], t).alias(c))  # no fallback: an empty list, not null
         else:
-            cols.append(pl.repeat(fixed.get(c), n, dtype=t, eager=True).alias(c))
-    cols.append(pl.repeat(tier.backend.model, n, dtype=pl.Utf8, eager=True).alias(ROUTE_COLUMN))
-    return frame.hstack(cols)
-
-
-_EMPTY_REASONS = pl.Series("model_fallback_reasons", [[]], dtype=pl.List(pl.Utf8))
+            cols.append(pl.lit(fixed.get(c), t).alias(c))
+    cols.append(pl.lit(tier.backend.model, pl.Utf8).alias(ROUTE_COLUMN))
+    return frame.with_columns(cols)
 
 
 def _with_route(results: pl.DataFrame, tiers: list[Tier]) -> pl.DataFrame:
