@@ -33,7 +33,6 @@ compares every score on 10,000 texts):
 from __future__ import annotations
 
 import heapq
-import math
 import string
 from functools import lru_cache
 
@@ -128,28 +127,18 @@ class VaderBatch:
                 score = _analyzer().polarity_scores
                 return [score(t)["compound"] for t in small]
         text = self._prepared(s)
-        sums = self._valence_sums(text)
+        total = self._valence_sums(text)
         punct = pl.DataFrame({"t": text}).select(
             (pl.col("t").str.count_matches("!", literal=True).clip(upper_bound=4) * 0.292).alias("ep"),
-            pl.col("t").str.count_matches("?", literal=True).alias("qm"),
+            pl.col("t").str.count_matches("?", literal=True).cast(pl.Float64).alias("qm"),
         )
-        ep = punct["ep"].to_list()
-        qm = punct["qm"].to_list()
-        out: list[float] = []
-        for i in range(n):
-            total = sums.get(i)
-            if total is None:  # no tokens at all
-                out.append(0.0)
-                continue
-            q = qm[i]
-            amp = ep[i] + ((q * 0.18 if q <= 3 else 0.96) if q > 1 else 0)
-            if total > 0:
-                total += amp
-            elif total < 0:
-                total -= amp
-            c = total / math.sqrt(total * total + 15)
-            out.append(round(-1.0 if c < -1.0 else 1.0 if c > 1.0 else c, 4))
-        return out
+        # the same float operations as vaderSentiment's, on every text at once
+        q = punct["qm"].to_numpy()
+        amp = punct["ep"].to_numpy() + np.where(q > 1, np.where(q <= 3, q * 0.18, 0.96), 0.0)
+        total = np.where(total > 0, total + amp, np.where(total < 0, total - amp, total))
+        c = np.clip(total / np.sqrt(total * total + 15), -1.0, 1.0)
+        c[np.isnan(total)] = 0.0  # no tokens at all
+        return [round(x, 4) for x in c.tolist()]  # Python's rounding, not numpy's
 
     def _tokens(self, text: pl.Series) -> pl.DataFrame:
         """One row per token: text row, token count, position, stripped token in lower case,
@@ -178,11 +167,12 @@ class VaderBatch:
         words = words.join(self._vocab, on="low", how="left")
         return toks.join(words, on="raw", how="left", maintain_order="left").drop("raw")
 
-    def _valence_sums(self, text: pl.Series) -> dict[int, float]:
-        """Per text row with tokens: the sum of the token valences after every VADER rule."""
+    def _valence_sums(self, text: pl.Series) -> np.ndarray:
+        """Per text: the sum of its token valences after every VADER rule (NaN: no tokens)."""
+        sums = np.full(text.len(), np.nan)
         toks = self._tokens(text)
         if toks.height == 0:
-            return {}
+            return sums
         # all-caps words against the text's word count (vaderSentiment's is_cap_diff)
         row = toks["row"].to_numpy()
         caps = np.bincount(row, weights=toks["up"].to_numpy(), minlength=text.len())
@@ -194,8 +184,7 @@ class VaderBatch:
         words = self._neighbours(toks, g).filter(~((pl.col("low") == "kind") & (pl.col("pos") < pl.col("n") - 1) & (pl.col("n1") == "of")))
         if words.height:
             words = self._rules(words.with_columns(pl.Series("capdiff", capdiff[words["row"].to_numpy()])))
-        rows = toks["row"].unique().to_list()
-        sums = dict.fromkeys(rows, 0.0)  # texts with tokens but no valence: 0
+        sums[row] = 0.0  # texts with tokens but no valence: 0
         if words.height == 0:
             return sums
         scores = words.select("row", "pos", "v").filter(pl.col("v") != 0)  # zeros add nothing to a sum
@@ -204,7 +193,7 @@ class VaderBatch:
             scores = self._but(scores, buts)
         # vaderSentiment sums left to right: a cumulative sum gives the same float
         last = scores.group_by("row", maintain_order=True).agg(pl.col("v").cum_sum().last())
-        sums.update(zip(last["row"].to_list(), last["v"].to_list()))
+        sums[last["row"].to_numpy()] = last["v"].to_numpy()
         return sums
 
     @staticmethod
