@@ -22,6 +22,7 @@ through to the next tier with error class ``unsupported``.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
@@ -52,7 +53,7 @@ class VaderBackend(ModelBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # label, output and confidence by compound score: at most 20,001 entries (scores have 4 decimals)
+        # label, output and confidence by compound score: at most 20,002 entries (scores have 4 decimals)
         self._answers: dict[float, tuple[str, str, float]] = {}
 
     def supports(self, task: TaskSpec) -> bool:
@@ -73,11 +74,10 @@ class VaderBackend(ModelBackend):
 
     def _answer(self, c: float) -> tuple[str, str, float]:
         """Label, JSON output and confidence of a compound score (see the module docstring)."""
-        if c == 0.0:  # 0.0 and -0.0 are one dict key but print differently
-            return self._compute_answer(c)
-        got = self._answers.get(c)
+        key = c if c != 0.0 else math.copysign(2.0, c)  # 0.0 and -0.0 print differently: keys 2 and -2 (not a score)
+        got = self._answers.get(key)
         if got is None:
-            got = self._answers[c] = self._compute_answer(c)
+            got = self._answers[key] = self._compute_answer(c)
         return got
 
     def _compute_answer(self, c: float) -> tuple[str, str, float]:

@@ -349,3 +349,13 @@ def test_whole_batch_path_failing_falls_back_to_the_row_path(monkeypatch: pytest
     monkeypatch.setattr(svc.tiers[0].backend, "answer_columns", boom)
     out = svc.process(pl.DataFrame({"text": ["great service, thanks!", "awful"]})).results
     assert out.select("model_label", "model_tier").rows() == [("positive", "local"), ("negative", "local")]
+
+
+def test_local_answers_are_memoised_by_score_and_sign_of_zero() -> None:
+    from driftline.config.models import BackendConfig
+    from driftline.models.local import VaderBackend
+
+    b = VaderBackend("local", BackendConfig(kind="local"), {})
+    first = [b._answer(c) for c in (0.0, -0.0, 0.5, -0.9)]
+    assert [b._answer(c) for c in (0.0, -0.0, 0.5, -0.9)] == first  # from the memo
+    assert '"compound":0.0' in first[0][1] and '"compound":-0.0' in first[1][1]
