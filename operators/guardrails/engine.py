@@ -358,7 +358,7 @@ class OutputGuard:
         if not uniq:
             return list(outputs), list(labels), [""] * n, counts, unscanned, cut
         index = {v: j for j, v in enumerate(uniq)}
-        scan = self.masker.scan(pl.Series(uniq, dtype=pl.Utf8))
+        scan = self.masker.scan(pl.Series(uniq, dtype=pl.Utf8), rule_rows=0)  # DLP rules are for inputs
         masked = [UNSCANNED if m is None else m for m in scan.masked.to_list()]
         rows = np.asarray(row_of, dtype=np.int64)
         vidx = np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
@@ -496,8 +496,12 @@ class TierCheck:
 def _observe(tiers: pl.Series, c: _Found) -> None:
     """Decisions per tier, checks fired and output PII found, added to the metrics."""
     if c.n:
-        per = pl.DataFrame({"d": c.level.astype(np.int8), "t": tiers.fill_null("none")}).group_by("d", "t").len()
-        for d, t, k in per.iter_rows():
+        names = tiers.fill_null("none")
+        if names.n_unique() == 1:  # the usual batch: one tier answered every row
+            per = [(d, names[0], int(k)) for d, k in enumerate(np.bincount(c.level, minlength=len(DECISIONS))) if k]
+        else:
+            per = list(pl.DataFrame({"d": c.level.astype(np.int8), "t": names}).group_by("d", "t").len().iter_rows())
+        for d, t, k in per:
             metrics.DECISIONS.labels(decision=DECISIONS[d], tier=t).inc(k)
     for r, mask in c.fired.items():
         metrics.FINDINGS.labels(check=r).inc(int(np.count_nonzero(mask)))
