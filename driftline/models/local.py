@@ -5,6 +5,8 @@ score computed for the whole batch at once (equal to ``polarity_scores`` on ever
 linear in the text's length; the model input is at most ``features.sanitize.max_chars``
 characters, so no single record can be slow).  The backend scores every request it is
 given in one batch: the ``batching.max_rows`` chunking exists for remote calls.
+:meth:`VaderBackend.answer_columns` gives the same answers as columns, for a batch the
+service hands over whole.
 
 The compound score c in [-1, 1] maps to a label with the backend's thresholds
 (defaults +/-0.05, VADER's own) and a confidence in [0, 1]: for positive and

@@ -16,7 +16,10 @@ for the row's task.  Per tier the work is split in three small pieces:
   before the next result is taken.
 
 Failures are classified and the row moves on; a rules tier closes every chain, so no
-row is ever left without a result.  The service is shared by the worker threads of a
+row is ever left without a result.  When the first tier is a local model that answers
+every row anyway (the default chain: VADER, then rules), a batch skips the per-row
+bookkeeping: the backend answers it as columns (:class:`~driftline.models.base.ColumnBackend`),
+with the same result columns and metrics.  The service is shared by the worker threads of a
 process and runs their batches concurrently.
 
 >>> from driftline.config.models import ModelsConfig, LedgerConfig
@@ -223,7 +226,8 @@ class ModelService:
             got = backend.answer_columns(texts)
             if got.frame.height != n:
                 raise RuntimeError(f"backend returned {got.frame.height} answers for {n} texts")
-        except Exception:  # the row path calls again and files the crash per row
+        except Exception as exc:  # the row path calls again and files the crash per row
+            log.warning(orjson.dumps({"event": "model_columns_failed", "tier": tier.name, "rows": n, "error": type(exc).__name__}).decode())
             return None
         metrics.ROUTES.labels(tier=tier.name, reason="chain").inc(n)
         tally = TierTally(tier)
