@@ -77,6 +77,9 @@ class VaderBatch:
         # cheap prefilter: the emoji characters below U+2000 (© and ®), and anything above
         low = "".join(_class_escape(c) for c in sorted(self.emojis) if ord(c) < 0x2000)
         self._maybe_emoji_re = f"[{low}\u2000-\U0010ffff]"
+        # the idiom and booster tables as columns, built once (not from the dicts on every batch)
+        self._special_map = (pl.Series(list(self.special), dtype=pl.Utf8), pl.Series(list(self.special.values()), dtype=pl.Float64))
+        self._booster_map = (pl.Series(list(self.boosters), dtype=pl.Utf8), pl.Series(list(self.boosters.values()), dtype=pl.Float64))
         words = sorted(set(self.lexicon) | set(self.boosters))
         self._vocab = pl.DataFrame(
             {"low": words, "lex": [self.lexicon.get(w) for w in words], "boost": [self.boosters.get(w) for w in words]},
@@ -232,10 +235,10 @@ class VaderBatch:
             return col(c).is_in(_NEGATE) | col(c).str.contains("n't", literal=True)
 
         def sc(*parts: str) -> pl.Expr:
-            return pl.concat_str([col(p) for p in parts], separator=" ").replace_strict(self.special, default=None, return_dtype=pl.Float64)
+            return pl.concat_str([col(p) for p in parts], separator=" ").replace_strict(*self._special_map, default=None, return_dtype=pl.Float64)
 
         def bst(*parts: str) -> pl.Expr:
-            return pl.concat_str([col(p) for p in parts], separator=" ").replace_strict(self.boosters, default=0.0, return_dtype=pl.Float64)
+            return pl.concat_str([col(p) for p in parts], separator=" ").replace_strict(*self._booster_map, default=0.0, return_dtype=pl.Float64)
 
         f = w.select(
             col("pos").cast(pl.Int64).alias("i"),
