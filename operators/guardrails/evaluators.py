@@ -119,13 +119,16 @@ def labels_of(spec: TaskSpec) -> tuple[str, ...] | None:
 class LabelAllowed(Evaluator):
     """1 when the label is one its task allows, 0 otherwise; null for tasks without labels."""
 
+    def __init__(self, ctx: EvalContext) -> None:
+        super().__init__(ctx)
+        allowed = {name: labels_of(spec) for name, spec in ctx.tasks.items()}
+        self._pairs = pl.Series([f"{t}\x00{lab}" for t, labels in allowed.items() for lab in labels or ()], dtype=pl.Utf8).implode()
+        self._labelled = pl.Series([t for t, labels in allowed.items() if labels], dtype=pl.Utf8).implode()
+
     def score(self, batch: EvalBatch) -> pl.Series:
-        allowed = {name: labels_of(spec) for name, spec in self.ctx.tasks.items()}
-        pairs = pl.Series([f"{t}\x00{lab}" for t, labels in allowed.items() for lab in labels or ()], dtype=pl.Utf8)
-        labelled = pl.Series([t for t, labels in allowed.items() if labels], dtype=pl.Utf8)
         key = pl.concat_str([pl.col("task"), pl.lit("\x00"), pl.col("label")])
-        hit = key.is_in(pairs.implode()).fill_null(False).cast(pl.Float64)
-        return batch.frame.select(pl.when(pl.col("task").is_in(labelled.implode())).then(hit).alias(self.name)).to_series()
+        hit = key.is_in(self._pairs).fill_null(False).cast(pl.Float64)
+        return batch.frame.select(pl.when(pl.col("task").is_in(self._labelled)).then(hit).alias(self.name)).to_series()
 
 
 @register_evaluator("output_pii")
