@@ -240,8 +240,55 @@ def _grouped_counts(df: pl.DataFrame, col: str, *, explode: bool) -> dict[int, d
         s = s.explode(col)
     s = s.drop_nulls(col).with_columns(pl.col(col).cast(pl.Utf8)).group_by("__gid", col).len()
     out: dict[int, dict[str, int]] = {}
-    for g, v, n in s.iter_rows():
+    for g, v, n in zip(s.to_series(0).to_list(), s.to_series(1).to_list(), s.to_series(2).to_list()):
         out.setdefault(g, {})[v] = n
+    return out
+
+
+FloatSummary = tuple[int, float, float, float, float, np.ndarray, np.ndarray]
+
+
+def _float_summaries(values: np.ndarray, gid: np.ndarray, rows: list[np.ndarray]) -> list[FloatSummary | None]:
+    """Per group (``rows[g]``: its row indices, in order), what :meth:`QuantileSketch.add` computes
+    of the group's non-NaN values: count, sum, sum of squares, min, max, distinct values
+    (``-0.0`` as ``0.0``) and their counts; ``None`` for a group without values.
+
+    One sort of the column by (group, value) finds every group's distinct values; sums
+    and sums of squares are taken per group over its values in row order, as ``add`` does,
+    so the floats are the same.
+    """
+    nan = np.isnan(values)
+    has_nan = bool(nan.any())
+    keep = np.flatnonzero(~nan) if has_nan else None
+    y = values + 0.0 if keep is None else values[keep] + 0.0  # + 0.0: -0.0 and 0.0 are one value
+    gk = gid if keep is None else gid[keep]
+    if y.size == 0:
+        return [None] * len(rows)
+    order = np.lexsort((y, gk))
+    ys, gs = y[order], gk[order]
+    new = np.empty(ys.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ys[1:], ys[:-1], out=new[1:])
+    new[1:] |= gs[1:] != gs[:-1]
+    starts = np.flatnonzero(new)
+    uvals = ys[starts]
+    ucnt = np.diff(np.append(starts, ys.size)).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(gs[starts], minlength=len(rows)))]).tolist()
+    zeros = bool((y == 0).any())  # min and max of the raw values, where a zero's sign could differ
+    out: list[FloatSummary | None] = []
+    for g, r in enumerate(rows):
+        lo, hi = bounds[g], bounds[g + 1]
+        if lo == hi:
+            out.append(None)
+            continue
+        part = values[r]
+        if has_nan:
+            part = part[~np.isnan(part)]
+        if zeros:
+            vmin, vmax = float(part.min()), float(part.max())
+        else:
+            vmin, vmax = float(uvals[lo]), float(uvals[hi - 1])
+        out.append((int(part.size), float(part.sum()), float(np.dot(part, part)), vmin, vmax, uvals[lo:hi].copy(), ucnt[lo:hi].copy()))
     return out
 
 
@@ -271,7 +318,7 @@ def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: 
         if col in has
     }
     floats = {
-        name: df.get_column(col).cast(pl.Float64).to_numpy()
+        name: _float_summaries(np.ascontiguousarray(df.get_column(col).cast(pl.Float64).to_numpy(), dtype=np.float64), gid, rows)
         for name, col in [("latency", c.latency_ms), ("confidence", c.confidence)] + [(f"f:{f.name}", f.name) for f in feats if f.kind == "numeric"]
         if col in has
     }
@@ -300,14 +347,15 @@ def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: 
                 acc.categorical[name[2:]] = cc
             elif got:
                 getattr(acc, name).add_counts(got)
-        for name, values in floats.items():
-            part = values[rows[g]]
+        for name, per_group in floats.items():
+            summary = per_group[g]
             if name.startswith("f:"):
                 sk = acc._drift_sketch()
-                sk.add(part)
+                if summary is not None:
+                    sk.add_summary(*summary)
                 acc.numeric[name[2:]] = sk
-            else:
-                getattr(acc, name).add(part)
+            elif summary is not None:
+                getattr(acc, name).add_summary(*summary)
         out.append((tuple(row[k] for k in by), row.get("first_id"), acc))
     return out
 

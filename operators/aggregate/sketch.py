@@ -121,6 +121,22 @@ class QuantileSketch:
         vals, cnt = np.unique(v + 0.0, return_counts=True)  # + 0.0: -0.0 and 0.0 are one value
         self._add_exact(vals, cnt.astype(np.int64))
 
+    def add_summary(self, count: int, total: float, total_sq: float, vmin: float, vmax: float, vals: np.ndarray, cnt: np.ndarray) -> None:
+        """What :meth:`add` does with values already summarized: their number, sum, sum of
+        squares, min and max, and their distinct values (sorted, ``-0.0`` as ``0.0``) with counts.
+        Lets a caller summarize many groups of one column at once (see ``summaries``)."""
+        if count == 0:
+            return
+        self.count += count
+        self.total += total
+        self.total_sq += total_sq
+        self.min = min(self.min, vmin)
+        self.max = max(self.max, vmax)
+        if self.values is None:
+            self._bucket(vals, cnt)
+            return
+        self._add_exact(vals, cnt)
+
     def _add_exact(self, vals: np.ndarray, cnt: np.ndarray) -> None:
         if self.values is None:
             self._bucket(vals, cnt)

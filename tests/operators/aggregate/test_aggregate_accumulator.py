@@ -136,3 +136,31 @@ def test_budget_fallback_reason_carries_the_tier_name() -> None:
     )
     (s,) = slice_frame(f, MonitoringConfig(key_dims=["source"]))
     assert s.acc.budget_exhausted_calls == 1
+
+
+def test_grouped_float_summaries_build_the_sketches_add_builds() -> None:
+    """Summarizing every group of a column at once gives each group's sketch exactly what
+    QuantileSketch.add of the group's values gives (NaNs, ties, signed zeros, empty groups)."""
+    from driftline.operators.aggregate.accumulator import _float_summaries
+    from driftline.operators.aggregate.sketch import QuantileSketch
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    columns = {
+        "continuous": rng.lognormal(5, 1, n),
+        "ties": rng.integers(0, 40, n).astype(np.float64) / 4,
+        "zeros_and_nans": np.where(rng.uniform(size=n) < 0.2, np.nan, np.where(rng.uniform(size=n) < 0.3, -0.0, rng.normal(0, 1, n))),
+        "all_nan": np.full(n, np.nan),
+    }
+    gid = rng.integers(0, 50, n)
+    gid[gid == 7] = 8  # group 7 has no rows
+    rows = [np.flatnonzero(gid == g) for g in range(50)]
+    for name, values in columns.items():
+        summaries = _float_summaries(values, gid, rows)
+        for g, r in enumerate(rows):
+            want, got = QuantileSketch(exact_limit=64), QuantileSketch(exact_limit=64)  # some groups overflow to buckets
+            want.add(values[r])
+            if summaries[g] is not None:
+                got.add_summary(*summaries[g])
+            assert got.to_dict() == want.to_dict(), (name, g)
+            assert (summaries[g] is None) == (want.count == 0)
