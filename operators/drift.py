@@ -467,8 +467,83 @@ def build_profile(acc: WindowAccumulator, reference_id: str, cfg: MonitoringConf
     return prof
 
 
-def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> dict[str, Any]:
-    """Drift columns of a metrics row: one entry per monitored feature plus the maxima."""
+@dataclass(frozen=True, slots=True)
+class _NumericReference:
+    """The parts of PSI, JS and the ECDFs that depend on a numeric reference only, computed
+    once per reference with the operations :func:`psi`, :func:`_js_of_bins` and
+    :func:`_ecdf_pair` apply to it (so every window's figures are the same floats)."""
+
+    psi_shares: np.ndarray
+    js_shares: np.ndarray
+    support: np.ndarray
+    ecdf: np.ndarray
+
+    @classmethod
+    def of(cls, ref: FeatureProfile, epsilon: float) -> _NumericReference:
+        r = np.asarray(ref.counts, dtype=np.float64)
+        r = r / r.sum()
+        pv = np.asarray(ref.counts, dtype=np.float64)[_bin_key_order(ref.counts.size)]
+        a = np.asarray(ref.support, dtype=np.float64)
+        wa = np.asarray(ref.weights, dtype=np.float64)
+        oa = np.argsort(a, kind="stable")
+        a, wa = a[oa], wa[oa]
+        ca = np.concatenate([[0.0], np.cumsum(wa)]) / wa.sum()
+        return cls(np.where(r > 0, r, epsilon), pv / pv.sum(), a, ca)
+
+    def psi(self, cur_counts: np.ndarray, epsilon: float) -> float:
+        """:func:`psi` of ``cur_counts`` against the reference's bins."""
+        c = np.asarray(cur_counts, dtype=np.float64)
+        c = c / c.sum()
+        c = np.where(c > 0, c, epsilon)
+        return float(np.sum((c - self.psi_shares) * np.log(c / self.psi_shares)))
+
+    def js(self, cur_counts: np.ndarray) -> float:
+        """:func:`_js_of_bins` of ``cur_counts`` against the reference's bins."""
+        qv = np.asarray(cur_counts, dtype=np.float64)[_bin_key_order(self.js_shares.size)]
+        return _js_of_shares(self.js_shares, qv / qv.sum())
+
+    def ks_and_wasserstein(self, b: np.ndarray, wb: np.ndarray, std: float) -> tuple[float, float]:
+        """:func:`_ks_and_wasserstein` of the window's values ``b`` (weights ``wb``) against the reference."""
+        b = np.asarray(b, dtype=np.float64)
+        wb = np.asarray(wb, dtype=np.float64)
+        ob = np.argsort(b, kind="stable")
+        b, wb = b[ob], wb[ob]
+        a = self.support
+        grid = np.unique(np.concatenate([a, b]))
+        cb = np.concatenate([[0.0], np.cumsum(wb)]) / wb.sum()
+        fa = self.ecdf[np.searchsorted(a, grid, side="right")]
+        fb = cb[np.searchsorted(b, grid, side="right")]
+        gap = np.abs(fa - fb)
+        dist = float(np.sum(gap[:-1] * np.diff(grid))) if grid.size > 1 else 0.0
+        return float(np.max(gap)), dist / max(std, 0.001)
+
+
+#: per-reference parts, by ``id`` of the FeatureProfile (held, so the id stays its own) and PSI epsilon
+ReferenceParts = dict[int, tuple[FeatureProfile, float, _NumericReference]]
+
+
+def _numeric_reference(ref: FeatureProfile, epsilon: float, parts: ReferenceParts | None) -> _NumericReference:
+    if parts is None:
+        return _NumericReference.of(ref, epsilon)
+    got = parts.get(id(ref))
+    if got is None or got[0] is not ref or got[1] != epsilon:
+        got = parts[id(ref)] = (ref, epsilon, _NumericReference.of(ref, epsilon))
+    return got[2]
+
+
+def compare(
+    profile: ReferenceProfile,
+    acc: WindowAccumulator,
+    cfg: MonitoringConfig,
+    features: Sequence[DriftFeature] | None = None,
+    *,
+    parts: ReferenceParts | None = None,
+) -> dict[str, Any]:
+    """Drift columns of a metrics row: one entry per monitored feature plus the maxima.
+
+    ``parts`` keeps each numeric reference's window-independent parts between calls
+    (a :class:`DriftMonitor` passes its own); the figures are the same without it.
+    """
     d = cfg.drift
     entries: list[dict[str, Any]] = []
     pending_ks: list[tuple[dict[str, Any], float, float]] = []  # (entry, n, m): p-values computed together below
@@ -484,11 +559,12 @@ def compare(profile: ReferenceProfile, acc: WindowAccumulator, cfg: MonitoringCo
             cv, cw = cur.weighted()
             rv, rw = ref.support, ref.weights
             cur_bins = bin_counts(ref.edges, cv, cw)
+            side = _numeric_reference(ref, d.psi_epsilon, parts)
             e["n"] = cur.count
-            e["psi"] = psi(ref.counts, cur_bins, d.psi_epsilon)
+            e["psi"] = side.psi(cur_bins, d.psi_epsilon)
             e["psi_level"] = psi_level(e["psi"], d)
-            e["ks"], e["wasserstein"] = _ks_and_wasserstein(rv, cv, rw, cw, ref.std)
-            e["js"] = _js_of_bins(ref.counts, cur_bins)
+            e["ks"], e["wasserstein"] = _ks_and_wasserstein(rv, cv, rw, cw, None) if ref.std is None else side.ks_and_wasserstein(cv, cw, ref.std)
+            e["js"] = side.js(cur_bins)
             e["exact"] = bool(ref.exact and cur.exact)
             e["ks_tolerance"] = ref.ks_tolerance if cur.exact and not math.isnan(ref.ks_tolerance) else None
             method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(rv), d)
@@ -631,6 +707,8 @@ class DriftMonitor:
         self.features = list(cfg.drift.features if features is None else features)
         self.state = state or DriftState()
         self.profile_file = profile_file
+        self._monitored = monitored_features(cfg, self.features)  # built once, not per window
+        self._parts: ReferenceParts = {}
         if cfg.drift.reference == "profile" and profile_file is None:
             assert cfg.drift.profile_path
             self.profile_file = ProfileFile.load(cfg.drift.profile_path)
@@ -645,7 +723,7 @@ class DriftMonitor:
         key = row["key"]
         ref = self.reference_for(key)
         if ref is not None:
-            row.update(compare(ref, acc, self.cfg, self.features))
+            row.update(compare(ref, acc, self.cfg, self._monitored, parts=self._parts))
             return row
         if self.profile_file is None:
             st = self.state

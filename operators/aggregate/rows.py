@@ -147,6 +147,7 @@ def metrics_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tup
     primary = cfg.columns.primary_tier  # None: no first choice known (see ColumnsConfig.primary_tier), share unknown
     fallback = sum(c for t, c in acc.tiers.counts.items() if t != primary)
     q = acc.latency
+    p50, p95, p99 = q.quantiles([0.50, 0.95, 0.99])
     row: dict[str, Any] = {"window_start": start, "window_end": end, "key": key_string(cfg, key)}
     row.update(dict(zip(cfg.key_dims, key)))
     row.update(
@@ -157,9 +158,9 @@ def metrics_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tup
             "errors": errors,
             "error_rate": _ratio(errors, calls),
             "errors_by_class": [{"name": k, "count": c} for k, c in sorted(acc.errors.counts.items())],
-            "latency_p50_ms": q.quantile(0.50),
-            "latency_p95_ms": q.quantile(0.95),
-            "latency_p99_ms": q.quantile(0.99),
+            "latency_p50_ms": p50,
+            "latency_p95_ms": p95,
+            "latency_p99_ms": p99,
             "latency_mean_ms": q.mean,
             "latency_exact": q.exact,
             "input_tokens": acc.input_tokens,

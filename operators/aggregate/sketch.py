@@ -65,6 +65,23 @@ def weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float
     return float(lerp(float(values[i]), float(values[j]), h - lo))
 
 
+def weighted_quantiles(values: np.ndarray, counts: np.ndarray, qs: list[float]) -> list[float]:
+    """:func:`weighted_quantile` of several ``qs``, the cumulative counts computed once."""
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+    out = []
+    for q in qs:
+        h = (n - 1) * q
+        if h >= n - 1:
+            out.append(float(values[-1]))
+            continue
+        lo = math.floor(h)
+        i = int(np.searchsorted(cum, lo, side="right"))
+        j = int(np.searchsorted(cum, lo + 1, side="right"))
+        out.append(float(lerp(float(values[i]), float(values[j]), h - lo)))
+    return out
+
+
 def merge_counts(v1: np.ndarray, c1: np.ndarray, v2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The union of two multisets given as sorted distinct values and counts."""
     if v1.size == 0:
@@ -246,6 +263,9 @@ class QuantileSketch:
         return float(vals[min(pos, len(vals) - 1)])
 
     def quantiles(self, qs: list[float] | np.ndarray) -> list[float | None]:
+        """:meth:`quantile` of each of ``qs``."""
+        if self.count and self.values is not None:
+            return weighted_quantiles(self.values, self.counts, [float(q) for q in qs])  # type: ignore[arg-type,return-value]
         return [self.quantile(float(q)) for q in qs]
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,6 +114,18 @@ def test_compare_through_profile_equals_references() -> None:
     cur_acc = accumulate(window_frame(CUR, cur_langs, cur_conf), cfg, FEATS)
     prof = build_profile(ref_acc, "r1", cfg, FEATS)
     res = compare(prof, cur_acc, cfg, FEATS)
+    parts: dict = {}
+    for _ in range(2):  # a reference's kept parts (built, then reused) give the same floats
+        assert compare(prof, cur_acc, cfg, FEATS, parts=parts) == res
+    assert len(parts) == 2  # f_chars and model_confidence
+    from driftline.operators.drift import _js_of_bins, _ks_and_wasserstein
+
+    for name, cur in (("f_chars", cur_acc.numeric["f_chars"]), ("model_confidence", cur_acc.confidence)):
+        ref, e = prof.features[name], next(e for e in res["drift"] if e["feature"] == name)
+        cv, cw = cur.weighted()
+        cur_bins = bin_counts(ref.edges, cv, cw)
+        assert e["psi"] == psi(ref.counts, cur_bins, cfg.drift.psi_epsilon) and e["js"] == _js_of_bins(ref.counts, cur_bins)
+        assert (e["ks"], e["wasserstein"]) == _ks_and_wasserstein(ref.support, cv, ref.weights, cw, ref.std)
     by = {e["feature"]: e for e in res["drift"]}
     assert by["f_chars"]["psi"] == pytest.approx(numpy_psi(REF, CUR), abs=1e-6)
     assert by["f_chars"]["ks"] == pytest.approx(ks_2samp(REF, CUR).statistic, abs=1e-6)
