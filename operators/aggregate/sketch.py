@@ -92,6 +92,24 @@ def merge_counts(v1: np.ndarray, c1: np.ndarray, v2: np.ndarray, c2: np.ndarray)
     return vals, np.bincount(inv, weights=np.concatenate([c1, c2]), minlength=vals.size).astype(np.int64)
 
 
+def merge_sorted_counts(v1: np.ndarray, c1: np.ndarray, v2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_counts` of two multisets whose values carry no ``-0.0`` (a sketch's):
+    a stable sort of the two sorted runs and integer sums per value, the same arrays at
+    about half the cost."""
+    if v1.size == 0:
+        return v2, c2
+    if v2.size == 0:
+        return v1, c1
+    v = np.concatenate([v1, v2])
+    order = np.argsort(v, kind="stable")
+    v = v[order]
+    new = np.empty(v.size, dtype=bool)
+    new[0] = True
+    np.not_equal(v[1:], v[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    return v[starts], np.add.reduceat(np.concatenate([c1, c2]).astype(np.int64, copy=False)[order], starts)
+
+
 @dataclass(slots=True)
 class QuantileSketch:
     """Exact distinct values and counts while small, then DDSketch-style log buckets (``relative_accuracy``)."""
@@ -158,7 +176,7 @@ class QuantileSketch:
         if self.values is None:
             self._bucket(vals, cnt)
             return
-        self.values, self.counts = merge_counts(self.values, self.counts, vals, cnt)  # type: ignore[arg-type]
+        self.values, self.counts = merge_sorted_counts(self.values, self.counts, vals, cnt)  # type: ignore[arg-type]
         if self.values.size > self.exact_limit:
             held, held_c = self.values, self.counts
             self.values = self.counts = None

@@ -72,3 +72,15 @@ def test_category_counts_fold_rarest_into_other() -> None:
     c.add_counts({"a": 10, "b": 5, "c": 1, "d": 1})
     assert c.counts == {"a": 10, "b": 5, OTHER: 2}
     assert c.total == 17
+
+
+def test_merge_sorted_counts_equals_merge_counts() -> None:
+    from driftline.operators.aggregate.sketch import merge_counts, merge_sorted_counts
+
+    rng = np.random.default_rng(11)
+    for k1, k2 in [(0, 5), (5, 0), (1, 1), (40, 7), (300, 300), (2000, 30)]:
+        v1 = np.unique(rng.integers(-50, 400, k1) / 4.0)
+        v2 = np.unique(rng.integers(-50, 400, k2) / 4.0)
+        c1, c2 = rng.integers(1, 9, v1.size).astype(np.int64), rng.integers(1, 9, v2.size).astype(np.int64)
+        want, got = merge_counts(v1, c1, v2, c2), merge_sorted_counts(v1, c1, v2, c2)
+        assert want[0].tolist() == got[0].tolist() and want[1].tolist() == got[1].tolist() and got[1].dtype == np.int64
