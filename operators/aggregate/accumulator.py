@@ -233,15 +233,22 @@ def _scalar_exprs(cfg: MonitoringConfig, has: set[str]) -> list[pl.Expr]:
     return exprs
 
 
-def _grouped_counts(df: pl.DataFrame, col: str, *, explode: bool) -> dict[int, dict[str, int]]:
-    """Non-null values of ``col`` counted per ``__gid`` group (list elements with ``explode``)."""
-    s = df.select("__gid", col)
-    if explode:
-        s = s.explode(col)
-    s = s.drop_nulls(col).with_columns(pl.col(col).cast(pl.Utf8)).group_by("__gid", col).len()
-    out: dict[int, dict[str, int]] = {}
-    for g, v, n in zip(s.to_series(0).to_list(), s.to_series(1).to_list(), s.to_series(2).to_list()):
-        out.setdefault(g, {})[v] = n
+def _grouped_counts(df: pl.DataFrame, columns: list[tuple[str, str, bool]]) -> dict[str, dict[int, dict[str, int]]]:
+    """Non-null values of each ``(name, column, explode)`` counted per ``__gid`` group (list
+    elements with ``explode``), by name: every column in one grouped count."""
+    if not columns:
+        return {}
+    parts = []
+    for i, (_name, col, explode) in enumerate(columns):
+        lf = df.lazy().select("__gid", col)
+        if explode:
+            lf = lf.explode(col)
+        parts.append(lf.drop_nulls(col).select("__gid", pl.lit(i, pl.Int32).alias("__c"), pl.col(col).cast(pl.Utf8).alias("__v")))
+    counts = pl.concat(parts).group_by("__gid", "__c", "__v").len().collect()
+    out: dict[str, dict[int, dict[str, int]]] = {name: {} for name, _col, _explode in columns}
+    names = [name for name, _col, _explode in columns]
+    for g, i, v, n in zip(*(counts.to_series(k).to_list() for k in range(4))):
+        out[names[i]].setdefault(g, {})[v] = n
     return out
 
 
@@ -304,19 +311,25 @@ def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: 
     feats = cfg.drift.features if features is None else features
     has = set(df.columns)
     groups = df.with_row_index("__row").group_by(by, maintain_order=True).agg(pl.col("__row"), *_scalar_exprs(cfg, has))
-    rows = [np.asarray(r, dtype=np.int64) for r in groups.get_column("__row").to_list()]
+    members = groups.get_column("__row")
+    flat = members.explode().to_numpy().astype(np.int64, copy=False)
+    sizes = members.list.len().to_numpy().astype(np.int64)
+    ends = np.cumsum(sizes).tolist()
+    rows = [flat[e - k : e] for e, k in zip(ends, sizes.tolist())]
     gid = np.empty(df.height, dtype=np.int64)
-    for g, r in enumerate(rows):
-        gid[r] = g
+    gid[flat] = np.repeat(np.arange(groups.height, dtype=np.int64), sizes)
     counted = df.with_columns(pl.Series("__gid", gid))
-    categories = {
-        name: _grouped_counts(counted, col, explode=explode)
-        for name, col, explode in (
-            [("errors", c.error_class, False), ("tiers", c.tier, False), ("labels", c.label, False)]
-            + [(f"f:{f.name}", f.name, f.kind == "list") for f in feats if f.kind != "numeric"]
-        )
-        if col in has
-    }
+    categories = _grouped_counts(
+        counted,
+        [
+            (name, col, explode)
+            for name, col, explode in (
+                [("errors", c.error_class, False), ("tiers", c.tier, False), ("labels", c.label, False)]
+                + [(f"f:{f.name}", f.name, f.kind == "list") for f in feats if f.kind != "numeric"]
+            )
+            if col in has
+        ],
+    )
     floats = {
         name: _float_summaries(np.ascontiguousarray(df.get_column(col).cast(pl.Float64).to_numpy(), dtype=np.float64), gid, rows)
         for name, col in [("latency", c.latency_ms), ("confidence", c.confidence)] + [(f"f:{f.name}", f.name) for f in feats if f.kind == "numeric"]

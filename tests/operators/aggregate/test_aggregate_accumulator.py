@@ -164,3 +164,26 @@ def test_grouped_float_summaries_build_the_sketches_add_builds() -> None:
                 got.add_summary(*summaries[g])
             assert got.to_dict() == want.to_dict(), (name, g)
             assert (summaries[g] is None) == (want.count == 0)
+
+
+def test_category_and_list_feature_counts_per_group() -> None:
+    """Categorical features count their values, list features their elements (nulls skipped),
+    per group, whatever the other columns."""
+    from collections import Counter
+
+    from driftline.config.monitoring import DriftFeature
+    from driftline.operators.aggregate.accumulator import summaries
+
+    rng = np.random.default_rng(5)
+    n = 500
+    tags = [None if x < 0.1 else rng.choice(["a", "b", "c", None], int(rng.integers(0, 4))).tolist() for x in rng.uniform(size=n)]
+    langs = rng.choice(["en", "de", "fr"], n).tolist()
+    langs = [None if i % 17 == 0 else v for i, v in enumerate(langs)]
+    df = pl.DataFrame({"g": rng.integers(0, 6, n), "tags": tags, "lang": langs, "flag": rng.uniform(size=n) < 0.5}, schema_overrides={"tags": pl.List(pl.Utf8)})
+    feats = [DriftFeature(name="tags", kind="list"), DriftFeature(name="lang", kind="categorical"), DriftFeature(name="flag", kind="categorical")]
+    got = {keys[0]: acc for keys, _first, acc in summaries(df, ["g"], MonitoringConfig(), feats)}
+    for g, acc in got.items():
+        rows = [i for i in range(n) if df["g"][i] == g]
+        assert acc.categorical["tags"].counts == Counter(t for i in rows if tags[i] is not None for t in tags[i] if t is not None)
+        assert acc.categorical["lang"].counts == Counter(langs[i] for i in rows if langs[i] is not None)
+        assert acc.categorical["flag"].counts == Counter(str(df["flag"][i]).lower() for i in rows)
