@@ -89,10 +89,16 @@ class WindowAccumulator:
 
     @classmethod
     def _fresh(cls, exact_limit: int, relative_accuracy: float, category_cap: int, drift_limit: int) -> WindowAccumulator:
-        acc = cls(exact_limit=exact_limit, relative_accuracy=relative_accuracy, category_cap=category_cap, drift_limit=drift_limit)
-        acc.latency, acc.confidence = acc._sketch(), acc._drift_sketch()
-        acc.labels = CategoryCounts(cap=category_cap)
-        return acc
+        # the sketches and labels are given, not built by the defaults and replaced (fewer objects per slice)
+        return cls(
+            exact_limit=exact_limit,
+            relative_accuracy=relative_accuracy,
+            category_cap=category_cap,
+            drift_limit=drift_limit,
+            latency=QuantileSketch(exact_limit=exact_limit, relative_accuracy=relative_accuracy),
+            confidence=QuantileSketch(exact_limit=max(exact_limit, drift_limit), relative_accuracy=relative_accuracy),
+            labels=CategoryCounts(cap=category_cap),
+        )
 
     def copy(self) -> WindowAccumulator:
         """An independent copy (merging into it never changes ``self``)."""
