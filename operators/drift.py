@@ -203,10 +203,26 @@ def chisquare_pvalue(ref: Mapping[str, float], cur: Mapping[str, float], epsilon
     rv, _ = _share_vectors(ref, cur)
     keys = sorted(set(ref) | set(cur))
     observed = np.array([float(cur.get(k, 0)) for k in keys])
-    expected = np.where(rv > 0, rv, epsilon) * observed.sum()
+    return _chisquare_of(rv, observed, epsilon)
+
+
+def _chisquare_of(ref_shares: np.ndarray, observed: np.ndarray, epsilon: float) -> float:
+    """:func:`chisquare_pvalue` of counts ``observed`` against ``ref_shares`` (the same keys, in order)."""
+    expected = np.where(ref_shares > 0, ref_shares, epsilon) * observed.sum()
     stat = float(np.sum((observed - expected) ** 2 / expected))
-    dof = max(len(keys) - 1, 1)
+    dof = max(observed.size - 1, 1)
     return float(chdtrc(dof, stat))  # what scipy.stats.chi2.sf computes
+
+
+def _categorical_js_and_chisquare(ref: Mapping[str, float], cur: Mapping[str, float], epsilon: float, *, chisquare: bool) -> tuple[float, float | None]:
+    """:func:`js_distance` and (when asked) :func:`chisquare_pvalue` of the same two count
+    mappings, their shared keys and share vectors built once."""
+    keys = sorted(set(ref) | set(cur))
+    pv = np.array([float(ref.get(k, 0)) for k in keys])
+    qv = np.array([float(cur.get(k, 0)) for k in keys])
+    rv = pv / pv.sum()
+    js = _js_of_shares(rv, qv / qv.sum())
+    return js, (_chisquare_of(rv, qv, epsilon) if chisquare else None)
 
 
 def psi_level(value: float | None, cfg: DriftConfig) -> str | None:
@@ -502,6 +518,11 @@ class _NumericReference:
         qv = np.asarray(cur_counts, dtype=np.float64)[_bin_key_order(self.js_shares.size)]
         return _js_of_shares(self.js_shares, qv / qv.sum())
 
+    def chisquare(self, cur_counts: np.ndarray, epsilon: float) -> float:
+        """:func:`chisquare_pvalue` over the bins named by their index (as :func:`compare` names them)."""
+        observed = np.asarray(cur_counts, dtype=np.float64)[_bin_key_order(self.js_shares.size)]
+        return _chisquare_of(self.js_shares, observed, epsilon)
+
     def ks_and_wasserstein(self, b: np.ndarray, wb: np.ndarray, std: float) -> tuple[float, float]:
         """:func:`_ks_and_wasserstein` of the window's values ``b`` (weights ``wb``) against the reference."""
         b = np.asarray(b, dtype=np.float64)
@@ -553,6 +574,7 @@ def compare(
         if ref is None or cur is None:
             continue
         e: dict[str, Any] = {"feature": f.name, "kind": f.kind, "psi": None, "psi_level": None, "ks": None, "wasserstein": None, "js": None}  # fmt: skip
+        chi: float | None = None  # the chi-square p-value, when that is the method
         if isinstance(cur, QuantileSketch):
             if cur.count < d.min_window_values or ref.kind != "numeric" or not ref.support.size:
                 continue
@@ -569,17 +591,15 @@ def compare(
             e["ks_tolerance"] = ref.ks_tolerance if cur.exact and not math.isnan(ref.ks_tolerance) else None
             method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(rv), d)
             if method == "chisquare":  # over the PSI bins, named by their index
-                ref_cat = {str(i): c for i, c in enumerate(ref.counts.tolist())}
-                cur_cat = {str(i): c for i, c in enumerate(cur_bins.tolist())}
+                chi = side.chisquare(cur_bins, d.psi_epsilon)
         else:
             if cur.total < d.min_window_values:
                 continue
+            method = f.method if f.method != "auto" else choose_method("categorical", ref.n, len(ref.categories), d)
             e["n"] = cur.total
-            e["js"] = js_distance(ref.categories, cur.counts)
+            e["js"], chi = _categorical_js_and_chisquare(ref.categories, cur.counts, d.psi_epsilon, chisquare=method == "chisquare")
             e["exact"] = OTHER not in cur.counts and OTHER not in ref.categories
             e["ks_tolerance"] = None
-            method = f.method if f.method != "auto" else choose_method("categorical", ref.n, len(ref.categories), d)
-            ref_cat, cur_cat = ref.categories, cur.counts
         threshold = f.threshold if f.threshold is not None else DEFAULT_THRESHOLDS.get(method, 0.1)
         if method == "psi":
             score = e["psi"]
@@ -591,7 +611,7 @@ def compare(
         elif method == "jensenshannon":
             score = e["js"]
         else:  # chisquare
-            score = chisquare_pvalue(ref_cat, cur_cat, d.psi_epsilon)
+            score = chi
         if score is None:
             continue
         e.update(method=method, score=score, threshold=threshold, drifted=(score < threshold) if method in P_VALUE_METHODS else (score >= threshold))

@@ -226,6 +226,7 @@ class MonitorLogic(StatefulBatchLogic[ClosedWindow, tuple[pl.DataFrame, pl.DataF
         self.alerts = AlertEngine(cfg, clock, self.state.alerts)
         self.m_schema = metrics_schema(cfg)
         self.a_schema = alerts_schema(cfg)
+        self.no_alerts = rows_frame([], self.a_schema)  # most windows raise none; the empty frame is dropped downstream
 
     def on_batch(self, values: list[ClosedWindow]) -> tuple[Iterable[tuple[pl.DataFrame, pl.DataFrame]], bool]:
         rows, alerts = [], []
@@ -234,7 +235,7 @@ class MonitorLogic(StatefulBatchLogic[ClosedWindow, tuple[pl.DataFrame, pl.DataF
             row = self.drift.on_window(metrics_row(cw.acc, start, end, cw.key, self.cfg), cw.acc)
             rows.append(row)
             alerts.extend(self.alerts.evaluate(row))
-        return [(rows_frame(rows, self.m_schema), rows_frame(alerts, self.a_schema))], StatefulBatchLogic.RETAIN
+        return [(rows_frame(rows, self.m_schema), rows_frame(alerts, self.a_schema) if alerts else self.no_alerts)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> MonitorKeyState:
         return copy.deepcopy(self.state)
