@@ -92,27 +92,40 @@ _SRC_COLUMNS = ("src_topic", "src_partition", "src_offset")
 _SRC_HEADER_BYTES = sum(map(len, _SRC_HEADERS)) + len(TRACEPARENT_HEADER)
 
 
-def _src_header_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """The source-coordinate header values as binary columns: topic, partition, offset and
-    timestamp (epoch milliseconds, -1 when unknown); plus the row's W3C ``traceparent``
-    (column ``tp``) when the frame has a ``trace_parent`` column (see :mod:`driftline.tracing`)."""
+def _src_header_exprs(frame: pl.DataFrame) -> list[pl.Expr]:
+    """The source-coordinate header values of ``frame``'s rows as binary columns: topic,
+    partition, offset and timestamp (epoch milliseconds, -1 when unknown); plus the row's
+    W3C ``traceparent`` (column ``tp``) when the frame has a ``trace_parent`` column (see
+    :mod:`driftline.tracing`)."""
     ts = pl.col("src_timestamp").dt.epoch("ms") if "src_timestamp" in frame.columns else pl.lit(None, pl.Int64)
     tp = [pl.col("trace_parent").cast(pl.Binary).alias("tp")] if "trace_parent" in frame.columns else []
-    return frame.select(
+    return [
         *[pl.col(c).cast(pl.Utf8).fill_null("None").cast(pl.Binary) for c in _SRC_COLUMNS],
         ts.fill_null(-1).cast(pl.Utf8).cast(pl.Binary).alias("ts"),
         *tp,
-    )
+    ]
+
+
+def _src_header_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """The columns of :func:`_src_header_exprs`."""
+    return frame.select(_src_header_exprs(frame))
 
 
 def _src_headers(cols: pl.DataFrame) -> list[list[tuple[str, bytes]]]:
     """Per row, the source-coordinate headers of :func:`_src_header_columns`, zipped once;
-    plus ``traceparent`` where the row has one, so consumers continue the record's trace."""
+    plus ``traceparent`` where the row has one, so consumers continue the record's trace.
+
+    The headers of a frame from one input partition (every batch of
+    :func:`source_batches`) share their topic and partition tuples: only the offset and
+    timestamp ones are made per row."""
     h_topic, h_part, h_offset, h_ts = _SRC_HEADERS
-    rows = [
-        [(h_topic, t), (h_part, p), (h_offset, o), (h_ts, x)]
-        for t, p, o, x in zip(*(cols.to_series(i).to_list() for i in range(4)))
-    ]
+    topics, parts = cols.to_series(0), cols.to_series(1)
+    offsets, stamps = cols.to_series(2).to_list(), cols.to_series(3).to_list()
+    if topics.n_unique() == 1 and parts.n_unique() == 1:
+        t, p = (h_topic, topics[0]), (h_part, parts[0])
+        rows = [[t, p, (h_offset, o), (h_ts, x)] for o, x in zip(offsets, stamps)]
+    else:
+        rows = [[(h_topic, t), (h_part, p), (h_offset, o), (h_ts, x)] for t, p, o, x in zip(topics.to_list(), parts.to_list(), offsets, stamps)]
     if "tp" in cols.columns and cols["tp"].null_count() < cols.height:
         for headers, tp in zip(rows, cols["tp"].to_list()):
             if tp is not None:
@@ -177,9 +190,7 @@ def _json_column(name: str, dtype: pl.DataType) -> pl.Expr | None:
         if dtype.time_zone not in (None, "UTC"):
             return None
         # orjson: ISO 8601, microseconds only when non-zero, naive times as UTC
-        us = col.dt.microsecond()
-        frac = pl.when(us != 0).then(pl.lit(".") + us.cast(pl.Utf8).str.zfill(6)).otherwise(pl.lit(""))
-        return pl.concat_str([col.dt.strftime("%Y-%m-%dT%H:%M:%S"), frac, pl.lit("+00:00")])
+        return col.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").str.replace(".000000+", "+", literal=True)
     if isinstance(dtype, pl.Float32):
         return col.cast(pl.Float64)  # orjson prints the float64 the value becomes in Python
     return col if _orjson_dtype_ok(dtype) else None
@@ -203,23 +214,22 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
     cols = [c for c in columns if c in schema and schema[c] != pl.Binary]
     exprs = [_json_column(c, schema[c]) for c in cols]
     if not cols:
-        value_col = pl.Series("value", [b"{}"] * frame.height, dtype=pl.Binary)
+        value: pl.Expr | pl.Series = pl.repeat(b"{}", frame.height, dtype=pl.Binary)
     elif all(e is not None for e in exprs):
-        body = pl.struct([e.alias(c) for e, c in zip(exprs, cols)])  # type: ignore[union-attr]
-        value_col = frame.select(body.struct.json_encode().cast(pl.Binary).alias("value")).to_series()
+        value = pl.struct([e.alias(c) for e, c in zip(exprs, cols)]).struct.json_encode().cast(pl.Binary)  # type: ignore[union-attr]
     else:
         rows = frame.select(cols).iter_rows(named=True)
-        value_col = pl.Series("value", [orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in rows], dtype=pl.Binary)
-    if key_column and key_column in frame.columns:
-        key_col = frame.select(pl.col(key_column).cast(pl.Utf8).cast(pl.Binary).alias("key")).to_series()
-    else:
-        key_col = pl.Series("key", [None] * frame.height, dtype=pl.Binary)
-    keys, values = key_col.to_list(), value_col.to_list()
-    cols_df = pl.DataFrame([key_col, value_col])
-    if set(_SRC_COLUMNS) <= set(frame.columns):
-        src = _src_header_columns(frame)
-        return _sized(list(zip(keys, values, _src_headers(src))), pl.concat([cols_df, src], how="horizontal"), _SRC_HEADER_BYTES)
-    return _sized([(k, v, []) for k, v in zip(keys, values)], cols_df, 0)
+        value = pl.Series([orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in rows], dtype=pl.Binary)
+    key = pl.col(key_column).cast(pl.Utf8).cast(pl.Binary) if key_column and key_column in schema else pl.repeat(None, frame.height, dtype=pl.Binary)
+    has_src = set(_SRC_COLUMNS) <= schema.keys()
+    # the values in a select of their own (beside other columns Polars would spread them over its
+    # threads, for more CPU in all), then the key and header columns
+    values_col = value if isinstance(value, pl.Series) else frame.select(value.alias("value")).to_series()
+    out = frame.select(key.alias("key"), *(_src_header_exprs(frame) if has_src else ())).insert_column(1, values_col.alias("value"))
+    keys, values = out.to_series(0).to_list(), out.to_series(1).to_list()
+    if has_src:
+        return _sized(list(zip(keys, values, _src_headers(out.select(pl.exclude("key", "value"))))), out, _SRC_HEADER_BYTES)
+    return _sized([(k, v, []) for k, v in zip(keys, values)], out, 0)
 
 
 def source_batches(frame: pl.DataFrame, encode: Callable[[pl.DataFrame], KafkaBatch]) -> list[KafkaBatch]:
@@ -264,6 +274,8 @@ def window_batches(frame: pl.DataFrame, topic: str, key_column: str = "key", sta
     ]
 
 
+#: ``Producer.produce``'s partition for "the partitioner's choice" (librdkafka's ``RD_KAFKA_PARTITION_UA``).
+ANY_PARTITION = -1
 #: Bytes reserved in a message for the record-batch and record framing around key, value and headers.
 FRAMING_BYTES = 1024
 #: Error codes that concern one record only: the record is sent again cut down, never retried as it is.
@@ -394,7 +406,8 @@ class RecordSender:
                 record = fit_record(record, limit)
             key, value, headers = record
             try:
-                produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                # by position (keywords cost ~0.4 µs a call): topic, value, key, partition, callback, on_delivery, timestamp, headers
+                produce(topic, value, key, ANY_PARTITION, on_delivery, None, 0, headers)
             except BufferError:  # librdkafka's queue is full: serve deliveries, then again
                 self._produce_waiting(topic, record, on_delivery)
             except KafkaException as exc:

@@ -58,6 +58,7 @@ def tricky_frame(n: int = 300, seed: int = 3) -> pl.DataFrame:
             "flag": [rng.choice([True, False, None]) for _ in range(n)],
             "event_time": pl.Series([rng.choice(times) for _ in range(n)], dtype=pl.Datetime("ms", "UTC")),
             "naive_us": pl.Series([datetime(2026, 5, 6, 7, 8, 9, rng.choice([0, 1, 999999])) for _ in range(n)], dtype=pl.Datetime("us")),
+            "utc_ns": pl.Series([rng.choice([1767225600_000000000, 1767225600_000000999, 1767225600_123456789, -1_500, None]) for _ in range(n)], dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
             "day": [rng.choice([date(2026, 1, 2), None]) for _ in range(n)],
             "tags": pl.Series([rng.choice([[], ["a", None], None, ["😀", 'x"y']]) for _ in range(n)], dtype=pl.List(pl.Utf8)),
             "findings": pl.Series(
