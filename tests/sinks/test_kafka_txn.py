@@ -182,3 +182,48 @@ def test_partition_state_is_the_committed_coverage(kafka_bootstrap: str, unique_
     assert state == SinkCoverage({"in+0": 9, "in+2": 7}, 1)
     assert part.snapshot() == state  # nothing written: no transaction, same state
     part.close()
+
+
+def test_json_records_reach_the_topic_byte_for_byte(kafka_bootstrap: str, unique_topic) -> None:
+    """Key, value and every header, in their order, as :func:`json_records` made them, with
+    and without a skip mask (a replay): what the per-record produce loop sends is the record."""
+    import polars as pl
+    from confluent_kafka import Consumer, TopicPartition
+
+    from driftline.kafka_io import ensure_topics
+    from driftline.sinks.kafka import json_records, source_batches
+
+    topic = unique_topic("txn-bytes")
+    ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    n = 40
+    frame = pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "text": ["é \"q\"\n" * (i % 3) for i in range(n)],
+            "score": [i / 7 for i in range(n)],
+            "src_topic": ["events"] * n,
+            "src_partition": pl.Series([1] * n, dtype=pl.Int32),
+            "src_offset": list(range(n)),
+            "trace_parent": [f"00-{i:032x}-{i:016x}-01" if i % 4 == 0 else None for i in range(n)],
+        }
+    )
+    (records,) = source_batches(frame, lambda p: json_records(p, ["event_id", "text", "score"], "event_id"))
+    s = sink(kafka_bootstrap, topic)
+    part = s.build_part("out", "0", SinkCoverage({"events+1": 9}, 1))  # offsets 0..9 already committed
+    part.write_batch([records])
+    part.snapshot()
+    part.close()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"bytes-{uuid.uuid4().hex[:6]}", "isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    try:
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "no end of partition within 10 s"
+            if msg.error() is not None:
+                break  # end of partition
+            got.append((msg.key(), msg.value(), msg.headers() or []))
+    finally:
+        consumer.close()
+    assert got == list(records)[10:]
+    assert [int(dict(h)["driftline.src.offset"]) for _k, _v, h in got if h[-1][0] == "traceparent"] == list(range(12, n, 4))
