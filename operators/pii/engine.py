@@ -40,18 +40,19 @@ import base64
 import binascii
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from driftline.config import ConfigError
 from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, entity_names
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
-from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions, literal_alternation
+from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
 from driftline.operators.pii.spans import regex_spans
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
@@ -64,9 +65,6 @@ _PERSON_PRIORITY = 20
 #: "Kaffeevollautomat", numbers and lower-case identifiers do not).
 _B64_RUN = r"[A-Za-z0-9+/_\-]*[a-z][A-Za-z0-9+/_\-]*[A-Z][A-Za-z0-9+/_\-]*={0,2}"
 _B64_MIN = 12
-#: Rows that can hold such a run: ``_B64_MIN`` characters less the two of padding, in a row
-#: (far more selective than the run's own pattern, which a word such as "iPhone" matches).
-_B64_PREFILTER = r"[A-Za-z0-9+/_\-]{10}"
 #: Strings that cannot hold any entity: shorter than six characters, one lower-case word
 #: (``support-desk``, ``lang_hint``), or a UUID.
 _TRIVIAL = r"(?s)^(?:.{0,5}|[a-z_]+(?:-[a-z_]+){0,3}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
@@ -231,8 +229,33 @@ class PiiMasker:
 
     def scan(self, texts: pl.Series, *, rule_rows: int | None = None) -> ScanResult:
         """Find, resolve and mask entities in ``texts`` (nulls stay null) and evaluate the DLP
-        rules on the first ``rule_rows`` strings (default: all; other rows read False)."""
+        rules on the first ``rule_rows`` strings (default: all; other rows read False).
+
+        Every result of a string depends on that string alone, so each distinct string is
+        scanned once and its result copied to its repeats: a batch repeats most of its
+        identifiers and attribute values, and often its texts."""
         texts = texts.cast(pl.Utf8)
+        n = texts.len()
+        k = n if rule_rows is None else min(n, rule_rows)
+        distinct, index = _distinct(texts)
+        if index is None:
+            return self._scan_distinct(texts, np.arange(n) < k)
+        ruled = np.zeros(distinct.len(), dtype=bool)
+        ruled[index[:k]] = True
+        found = self._scan_distinct(distinct, ruled)
+        first_k = np.arange(n) < k
+        take = pl.Series(index)
+        return ScanResult(
+            masked=found.masked.gather(take).rename(texts.name),
+            counts={e: c[index] for e, c in found.counts.items()},
+            findings=found.findings.gather(take),
+            rules={name: pl.Series(name, flags.to_numpy()[index] & first_k) for name, flags in found.rules.items()},
+            cut=found.cut[index],
+            over_budget=found.over_budget[index],
+        )
+
+    def _scan_distinct(self, texts: pl.Series, ruled: np.ndarray) -> ScanResult:
+        """:meth:`scan` of ``texts`` (Utf8), the DLP rules evaluated where ``ruled`` is set."""
         n = texts.len()
         lengths = texts.str.len_chars().fill_null(0).to_numpy()
         cut = lengths > self._max_chars
@@ -253,13 +276,16 @@ class PiiMasker:
         hits = self._prefilter(all_views)
         rules: dict[str, pl.Series] = {}
         if self.rules:
-            k = n if rule_rows is None else min(n, rule_rows)
-            in_k = act < k
-            readable = scanned.head(k).clone().scatter(act[in_k], views.filter(pl.Series(in_k))) if in_k.any() else scanned.head(k)
-            rule_hits = pl.DataFrame({"t": readable}).select([pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)])
-            rules = {r.name: rule_hits[f"r{j}"].extend_constant(False, n - k).rename(r.name) for j, r in enumerate(self.rules)}
+            sel = np.flatnonzero(ruled)
+            readable = scanned.clone().scatter(act, views) if m else scanned  # scatter works in place
+            rule_hits = pl.DataFrame({"t": readable.gather(sel)}).select([pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)])
+            for j, r in enumerate(self.rules):
+                flags = np.zeros(n, dtype=bool)
+                flags[sel] = rule_hits[f"r{j}"].to_numpy()
+                rules[r.name] = pl.Series(r.name, flags)
 
         cands: dict[int, list[Candidate]] = {}
+        py_views: dict[int, str] = {}  # rows already read into Python, shared by the scanners
         slow = np.zeros(total, dtype=bool)
         slow[over_views] = True
         n_cands = np.zeros(total, dtype=np.int64)
@@ -283,8 +309,7 @@ class PiiMasker:
                 slow |= crowded
                 keep = ~slow[r_arr]
                 r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
-            strings = dict(zip(rows.tolist(), sub.to_list()))
-            self._validate(scanner, strings, r_arr, s_arr, e_arr, cands, slow)
+            self._validate(scanner, _python_strings(py_views, all_views, r_arr), r_arr, s_arr, e_arr, cands, slow)
         if self._person is not None:
             self._ner(views, m, cands)
         slow_work = slow[:m].copy()
@@ -348,11 +373,12 @@ class PiiMasker:
         if new_rows:
             masked = masked.clone().scatter(new_rows, pl.Series(new_texts, dtype=pl.Utf8))  # scatter works in place
         rows_arr = np.asarray(f_row, dtype=np.int64)
-        types_arr = np.asarray(f_type, dtype=object)
+        rows_of: dict[str, list[int]] = {}
+        for g, e in zip(f_row, f_type):
+            rows_of.setdefault(e, []).append(g)
         for e in counts:
-            sel = rows_arr[types_arr == e] if len(rows_arr) else rows_arr
-            if len(sel):
-                counts[e] = np.bincount(sel, minlength=n).astype(np.int32)
+            if e in rows_of:
+                counts[e] = np.bincount(rows_of[e], minlength=n).astype(np.int32)
         findings = findings_column(n, rows_arr, f_type, f_rec, f_start, f_end)
         return ScanResult(masked=masked.rename(texts.name), counts=counts, findings=findings, rules=rules, cut=cut, over_budget=slow_rows)
 
@@ -412,12 +438,11 @@ class PiiMasker:
             out.update({i: idx[flags[f"s{i}"].to_numpy()] for i in regex_scanners})
         literal_scanners = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
         if literal_scanners:
-            alternation = literal_alternation(w for i in literal_scanners for w in self._scanners[i].prefilter_literals)
-            hit = sub.select(pl.col("t").str.contains(alternation).fill_null(False)).to_series().to_numpy()
+            hit = sub.select(_any_literal(pl.col("t"), [w for i in literal_scanners for w in self._scanners[i].prefilter_literals])).to_series().to_numpy()
             if hit.any():
                 lit_idx = idx[hit]
                 lit_sub = sub.filter(pl.Series(hit))
-                flags = lit_sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in literal_scanners])
+                flags = lit_sub.select([_any_literal(pl.col("t"), self._scanners[i].prefilter_literals).alias(f"s{i}") for i in literal_scanners])
                 out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
         return out
 
@@ -445,7 +470,9 @@ class PiiMasker:
     @staticmethod
     def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
         """Decoded text of Base64 runs (one level deep): ``(texts, [(row, start, end)])``."""
-        flagged = (views.str.contains(_B64_PREFILTER) & views.str.contains(_B64_RUN)).fill_null(False)
+        # One pass: a row whose runs are all shorter than _B64_MIN ("iPhone") is flagged but
+        # yields nothing below (a second regex ruling such rows out cost a pass over every row).
+        flagged = views.str.contains(_B64_RUN).fill_null(False)
         if not flagged.any():
             return [], []
         idx = flagged.arg_true().to_numpy()
@@ -525,6 +552,32 @@ class PiiMasker:
 
     def _make_token(self, strategy: str, entity: str, value: str, normalized: str) -> str:
         return STRATEGIES[strategy](entity, value, normalized, self.ctx)
+
+
+def _python_strings(cache: dict[int, str], strings: pl.Series, rows: np.ndarray) -> dict[int, str]:
+    """``cache`` holding ``strings[r]`` for every row of ``rows``: only rows not read before are
+    converted (several recognizers often look at the same long rows)."""
+    missing = [r for r in dict.fromkeys(rows.tolist()) if r not in cache]
+    if missing:
+        cache.update(zip(missing, strings.gather(missing).to_list()))
+    return cache
+
+
+def _any_literal(col: pl.Expr, literals: Iterable[str]) -> pl.Expr:
+    """True where ``col`` holds one of ``literals``, ASCII case-insensitively: the same test as
+    the recognizers' :func:`~.recognizers.literal_alternation`, by Aho-Corasick, so no regex
+    is compiled (Polars keeps 32 compiled regexes per thread; a batch's stages use more, so
+    every regex is compiled again on every batch)."""
+    return col.str.contains_any(sorted(set(literals)), ascii_case_insensitive=True).fill_null(False)
+
+
+def _distinct(texts: pl.Series) -> tuple[pl.Series, np.ndarray | None]:
+    """The distinct strings of ``texts`` (null is one of them) and, per row, the position of
+    its string among them; None instead of positions when every row is distinct."""
+    encoded = pc.dictionary_encode(texts.to_arrow(), null_encoding="encode")
+    if len(encoded.dictionary) == texts.len():
+        return texts, None
+    return pl.Series(texts.name, encoded.dictionary, dtype=pl.Utf8), np.asarray(encoded.indices, dtype=np.int64)
 
 
 def _custom(c: CustomRecognizer) -> Recognizer:

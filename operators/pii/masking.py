@@ -19,7 +19,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -47,8 +46,8 @@ class MaskContext:
 
     def token(self, entity: str, normalized: str) -> str:
         """Hex HMAC-SHA256 of ``entity`` and the normalized value, cut to ``token_hex_chars``."""
-        mac = hmac.new(self.key, entity.encode() + b"\x1f" + normalized.encode("utf-8", "surrogatepass"), hashlib.sha256)
-        return mac.hexdigest()[: self.token_hex_chars]
+        mac = hmac.digest(self.key, entity.encode() + b"\x1f" + normalized.encode("utf-8", "surrogatepass"), "sha256")
+        return mac.hex()[: self.token_hex_chars]
 
 
 StrategyFn = Callable[[str, str, str, MaskContext], str]

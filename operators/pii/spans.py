@@ -38,7 +38,8 @@ def regex_spans(texts: pl.Series, rows: np.ndarray, pattern: str) -> tuple[np.nd
     empty = np.zeros(0, dtype=np.int64)
     if texts.len() == 0:
         return empty, empty, empty
-    frame = pl.DataFrame({"t": texts}).select(
+    # One after the other on one thread, so the second pass finds the regex compiled by the first.
+    frame = pl.DataFrame({"t": texts}).select_seq(
         pl.col("t").str.extract_all(pattern).alias("m"),
         pl.col("t").str.replace_all(pattern, _MARK, literal=False).str.split(_MARK).alias("g"),
     )
