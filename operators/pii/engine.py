@@ -192,6 +192,8 @@ class PiiMasker:
         self._needs_view = needs_view_regex()
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
+        #: entity -> value -> ``<ENTITY:token>`` of :meth:`pseudonymize_values` (user ids recur batch after batch).
+        self._pseudonyms: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ construction
 
@@ -389,11 +391,19 @@ class PiiMasker:
     def pseudonymize_values(self, values: pl.Series, entity: str = "USER_ID") -> pl.Series:
         """``<ENTITY:token>`` for each non-null value (same key and scheme as text tokens)."""
         values = values.cast(pl.Utf8)
-        uniq = values.drop_nulls().unique()
-        if uniq.len() == 0:
+        if values.null_count() == values.len():
             return values
-        tokens = pl.Series([self._token("pseudonymize", entity, u, u) for u in uniq.to_list()], dtype=pl.Utf8)
-        return values.replace_strict(uniq, tokens, default=None, return_dtype=pl.Utf8).rename(values.name)
+        encoded = pc.dictionary_encode(values.to_arrow())  # nulls stay null (null indices)
+        known = self._pseudonyms.setdefault(entity, {})
+        if len(known) > 1 << 16:  # bounded like the token cache
+            known.clear()
+        tokens = []
+        for u in encoded.dictionary.to_pylist():
+            token = known.get(u)
+            if token is None:
+                token = known[u] = self._token("pseudonymize", entity, u, u)
+            tokens.append(token)
+        return pl.Series(values.name, pc.take(pa.array(tokens, pa.large_string()), encoded.indices), dtype=pl.Utf8)
 
     def mask_payloads(self, raw: pl.Series) -> pl.Series:
         """Masked copy of raw payload bytes (dead-letter masking).  UTF-8 payloads are masked as

@@ -139,12 +139,12 @@ def classify(masker: PiiMasker, sources: pl.Series, scan: ScanResult) -> tuple[p
     return labels.rename("classification"), pl.Series("route_local", route, dtype=pl.Boolean)
 
 
-def _flag_list(flags: dict[str, np.ndarray], n: int, alias: str) -> pl.Series:
-    """``List(Utf8)`` per row: the names whose flag is set (in the given order), built from
-    the flags' nonzero positions as Arrow offsets and values."""
-    names = list(flags)
+def _flag_list(flags: dict[str, np.ndarray], n: int, alias: str, labels: list[str] | None = None) -> pl.Series:
+    """``List(Utf8)`` per row: the names whose flag is set (in the given order), or the
+    ``labels`` given for them, built from the flags' nonzero positions as Arrow offsets and values."""
+    names = list(flags) if labels is None else labels
     if names and n:
-        rows, cols = np.nonzero(np.column_stack([np.asarray(flags[k], dtype=bool) for k in names]))
+        rows, cols = np.nonzero(np.column_stack([np.asarray(f, dtype=bool) for f in flags.values()]))
     else:
         rows = cols = np.zeros(0, dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int32)
@@ -330,7 +330,7 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
     out = _apply(valid, seg, scan).with_columns(new_cols)
     warn = {r.name: text_scan.rules[r.name].to_numpy() for r in masker.rules if r.action == "warn"}
     if warn and "warnings" in out.columns:
-        out = out.with_columns(pl.concat_list([pl.col("warnings").fill_null(pl.lit([], pl.List(pl.Utf8))), _flag_list(warn, n, "_w").list.eval(pl.lit("dlp:") + pl.element())]).alias("warnings"))
+        out = out.with_columns(pl.concat_list([pl.col("warnings").fill_null(pl.lit([], pl.List(pl.Utf8))), _flag_list({f"dlp:{k}": v for k, v in warn.items()}, n, "_w")]).alias("warnings"))
 
     # Refusals: one flag per code, turned into code and reason lists by column expressions.
     codes: dict[str, np.ndarray] = {}
@@ -362,8 +362,9 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
     over = budget_flags["pii_budget:too_many_candidates"]
     if over.any():  # not fully scanned: nothing of it is stored
         out = out.with_columns(pl.when(pl.Series(over)).then(pl.lit(None, pl.Utf8)).otherwise(pl.col(f)).alias(f) for f in ("text", *IDENTIFIERS) if f in out.columns)
-    code_list = _flag_list({c: f for c, f in codes.items() if f.any()}, n, "reason_codes")
-    reason_list = code_list.list.eval(pl.element().replace_strict(reasons, default="", return_dtype=pl.Utf8)).alias("reasons") if n else pl.Series("reasons", [], pl.List(pl.Utf8))
+    fired = {c: f for c, f in codes.items() if f.any()}
+    code_list = _flag_list(fired, n, "reason_codes")
+    reason_list = _flag_list(fired, n, "reasons", labels=[reasons[c] for c in fired])
     return out, refuse, code_list, reason_list
 
 

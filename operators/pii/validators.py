@@ -87,6 +87,9 @@ _CARD_GROUPS_OK = (
 )
 
 
+_CARD_SEPS = re.compile(r"[ .-]")
+
+
 def card_ok(value: str) -> bool:
     """A payment card number: 12-19 digits (12 only for Maestro), one kind of separator (space,
     dash or dot) in card-like groups (one group, fours, Amex 4-6-5, or one digit at a time),
@@ -94,7 +97,7 @@ def card_ok(value: str) -> bool:
     seps = {c for c in value if not c.isdigit()}
     if len(seps) > 1 or not seps <= {" ", "-", "."}:
         return False
-    groups = [len(g) for g in re.split(r"[ .-]", value)] if seps else [len(value)]
+    groups = [len(g) for g in _CARD_SEPS.split(value)] if seps else [len(value)]
     if 0 in groups or not any(rule(groups) for rule in _CARD_GROUPS_OK):
         return False
     digits = digits_of(value)
@@ -123,10 +126,13 @@ def iban_ok(value: str) -> bool:
         return False
     rearranged = compact[4:] + compact[:4]
     try:
-        number = int("".join(str(int(ch, 36)) for ch in rearranged))
+        number = int(rearranged.translate(_BASE36_DIGITS))  # A -> 10 ... Z -> 35
     except ValueError:
         return False
     return number % 97 == 1
+
+
+_BASE36_DIGITS = {ord(c): str(i) for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ", start=10)}
 
 
 def ssn_ok(value: str) -> bool:
