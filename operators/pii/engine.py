@@ -2,6 +2,8 @@
 
 How a batch is scanned (every step is linear in the size of the batch):
 
+0. **distinct strings**: a string's results depend on it alone, so each distinct string is
+   scanned once (Arrow ``dictionary_encode``) and its results copied to its repeats;
 1. **budget, up front**: strings longer than ``privacy.budget.max_chars`` are cut to that
    length before anything else (``ScanResult.cut``);
 2. **view**: strings that need it (one Rust regex, :func:`~.normalize.needs_view_regex`)
@@ -432,9 +434,9 @@ class PiiMasker:
 
     def _prefilter(self, strings: pl.Series) -> dict[int, np.ndarray]:
         """Per scanner, the rows its prefilter flags.  Only non-null strings are read; the
-        literal prefilters run as one alternation first (then each on the rows it hit), the
-        regex ones each on their own (one alternation of them all is a far larger, slower
-        automaton)."""
+        literal prefilters run as one Aho-Corasick search first (then each on the rows it
+        hit), the regex ones each on their own (one alternation of them all is a far larger,
+        slower automaton)."""
         if not self._scanners or strings.len() == 0:
             return {}
         idx = strings.is_not_null().arg_true().to_numpy()

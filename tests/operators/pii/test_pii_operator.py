@@ -192,3 +192,23 @@ def test_sliced_list_columns_are_masked() -> None:
     reasons = pl.Series("reasons", [["a@b.co"], None, ["mail x@example.com"], []], dtype=pl.List(pl.Utf8))
     got_reasons = _mask_list_of_strings(masker, reasons.slice(1, 3)).to_list()
     assert got_reasons[0] is None and got_reasons[2] == [] and got_reasons[1][0].startswith("mail <EMAIL:")
+
+
+def test_repeated_strings_scan_like_each_alone() -> None:
+    """A scan reads each distinct string once; every row still gets its own string's result,
+    nulls included, and DLP rules only on the first ``rule_rows`` rows even when a later row
+    repeats one of them."""
+    rules = [{"name": "medical", "keywords": ["diagnosis"], "action": "route_local", "severity": "high"}]
+    m = masker(dlp_rules=rules)
+    texts = [f"mail {RAW['email']}", None, "my diagnosis", f"card {RAW['card']} {RAW['phone']}", "ok", None, f"mail {RAW['email']}", "my diagnosis", "ok"]
+    k = 5
+    scan = m.scan(pl.Series(texts, dtype=pl.Utf8), rule_rows=k)
+    for i, text in enumerate(texts):
+        alone = m.scan(pl.Series([text], dtype=pl.Utf8), rule_rows=1 if i < k else 0)
+        assert scan.masked[i] == alone.masked[0]
+        assert scan.findings[i].to_list() == alone.findings[0].to_list()
+        assert {e: int(c[i]) for e, c in scan.counts.items()} == {e: int(c[0]) for e, c in alone.counts.items()}
+        assert scan.rules["medical"][i] == alone.rules["medical"][0]
+    assert scan.rules["medical"].to_list() == [False, False, True, False, False, False, False, False, False]
+    assert scan.masked[0] == scan.masked[6] != texts[0]
+    assert scan.masked[1] is None and scan.findings[1].to_list() == []
