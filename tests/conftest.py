@@ -10,6 +10,7 @@ Kafka module is used instead (not on this project's CI machine, which has no Doc
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import uuid
@@ -50,6 +51,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield broker.bootstrap
     finally:
+        gc.collect()  # Kafka clients left in reference cycles by finished tests close while the broker is still up
         broker.stop()
 
 
