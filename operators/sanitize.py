@@ -134,14 +134,30 @@ def _neutralize(texts: pl.Series, s: Sanitizer) -> tuple[pl.Series, pl.Series]:
 
 
 def sanitize_frame(frame: pl.DataFrame, sanitizer: Sanitizer) -> pl.DataFrame:
-    """``frame`` plus :data:`SANITIZE_COLUMNS`; the text column itself is not changed."""
+    """``frame`` plus :data:`SANITIZE_COLUMNS`; the text column itself is not changed.
+
+    Every column is a function of the row's text alone, so each distinct text of the batch
+    is sanitized once and the columns are joined back to its repeats.
+    """
     col = sanitizer.text_column
     if col not in frame.columns:
         raise ValueError(f"sanitize: the frame has no text column {col!r} (columns: {frame.columns})")
+    texts = frame.select(col)
+    distinct = texts.unique()
+    if distinct.height == texts.height:
+        added = _sanitized(frame.get_column(col), sanitizer)
+    else:
+        found = distinct.hstack(_sanitized(distinct.get_column(col), sanitizer).get_columns())
+        added = texts.join(found, on=col, how="left", maintain_order="left", nulls_equal=True).drop(col)
+    return frame.with_columns(added.get_columns())
+
+
+def _sanitized(source: pl.Series, sanitizer: Sanitizer) -> pl.DataFrame:
+    """:data:`SANITIZE_COLUMNS` of each text of ``source``, in its order."""
     cfg = sanitizer.config
-    texts = frame.select(_normalize(pl.col(col), cfg).alias("model_input")).to_series()
+    texts = source.to_frame().select(_normalize(pl.col(source.name), cfg).alias("model_input")).to_series()
     if sanitizer.masker is not None:
-        changed = (texts != frame[col]).fill_null(False)
+        changed = (texts != source).fill_null(False)
         if changed.any():
             idx = changed.arg_true()
             texts = texts.clone().scatter(idx, sanitizer.masker.mask_series(texts.gather(idx)))
@@ -156,14 +172,17 @@ def sanitize_frame(frame: pl.DataFrame, sanitizer: Sanitizer) -> pl.DataFrame:
         (pl.col("model_input").str.len_chars() > cap).alias("model_input_truncated"),
     )
     model_input = capped["model_input"]
-    digests = [None if t is None else hashlib.sha256(t.encode("utf-8")).hexdigest() for t in model_input.to_list()]
-    return frame.with_columns(
-        model_input,
-        pl.Series("model_input_sha256", digests, dtype=pl.Utf8),
-        model_input.str.len_chars().cast(pl.UInt32).alias("model_input_chars"),
-        capped["model_input_truncated"],
-        neutralized,
-    ).with_columns(pl.col("model_input_neutralized").fill_null(pl.lit([], pl.List(pl.Utf8))))
+    sha256 = hashlib.sha256
+    digests = [None if t is None else sha256(t.encode("utf-8")).hexdigest() for t in model_input.to_list()]
+    return pl.DataFrame(
+        [
+            model_input,
+            pl.Series("model_input_sha256", digests, dtype=pl.Utf8),
+            model_input.str.len_chars().cast(pl.UInt32).alias("model_input_chars"),
+            capped["model_input_truncated"],
+            neutralized.fill_null(pl.lit([], pl.List(pl.Utf8))) if neutralized.null_count() else neutralized,
+        ]
+    )
 
 
 def sanitize_batch(batch: MicroBatch, sanitizer: Sanitizer) -> MicroBatch:

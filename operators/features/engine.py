@@ -84,8 +84,9 @@ def feature_schema(cfg: FeaturesConfig | FeatureEngine) -> list[FeatureSpec]:
 def compute_features(frame: pl.DataFrame, engine: FeatureEngine) -> pl.DataFrame:
     """``frame`` plus every configured feature column, cast to the published dtypes.
 
-    Reads the masked text column ``engine.config.text_column``; all expression-based
-    kinds are evaluated in one ``with_columns`` so Polars runs them in parallel.
+    Reads the masked text column ``engine.config.text_column``.  The kinds that read only
+    the text (:attr:`FeatureKind.text_only`) run once per distinct text of the batch (a
+    third of the texts of ordinary traffic are repeats) and their columns are joined back.
     """
     text_col = engine.config.text_column
     if not engine.kinds:
@@ -93,12 +94,33 @@ def compute_features(frame: pl.DataFrame, engine: FeatureEngine) -> pl.DataFrame
     if text_col not in frame.columns:
         raise FeatureError(f"features: the frame has no text column {text_col!r} (columns: {frame.columns})")
     text = pl.col(text_col)
+    by_text = _per_distinct_text(frame, engine, text_col)
     outputs: list[pl.Expr | pl.Series] = []
     for kind in engine.kinds:
-        outputs.extend(kind.compute(frame, text))
+        if by_text is not None and kind.text_only:
+            outputs.extend(by_text[s.name] for s in kind.specs())
+        else:
+            outputs.extend(kind.compute(frame, text))
     specs = engine.specs()
     out = frame.with_columns(outputs)
     return out.with_columns([pl.col(s.name).cast(s.dtype) for s in specs])
+
+
+def _per_distinct_text(frame: pl.DataFrame, engine: FeatureEngine, text_col: str) -> dict[str, pl.Series] | None:
+    """The columns of the text-only kinds, computed on the distinct texts and copied to every
+    row of ``frame`` (by name); None when no text repeats (then they run on ``frame`` itself)."""
+    kinds = [k for k in engine.kinds if k.text_only]
+    if not kinds:
+        return None
+    texts = frame.select(text_col)
+    distinct = texts.unique()
+    if distinct.height == texts.height:
+        return None
+    text = pl.col(text_col)
+    found = distinct.with_columns([o for k in kinds for o in k.compute(distinct, text)])
+    names = [s.name for k in kinds for s in k.specs()]
+    copied = texts.join(found.select(text_col, *names), on=text_col, how="left", maintain_order="left", nulls_equal=True)
+    return {name: copied.get_column(name) for name in names}
 
 
 def features_batch(batch: MicroBatch, engine: FeatureEngine) -> MicroBatch:

@@ -133,6 +133,8 @@ def build_detector(cfg: LanguageConfig) -> LanguageDetector:
 class LanguageFeature(FeatureKind):
     """``f_lang`` and ``f_lang_conf`` from the configured detector."""
 
+    text_only = True
+
     def __init__(self, detector: LanguageDetector, name: str) -> None:
         self.detector = detector
         self.name = name

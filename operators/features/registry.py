@@ -56,6 +56,10 @@ class FeatureKind(ABC):
     """Base class of a registered feature kind."""
 
     kind_name: ClassVar[str] = ""
+    #: True when every column of the kind is a function of the row's text alone: the engine
+    #: then computes the kind once per distinct text of a micro-batch and copies the values
+    #: to the repeated texts (templates, bots, "thanks!").
+    text_only: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -35,6 +35,8 @@ URL_RE = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
 class TextStats(FeatureKind):
     """Character, word, sentence and token counts, digit and upper-case shares, URL and ``!`` counts."""
 
+    text_only = True
+
     def __init__(self, counter: EstimateCounter | ExactCounter) -> None:
         self.counter = counter
 
@@ -98,6 +100,8 @@ def word_alternation(words: list[str]) -> str:
 @register_feature("sentiment")
 class LexiconSentiment(FeatureKind):
     """``f_sentiment_lex`` = (positive - negative) / (positive + negative) word hits, 0 without hits."""
+
+    text_only = True
 
     def __init__(self, positive: list[str], negative: list[str]) -> None:
         self.pos_re = word_alternation(positive)
