@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from driftline.operators.pii import PiiMasker
 
 CONTROL_RE = r"[\p{Cc}\p{Cf}&&[^\n\t]]"
+# Texts without a control or format character, white space other than single spaces, or
+# white space at an end are left as they are by normalization (steps 1-2): most texts.
+NEEDS_NORMALIZING_RE = r"[\p{Cc}\p{Cf}]|[^\S ]|  |^\s|\s$"
 SANITIZE_COLUMNS: dict[str, pl.DataType] = {
     "model_input": pl.Utf8,
     "model_input_sha256": pl.Utf8,
@@ -103,13 +106,17 @@ def _replacement(template: str, name: str) -> str:
 def _neutralize(texts: pl.Series, s: Sanitizer) -> tuple[pl.Series, pl.Series]:
     """Replace matched spans on the rows any pattern hits; returns (texts, neutralized names)."""
     n = texts.len()
-    names = pl.Series("model_input_neutralized", [None] * n, dtype=pl.List(pl.Utf8))
+    names = pl.repeat(None, n, dtype=pl.List(pl.Utf8), eager=True).alias("model_input_neutralized")
     if not s.any_regex or n == 0:
         return texts, names
     folded = lookalikes_folded(texts)
     hit_folded = folded.str.contains(s.any_regex).fill_null(False)
-    hit_plain = texts.str.contains(s.any_regex).fill_null(False)
-    texts = texts.zip_with(~(hit_folded & ~hit_plain), folded)  # rows that only match folded are sent folded
+    # Folding changes few rows; elsewhere the plain text hits exactly where the folded one does.
+    refolded = (folded != texts).fill_null(False)
+    if refolded.any():
+        moved = refolded.arg_true()
+        hit_plain = hit_folded.clone().scatter(moved, texts.gather(moved).str.contains(s.any_regex).fill_null(False))
+        texts = texts.zip_with(~(hit_folded & ~hit_plain), folded)  # rows that only match folded are sent folded
     idx = hit_folded.arg_true()
     if idx.len() == 0:
         return texts, names
@@ -155,7 +162,12 @@ def sanitize_frame(frame: pl.DataFrame, sanitizer: Sanitizer) -> pl.DataFrame:
 def _sanitized(source: pl.Series, sanitizer: Sanitizer) -> pl.DataFrame:
     """:data:`SANITIZE_COLUMNS` of each text of ``source``, in its order."""
     cfg = sanitizer.config
-    texts = source.to_frame().select(_normalize(pl.col(source.name), cfg).alias("model_input")).to_series()
+    texts = source.alias("model_input")
+    flagged = source.str.contains(NEEDS_NORMALIZING_RE).fill_null(False)
+    if flagged.any():
+        idx = flagged.arg_true()
+        normalized = texts.gather(idx).to_frame().select(_normalize(pl.col("model_input"), cfg)).to_series()
+        texts = texts.clone().scatter(idx, normalized)
     if sanitizer.masker is not None:
         changed = (texts != source).fill_null(False)
         if changed.any():
