@@ -112,8 +112,8 @@ def _neutralize(texts: pl.Series, s: Sanitizer) -> tuple[pl.Series, pl.Series]:
     folded = lookalikes_folded(texts)
     hit_folded = folded.str.contains(s.any_regex).fill_null(False)
     # Folding changes few rows; elsewhere the plain text hits exactly where the folded one does.
-    refolded = (folded != texts).fill_null(False)
-    if refolded.any():
+    refolded = None if folded is texts else (folded != texts).fill_null(False)
+    if refolded is not None and refolded.any():
         moved = refolded.arg_true()
         hit_plain = hit_folded.clone().scatter(moved, texts.gather(moved).str.contains(s.any_regex).fill_null(False))
         texts = texts.zip_with(~(hit_folded & ~hit_plain), folded)  # rows that only match folded are sent folded
@@ -168,7 +168,7 @@ def _sanitized(source: pl.Series, sanitizer: Sanitizer) -> pl.DataFrame:
         idx = flagged.arg_true()
         normalized = texts.gather(idx).to_frame().select(_normalize(pl.col("model_input"), cfg)).to_series()
         texts = texts.clone().scatter(idx, normalized)
-    if sanitizer.masker is not None:
+    if sanitizer.masker is not None and flagged.any():  # only normalized rows can have changed
         changed = (texts != source).fill_null(False)
         if changed.any():
             idx = changed.arg_true()

@@ -34,6 +34,7 @@ class FeatureEngine:
     config: FeaturesConfig
     kinds: list[FeatureKind] = field(default_factory=list)
     _specs: list[FeatureSpec] | None = field(default=None, init=False, repr=False, compare=False)
+    _casts: list[pl.Expr] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg: FeaturesConfig) -> FeatureEngine:
@@ -63,6 +64,12 @@ class FeatureEngine:
         if dupes:
             raise FeatureError(f"features: several feature kinds produce the columns {dupes}")
         return engine
+
+    def casts(self) -> list[pl.Expr]:
+        """Each feature column cast to its published dtype (built once)."""
+        if self._casts is None:
+            self._casts = [pl.col(s.name).cast(s.dtype) for s in self.specs()]
+        return self._casts
 
     def specs(self) -> list[FeatureSpec]:
         """The published output schema, in column order (built once: kinds never change)."""
@@ -101,9 +108,7 @@ def compute_features(frame: pl.DataFrame, engine: FeatureEngine) -> pl.DataFrame
             outputs.extend(by_text[s.name] for s in kind.specs())
         else:
             outputs.extend(kind.compute(frame, text))
-    specs = engine.specs()
-    out = frame.with_columns(outputs)
-    return out.with_columns([pl.col(s.name).cast(s.dtype) for s in specs])
+    return frame.with_columns(outputs).with_columns(engine.casts())
 
 
 def _per_distinct_text(frame: pl.DataFrame, engine: FeatureEngine, text_col: str) -> dict[str, pl.Series] | None:
