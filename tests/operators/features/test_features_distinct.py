@@ -1,6 +1,6 @@
 """Text-only feature kinds run once per distinct text: a batch with repeated texts gets the
-same columns as each text computed on its own; the CLD2 memo and the look-alike folding
-give the answers of the direct computation."""
+same columns as each text computed on its own; the look-alike folding gives the answers
+of the direct computation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from polars.testing import assert_frame_equal
 
 from driftline.config.features import FeaturesConfig
 from driftline.operators.features import FeatureEngine, compute_features
-from driftline.operators.features import injection, language
+from driftline.operators.features import injection
 from driftline.operators.features.injection import fold_lookalikes, folded_texts, lookalikes_folded
 
 TEXTS: list[str | None] = [
@@ -39,16 +39,6 @@ def test_repeated_texts_get_the_columns_of_each_text_alone() -> None:
     assert_frame_equal(batch, one_by_one, check_exact=True)
     assert batch["inj_flag"].to_list()[4] and batch["inj_flag"].to_list()[7]
     assert batch["f_lang"].to_list()[3] == "de"
-
-
-def test_cld2_memo_answers_like_the_detector_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(language, "CLD2_MEMO_TEXTS", 3)
-    det = language.Cld2Detector(FeaturesConfig().language)
-    texts = [t for t in TEXTS if t is not None] * 2
-    expected = ([det._one(t)[0] for t in texts], [det._one(t)[1] for t in texts])
-    assert det.detect(texts) == expected
-    assert det.detect(texts) == expected  # answered (partly) from the memo
-    assert len(det._memo) <= 3
 
 
 def test_folding_few_or_many_rows_matches_replace_many(monkeypatch: pytest.MonkeyPatch) -> None:
