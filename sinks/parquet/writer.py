@@ -115,6 +115,20 @@ class _Group:
         return self.chunks[0]
 
 
+def _by_topic_partition(df: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """``df`` split by Kafka topic-partition, in order of first appearance; a micro-batch
+    of one topic-partition (a poll) is returned whole instead of copied."""
+    topic, part = df[_TOPIC], df[_PARTITION]
+    if topic.null_count() == 0 and part.null_count() == 0 and (topic == topic[0]).all() and (part == part[0]).all():
+        return {(topic[0], part[0]): df}
+    return df.partition_by([_TOPIC, _PARTITION], as_dict=True, maintain_order=True)
+
+
+def _increasing(offsets: pl.Series) -> bool:
+    """Whether ``offsets`` strictly increase (so no offset repeats)."""
+    return offsets.len() < 2 or (offsets.null_count() == 0 and bool((offsets.diff().slice(1) > 0).all()))
+
+
 class DatasetWriter:
     """Exactly-once writer of one dataset for one sink partition (``writer_id``)."""
 
@@ -198,9 +212,9 @@ class DatasetWriter:
         if df.height == 0:
             return
         if self.kafka:
-            for (topic, part), sub in df.partition_by([_TOPIC, _PARTITION], as_dict=True, maintain_order=True).items():
+            for (topic, part), sub in _by_topic_partition(df).items():
                 wm = self._watermarks.get((str(topic), int(part)))  # type: ignore[arg-type]
-                keep = sub if wm is None else sub.filter(pl.col(_OFFSET) > wm)
+                keep = sub if wm is None or int(sub[_OFFSET].min()) > wm else sub.filter(pl.col(_OFFSET) > wm)  # type: ignore[arg-type]
                 self._count_replayed(sub.height - keep.height)
                 if keep.height:
                     self._groups.setdefault(f"{topic}+{part}", _Group([])).add(keep)
@@ -326,6 +340,16 @@ class DatasetWriter:
         null = "/".join(f"{p}={NULL_PARTITION}" for p in self.spec.partition_by)
         return t.dt.strftime(pattern).fill_null(null)
 
+    def _hive_parts(self, rows: pl.DataFrame) -> dict[tuple[Any, ...], pl.DataFrame]:
+        """``rows`` split by Hive partition path (``date=.../hour=...``), in order of first
+        appearance; rows of one partition (the usual commit) are returned whole instead of copied."""
+        if not self.spec.partition_by:
+            return {("",): rows}
+        paths = rows.select(self._partition_expr().alias(_PART))[_PART]
+        if (paths == paths[0]).all():
+            return {(paths[0],): rows}
+        return rows.with_columns(paths).partition_by(_PART, as_dict=True, maintain_order=True)
+
     def _file_name(self, sub: pl.DataFrame, cid: str) -> str:
         if self.kafka:
             return f"{sub[_TOPIC][0]}+{sub[_PARTITION][0]}+{int(sub[_OFFSET].min()):020d}.parquet"  # type: ignore[arg-type]
@@ -336,7 +360,8 @@ class DatasetWriter:
     def _commit(self, rows: pl.DataFrame, gk: str) -> None:
         started = time.perf_counter()
         before = rows.height
-        rows = rows.unique(subset=list(self.spec.key_columns), keep="first", maintain_order=True)
+        if not (self.kafka and _increasing(rows[_OFFSET])):  # one topic-partition: increasing offsets are unique keys
+            rows = rows.unique(subset=list(self.spec.key_columns), keep="first", maintain_order=True)
         self._count_replayed(before - rows.height)
         if rows.height == 0:
             return
@@ -344,7 +369,7 @@ class DatasetWriter:
         oldest_us = int(rows[ARRIVAL].min())  # type: ignore[arg-type]
         cid = commit_id(self.writer_id, self._next_seq)
         self._next_seq += 1
-        parts = rows.with_columns(self._partition_expr().alias(_PART)).partition_by(_PART, as_dict=True, maintain_order=True)
+        parts = self._hive_parts(rows)
         files: list[FileEntry] = []
         for i, (pkey, sub) in enumerate(sorted(parts.items(), key=lambda kv: str(kv[0][0]))):
             pvalue = str(pkey[0])
