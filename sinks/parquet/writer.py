@@ -348,6 +348,13 @@ class DatasetWriter:
         paths = rows.select(self._partition_expr().alias(_PART))[_PART]
         if (paths == paths[0]).all():
             return {(paths[0],): rows}
+        runs = paths.rle()  # time-ordered rows: each partition is one run, sliced instead of gathered
+        if runs.len() == paths.n_unique():
+            out, start = {}, 0
+            for length, value in runs.struct.unnest().iter_rows():
+                out[(value,)] = rows.slice(start, length)
+                start += length
+            return out
         return rows.with_columns(paths).partition_by(_PART, as_dict=True, maintain_order=True)
 
     def _file_name(self, sub: pl.DataFrame, cid: str) -> str:
