@@ -350,7 +350,8 @@ class DatasetWriter:
             return {(paths[0],): rows}
         runs = paths.rle()  # time-ordered rows: each partition is one run, sliced instead of gathered
         if runs.len() == paths.n_unique():
-            out, start = {}, 0
+            out: dict[tuple[Any, ...], pl.DataFrame] = {}
+            start = 0
             for length, value in runs.struct.unnest().iter_rows():
                 out[(value,)] = rows.slice(start, length)
                 start += length
