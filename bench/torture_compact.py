@@ -167,13 +167,16 @@ def torture(*, minutes: float, rate: float, flush_seconds: float, bootstrap: str
         flow = subprocess.Popen(flow_cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "flow.log", "ab"))  # noqa: SIM115
         procs.append(flow)
         next_compact = time.monotonic() + compact_every
+        kill = True
         while producer.poll() is None:
             time.sleep(0.5)
             if flow.poll() is not None:
                 raise RuntimeError(f"the flow stopped ({flow.returncode}); see {work / 'flow.log'}")
             if time.monotonic() >= next_compact:
-                # beside the running flow: every second compaction is killed inside its commit
-                _compact_and_maybe_kill(config, rng, res, kill=res.compactions_run % 2 == 0, retention="5s")
+                # beside the running flow: every second compaction is killed inside its commit; a kill that
+                # found nothing to commit yet (a slow flow had not written enough files) is tried again next time
+                killed = _compact_and_maybe_kill(config, rng, res, kill=kill, retention="5s")
+                kill = not kill or not killed
                 problems = _verify(root)
                 res.verify_runs += 1
                 res.verify_problems += problems
