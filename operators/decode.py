@@ -18,9 +18,10 @@ stage refuses them with the rest of the schema checks.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows, utf8_lists
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -313,28 +314,102 @@ def as_raw_frame(records: RawBatch) -> pl.DataFrame:
 _ISO_UTC_MS = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{3})?Z$"
 
 
-def _event_times(values: list[Any]) -> list[int | None]:
-    """Epoch milliseconds of event times already coerced (ints, None) or still strings:
-    :func:`_coerce_time` of each string, the common ISO form parsed for the whole batch at
-    once by Polars (with the float arithmetic of ``int(datetime.timestamp() * 1000)``, so
-    the same milliseconds), the other strings one by one."""
-    strings = pl.Series([v if type(v) is str else None for v in values], dtype=pl.Utf8)
+def _event_times(values: list[Any]) -> pa.Array:
+    """Epoch milliseconds (an Arrow int64 array, null where there is no instant) of event
+    times already coerced (ints, None) or still strings: :func:`_coerce_time` of each
+    string, the common ISO form parsed for the whole batch at once by Polars (with the
+    float arithmetic of ``int(datetime.timestamp() * 1000)``, so the same milliseconds),
+    the other strings one by one."""
+    n = len(values)
+    all_strings = set(map(type, values)) <= {str}
+    strings = pl.Series(values if all_strings else [v if type(v) is str else None for v in values], dtype=pl.Utf8)
     iso = strings.str.contains(_ISO_UTC_MS).fill_null(False)
-    if not iso.any():
-        return [_coerce_time(v) if type(v) is str else v for v in values]
+    if n == 0 or not iso.any():
+        return pa.array([_coerce_time(v) if type(v) is str else v for v in values], pa.int64())
     parsed = strings.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
     done = (iso & parsed.is_not_null()).to_numpy()
     us = parsed.dt.epoch("us").fill_null(0).to_numpy()
     # datetime.timestamp() is microseconds / 10**6 as a float, then * 1000 and int() truncates
-    ms = (us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64).tolist()
-    done = done.tolist()
-    return [m if d else (_coerce_time(v) if type(v) is str else v) for m, d, v in zip(ms, done, values)]
+    ms = (us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
+    null = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(~done).tolist():  # the rest, one by one
+        v = values[i]
+        m = _coerce_time(v) if type(v) is str else v
+        if m is None:
+            null[i] = True
+        else:
+            ms[i] = m
+    return pa.array(ms, pa.int64(), mask=null if null.any() else None)
 
 
-def _plain_json(value: Any, limit: int) -> bool:
-    """Whether ``decode_payload`` would read ``value`` as JSON (not empty, not too large, no
-    Avro or Confluent framing)."""
-    return bool(value) and len(value) <= limit and value[0] != CONFLUENT_MAGIC and value[:2] != AVRO_MAGIC
+def _types_other_than(values: Iterable[Any], allowed: tuple[type, ...]) -> bool:
+    """Whether some value of ``values`` has a type outside ``allowed`` (exact types)."""
+    return not set(map(type, values)) <= set(allowed)
+
+
+#: Parsed objects are read into columns in chunks of this many, then dropped: holding a
+#: whole poll's dicts alive would cost more in garbage collection than the reading saves.
+_CHUNK = 256
+_NO_ATTRIBUTES: dict[str, Any] = {}
+_ALLOWED = {name: (str,) if name in REQUIRED else (str, type(None)) for name in _FIELDS}
+
+
+@dataclass(slots=True)
+class _Columns:
+    """The decoded fields of a poll's objects, as column lists (one entry per object)."""
+
+    fields: list[list[Any]] = field(default_factory=lambda: [[] for _ in _FIELDS])  # in ``_FIELDS`` order
+    attr_lengths: list[int] = field(default_factory=list)
+    attr_keys: list[str] = field(default_factory=list)
+    attr_values: list[str] = field(default_factory=list)
+    errors: dict[int, list[str]] = field(default_factory=dict)  # row -> field_errors, when any
+    unsupported: dict[int, str] = field(default_factory=dict)  # row -> exception type name
+    rows: int = 0
+
+    def read(self, objs: list[dict[str, Any]]) -> None:
+        """Append the fields of ``objs``: read column by column, with the per-row
+        :func:`_event_fields` only for rows whose fields are missing or not plain strings,
+        whose event time is not a string or whose attributes are not a dict of strings
+        (strings are kept for the batch-wide parse of :func:`_event_times`)."""
+        get, base = dict.get, self.rows
+        cols = [list(map(get, objs, repeat(name))) for name in _FIELDS]
+        attrs: list[Any] = list(map(get, objs, repeat("attributes")))
+        odd: set[int] = set()
+        for name, col in zip(_FIELDS, cols):
+            allowed = _ALLOWED[name]
+            if _types_other_than(col, allowed):
+                odd.update(i for i, v in enumerate(col) if type(v) not in allowed)
+        if _types_other_than(attrs, (dict,)):
+            odd.update(i for i, a in enumerate(attrs) if type(a) is not dict)
+            attrs = [a if type(a) is dict else _NO_ATTRIBUTES for a in attrs]
+        key_rows: list[Any] = attrs
+        val_rows: list[Any] = list(map(dict.values, attrs))
+        if _types_other_than(chain.from_iterable(val_rows), (str,)) or _types_other_than(chain.from_iterable(key_rows), (str,)):
+            odd.update(i for i, a in enumerate(attrs) if _types_other_than(a.values(), (str,)) or _types_other_than(a, (str,)))
+        if odd:
+            key_rows = list(attrs)
+            for i in sorted(odd):
+                try:
+                    row, (keys, vals), errs = _event_fields(objs[i], coerce_time=False)
+                    t = row[5]
+                    if t is not None and type(t) is not str:  # strings are parsed for the whole batch
+                        t = _coerce_time(t)
+                        if t is None:
+                            errs = _with_time_error(errs)
+                except Exception as exc:  # never let one odd value stop the batch
+                    self.unsupported[base + i] = type(exc).__name__
+                    keys, vals, errs, row, t = [], [], [], (None,) * 5, None
+                for col, v in zip(cols, (*row[:5], t)):
+                    col[i] = v
+                key_rows[i], val_rows[i] = keys, vals
+                if errs:
+                    self.errors[base + i] = errs
+        for out, col in zip(self.fields, cols):
+            out.extend(col)
+        self.attr_lengths.extend(map(len, key_rows))
+        self.attr_keys.extend(chain.from_iterable(key_rows))
+        self.attr_values.extend(chain.from_iterable(val_rows))
+        self.rows += len(objs)
 
 
 def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: datetime | None = None) -> MicroBatch:
@@ -342,93 +417,104 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
 
     Payloads are parsed one by one (orjson, fastavro for single-object Avro, the
     registry's writer schema for Confluent framing), so each refusal keeps its own
-    reason; the decoded fields go straight into column lists, and the coordinates and
-    bytes stay in the raw frame's columns (gathered, never copied into Python objects).
-    Event times in the common ISO form are parsed for the whole batch at once.
+    reason.  The fields are read column by column (see :meth:`_Columns.read`), the
+    coordinates and bytes stay in the raw frame's columns (gathered, never copied into
+    Python objects), and event times in the common ISO form are parsed for the whole
+    batch at once.
     """
     raw = as_raw_frame(records)
     config = config or DecodeConfig()
     limit, registry = config.max_payload_bytes, registry_for(config.schema_registry)
     now = now or datetime.now(timezone.utc)
-    ids: list[Any] = []
-    sources: list[Any] = []
-    texts: list[Any] = []
-    tenants: list[Any] = []
-    users: list[Any] = []
-    times: list[Any] = []
-    formats: list[str] = []
-    attr_offsets = [0]
-    attr_keys: list[str] = []
-    attr_values: list[str] = []
-    errors: list[list[str]] = []
+    columns = _Columns()
     ok: list[int] = []
-    bad: list[int] = []
-    bad_codes: list[list[str]] = []
-    bad_reasons: list[list[str]] = []
+    other_formats: dict[int, str] = {}  # decoded row -> format, when not "json"
+    bad: dict[int, tuple[str, str]] = {}  # input row -> (code, message)
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for j, value in enumerate(raw["raw"].to_list()):
-        obj = None
-        if _plain_json(value, limit):
+    values = raw["raw"].to_list()
+    for start in range(0, len(values), _CHUNK):
+        objs: list[dict[str, Any]] = []
+        for j, value in enumerate(values[start : start + _CHUNK], start):
+            # Avro and Confluent framing never parse as JSON (C3 01 is not UTF-8, no JSON
+            # starts with a NUL), so trying JSON first changes no verdict.
             try:
-                obj, fmt = loads(value), "json"
+                obj = loads(value) if value is not None and len(value) <= limit else None
             except decode_error:
                 obj = None  # decode_payload below names the reason
-        if type(obj) is not dict:
-            try:
-                obj, fmt = decode_payload(value, limit, registry=registry)
-            except Undecodable as exc:
-                bad.append(j)
-                bad_codes.append([exc.code])
-                bad_reasons.append([exc.message])
-                continue
-        try:
-            row, (keys, vals), errs = _event_fields(obj, coerce_time=False)
-            t = row[5]
-            if t is not None and type(t) is not str:  # strings are parsed below, for the whole batch
-                t = _coerce_time(t)
-                if t is None:
-                    errs = _with_time_error(errs)
-        except Exception as exc:  # never let one odd value stop the batch
-            bad.append(j)
-            bad_codes.append(["unsupported_value"])
-            bad_reasons.append([f"{DECODE_REASONS['unsupported_value']}: {type(exc).__name__}"])
-            continue
-        ok.append(j)
-        eid, src, txt, ten, uid = row[:5]
-        ids.append(eid)
-        sources.append(src)
-        texts.append(txt)
-        tenants.append(ten)
-        users.append(uid)
-        times.append(t)
-        formats.append(fmt)
-        errors.append(errs)
-        attr_keys.extend(keys)
-        attr_values.extend(vals)
-        attr_offsets.append(len(attr_keys))
-    n = len(ok)
+            if type(obj) is not dict:
+                try:
+                    obj, fmt = decode_payload(value, limit, registry=registry)
+                except Undecodable as exc:
+                    bad[j] = (exc.code, exc.message)
+                    continue
+                if fmt != "json":
+                    other_formats[len(ok)] = fmt
+            objs.append(obj)
+            ok.append(j)
+        columns.read(objs)
+    cols, errors, n = columns.fields, columns.errors, len(ok)
+    if columns.unsupported:  # drop those rows
+        for i, name in columns.unsupported.items():
+            bad[ok[i]] = ("unsupported_value", f"{DECODE_REASONS['unsupported_value']}: {name}")
+        keep = [i for i in range(n) if i not in columns.unsupported]
+        new = {old: k for k, old in enumerate(keep)}
+        cols = [[col[i] for i in keep] for col in cols]
+        lengths = np.asarray(columns.attr_lengths, dtype=np.int64)
+        starts = _offsets(lengths)[:-1]
+        kept_items = [k for i in keep for k in range(starts[i], starts[i] + lengths[i])]
+        columns.attr_keys = [columns.attr_keys[k] for k in kept_items]
+        columns.attr_values = [columns.attr_values[k] for k in kept_items]
+        columns.attr_lengths = [columns.attr_lengths[i] for i in keep]
+        other_formats = {new[i]: f for i, f in other_formats.items() if i in new}
+        errors = {new[i]: e for i, e in errors.items() if i in new}
+        ok = [ok[i] for i in keep]
+        n = len(ok)
+    times = cols[5]
     millis = _event_times(times)
-    for i, (t, ms) in enumerate(zip(times, millis)):
-        if ms is None and type(t) is str:  # a string that is not an instant in years 1..9999
-            errors[i] = _with_time_error(errors[i])
-    decoded = [pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(_STRING_FIELDS, (ids, sources, texts, tenants, users))]
-    decoded.append(pl.Series("event_time", millis, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"))
+    if millis.null_count:
+        for i in np.flatnonzero(millis.is_null().to_numpy(zero_copy_only=False)).tolist():
+            if type(times[i]) is str:  # a string that is not an instant in years 1..9999
+                errors[i] = _with_time_error(errors.get(i, []))
+    formats = ["json"] * n
+    for i, fmt in other_formats.items():
+        formats[i] = fmt
     attributes = pa.ListArray.from_arrays(
-        pa.array(attr_offsets, pa.int32()),
-        pa.StructArray.from_arrays([pa.array(attr_keys, pa.large_string()), pa.array(attr_values, pa.large_string())], names=["key", "value"]),
+        pa.array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32()),
+        pa.StructArray.from_arrays([pa.array(columns.attr_keys, pa.large_string()), pa.array(columns.attr_values, pa.large_string())], names=["key", "value"]),
     )
-    extra = [
-        pl.Series("attributes", attributes).cast(ATTRIBUTES_DTYPE),
-        pl.Series("payload_format", formats, dtype=pl.Utf8),
-        utf8_lists("field_errors", errors),
-        utf8_lists("warnings", [[]] * n),
-    ]
     coords = raw if n == raw.height else raw[ok]
-    valid = pl.DataFrame(decoded + extra).hstack(coords.get_columns()).select(list(EVENT_SCHEMA))
+    out = {name: pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(_STRING_FIELDS, cols)}
+    out["event_time"] = pl.Series("event_time", millis).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    out["attributes"] = pl.Series("attributes", attributes).cast(ATTRIBUTES_DTYPE)
+    out["payload_format"] = pl.Series("payload_format", formats, dtype=pl.Utf8)
+    out["field_errors"] = _sparse_utf8_lists("field_errors", errors, n)
+    out["warnings"] = _sparse_utf8_lists("warnings", {}, n)
+    for s in coords.get_columns():
+        out[s.name] = s
+    valid = pl.DataFrame([out[name] for name in EVENT_SCHEMA])
     batch = MicroBatch(valid=valid, now=now)
     if bad:
-        batch.rejected = reject_rows(raw[bad], "decode", bad_codes, bad_reasons)
+        rows = sorted(bad)
+        batch.rejected = reject_rows(raw[rows], "decode", [[bad[j][0]] for j in rows], [[bad[j][1]] for j in rows])
     return batch
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """List offsets (``0`` then the running total) of rows of ``lengths`` items."""
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _sparse_utf8_lists(name: str, rows: dict[int, list[str]], n: int) -> pl.Series:
+    """A ``List(Utf8)`` column of ``n`` rows, empty except the rows given in ``rows``."""
+    lengths = np.zeros(n, dtype=np.int64)
+    flat: list[str] = []
+    for i in sorted(rows):
+        lengths[i] = len(rows[i])
+        flat.extend(rows[i])
+    arr = pa.ListArray.from_arrays(pa.array(_offsets(lengths), pa.int32()), pa.array(flat, pa.large_string()))
+    return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 
 def _with_time_error(errs: list[str]) -> list[str]:
