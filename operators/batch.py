@@ -113,19 +113,34 @@ def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
+def _constant(value: object, n: int, dtype: pl.DataType) -> pl.Series:
+    """``value`` repeated ``n`` times (without the query engine ``pl.repeat`` goes through)."""
+    one = pl.Series([value], dtype=dtype)
+    return one.new_from_index(0, n) if n else one.clear()
+
+
 def reject_rows(rows: pl.DataFrame, stage: str, codes: pl.Series | list[list[str]], reasons: pl.Series | list[list[str]]) -> pl.DataFrame:
-    """Build ``REJECT_SCHEMA`` rows from event rows refused at ``stage``."""
+    """Build ``REJECT_SCHEMA`` rows from event rows refused at ``stage``.
+
+    Built column by column (the frame's own columns, cast only where the dtype differs;
+    lists of codes and reasons through Arrow offsets): a refusal costs the same few
+    column operations whatever the number of rows.
+    """
     n = rows.height
-    have = set(rows.columns)  # Polars builds the list anew on every access
-    out = rows.select([c for c in REJECT_SCHEMA if c in have and c not in ("stage", "reason_codes", "reasons")])
-    out = out.with_columns(
-        pl.lit(stage, pl.Utf8).alias("stage"),
-        pl.Series("reason_codes", codes, dtype=pl.List(pl.Utf8)) if n else pl.Series("reason_codes", [], pl.List(pl.Utf8)),
-        pl.Series("reasons", reasons, dtype=pl.List(pl.Utf8)) if n else pl.Series("reasons", [], pl.List(pl.Utf8)),
-    )
-    have = set(out.columns)
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in REJECT_SCHEMA.items() if name not in have]
-    return out.with_columns(missing).select([pl.col(c).cast(t) for c, t in REJECT_SCHEMA.items()])
+    have = rows.schema
+    out: list[pl.Series] = []
+    for name, dtype in REJECT_SCHEMA.items():
+        if name == "stage":
+            s = _constant(stage, n, pl.Utf8)
+        elif name in ("reason_codes", "reasons"):
+            given = codes if name == "reason_codes" else reasons
+            s = given if isinstance(given, pl.Series) else utf8_lists(name, given)
+        elif name in have:
+            s = rows.get_column(name)
+        else:
+            s = _constant(None, n, dtype)
+        out.append((s if s.dtype == dtype else s.cast(dtype)).alias(name))
+    return pl.DataFrame(out)
 
 
 @dataclass(slots=True)
