@@ -113,9 +113,14 @@ def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
-def _constant(value: object, n: int, dtype: pl.DataType) -> pl.Series:
-    """``value`` repeated ``n`` times (without the query engine ``pl.repeat`` goes through)."""
-    one = pl.Series([value], dtype=dtype)
+def repeated(name: str, value: object, n: int, dtype: pl.DataType) -> pl.Series:
+    """Column ``name``: ``value`` repeated ``n`` times (without the query engine that
+    ``pl.repeat`` and ``pl.lit`` go through: a fixed cost of ~0.1 ms per column).
+
+    >>> repeated("stage", "decode", 2, pl.Utf8).to_list()
+    ['decode', 'decode']
+    """
+    one = pl.Series(name, [value], dtype=dtype)
     return one.new_from_index(0, n) if n else one.clear()
 
 
@@ -131,14 +136,14 @@ def reject_rows(rows: pl.DataFrame, stage: str, codes: pl.Series | list[list[str
     out: list[pl.Series] = []
     for name, dtype in REJECT_SCHEMA.items():
         if name == "stage":
-            s = _constant(stage, n, pl.Utf8)
+            s = repeated(name, stage, n, pl.Utf8)
         elif name in ("reason_codes", "reasons"):
             given = codes if name == "reason_codes" else reasons
             s = given if isinstance(given, pl.Series) else utf8_lists(name, given)
         elif name in have:
             s = rows.get_column(name)
         else:
-            s = _constant(None, n, dtype)
+            s = repeated(name, None, n, dtype)
         out.append((s if s.dtype == dtype else s.cast(dtype)).alias(name))
     return pl.DataFrame(out)
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, MicroBatch, reject_rows
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, reject_rows, repeated
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -259,10 +259,10 @@ def raw_frame(
     partition is repeated for every row; ``traceparents``: the messages' ``traceparent``
     headers (None: no message has one)."""
     n = len(values)
-    topic = pl.Series("src_topic", [topics] * n if isinstance(topics, str) else topics, dtype=pl.Utf8)
-    part = pl.Series("src_partition", [partitions] * n if isinstance(partitions, int) else partitions, dtype=pl.Int32)
-    ts = pl.Series("src_timestamp", timestamps_ms, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    tp = pl.Series("src_traceparent", traceparents, dtype=pl.Utf8) if traceparents is not None else pl.repeat(None, n, dtype=pl.Utf8, eager=True).alias("src_traceparent")
+    topic = repeated("src_topic", topics, n, pl.Utf8) if isinstance(topics, str) else pl.Series("src_topic", topics, dtype=pl.Utf8)
+    part = repeated("src_partition", partitions, n, pl.Int32) if isinstance(partitions, int) else pl.Series("src_partition", partitions, dtype=pl.Int32)
+    ts = pl.Series("src_timestamp", timestamps_ms, dtype=pl.Int64).cast(TIME_DTYPE)
+    tp = pl.Series("src_traceparent", traceparents, dtype=pl.Utf8) if traceparents is not None else repeated("src_traceparent", None, n, pl.Utf8)
     return pl.DataFrame(
         [pl.Series("src_key", keys, dtype=pl.Binary), topic, part, pl.Series("src_offset", offsets, dtype=pl.Int64), ts, tp, pl.Series("raw", values, dtype=pl.Binary)]
     )
@@ -514,7 +514,7 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     )
     coords = raw if n == raw.height else raw[ok]
     out = {name: pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(_STRING_FIELDS, cols)}
-    out["event_time"] = pl.Series("event_time", millis).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    out["event_time"] = pl.Series("event_time", millis).cast(TIME_DTYPE)
     out["attributes"] = pl.Series("attributes", attributes).cast(ATTRIBUTES_DTYPE)
     out["payload_format"] = pl.Series("payload_format", formats, dtype=pl.Utf8)
     out["field_errors"] = _sparse_utf8_lists("field_errors", errors, n)
