@@ -31,7 +31,7 @@ import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, reject_rows, repeated
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, empty_rejects, reject_rows, repeated
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -505,27 +505,35 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
         for i in np.flatnonzero(millis.is_null().to_numpy(zero_copy_only=False)).tolist():
             if type(times[i]) is str:  # a string that is not an instant in years 1..9999
                 errors[i] = _with_time_error(errors.get(i, []))
-    formats = ["json"] * n
-    for i, fmt in other_formats.items():
-        formats[i] = fmt
-    attributes = pa.ListArray.from_arrays(
-        pa.array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32()),
-        pa.StructArray.from_arrays([pa.array(columns.attr_keys, pa.large_string()), pa.array(columns.attr_values, pa.large_string())], names=["key", "value"]),
-    )
+    if other_formats:
+        formats = ["json"] * n
+        for i, fmt in other_formats.items():
+            formats[i] = fmt
+        payload_format = pl.Series("payload_format", formats, dtype=pl.Utf8)
+    else:
+        payload_format = repeated("payload_format", "json", n, pl.Utf8)
     coords = raw if n == raw.height else raw[ok]
     out = {name: pl.Series(name, values, dtype=pl.Utf8) for name, values in zip(_STRING_FIELDS, cols)}
     out["event_time"] = pl.Series("event_time", millis).cast(TIME_DTYPE)
-    out["attributes"] = pl.Series("attributes", attributes).cast(ATTRIBUTES_DTYPE)
-    out["payload_format"] = pl.Series("payload_format", formats, dtype=pl.Utf8)
+    out["attributes"] = _attributes(columns)
+    out["payload_format"] = payload_format
     out["field_errors"] = _sparse_utf8_lists("field_errors", errors, n)
-    out["warnings"] = _sparse_utf8_lists("warnings", {}, n)
+    out["warnings"] = repeated("warnings", [], n, pl.List(pl.Utf8))
     for s in coords.get_columns():
         out[s.name] = s
     valid = pl.DataFrame([out[name] for name in EVENT_SCHEMA])
-    batch = MicroBatch(valid=valid, now=now)
-    if bad:
-        rows = sorted(bad)
-        batch.rejected = reject_rows(raw[rows], "decode", [[bad[j][0]] for j in rows], [[bad[j][1]] for j in rows])
+    if not bad:
+        return MicroBatch(valid=valid, rejected=empty_rejects(), now=now)
+    rows = sorted(bad)
+    return MicroBatch(valid=valid, rejected=reject_rows(raw[rows], "decode", [[bad[j][0]] for j in rows], [[bad[j][1]] for j in rows]), now=now)
+
+
+def _attributes(columns: _Columns) -> pl.Series:
+    """The ``attributes`` column (:data:`ATTRIBUTES_DTYPE`) from the flat keys and values:
+    Polars builds the two string columns, Arrow wraps them in lists by the offsets."""
+    pairs = pl.DataFrame([pl.Series("key", columns.attr_keys, dtype=pl.Utf8), pl.Series("value", columns.attr_values, dtype=pl.Utf8)]).to_struct("pairs")
+    offsets = pa.array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32())
+    return pl.Series("attributes", pa.ListArray.from_arrays(offsets, pairs.to_arrow(compat_level=pl.CompatLevel.newest()))).cast(ATTRIBUTES_DTYPE)
     return batch
 
 
