@@ -125,3 +125,48 @@ def test_a_whole_batch_of_garbage_never_raises():
     batch = decode(*values)
     assert batch.valid.height + batch.rejected.height == len(values)
     assert batch.valid["field_errors"].list.len().min() > 0  # every decodable one still has a field error
+
+
+def test_rows_read_column_wise_match_the_row_by_row_reading_across_chunks():
+    """Odd rows (missing, mistyped, non-string attributes) spread over several read chunks
+    get the same columns, codes and order as when each payload is decoded alone."""
+    from driftline.operators import decode as module
+
+    variants = [{}, {"text": None}, {"event_id": 12}, {"event_time": "2026-02-30T00:00:00Z"}, {"attributes": {"n": 1, "s": "x", "z": None}}, {"tenant": 5}, {"attributes": None}]
+    values = [orjson.dumps({**GOOD, "event_id": f"e{i}", **variants[i % len(variants)]}) if i % 11 else b"{bad" for i in range(3 * module._CHUNK + 17)]
+    whole = decode(*values)
+    alone = [decode(v) for v in values]
+    assert whole.valid.height == sum(b.valid.height for b in alone) and whole.rejected.height == sum(b.rejected.height for b in alone)
+    columns = ["event_id", "event_time", "source", "tenant", "text", "attributes", "field_errors", "payload_format"]
+    assert whole.valid.select(columns).rows() == [row for b in alone for row in b.valid.select(columns).rows()]
+    assert whole.rejected["reason_codes"].to_list() == [["bad_json"]] * whole.rejected.height
+
+
+def test_a_value_that_cannot_be_represented_refuses_only_its_row(monkeypatch):
+    from driftline.operators import decode as module
+
+    real = module._coerce_time
+
+    def explode(value):
+        if value == 666:
+            raise OverflowError("no")
+        return real(value)
+
+    monkeypatch.setattr(module, "_coerce_time", explode)
+    values = [orjson.dumps({**GOOD, "event_id": f"e{i}", "event_time": 666 if i in (3, module._CHUNK + 5) else GOOD["event_time"], "attributes": {"i": i}}) for i in range(module._CHUNK + 9)]
+    batch = decode(*values)
+    assert batch.rejected["src_offset"].to_list() == [103, 100 + module._CHUNK + 5]
+    assert batch.rejected["reason_codes"].to_list() == [["unsupported_value"]] * 2
+    kept = [i for i in range(len(values)) if i not in (3, module._CHUNK + 5)]
+    assert batch.valid["event_id"].to_list() == [f"e{i}" for i in kept]
+    assert batch.valid["attributes"].to_list() == [[{"key": "i", "value": str(i)}] for i in kept]
+
+
+@pytest.mark.parametrize("suffixes", [(".123Z",), ("Z",), (".123Z", "Z")])
+def test_iso_event_times_read_in_bulk_match_the_one_by_one_parse(suffixes):
+    """Whole-second and millisecond forms (alone or mixed), leap days and impossible dates."""
+    from driftline.operators.decode import _coerce_time, _event_times
+
+    days = ["2024-02-29", "2023-02-29", "2100-02-29", "2000-02-29", "2026-04-31", "2026-12-31", "2026-00-10", "2026-13-01", "1970-01-01", "2199-07-04"]
+    values = [f"{d}T23:59:{s:02d}{suffixes[(i + s) % len(suffixes)]}" for i, d in enumerate(days) for s in (0, 59)]
+    assert _event_times(values).to_pylist() == [_coerce_time(v) for v in values]
