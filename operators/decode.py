@@ -314,51 +314,21 @@ def as_raw_frame(records: RawBatch) -> pl.DataFrame:
 _ISO_UTC_MS = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{3})?Z$"
 
 
-def _iso_micros(iso: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch microseconds of strings that all match :data:`_ISO_UTC_MS`, and whether each
-    names a real calendar day (the others get 0).  The fixed layout is read digit by digit
-    from the strings' bytes (no format parser); days come from numpy's calendar."""
-    arr = iso.cast(pl.Binary).to_arrow().cast(pa.large_binary())
-    k = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=k + 1, offset=8 * arr.offset)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-    first, size = int(offsets[0]), int(offsets[-1] - offsets[0])
-    if size in (20 * k, 24 * k):  # one layout throughout: a view of the bytes
-        rows = data[first : first + size].reshape(k, size // k)
-    else:
-        rows = data[np.minimum(offsets[:-1, None] + np.arange(24), len(data) - 1)]
-    d = rows[:, :23].astype(np.int64) - 48
-    y = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-    m, day = d[:, 5] * 10 + d[:, 6], d[:, 8] * 10 + d[:, 9]
-    seconds = (d[:, 11] * 10 + d[:, 12]) * 3600 + (d[:, 14] * 10 + d[:, 15]) * 60 + d[:, 17] * 10 + d[:, 18]
-    millis = d[:, 20] * 100 + d[:, 21] * 10 + d[:, 22] if rows.shape[1] == 24 else 0
-    if rows.shape[1] == 24 and size != 24 * k:  # mixed layouts: no milliseconds in the 20-byte ones
-        millis = np.where(np.diff(offsets) == 24, millis, 0)
-    month = ((y - 1970) * 12 + np.clip(m, 1, 12) - 1).astype("datetime64[M]")
-    start = month.astype("datetime64[D]").astype(np.int64)
-    length = (month + 1).astype("datetime64[D]").astype(np.int64) - start
-    real = (m >= 1) & (m <= 12) & (day >= 1) & (day <= length)
-    micros = (((start + day - 1) * 86400 + seconds) * 1000 + millis) * 1000
-    return np.where(real, micros, 0), real
-
-
 def _event_times(values: list[Any]) -> pa.Array:
     """Epoch milliseconds (an Arrow int64 array, null where there is no instant) of event
     times already coerced (ints, None) or still strings: :func:`_coerce_time` of each
-    string, the common ISO form read for the whole batch at once (:func:`_iso_micros`,
-    then the float arithmetic of ``int(datetime.timestamp() * 1000)``, so the same
-    milliseconds), the other strings one by one."""
+    string, the common ISO form parsed for the whole batch at once by Polars (with the
+    float arithmetic of ``int(datetime.timestamp() * 1000)``, so the same milliseconds),
+    the other strings one by one."""
     n = len(values)
     all_strings = set(map(type, values)) <= {str}
     strings = pl.Series(values if all_strings else [v if type(v) is str else None for v in values], dtype=pl.Utf8)
     iso = strings.str.contains(_ISO_UTC_MS).fill_null(False)
     if n == 0 or not iso.any():
         return pa.array([_coerce_time(v) if type(v) is str else v for v in values], pa.int64())
-    us = np.zeros(n, dtype=np.int64)
-    done = iso.to_numpy()
-    at = np.flatnonzero(done)
-    us[at], real = _iso_micros(strings.filter(iso))
-    done[at] = real
+    parsed = strings.str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
+    done = (iso & parsed.is_not_null()).to_numpy()
+    us = parsed.dt.epoch("us").fill_null(0).to_numpy()
     # datetime.timestamp() is microseconds / 10**6 as a float, then * 1000 and int() truncates
     ms = (us.astype(np.float64) / 1e6 * 1000.0).astype(np.int64)
     null = np.zeros(n, dtype=bool)
