@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -103,6 +105,24 @@ def utf8_lists(name: str, values: list[list[str]]) -> pl.Series:
         offsets.append(len(flat))
     arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.large_string()))
     return pl.Series(name, arr).cast(pl.List(pl.Utf8))
+
+
+def owned_array(values: Any, type: pa.DataType | None = None, mask: Any = None) -> pa.Array:
+    """``pa.array(values, type, mask=mask)`` in Arrow's own memory.
+
+    pyarrow wraps a numpy array of the same type without copying it, and such a buffer
+    takes the interpreter lock when it is freed.  In a frame, Polars may free it on one of
+    its threads while the thread holding the lock waits for Polars (Bytewax pickling a
+    frame to another process: ``DataFrame.serialize`` keeps the lock): a deadlock that
+    hung a 2-process run.  Every array built from numpy that goes into a frame goes
+    through here (a copy of a few kilobytes per call).
+
+    >>> import numpy as np
+    >>> owned_array(np.arange(3, dtype=np.int32), pa.int32()).to_pylist()
+    [0, 1, 2]
+    """
+    arr = pa.array(values, type, mask=mask)
+    return pa.concat_arrays([arr]) if isinstance(values, np.ndarray) else arr
 
 
 def empty_events() -> pl.DataFrame:

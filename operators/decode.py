@@ -31,7 +31,7 @@ import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, empty_rejects, reject_rows, repeated
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, empty_rejects, owned_array, reject_rows, repeated
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -339,7 +339,7 @@ def _event_times(values: list[Any]) -> pa.Array:
             null[i] = True
         else:
             ms[i] = m
-    return pa.array(ms, pa.int64(), mask=null if null.any() else None)
+    return owned_array(ms, pa.int64(), mask=null if null.any() else None)
 
 
 def _types_other_than(values: Iterable[Any], allowed: tuple[type, ...]) -> bool:
@@ -502,7 +502,7 @@ def _attributes(columns: _Columns) -> pl.Series:
     """The ``attributes`` column (:data:`ATTRIBUTES_DTYPE`) from the flat keys and values:
     Polars builds the two string columns, Arrow wraps them in lists by the offsets."""
     pairs = pl.DataFrame([pl.Series("key", columns.attr_keys, dtype=pl.Utf8), pl.Series("value", columns.attr_values, dtype=pl.Utf8)]).to_struct("pairs")
-    offsets = pa.array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32())
+    offsets = owned_array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32())
     return pl.Series("attributes", pa.ListArray.from_arrays(offsets, pairs.to_arrow(compat_level=pl.CompatLevel.newest()))).cast(ATTRIBUTES_DTYPE)
     return batch
 
@@ -521,7 +521,7 @@ def _sparse_utf8_lists(name: str, rows: dict[int, list[str]], n: int) -> pl.Seri
     for i in sorted(rows):
         lengths[i] = len(rows[i])
         flat.extend(rows[i])
-    arr = pa.ListArray.from_arrays(pa.array(_offsets(lengths), pa.int32()), pa.array(flat, pa.large_string()))
+    arr = pa.ListArray.from_arrays(owned_array(_offsets(lengths), pa.int32()), pa.array(flat, pa.large_string()))
     return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 

@@ -57,7 +57,7 @@ import pyarrow as pa
 from driftline.config import PipelineConfig
 from driftline.config.guardrails import OUTPUT_RULE_FIELDS, GuardrailsConfig
 from driftline.models.prompts import TaskSpec
-from driftline.operators.batch import utf8_lists
+from driftline.operators.batch import owned_array, utf8_lists
 from driftline.operators.drift import ProfileFile
 from driftline.operators.guardrails import metrics
 from driftline.operators.guardrails.evaluators import EvalBatch, EvalContext, Evaluator, build_evaluators, eval_column
@@ -177,7 +177,7 @@ def _names_column(name: str, n: int, named: list[tuple[str, np.ndarray]]) -> pl.
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
     values = pa.array([nm for nm, _ in named], pa.large_string()).take(pa.array(which[order]))
-    return pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), values)).cast(pl.List(pl.Utf8))
+    return pl.Series(name, pa.LargeListArray.from_arrays(owned_array(offsets), values)).cast(pl.List(pl.Utf8))
 
 
 class OutputGuard:

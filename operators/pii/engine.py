@@ -56,6 +56,7 @@ from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
 from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
 from driftline.operators.pii.spans import regex_spans
+from driftline.operators.batch import owned_array
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
 _FINDING_ARROW = pa.struct([("type", pa.large_string()), ("recognizer", pa.large_string()), ("start", pa.int32()), ("end", pa.int32())])
@@ -644,7 +645,7 @@ def findings_column(n: int, rows: np.ndarray, types: list[str], recs: list[str],
         [pa.array(types, pa.large_string()), pa.array(recs, pa.large_string()), pa.array(starts, pa.int32()), pa.array(ends, pa.int32())],
         fields=list(_FINDING_ARROW),
     )
-    return pl.Series("pii_findings", pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)).cast(pl.List(FINDING_DTYPE))
+    return pl.Series("pii_findings", pa.ListArray.from_arrays(owned_array(offsets, pa.int32()), values)).cast(pl.List(FINDING_DTYPE))
 
 
 __all__ = ["CUT_MARKER", "FINDING_DTYPE", "PiiMasker", "ScanResult", "SpacyPersonDetector", "findings_column"]

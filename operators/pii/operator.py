@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from driftline.config import PipelineConfig
 from driftline.config.privacy import LEVELS, PrivacyConfig, entity_names
-from driftline.operators.batch import MicroBatch
+from driftline.operators.batch import MicroBatch, owned_array
 from driftline.operators.decode import AVRO_MAGIC, parse_payload
 from driftline.operators.pii.engine import FINDING_DTYPE, PiiMasker, ScanResult
 
@@ -150,7 +150,7 @@ def _flag_list(flags: dict[str, np.ndarray], n: int, alias: str, labels: list[st
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
     values = pa.array(np.asarray(names, dtype=object)[cols] if len(cols) else [], type=pa.large_string())
-    return pl.Series(alias, pa.LargeListArray.from_arrays(pa.array(offsets.astype(np.int64)), values)).cast(pl.List(pl.Utf8))
+    return pl.Series(alias, pa.LargeListArray.from_arrays(owned_array(offsets.astype(np.int64)), values)).cast(pl.List(pl.Utf8))
 
 
 # ----------------------------------------------------------------------------- list masking
@@ -164,7 +164,7 @@ def _fresh_offsets(arr: pa.ListArray | pa.LargeListArray) -> pa.Array:
     """List offsets rebased to 0 in a new buffer: a sliced list array (a row slice of a
     batch) carries offsets into its parent's values, which ``from_arrays`` rejects."""
     offsets = np.asarray(arr.offsets)
-    return pa.array(offsets - offsets[0], type=arr.offsets.type)
+    return owned_array(offsets - offsets[0], arr.offsets.type)
 
 
 def _rebuild_list(col: pl.Series, arr: pa.ListArray | pa.LargeListArray, values: pa.Array) -> pl.Series:
