@@ -304,7 +304,7 @@ def main() -> int:
 
             port, controller = _free_ports(2)
             broker = LocalKafka(port=port, controller_port=controller, state_dir=work / "kafka", heap="1g")
-            broker.start(timeout=120)
+            broker.start(timeout=120, die_with_parent=True)  # never left behind when the bench is killed
             stack.callback(broker.stop)
             global BROKER_PID
             BROKER_PID = broker._pid()
