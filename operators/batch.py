@@ -27,6 +27,7 @@ is raw user text until the privacy stage masks it; the flows mask it before any 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -91,17 +92,18 @@ def attribute_value(key: str, column: str = "attributes") -> pl.Expr:
     return pl.col(column).list.eval(el.filter(el.struct.field("key") == key).struct.field("value")).list.first()
 
 
-def utf8_lists(name: str, values: list[list[str]]) -> pl.Series:
-    """A ``List(Utf8)`` column from Python lists, built through Arrow offsets (Polars builds
-    one inner Series per row from nested lists: ~10x slower).
+def utf8_lists(name: str, values: Sequence[Sequence[str] | None]) -> pl.Series:
+    """A ``List(Utf8)`` column from Python lists (``None``: an empty list), built through
+    Arrow offsets (Polars builds one inner Series per row from nested lists: ~10x slower).
 
-    >>> utf8_lists("codes", [["a", "b"], [], ["c"]]).to_list()
+    >>> utf8_lists("codes", [["a", "b"], None, ["c"]]).to_list()
     [['a', 'b'], [], ['c']]
     """
     offsets = [0]
     flat: list[str] = []
     for v in values:
-        flat.extend(v)
+        if v:
+            flat.extend(v)
         offsets.append(len(flat))
     arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.large_string()))
     return pl.Series(name, arr).cast(pl.List(pl.Utf8))
@@ -123,6 +125,25 @@ def owned_array(values: Any, type: pa.DataType | None = None, mask: Any = None) 
     """
     arr = pa.array(values, type, mask=mask)
     return pa.concat_arrays([arr]) if isinstance(values, np.ndarray) else arr
+
+
+def names_where(name: str, n: int, named: Sequence[tuple[str, np.ndarray]]) -> pl.Series:
+    """``List(Utf8)`` column ``name`` of ``n`` rows: per row, each name whose boolean mask
+    holds there, in the order given (names may repeat), built from the masks' nonzero
+    positions as Arrow offsets and values (no list per row).
+
+    >>> import numpy as np
+    >>> names_where("rules", 3, [("a", np.array([True, False, True])), ("b", np.array([True, False, False]))]).to_list()
+    [['a', 'b'], [], ['a']]
+    """
+    if named and n:
+        rows, cols = np.nonzero(np.column_stack([np.asarray(m, dtype=bool) for _, m in named]))
+    else:
+        rows = cols = np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    values = pa.array(np.asarray([nm for nm, _ in named], dtype=object)[cols] if len(cols) else [], type=pa.large_string())
+    return pl.Series(name, pa.LargeListArray.from_arrays(owned_array(offsets), values)).cast(pl.List(pl.Utf8))
 
 
 def empty_events() -> pl.DataFrame:

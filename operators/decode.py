@@ -31,7 +31,7 @@ import pyarrow as pa
 from fastavro import schemaless_reader
 
 from driftline.config.kafka import DecodeConfig
-from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, empty_rejects, owned_array, reject_rows, repeated
+from driftline.operators.batch import ATTRIBUTES_DTYPE, COORDINATE_SCHEMA, EVENT_SCHEMA, TIME_DTYPE, MicroBatch, empty_rejects, owned_array, reject_rows, repeated, utf8_lists
 from driftline.operators.decode_confluent import CONFLUENT_MAGIC, CONFLUENT_REASONS, ConfluentUndecodable, decode_confluent
 from driftline.schemas import SINGLE_OBJECT_MAGIC, load_schema, schema_fingerprint
 from driftline.schemas.registry import SchemaRegistry, registry_for
@@ -487,7 +487,7 @@ def decode_batch(records: RawBatch, config: DecodeConfig | None = None, now: dat
     out["event_time"] = pl.Series("event_time", millis).cast(TIME_DTYPE)
     out["attributes"] = _attributes(columns)
     out["payload_format"] = payload_format
-    out["field_errors"] = _sparse_utf8_lists("field_errors", errors, n)
+    out["field_errors"] = utf8_lists("field_errors", [errors.get(i) for i in range(n)])
     out["warnings"] = repeated("warnings", [], n, pl.List(pl.Utf8))
     for s in coords.get_columns():
         out[s.name] = s
@@ -512,17 +512,6 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
-
-
-def _sparse_utf8_lists(name: str, rows: dict[int, list[str]], n: int) -> pl.Series:
-    """A ``List(Utf8)`` column of ``n`` rows, empty except the rows given in ``rows``."""
-    lengths = np.zeros(n, dtype=np.int64)
-    flat: list[str] = []
-    for i in sorted(rows):
-        lengths[i] = len(rows[i])
-        flat.extend(rows[i])
-    arr = pa.ListArray.from_arrays(owned_array(_offsets(lengths), pa.int32()), pa.array(flat, pa.large_string()))
-    return pl.Series(name, arr).cast(pl.List(pl.Utf8))
 
 
 def _with_time_error(errs: list[str]) -> list[str]:

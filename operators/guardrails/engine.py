@@ -52,12 +52,11 @@ from typing import Any
 import numpy as np
 import orjson
 import polars as pl
-import pyarrow as pa
 
 from driftline.config import PipelineConfig
 from driftline.config.guardrails import OUTPUT_RULE_FIELDS, GuardrailsConfig
 from driftline.models.prompts import TaskSpec
-from driftline.operators.batch import owned_array, utf8_lists
+from driftline.operators.batch import names_where
 from driftline.operators.drift import ProfileFile
 from driftline.operators.guardrails import metrics
 from driftline.operators.guardrails.evaluators import EvalBatch, EvalContext, Evaluator, build_evaluators, eval_column
@@ -166,18 +165,6 @@ def _per_row(n: int, named: list[tuple[str, np.ndarray]]) -> list[list[str]]:
         for i in np.flatnonzero(mask):
             rows[i].append(name)
     return rows
-
-
-def _names_column(name: str, n: int, named: list[tuple[str, np.ndarray]]) -> pl.Series:
-    """A List(Utf8) column: per row, the names whose mask holds it, in the order given
-    (:func:`_per_row` as a column, without a list per row)."""
-    rows = np.concatenate([np.flatnonzero(m) for _, m in named]) if named else np.zeros(0, dtype=np.int64)
-    which = np.concatenate([np.full(int(np.count_nonzero(m)), k, dtype=np.int32) for k, (_, m) in enumerate(named)]) if named else np.zeros(0, dtype=np.int32)
-    order = np.lexsort((which, rows))  # by row, then in the order given
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
-    values = pa.array([nm for nm, _ in named], pa.large_string()).take(pa.array(which[order]))
-    return pl.Series(name, pa.LargeListArray.from_arrays(owned_array(offsets), values)).cast(pl.List(pl.Utf8))
 
 
 class OutputGuard:
@@ -447,8 +434,8 @@ class OutputGuard:
             c.label.alias("model_label"),
             pl.Series("guard_decision", c.level.astype(np.int8)).replace_strict(dict(enumerate(DECISIONS)), return_dtype=pl.Utf8),
             pl.Series("guard_confidence", c.confidence, dtype=pl.Float64),
-            _names_column("guard_rules", n, list(c.fired.items())),
-            _names_column("guard_risk", n, c.risk_hits),
+            names_where("guard_rules", n, list(c.fired.items())),
+            names_where("guard_risk", n, c.risk_hits),
         ]
         for e in self.entities:
             cols.append(pl.Series(output_pii_column(e), c.counts.get(e, np.zeros(n, np.int32)), dtype=pl.Int32))

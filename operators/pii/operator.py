@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from driftline.config import PipelineConfig
 from driftline.config.privacy import LEVELS, PrivacyConfig, entity_names
-from driftline.operators.batch import MicroBatch, owned_array
+from driftline.operators.batch import MicroBatch, names_where, owned_array
 from driftline.operators.decode import AVRO_MAGIC, parse_payload
 from driftline.operators.pii.engine import FINDING_DTYPE, PiiMasker, ScanResult
 
@@ -137,20 +137,6 @@ def classify(masker: PiiMasker, sources: pl.Series, scan: ScanResult) -> tuple[p
         route |= level >= rank[cfg.route_local_at]
     labels = pl.Series("classification", list(LEVELS), dtype=pl.Utf8).gather(level.astype(np.int64)) if n else pl.Series("classification", [], dtype=pl.Utf8)
     return labels.rename("classification"), pl.Series("route_local", route, dtype=pl.Boolean)
-
-
-def _flag_list(flags: dict[str, np.ndarray], n: int, alias: str, labels: list[str] | None = None) -> pl.Series:
-    """``List(Utf8)`` per row: the names whose flag is set (in the given order), or the
-    ``labels`` given for them, built from the flags' nonzero positions as Arrow offsets and values."""
-    names = list(flags) if labels is None else labels
-    if names and n:
-        rows, cols = np.nonzero(np.column_stack([np.asarray(f, dtype=bool) for f in flags.values()]))
-    else:
-        rows = cols = np.zeros(0, dtype=np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
-    values = pa.array(np.asarray(names, dtype=object)[cols] if len(cols) else [], type=pa.large_string())
-    return pl.Series(alias, pa.LargeListArray.from_arrays(owned_array(offsets.astype(np.int64)), values)).cast(pl.List(pl.Utf8))
 
 
 # ----------------------------------------------------------------------------- list masking
@@ -320,17 +306,17 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
         *entity_cols,
         pl.Series("pii_total", text_scan.total, dtype=pl.Int32),
         text_scan.findings.alias("pii_findings"),
-        _flag_list(field_flags, n, "masked_fields"),
+        names_where("masked_fields", n, list(field_flags.items())),
         classification,
         route_local,
-        _flag_list({r.name: text_scan.rules[r.name].to_numpy() for r in masker.rules}, n, "dlp_rules"),
+        names_where("dlp_rules", n, [(r.name, text_scan.rules[r.name].to_numpy()) for r in masker.rules]),
     ]
     if cfg.pseudonymize_user_id and "user_id" in valid.columns:
         new_cols.append(masker.pseudonymize_values(valid["user_id"]).alias("user_id"))
     out = _apply(valid, seg, scan).with_columns(new_cols)
     warn = {r.name: text_scan.rules[r.name].to_numpy() for r in masker.rules if r.action == "warn"}
     if warn and "warnings" in out.columns:
-        out = out.with_columns(pl.concat_list([pl.col("warnings").fill_null(pl.lit([], pl.List(pl.Utf8))), _flag_list({f"dlp:{k}": v for k, v in warn.items()}, n, "_w")]).alias("warnings"))
+        out = out.with_columns(pl.concat_list([pl.col("warnings").fill_null(pl.lit([], pl.List(pl.Utf8))), names_where("_w", n, [(f"dlp:{k}", v) for k, v in warn.items()])]).alias("warnings"))
 
     # Refusals: one flag per code, turned into code and reason lists by column expressions.
     codes: dict[str, np.ndarray] = {}
@@ -363,8 +349,8 @@ def _annotate(valid: pl.DataFrame, masker: PiiMasker, seg: _Segments, scan: Scan
     if over.any():  # not fully scanned: nothing of it is stored
         out = out.with_columns(pl.when(pl.Series(over)).then(pl.lit(None, pl.Utf8)).otherwise(pl.col(f)).alias(f) for f in ("text", *IDENTIFIERS) if f in out.columns)
     fired = {c: f for c, f in codes.items() if f.any()}
-    code_list = _flag_list(fired, n, "reason_codes")
-    reason_list = _flag_list(fired, n, "reasons", labels=[reasons[c] for c in fired])
+    code_list = names_where("reason_codes", n, list(fired.items()))
+    reason_list = names_where("reasons", n, [(reasons[c], f) for c, f in fired.items()])
     return out, refuse, code_list, reason_list
 
 
