@@ -485,12 +485,16 @@ def build_profile(acc: WindowAccumulator, reference_id: str, cfg: MonitoringConf
 
 @dataclass(frozen=True, slots=True)
 class _NumericReference:
-    """The parts of PSI, JS and the ECDFs that depend on a numeric reference only, computed
-    once per reference with the operations :func:`psi`, :func:`_js_of_bins` and
-    :func:`_ecdf_pair` apply to it (so every window's figures are the same floats)."""
+    """The parts of PSI, JS, chi-square and the ECDFs that depend on a numeric reference
+    only, computed once per reference with the operations :func:`psi`, :func:`_js_of_bins`,
+    :func:`_chisquare_of` and :func:`_ecdf_pair` apply to it (so every window's figures
+    are the same floats)."""
 
+    edges: np.ndarray
     psi_shares: np.ndarray
+    js_order: np.ndarray
     js_shares: np.ndarray
+    chi_shares: np.ndarray
     support: np.ndarray
     ecdf: np.ndarray
 
@@ -498,13 +502,16 @@ class _NumericReference:
     def of(cls, ref: FeatureProfile, epsilon: float) -> _NumericReference:
         r = np.asarray(ref.counts, dtype=np.float64)
         r = r / r.sum()
-        pv = np.asarray(ref.counts, dtype=np.float64)[_bin_key_order(ref.counts.size)]
+        order = _bin_key_order(ref.counts.size)
+        pv = np.asarray(ref.counts, dtype=np.float64)[order]
+        pv = pv / pv.sum()
         a = np.asarray(ref.support, dtype=np.float64)
         wa = np.asarray(ref.weights, dtype=np.float64)
         oa = np.argsort(a, kind="stable")
         a, wa = a[oa], wa[oa]
         ca = np.concatenate([[0.0], np.cumsum(wa)]) / wa.sum()
-        return cls(np.where(r > 0, r, epsilon), pv / pv.sum(), a, ca)
+        edges = np.asarray(ref.edges, dtype=np.float64)
+        return cls(edges, np.where(r > 0, r, epsilon), order, pv, np.where(pv > 0, pv, epsilon), a, ca)
 
     def psi(self, cur_counts: np.ndarray, epsilon: float) -> float:
         """:func:`psi` of ``cur_counts`` against the reference's bins."""
@@ -515,12 +522,12 @@ class _NumericReference:
 
     def js(self, cur_counts: np.ndarray) -> float:
         """:func:`_js_of_bins` of ``cur_counts`` against the reference's bins."""
-        qv = np.asarray(cur_counts, dtype=np.float64)[_bin_key_order(self.js_shares.size)]
+        qv = np.asarray(cur_counts, dtype=np.float64)[self.js_order]
         return _js_of_shares(self.js_shares, qv / qv.sum())
 
     def chisquare(self, cur_counts: np.ndarray, epsilon: float) -> float:
         """:func:`chisquare_pvalue` over the bins named by their index (as :func:`compare` names them)."""
-        observed = np.asarray(cur_counts, dtype=np.float64)[_bin_key_order(self.js_shares.size)]
+        observed = np.asarray(cur_counts, dtype=np.float64)[self.js_order]
         return _chisquare_of(self.js_shares, observed, epsilon)
 
     def ks_and_wasserstein(self, b: np.ndarray, wb: np.ndarray, std: float) -> tuple[float, float]:
@@ -529,15 +536,45 @@ class _NumericReference:
         wb = np.asarray(wb, dtype=np.float64)
         ob = np.argsort(b, kind="stable")
         b, wb = b[ob], wb[ob]
-        a = self.support
-        grid = np.unique(np.concatenate([a, b]))
-        cb = np.concatenate([[0.0], np.cumsum(wb)]) / wb.sum()
-        fa = self.ecdf[np.searchsorted(a, grid, side="right")]
-        fb = cb[np.searchsorted(b, grid, side="right")]
-        gap = np.abs(fa - fb)
-        dist = float(np.sum(gap[:-1] * np.diff(grid))) if grid.size > 1 else 0.0
-        return float(np.max(gap)), dist / max(std, 0.001)
+        return self._ks_w_sorted(b, wb, wb.sum(), std)
 
+    def window(self, b: np.ndarray, wb: np.ndarray, std: float, epsilon: float, *, chisquare: bool) -> tuple[float, float, float, float, float | None]:
+        """PSI, KS, normed Wasserstein, JS and (when asked) the chi-square p-value of a
+        window's values ``b`` (sorted ascending, as :meth:`QuantileSketch.weighted` gives
+        them) with integer counts ``wb``: the same floats as :func:`bin_counts` followed by
+        :meth:`psi`, :meth:`ks_and_wasserstein`, :meth:`js` and :meth:`chisquare`, with the
+        bins, shares and total computed once (sums of integer counts are exact in any order)."""
+        cur = np.bincount(self.edges.searchsorted(b, side="right"), weights=wb, minlength=self.edges.size + 1)
+        total = cur.sum()
+        shares = cur / total
+        c = np.where(shares > 0, shares, epsilon)
+        psi_value = float(np.sum((c - self.psi_shares) * np.log(c / self.psi_shares)))
+        ks, w = self._ks_w_sorted(b, wb, total, std)
+        js = _js_of_shares(self.js_shares, shares[self.js_order])
+        chi = None
+        if chisquare:
+            observed = cur[self.js_order]
+            expected = self.chi_shares * total
+            chi = float(chdtrc(max(observed.size - 1, 1), float(np.sum((observed - expected) ** 2 / expected))))
+        return psi_value, ks, w, js, chi
+
+    def _ks_w_sorted(self, b: np.ndarray, wb: np.ndarray, total: float, std: float) -> tuple[float, float]:
+        a = self.support
+        grid = np.concatenate((a, b))
+        grid.sort()
+        if grid.size > 1:
+            grid = grid[np.concatenate(([True], grid[1:] != grid[:-1]))]  # np.unique's steps
+        cb = np.empty(b.size + 1)
+        cb[0] = 0.0
+        np.cumsum(wb, out=cb[1:])
+        cb /= total
+        gap = np.abs(self.ecdf[a.searchsorted(grid, side="right")] - cb[b.searchsorted(grid, side="right")])
+        dist = float(np.sum(gap[:-1] * (grid[1:] - grid[:-1]))) if grid.size > 1 else 0.0
+        return float(gap.max()), dist / max(std, 0.001)
+
+
+#: a KS entry whose p-value is pending: (the compare result holding it, the entry, reference size, window size)
+PendingKS = tuple[dict[str, Any], dict[str, Any], float, float]
 
 #: per-reference parts, by ``id`` of the FeatureProfile (held, so the id stays its own) and PSI epsilon
 ReferenceParts = dict[int, tuple[FeatureProfile, float, _NumericReference]]
@@ -559,11 +596,15 @@ def compare(
     features: Sequence[DriftFeature] | None = None,
     *,
     parts: ReferenceParts | None = None,
+    ks_pending: list[PendingKS] | None = None,
 ) -> dict[str, Any]:
     """Drift columns of a metrics row: one entry per monitored feature plus the maxima.
 
     ``parts`` keeps each numeric reference's window-independent parts between calls
     (a :class:`DriftMonitor` passes its own); the figures are the same without it.
+    With ``ks_pending`` the KS p-values are left to the caller: the KS entries are
+    appended to it and :func:`fill_ks_pvalues` completes them and ``drifted_features``
+    (so several windows' p-values cost one scipy call); without it they are filled here.
     """
     d = cfg.drift
     entries: list[dict[str, Any]] = []
@@ -579,19 +620,21 @@ def compare(
             if cur.count < d.min_window_values or ref.kind != "numeric" or not ref.support.size:
                 continue
             cv, cw = cur.weighted()
-            rv, rw = ref.support, ref.weights
-            cur_bins = bin_counts(ref.edges, cv, cw)
             side = _numeric_reference(ref, d.psi_epsilon, parts)
+            method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(ref.support), d)
             e["n"] = cur.count
-            e["psi"] = side.psi(cur_bins, d.psi_epsilon)
+            if ref.std is None:
+                cur_bins = bin_counts(ref.edges, cv, cw)
+                e["psi"] = side.psi(cur_bins, d.psi_epsilon)
+                e["ks"], e["wasserstein"] = _ks_and_wasserstein(ref.support, cv, ref.weights, cw, None)
+                e["js"] = side.js(cur_bins)
+                if method == "chisquare":  # over the PSI bins, named by their index
+                    chi = side.chisquare(cur_bins, d.psi_epsilon)
+            else:
+                e["psi"], e["ks"], e["wasserstein"], e["js"], chi = side.window(cv, cw, ref.std, d.psi_epsilon, chisquare=method == "chisquare")
             e["psi_level"] = psi_level(e["psi"], d)
-            e["ks"], e["wasserstein"] = _ks_and_wasserstein(rv, cv, rw, cw, None) if ref.std is None else side.ks_and_wasserstein(cv, cw, ref.std)
-            e["js"] = side.js(cur_bins)
             e["exact"] = bool(ref.exact and cur.exact)
             e["ks_tolerance"] = ref.ks_tolerance if cur.exact and not math.isnan(ref.ks_tolerance) else None
-            method = f.method if f.method != "auto" else choose_method("numeric", ref.n, len(rv), d)
-            if method == "chisquare":  # over the PSI bins, named by their index
-                chi = side.chisquare(cur_bins, d.psi_epsilon)
         else:
             if cur.total < d.min_window_values:
                 continue
@@ -616,10 +659,6 @@ def compare(
             continue
         e.update(method=method, score=score, threshold=threshold, drifted=(score < threshold) if method in P_VALUE_METHODS else (score >= threshold))
         entries.append(e)
-    if pending_ks:
-        for (e, _n, _m), p in zip(pending_ks, ks_pvalues([e["ks"] for e, _, _ in pending_ks], [n for _, n, _ in pending_ks], [m for _, _, m in pending_ks]).tolist()):
-            e["score"], e["drifted"] = p, p < e["threshold"]
-
     def top(stat: str) -> float | None:
         vals = [e[stat] for e in entries if e.get(stat) is not None]
         return max(vals) if vals else None
@@ -628,16 +667,36 @@ def compare(
     cur_mean = acc.confidence.mean
     if profile.confidence_mean and cur_mean is not None and acc.confidence.count >= d.min_window_values:
         rel = abs(cur_mean - profile.confidence_mean) / abs(profile.confidence_mean)
-    return {
+    out = {
         "reference_id": profile.reference_id,
         "psi_max": top("psi"),
         "ks_max": top("ks"),
         "js_max": top("js"),
-        "drifted_features": sum(1 for e in entries if e["drifted"]),
+        "drifted_features": sum(1 for e in entries if e["drifted"]),  # KS entries count once their p-value is known
         "confidence_drift_rel": rel,
         "confidence_drift_level": confidence_level(rel, d),
         "drift": entries,
     }
+    if pending_ks:
+        own = [(out, e, n, m) for e, n, m in pending_ks]
+        if ks_pending is None:
+            fill_ks_pvalues(own)
+        else:
+            ks_pending.extend(own)
+    return out
+
+
+def fill_ks_pvalues(pending: Sequence[PendingKS]) -> None:
+    """Complete the KS entries :func:`compare` left pending: their p-value (``score``),
+    ``drifted``, and the ``drifted_features`` count of their result, with one
+    :func:`ks_pvalues` call for all of them."""
+    if not pending:
+        return
+    stats = ks_pvalues([e["ks"] for _, e, _, _ in pending], [n for _, _, n, _ in pending], [m for _, _, _, m in pending]).tolist()
+    for (out, e, _n, _m), p in zip(pending, stats):
+        e["score"], e["drifted"] = p, p < e["threshold"]
+        if e["drifted"]:
+            out["drifted_features"] += 1
 
 
 # ---------------------------------------------------------------------------------
@@ -738,12 +797,17 @@ class DriftMonitor:
             return self.profile_file.for_key(key)
         return self.state.references.get(key)
 
-    def on_window(self, row: dict[str, Any], acc: WindowAccumulator) -> dict[str, Any]:
-        """Return ``row`` with its drift columns filled (or null while warming up)."""
+    def on_window(self, row: dict[str, Any], acc: WindowAccumulator, ks_pending: list[PendingKS] | None = None) -> dict[str, Any]:
+        """Return ``row`` with its drift columns filled (or null while warming up).
+
+        With ``ks_pending``, the KS p-values are left for :func:`fill_ks_pvalues` (see :func:`compare`)."""
         key = row["key"]
         ref = self.reference_for(key)
         if ref is not None:
-            row.update(compare(ref, acc, self.cfg, self._monitored, parts=self._parts))
+            pending: list[PendingKS] | None = None if ks_pending is None else []
+            row.update(compare(ref, acc, self.cfg, self._monitored, parts=self._parts, ks_pending=pending))
+            if pending:  # the entries now count in ``row``, which is what they must update
+                ks_pending.extend((row, e, n, m) for _, e, n, m in pending)  # type: ignore[union-attr]
             return row
         if self.profile_file is None:
             st = self.state
@@ -783,6 +847,7 @@ __all__ = [
     "chisquare_pvalue",
     "choose_method",
     "compare",
+    "fill_ks_pvalues",
     "confidence_level",
     "js_distance",
     "key_string",

@@ -44,7 +44,7 @@ from driftline.operators.aggregate.accumulator import Slice, WindowAccumulator, 
 from driftline.operators.aggregate.event_time import LateSlice, PartitionClock, PartitionState, Watermark
 from driftline.operators.aggregate.rows import key_string, late_row, late_schema, metrics_row, metrics_schema, rows_frame
 from driftline.operators.alerts import AlertEngine, AlertState, alerts_schema
-from driftline.operators.drift import DriftMonitor, DriftState, ProfileFile
+from driftline.operators.drift import DriftMonitor, DriftState, PendingKS, ProfileFile, fill_ks_pvalues
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +230,12 @@ class MonitorLogic(StatefulBatchLogic[ClosedWindow, tuple[pl.DataFrame, pl.DataF
 
     def on_batch(self, values: list[ClosedWindow]) -> tuple[Iterable[tuple[pl.DataFrame, pl.DataFrame]], bool]:
         rows, alerts = [], []
+        pending: list[PendingKS] = []  # the KS p-values of every window, one scipy call below
         for cw in sorted(values, key=lambda c: c.window_id):
             start, end = window_bounds(self.cfg, cw.window_id)
-            row = self.drift.on_window(metrics_row(cw.acc, start, end, cw.key, self.cfg), cw.acc)
-            rows.append(row)
+            rows.append(self.drift.on_window(metrics_row(cw.acc, start, end, cw.key, self.cfg), cw.acc, pending))
+        fill_ks_pvalues(pending)
+        for row in rows:  # in window order, as the rules' states advance
             alerts.extend(self.alerts.evaluate(row))
         return [(rows_frame(rows, self.m_schema), rows_frame(alerts, self.a_schema) if alerts else self.no_alerts)], StatefulBatchLogic.RETAIN
 

@@ -150,6 +150,34 @@ def test_compare_through_profile_equals_references() -> None:
     assert sum(fp.counts) == 2 * n0
 
 
+def test_pending_ks_pvalues_equal_the_per_window_ones() -> None:
+    """compare(..., ks_pending=...) then fill_ks_pvalues over several windows gives the rows
+    compare gives window by window (p-values, drifted flags, drifted_features); so do the
+    chi-square and the numeric path of a reference without a known std."""
+    from driftline.operators.drift import fill_ks_pvalues
+
+    feats = [*FEATS, DriftFeature(name="f_chi", kind="numeric", method="chisquare")]
+    cfg = MonitoringConfig(exact_quantile_limit=10_000)
+
+    def frame(vals: np.ndarray, shift: float) -> pl.DataFrame:
+        f = window_frame(vals, ["en"] * vals.size, RNG.uniform(0.5, 1, vals.size))
+        return f.with_columns(pl.Series("f_chi", np.round(vals / 20 + shift)))
+
+    prof = build_profile(accumulate(frame(REF, 0.0), cfg, feats), "r", cfg, feats)
+    windows = [accumulate(frame(RNG.normal(100 + 3 * i, 10, 300), i), cfg, feats) for i in range(4)]
+    one_by_one = [compare(prof, acc, cfg, feats) for acc in windows]
+    pending: list = []
+    parts: dict = {}
+    deferred = [compare(prof, acc, cfg, feats, parts=parts, ks_pending=pending) for acc in windows]
+    assert len(pending) == 2 * len(windows)  # f_chars (auto: ks) and model_confidence
+    fill_ks_pvalues(pending)
+    assert deferred == one_by_one
+    assert any(r["drifted_features"] for r in one_by_one)
+    assert {e["method"] for r in one_by_one for e in r["drift"]} >= {"ks", "chisquare"}
+    prof.features["f_chars"].std = None  # the generic path: the same floats
+    assert [compare(prof, acc, cfg, feats) for acc in windows] == one_by_one
+
+
 def test_warmup_reference_is_built_once_from_first_windows() -> None:
     cfg = MonitoringConfig(drift={"warmup_windows": 2, "features": [f.model_dump() for f in FEATS]})
     mon = DriftMonitor(cfg)
