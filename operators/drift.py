@@ -188,14 +188,18 @@ def _js_of_bins(ref: np.ndarray, cur: np.ndarray) -> float:
     return _js_of_shares(pv / pv.sum(), qv / qv.sum())
 
 
+_sum = np.add.reduce  # np.sum of a 1-D array without its Python-level dispatch (the same reduction)
+
+
 def _js_of_shares(pv: np.ndarray, qv: np.ndarray) -> float:
     m = (pv + qv) / 2.0
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log(x[nz] / m[nz])))
-
-    return math.sqrt(max((kl(pv) + kl(qv)) / 2.0, 0.0))
+    nz = pv > 0
+    x = pv[nz]
+    kl_p = float(_sum(x * np.log(x / m[nz])))
+    nz = qv > 0
+    x = qv[nz]
+    kl_q = float(_sum(x * np.log(x / m[nz])))
+    return math.sqrt(max((kl_p + kl_q) / 2.0, 0.0))
 
 
 def chisquare_pvalue(ref: Mapping[str, float], cur: Mapping[str, float], epsilon: float = 1e-4) -> float:
@@ -545,17 +549,17 @@ class _NumericReference:
         :meth:`psi`, :meth:`ks_and_wasserstein`, :meth:`js` and :meth:`chisquare`, with the
         bins, shares and total computed once (sums of integer counts are exact in any order)."""
         cur = np.bincount(self.edges.searchsorted(b, side="right"), weights=wb, minlength=self.edges.size + 1)
-        total = cur.sum()
+        total = _sum(cur)
         shares = cur / total
         c = np.where(shares > 0, shares, epsilon)
-        psi_value = float(np.sum((c - self.psi_shares) * np.log(c / self.psi_shares)))
+        psi_value = float(_sum((c - self.psi_shares) * np.log(c / self.psi_shares)))
         ks, w = self._ks_w_sorted(b, wb, total, std)
         js = _js_of_shares(self.js_shares, shares[self.js_order])
         chi = None
         if chisquare:
             observed = cur[self.js_order]
             expected = self.chi_shares * total
-            chi = float(chdtrc(max(observed.size - 1, 1), float(np.sum((observed - expected) ** 2 / expected))))
+            chi = float(chdtrc(max(observed.size - 1, 1), float(_sum((observed - expected) ** 2 / expected))))
         return psi_value, ks, w, js, chi
 
     def _ks_w_sorted(self, b: np.ndarray, wb: np.ndarray, total: float, std: float) -> tuple[float, float]:
@@ -569,7 +573,7 @@ class _NumericReference:
         np.cumsum(wb, out=cb[1:])
         cb /= total
         gap = np.abs(self.ecdf[a.searchsorted(grid, side="right")] - cb[b.searchsorted(grid, side="right")])
-        dist = float(np.sum(gap[:-1] * (grid[1:] - grid[:-1]))) if grid.size > 1 else 0.0
+        dist = float(_sum(gap[:-1] * (grid[1:] - grid[:-1]))) if grid.size > 1 else 0.0
         return float(gap.max()), dist / max(std, 0.001)
 
 
