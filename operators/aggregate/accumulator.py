@@ -261,47 +261,55 @@ def _grouped_counts(df: pl.DataFrame, columns: list[tuple[str, str, bool]]) -> d
 FloatSummary = tuple[int, float, float, float, float, np.ndarray, np.ndarray]
 
 
-def _float_summaries(values: np.ndarray, gid: np.ndarray, rows: list[np.ndarray]) -> list[FloatSummary | None]:
+def _float_summaries(values: np.ndarray, gid: np.ndarray, rows: list[np.ndarray], order: np.ndarray | None = None) -> list[FloatSummary | None]:
     """Per group (``rows[g]``: its row indices, in order), what :meth:`QuantileSketch.add` computes
     of the group's non-NaN values: count, sum, sum of squares, min, max, distinct values
     (``-0.0`` as ``0.0``) and their counts; ``None`` for a group without values.
+    ``order`` is ``np.concatenate(rows)`` when the caller has it.
 
-    One sort of the column by (group, value) finds every group's distinct values; sums
-    and sums of squares are taken per group over its values in row order, as ``add`` does,
-    so the floats are the same.
+    The column is taken group after group (rows in order), so each group's values are one
+    contiguous run: its sum and sum of squares are taken over that run, in row order, as
+    ``add`` does, so the floats are the same.  Distinct values come from one ``np.unique``
+    of the column and one count per (group, value) cell.
     """
-    nan = np.isnan(values)
-    has_nan = bool(nan.any())
-    keep = np.flatnonzero(~nan) if has_nan else None
-    y = values + 0.0 if keep is None else values[keep] + 0.0  # + 0.0: -0.0 and 0.0 are one value
-    gk = gid if keep is None else gid[keep]
-    if y.size == 0:
-        return [None] * len(rows)
-    order = np.lexsort((y, gk))
-    ys, gs = y[order], gk[order]
-    new = np.empty(ys.size, dtype=bool)
-    new[0] = True
-    np.not_equal(ys[1:], ys[:-1], out=new[1:])
-    new[1:] |= gs[1:] != gs[:-1]
-    starts = np.flatnonzero(new)
-    uvals = ys[starts]
-    ucnt = np.diff(np.append(starts, ys.size)).astype(np.int64)
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(gs[starts], minlength=len(rows)))]).tolist()
-    zeros = bool((y == 0).any())  # min and max of the raw values, where a zero's sign could differ
+    n_groups = len(rows)
+    if order is None:
+        order = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    v = values[order]
+    g = gid[order]
+    if np.isnan(v).any():
+        ok = ~np.isnan(v)
+        v, g = v[ok], g[ok]
+    if v.size == 0:
+        return [None] * n_groups
+    sizes = np.bincount(g, minlength=n_groups)
+    ends = np.cumsum(sizes).tolist()
+    uy, inv = np.unique(v + 0.0, return_inverse=True)  # + 0.0: -0.0 and 0.0 are one value
+    n_values = uy.size
+    key = g * n_values + inv.reshape(-1)
+    if n_groups * n_values <= 4 * key.size + 4096:  # a dense count is cheaper than a sort
+        per_cell = np.bincount(key, minlength=n_groups * n_values)
+        cells = np.flatnonzero(per_cell)
+        cell_counts = per_cell[cells]
+    else:
+        cells, cell_counts = np.unique(key, return_counts=True)
+    uvals = uy[cells % n_values]
+    ucnt = cell_counts.astype(np.int64, copy=False)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(cells // n_values, minlength=n_groups))]).tolist()
+    zeros = bool((uy == 0).any())  # min and max of the raw values, where a zero's sign could differ
+    firsts = uvals.tolist()
     out: list[FloatSummary | None] = []
-    for g, r in enumerate(rows):
-        lo, hi = bounds[g], bounds[g + 1]
-        if lo == hi:
+    for gi, size in enumerate(sizes.tolist()):
+        if size == 0:
             out.append(None)
             continue
-        part = values[r]
-        if has_nan:
-            part = part[~np.isnan(part)]
+        part = v[ends[gi] - size : ends[gi]]
+        lo, hi = bounds[gi], bounds[gi + 1]
         if zeros:
             vmin, vmax = float(part.min()), float(part.max())
         else:
-            vmin, vmax = float(uvals[lo]), float(uvals[hi - 1])
-        out.append((int(part.size), float(part.sum()), float(np.dot(part, part)), vmin, vmax, uvals[lo:hi].copy(), ucnt[lo:hi].copy()))
+            vmin, vmax = firsts[lo], firsts[hi - 1]
+        out.append((size, float(part.sum()), float(np.dot(part, part)), vmin, vmax, uvals[lo:hi].copy(), ucnt[lo:hi].copy()))
     return out
 
 
@@ -337,45 +345,59 @@ def summaries(df: pl.DataFrame, by: list[str], cfg: MonitoringConfig, features: 
         ],
     )
     floats = {
-        name: _float_summaries(np.ascontiguousarray(df.get_column(col).cast(pl.Float64).to_numpy(), dtype=np.float64), gid, rows)
+        name: _float_summaries(np.ascontiguousarray(df.get_column(col).cast(pl.Float64).to_numpy(), dtype=np.float64), gid, rows, flat)
         for name, col in [("latency", c.latency_ms), ("confidence", c.confidence)] + [(f"f:{f.name}", f.name) for f in feats if f.kind == "numeric"]
         if col in has
     }
+    # the groups' values column by column (no per-row dicts): what ``iter_rows`` would give
+    col = {name: groups.get_column(name).to_list() for name in groups.columns if name != "__row"}
+    zeros = [0] * groups.height
+    nones = [None] * groups.height
+    events, calls, budget = col["events"], col.get("calls", zeros), col.get("budget", zeros)
+    in_tok, out_tok, pii, pii_events = col.get("in_tok", zeros), col.get("out_tok", zeros), col.get("pii", zeros), col.get("pii_events", zeros)
+    cost, saved, hits, inj = col.get("cost", zeros), col.get("saved", zeros), col.get("hits", zeros), col.get("inj", zeros)
+    t0, t1, first_ids = col.get("t0", nones), col.get("t1", nones), col.get("first_id", nones)
+    sum_cols = [(name[2:], values) for name, values in col.items() if name.startswith("s:")]
+    keys = list(zip(*(col[k] for k in by)))
+    # (feature name or accumulator attribute, whether a drift feature, values per group)
+    cat_items = [(name[2:], True, counts) if name.startswith("f:") else (name, False, counts) for name, counts in categories.items()]
+    float_items = [(name[2:], True, per_group) if name.startswith("f:") else (name, False, per_group) for name, per_group in floats.items()]
+    limits = (cfg.exact_quantile_limit, cfg.sketch_relative_accuracy, cfg.drift.categorical_top_k, cfg.drift.window_exact_values)
     out = []
-    for g, row in enumerate(groups.drop("__row").iter_rows(named=True)):
-        acc = WindowAccumulator.empty(cfg)
-        acc.events = int(row["events"])
-        acc.model_calls = int(row.get("calls") or 0)
-        acc.budget_exhausted_calls = int(row.get("budget") or 0)
-        acc.input_tokens = int(row.get("in_tok") or 0)
-        acc.output_tokens = int(row.get("out_tok") or 0)
-        acc.pii_total = int(row.get("pii") or 0)
-        acc.pii_events = int(row.get("pii_events") or 0)
-        acc.cost_usd = float(row.get("cost") or 0.0)
-        acc.cache_saved_usd = float(row.get("saved") or 0.0)
-        acc.cache_hits = int(row.get("hits") or 0)
-        acc.injection_events = int(row.get("inj") or 0)
-        acc.first_event_time = row.get("t0")
-        acc.last_event_time = row.get("t1")
-        acc.sums = {k[2:]: float(v) for k, v in row.items() if k.startswith("s:") and v is not None}
-        for name, counts in categories.items():
+    for g in range(groups.height):
+        acc = WindowAccumulator._fresh(*limits)
+        acc.events = int(events[g])
+        acc.model_calls = int(calls[g] or 0)
+        acc.budget_exhausted_calls = int(budget[g] or 0)
+        acc.input_tokens = int(in_tok[g] or 0)
+        acc.output_tokens = int(out_tok[g] or 0)
+        acc.pii_total = int(pii[g] or 0)
+        acc.pii_events = int(pii_events[g] or 0)
+        acc.cost_usd = float(cost[g] or 0.0)
+        acc.cache_saved_usd = float(saved[g] or 0.0)
+        acc.cache_hits = int(hits[g] or 0)
+        acc.injection_events = int(inj[g] or 0)
+        acc.first_event_time = t0[g]
+        acc.last_event_time = t1[g]
+        acc.sums = {name: float(values[g]) for name, values in sum_cols if values[g] is not None}
+        for name, feature, counts in cat_items:
             got = counts.get(g, {})
-            if name.startswith("f:"):
+            if feature:
                 cc = CategoryCounts(cap=acc.category_cap)
                 cc.add_counts(got)
-                acc.categorical[name[2:]] = cc
+                acc.categorical[name] = cc
             elif got:
                 getattr(acc, name).add_counts(got)
-        for name, per_group in floats.items():
+        for name, feature, per_group in float_items:
             summary = per_group[g]
-            if name.startswith("f:"):
+            if feature:
                 sk = acc._drift_sketch()
                 if summary is not None:
                     sk.add_summary(*summary)
-                acc.numeric[name[2:]] = sk
+                acc.numeric[name] = sk
             elif summary is not None:
                 getattr(acc, name).add_summary(*summary)
-        out.append((tuple(row[k] for k in by), row.get("first_id"), acc))
+        out.append((keys[g], first_ids[g], acc))
     return out
 
 
@@ -412,7 +434,8 @@ def prepare(frame: pl.DataFrame, cfg: MonitoringConfig) -> tuple[pl.DataFrame, l
             prep.append(pl.col(col).cast(pl.Utf8).fill_null(UNKNOWN).alias(name))
         else:
             prep.append(pl.lit(UNKNOWN, pl.Utf8).alias(name))
-    return frame.filter(pl.col(tcol).is_not_null()).with_columns(prep), key_cols
+    timed = frame if frame.get_column(tcol).null_count() == 0 else frame.filter(pl.col(tcol).is_not_null())  # a filter copies every column
+    return timed.with_columns(prep), key_cols
 
 
 def slices_of(df: pl.DataFrame, key_cols: list[str], cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> list[Slice]:

@@ -112,7 +112,7 @@ class PartitionClock:
         if df.select(late_mask.any()).item():
             self._add_late(df.filter(late_mask), key_cols)
             df = df.filter(pl.col(FIRST) <= pl.col(PANE))
-        return slices_of(df.drop(QUANTUM), key_cols, self.cfg, self.features) if df.height else []
+        return slices_of(df, key_cols, self.cfg, self.features) if df.height else []  # QUANTUM is not one of slices_of's columns
 
     def _add_late(self, late: pl.DataFrame, key_cols: list[str]) -> None:
         k = self.geo.panes_per_window
