@@ -129,9 +129,15 @@ class WindowAccumulator:
         self.injection_events += other.injection_events
         self.budget_exhausted_calls += other.budget_exhausted_calls
         for name, sk in other.numeric.items():
-            self.numeric.setdefault(name, self._drift_sketch()).merge(sk)
+            have = self.numeric.get(name)
+            if have is None:
+                have = self.numeric[name] = self._drift_sketch()
+            have.merge(sk)
         for name, cc in other.categorical.items():
-            self.categorical.setdefault(name, CategoryCounts(cap=self.category_cap)).merge(cc)
+            have_cc = self.categorical.get(name)
+            if have_cc is None:
+                have_cc = self.categorical[name] = CategoryCounts(cap=self.category_cap)
+            have_cc.merge(cc)
         for name, v in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + v
         t = other.first_event_time

@@ -84,3 +84,12 @@ def test_merge_sorted_counts_equals_merge_counts() -> None:
         c1, c2 = rng.integers(1, 9, v1.size).astype(np.int64), rng.integers(1, 9, v2.size).astype(np.int64)
         want, got = merge_counts(v1, c1, v2, c2), merge_sorted_counts(v1, c1, v2, c2)
         assert want[0].tolist() == got[0].tolist() and want[1].tolist() == got[1].tolist() and got[1].dtype == np.int64
+    # values already held (the added counts path): the same arrays, and the inputs unchanged
+    v1 = np.unique(rng.integers(-50, 400, 200) / 4.0)
+    c1 = rng.integers(1, 9, v1.size).astype(np.int64)
+    for pick in (v1[:1], v1[-1:], v1[::3], v1):
+        c2 = rng.integers(1, 9, pick.size).astype(np.int64)
+        before = c1.copy()
+        want, got = merge_counts(v1, c1, pick, c2), merge_sorted_counts(v1, c1, pick, c2)
+        assert want[0].tolist() == got[0].tolist() and want[1].tolist() == got[1].tolist() and got[1].dtype == np.int64
+        assert c1.tolist() == before.tolist()
