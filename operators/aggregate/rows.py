@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from driftline import __version__
 from driftline.config.monitoring import ALERTABLE_METRICS, MonitoringConfig
@@ -220,33 +219,3 @@ def late_row(acc: WindowAccumulator, start: datetime, end: datetime, key: tuple[
 def rows_frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Rows as a DataFrame with exactly ``schema`` (missing keys are null)."""
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-
-
-class RowsFrame:
-    """:func:`rows_frame` for one schema, through Arrow: ``pyarrow.Table.from_pylist``
-    converts nested rows (the ``drift`` list of structs) in native code, at about half
-    the cost of Polars' row-wise construction.  Rows whose values Arrow does not take as
-    they are (an int for a float is taken, a float for an int is not) go through
-    :func:`rows_frame`, as does a datetime with a sub-millisecond part (Arrow floors
-    those before 1970 where Polars truncates): the frame is the same either way.
-
-    >>> from datetime import datetime, timezone
-    >>> build = RowsFrame({"t": pl.Datetime("ms", "UTC"), "n": pl.Int64})
-    >>> rows = [{"t": datetime(2026, 1, 1, tzinfo=timezone.utc), "n": 1}, {"n": None}]
-    >>> build(rows).equals(rows_frame(rows, build.schema))
-    True
-    """
-
-    def __init__(self, schema: dict[str, pl.DataType]) -> None:
-        self.schema = schema
-        self.arrow = pl.DataFrame(schema=schema).to_arrow().schema
-        self.times = [k for k, dt in schema.items() if isinstance(dt, pl.Datetime)]
-
-    def __call__(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        if not rows or any(isinstance(t := r.get(k), datetime) and t.microsecond % 1000 for r in rows for k in self.times):
-            return rows_frame(rows, self.schema)
-        try:
-            table = pa.Table.from_pylist(rows, schema=self.arrow)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            return rows_frame(rows, self.schema)
-        return pl.from_arrow(table)  # type: ignore[return-value]

@@ -42,7 +42,7 @@ from driftline.clock import Clock
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.accumulator import Slice, WindowAccumulator, WindowGeometry, window_bounds
 from driftline.operators.aggregate.event_time import LateSlice, PartitionClock, PartitionState, Watermark
-from driftline.operators.aggregate.rows import RowsFrame, key_string, late_row, late_schema, metrics_row, metrics_schema, rows_frame
+from driftline.operators.aggregate.rows import key_string, late_row, late_schema, metrics_row, metrics_schema, rows_frame
 from driftline.operators.alerts import AlertEngine, AlertState, alerts_schema
 from driftline.operators.drift import DriftMonitor, DriftState, PendingKS, ProfileFile, fill_ks_pvalues
 
@@ -225,7 +225,6 @@ class MonitorLogic(StatefulBatchLogic[ClosedWindow, tuple[pl.DataFrame, pl.DataF
         self.drift = DriftMonitor(cfg, features, self.state.drift, profile_file=profile)
         self.alerts = AlertEngine(cfg, clock, self.state.alerts)
         self.m_schema = metrics_schema(cfg)
-        self.m_frame = RowsFrame(self.m_schema)
         self.a_schema = alerts_schema(cfg)
         self.no_alerts = rows_frame([], self.a_schema)  # most windows raise none; the empty frame is dropped downstream
 
@@ -238,7 +237,7 @@ class MonitorLogic(StatefulBatchLogic[ClosedWindow, tuple[pl.DataFrame, pl.DataF
         fill_ks_pvalues(pending)
         for row in rows:  # in window order, as the rules' states advance
             alerts.extend(self.alerts.evaluate(row))
-        return [(self.m_frame(rows), rows_frame(alerts, self.a_schema) if alerts else self.no_alerts)], StatefulBatchLogic.RETAIN
+        return [(rows_frame(rows, self.m_schema), rows_frame(alerts, self.a_schema) if alerts else self.no_alerts)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> MonitorKeyState:
         return copy.deepcopy(self.state)
