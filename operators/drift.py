@@ -580,16 +580,47 @@ class _NumericReference:
 #: a KS entry whose p-value is pending: (the compare result holding it, the entry, reference size, window size)
 PendingKS = tuple[dict[str, Any], dict[str, Any], float, float]
 
+@dataclass(frozen=True, slots=True)
+class _CategoricalReference:
+    """A categorical reference's sorted categories and shares, computed once with the
+    operations :func:`_categorical_js_and_chisquare` applies to them."""
+
+    keys: list[str]
+    key_set: frozenset[str]
+    counts: np.ndarray
+    shares: np.ndarray
+
+    @classmethod
+    def of(cls, ref: FeatureProfile, epsilon: float) -> _CategoricalReference:
+        keys = sorted(ref.categories)
+        pv = np.array([float(ref.categories[k]) for k in keys])
+        return cls(keys, frozenset(keys), pv, pv / pv.sum())
+
+    def js_and_chisquare(self, ref: Mapping[str, float], cur: Mapping[str, float], epsilon: float, *, chisquare: bool) -> tuple[float, float | None]:
+        """:func:`_categorical_js_and_chisquare` of ``cur`` against the reference ``ref``
+        (the same floats: a window without new categories has the reference's keys)."""
+        if not self.key_set.issuperset(cur):
+            return _categorical_js_and_chisquare(ref, cur, epsilon, chisquare=chisquare)
+        qv = np.array([float(cur.get(k, 0)) for k in self.keys])
+        js = _js_of_shares(self.shares, qv / qv.sum())
+        return js, (_chisquare_of(self.shares, qv, epsilon) if chisquare else None)
+
+
 #: per-reference parts, by ``id`` of the FeatureProfile (held, so the id stays its own) and PSI epsilon
-ReferenceParts = dict[int, tuple[FeatureProfile, float, _NumericReference]]
+ReferenceParts = dict[int, tuple[FeatureProfile, float, Any]]
 
 
 def _numeric_reference(ref: FeatureProfile, epsilon: float, parts: ReferenceParts | None) -> _NumericReference:
+    return _reference_parts(_NumericReference, ref, epsilon, parts)  # type: ignore[no-any-return]
+
+
+def _reference_parts(kind: Any, ref: FeatureProfile, epsilon: float, parts: ReferenceParts | None) -> Any:
+    """``kind.of(ref, epsilon)``, kept in ``parts`` (when given) for the next windows."""
     if parts is None:
-        return _NumericReference.of(ref, epsilon)
+        return kind.of(ref, epsilon)
     got = parts.get(id(ref))
-    if got is None or got[0] is not ref or got[1] != epsilon:
-        got = parts[id(ref)] = (ref, epsilon, _NumericReference.of(ref, epsilon))
+    if got is None or got[0] is not ref or got[1] != epsilon or not isinstance(got[2], kind):
+        got = parts[id(ref)] = (ref, epsilon, kind.of(ref, epsilon))
     return got[2]
 
 
@@ -644,7 +675,8 @@ def compare(
                 continue
             method = f.method if f.method != "auto" else choose_method("categorical", ref.n, len(ref.categories), d)
             e["n"] = cur.total
-            e["js"], chi = _categorical_js_and_chisquare(ref.categories, cur.counts, d.psi_epsilon, chisquare=method == "chisquare")
+            side_c: _CategoricalReference = _reference_parts(_CategoricalReference, ref, d.psi_epsilon, parts)
+            e["js"], chi = side_c.js_and_chisquare(ref.categories, cur.counts, d.psi_epsilon, chisquare=method == "chisquare")
             e["exact"] = OTHER not in cur.counts and OTHER not in ref.categories
             e["ks_tolerance"] = None
         threshold = f.threshold if f.threshold is not None else DEFAULT_THRESHOLDS.get(method, 0.1)

@@ -117,7 +117,7 @@ def test_compare_through_profile_equals_references() -> None:
     parts: dict = {}
     for _ in range(2):  # a reference's kept parts (built, then reused) give the same floats
         assert compare(prof, cur_acc, cfg, FEATS, parts=parts) == res
-    assert len(parts) == 2  # f_chars and model_confidence
+    assert len(parts) == 4  # f_chars, model_confidence (numeric), f_lang and model_label (categorical)
     from driftline.operators.drift import _js_of_bins, _ks_and_wasserstein
 
     for name, cur in (("f_chars", cur_acc.numeric["f_chars"]), ("model_confidence", cur_acc.confidence)):
