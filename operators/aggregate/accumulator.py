@@ -25,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
+
 import numpy as np
 import polars as pl
 
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.columns import window_sums
-from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch
+from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch, deepcopy_slots
 
 UNKNOWN = "unknown"
 
@@ -80,6 +82,9 @@ class WindowAccumulator:
     last_event_time: datetime | None = None
     #: sums of the registered window columns (:mod:`.columns`), by sum name
     sums: dict[str, float] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WindowAccumulator:
+        return deepcopy_slots(self, memo)  # type: ignore[no-any-return]
 
     @classmethod
     def empty(cls, cfg: MonitoringConfig, *, drift_limit: int | None = None) -> WindowAccumulator:

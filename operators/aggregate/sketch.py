@@ -27,8 +27,10 @@ distinct ones; beyond it the rarest are folded into ``__other__``.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,24 @@ OTHER = "__other__"
 _MIN_ABS = 1e-9  # |v| below this counts as zero
 _EMPTY_F = np.empty(0, dtype=np.float64)
 _EMPTY_I = np.empty(0, dtype=np.int64)
+
+
+#: values a snapshot's copy may share with the original (immutable)
+_SHARED = frozenset({int, float, str, bool, type(None), datetime})
+
+
+def deepcopy_slots(obj: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy`` of a slots dataclass, field by field: immutable values are shared,
+    the others deep-copied with ``memo`` (so shared references stay shared).  The same
+    copy as the generic path, which rebuilds every object through ``__reduce_ex__`` and
+    cost most of a window shard's snapshot."""
+    cls = type(obj)
+    out = cls.__new__(cls)
+    memo[id(obj)] = out
+    for name in cls.__slots__:
+        value = getattr(obj, name)
+        setattr(out, name, value if type(value) in _SHARED else copy.deepcopy(value, memo))
+    return out
 
 
 def lerp(a: float, b: float, t: float) -> float:
@@ -134,6 +154,9 @@ class QuantileSketch:
     pos: dict[int, int] = field(default_factory=dict)
     neg: dict[int, int] = field(default_factory=dict)
     zeros: int = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QuantileSketch:
+        return deepcopy_slots(self, memo)  # type: ignore[no-any-return]
 
     # -- building ---------------------------------------------------------------
     @property
@@ -338,6 +361,9 @@ class CategoryCounts:
 
     cap: int = 50
     counts: dict[str, int] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CategoryCounts:
+        return deepcopy_slots(self, memo)  # type: ignore[no-any-return]
 
     @property
     def total(self) -> int:
