@@ -55,7 +55,7 @@ from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, e
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
 from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
-from driftline.operators.pii.spans import regex_spans
+from driftline.operators.pii.spans import regex_spans, regex_spans_many
 from driftline.operators.batch import owned_array
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
@@ -294,17 +294,23 @@ class PiiMasker:
         slow = np.zeros(total, dtype=bool)
         slow[over_views] = True
         n_cands = np.zeros(total, dtype=np.int64)
+        located = self._locate_regex(all_views, hits, slow)
         # Higher priorities first, so a candidate inside an accepted span needs no validation.
         for i in self._by_priority:
             scanner = self._scanners[i]
             rows = hits.get(i)
             if rows is None or not len(rows):
                 continue
-            rows = rows[~slow[rows]]
-            if not len(rows):
-                continue
-            sub = all_views.gather(rows)
-            r_arr, s_arr, e_arr = scanner.locate(sub, rows, self._max_candidates)
+            if i in located:
+                r_arr, s_arr, e_arr = located[i]
+                if slow.any():  # rows found too costly by a scanner before this one
+                    keep = ~slow[r_arr]
+                    r_arr, s_arr, e_arr = r_arr[keep], s_arr[keep], e_arr[keep]
+            else:
+                rows = rows[~slow[rows]]
+                if not len(rows):
+                    continue
+                r_arr, s_arr, e_arr = scanner.locate(all_views.gather(rows), rows, self._max_candidates)
             if not len(r_arr):
                 continue
             # A row with more candidates than the budget allows is not validated at all.
@@ -458,6 +464,19 @@ class PiiMasker:
                 flags = lit_sub.select([_any_literal(pl.col("t"), self._scanners[i].prefilter_literals).alias(f"s{i}") for i in literal_scanners])
                 out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
         return out
+
+    def _locate_regex(self, strings: pl.Series, hits: dict[int, np.ndarray], slow: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Candidate spans of every scanner that locates by its pattern alone (the default
+        :meth:`Recognizer.locate`), over the rows its prefilter flagged (rows already over
+        budget left out): one Polars query for all of them, so the patterns run in parallel
+        without the GIL and the per-call cost is paid once.  Scanners with their own
+        ``locate`` (cue searches, budgets) are not in it."""
+        jobs: dict[int, np.ndarray] = {}
+        for i, rows in hits.items():
+            if len(rows) and type(self._scanners[i]).locate is Recognizer.locate:
+                jobs[i] = rows[~slow[rows]]
+        found = regex_spans_many(strings, [(rows, self._scanners[i].pattern) for i, rows in jobs.items()])
+        return dict(zip(jobs, found))
 
     def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View], list[int]]:
         """Detection views, their offset maps, and the rows over budget while building them."""

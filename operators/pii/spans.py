@@ -25,12 +25,7 @@ def _row_cumsum(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
 def regex_spans(texts: pl.Series, rows: np.ndarray, pattern: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every non-overlapping match of ``pattern`` (Rust regex, leftmost-first) in ``texts``:
     ``(row, start, end)`` arrays with code-point offsets; ``rows[i]`` labels ``texts[i]``.
-
-    Polars has no "find all with offsets", so two find-all passes of the same regex are
-    combined: ``extract_all`` gives the matches, and ``replace_all`` with a marker character
-    (absent from views), then ``split``, gives the text between them; the interleaved
-    lengths are the offsets.  Neither pass needs capture groups, so Rust's fast matcher
-    runs both.  Linear time; the pattern must not match "".
+    The pattern must not match "".
 
     >>> regex_spans(pl.Series(["a1b22", "x"]), np.array([7, 8]), r"\\d+")
     (array([7, 7]), array([1, 3]), array([2, 5]))
@@ -38,27 +33,55 @@ def regex_spans(texts: pl.Series, rows: np.ndarray, pattern: str) -> tuple[np.nd
     empty = np.zeros(0, dtype=np.int64)
     if texts.len() == 0:
         return empty, empty, empty
-    # One after the other on one thread, so the second pass finds the regex compiled by the first.
-    frame = pl.DataFrame({"t": texts}).select_seq(
-        pl.col("t").str.extract_all(pattern).alias("m"),
-        pl.col("t").str.replace_all(pattern, _MARK, literal=False).str.split(_MARK).alias("g"),
-    )
-    m = _list_array(frame["m"])
-    counts = np.asarray(pc.fill_null(pc.list_value_length(m), 0), dtype=np.int64)
-    if not counts.any():
+    frame = pl.DataFrame({"t": texts}).select(_marked(pl.col("t"), pattern).alias("g"))
+    return _spans_of(frame["g"], np.asarray(rows, dtype=np.int64))
+
+
+def regex_spans_many(texts: pl.Series, jobs: list[tuple[np.ndarray, str]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`regex_spans` of several patterns, each over its own rows of ``texts`` (``jobs``:
+    ``(rows, pattern)``), with one Polars call (``collect_all``): the patterns run in parallel
+    on Polars' thread pool, without the GIL, and the per-call cost is paid once.  Spans are
+    labelled by position in ``texts``.
+
+    >>> regex_spans_many(pl.Series(["a1b22", "x9"]), [(np.array([0, 1]), r"\\d+"), (np.array([1]), r"[a-z]")])
+    [(array([0, 0, 1]), array([1, 3, 1]), array([2, 5, 2])), (array([1]), array([0]), array([1]))]
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    out = [(empty, empty, empty)] * len(jobs)
+    live = [j for j, (rows, _) in enumerate(jobs) if len(rows)]
+    if not live:
+        return out
+    queries = [pl.LazyFrame({"t": texts.gather(jobs[j][0])}).select(_marked(pl.col("t"), jobs[j][1]).alias("g")) for j in live]
+    for j, frame in zip(live, pl.collect_all(queries)):
+        out[j] = _spans_of(frame["g"], np.asarray(jobs[j][0], dtype=np.int64))
+    return out
+
+
+def _marked(col: pl.Expr, pattern: str) -> pl.Expr:
+    """Per string, the list of pieces ``gap, match, gap, ..., match, gap`` (2k+1 for k
+    matches): every match wrapped in a marker character (absent from views), then split on
+    it.  One find-all pass of the regex, without capture groups (Rust's fast matcher)."""
+    return col.str.replace_all(pattern, _MARK + "${0}" + _MARK, literal=False).str.split(_MARK)
+
+
+def _spans_of(pieces: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, start, end)`` of the matches in a column of :func:`_marked` piece lists; the
+    odd pieces of a row are its matches, each starting after the pieces before it."""
+    empty = np.zeros(0, dtype=np.int64)
+    g = _list_array(pieces)
+    counts = np.asarray(pc.fill_null(pc.list_value_length(g), 0), dtype=np.int64)
+    matches = (counts - 1) // 2
+    matches[counts == 0] = 0
+    if not matches.any():
         return empty, empty, empty
-    # Per row: gaps g0..gk and matches m0..m(k-1); match i starts at g0+m0+...+g(i).
-    m_len = np.asarray(pc.utf8_length(m.flatten()), dtype=np.int64)
-    g = _list_array(frame["g"])
-    g_all = np.asarray(pc.utf8_length(g.flatten()), dtype=np.int64)
-    g_counts = np.asarray(pc.fill_null(pc.list_value_length(g), 0), dtype=np.int64)
-    last = np.cumsum(g_counts) - 1  # each row's trailing gap, after its last match
-    keep = np.ones(len(g_all), dtype=bool)
-    keep[last[g_counts > 0]] = False
-    g_len = g_all[keep]
-    r = np.repeat(np.asarray(rows, dtype=np.int64), counts)
-    start = _row_cumsum(r, g_len + m_len) + g_len
-    return r, start, start + m_len
+    lengths = np.asarray(pc.utf8_length(g.flatten()), dtype=np.int64)
+    piece_row = np.repeat(np.arange(len(counts)), counts)
+    before = _row_cumsum(piece_row, lengths)  # characters before each piece, in its row
+    first = np.cumsum(counts) - counts
+    j = np.arange(len(lengths)) - first[piece_row]
+    odd = (j & 1) == 1
+    start = before[odd]
+    return np.repeat(rows, matches), start, start + lengths[odd]
 
 
 def _list_array(s: pl.Series) -> pa.ListArray | pa.LargeListArray:
@@ -66,4 +89,4 @@ def _list_array(s: pl.Series) -> pa.ListArray | pa.LargeListArray:
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
-__all__ = ["regex_spans"]
+__all__ = ["regex_spans", "regex_spans_many"]
