@@ -193,6 +193,9 @@ class PiiMasker:
         self._max_chars = self.config.budget.max_chars
         self._max_candidates = self.config.budget.max_candidates
         self._needs_view = needs_view_regex()
+        #: scanner -> the scanner whose regex prefilter flags every row its own prefilter flags
+        #: (:attr:`Recognizer.prefilter_within`, when both are present and neither is literal).
+        self._gates: dict[int, int] = _prefilter_gates(self._scanners)
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
         #: entity -> value -> ``<ENTITY:token>`` of :meth:`pseudonymize_values` (user ids recur batch after batch).
@@ -266,28 +269,32 @@ class PiiMasker:
         cut = lengths > self._max_chars
         head = self._max_chars - len(CUT_MARKER)
         scanned = texts.str.slice(0, head).zip_with(pl.Series(cut), texts) if cut.any() else texts
-        # Strings no recognizer can match (short ones, lower-case words, UUIDs) are left out:
-        # everything below works on the m others ("work"), indexed 0..m-1.
-        trivial = scanned.str.contains(_TRIVIAL).fill_null(True).to_numpy()
-        act = np.flatnonzero(~trivial)
+        # One parallel Polars query reads every string once for all the batch-wide tests:
+        # strings no recognizer can match (short ones, lower-case words, UUIDs), strings that
+        # need a view, Base64 runs, every regex prefilter, the union of the literal ones and
+        # the DLP rules.  Strings whose view differs (few) are tested again on their view.
+        # Everything below works on the m strings that are not trivial ("work"), indexed 0..m-1.
+        first, rule_flags = self._first_flags(scanned, ruled)
+        act = first["row"].to_numpy().astype(np.int64)
         m = len(act)
         work = scanned.gather(act)
 
-        views, maps, over_views = self._views(work)
-        extra, parents = self._base64_segments(views)
+        views, maps, over_views, changed = self._views(work, first["view"].to_numpy())
+        again = np.zeros(m, dtype=bool)
+        again[changed] = True
+        b64_rows = np.flatnonzero((first["b64"].to_numpy() & ~again) | again)
+        extra, parents = self._base64_segments(views, b64_rows)
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
 
-        hits = self._prefilter(all_views)
+        hits, view_rules = self._view_flags(all_views, first, act, again, ruled)
         rules: dict[str, pl.Series] = {}
-        if self.rules:
-            sel = np.flatnonzero(ruled)
-            readable = scanned.clone().scatter(act, views) if m else scanned  # scatter works in place
-            rule_hits = pl.DataFrame({"t": readable.gather(sel)}).select([pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)])
-            for j, r in enumerate(self.rules):
-                flags = np.zeros(n, dtype=bool)
-                flags[sel] = rule_hits[f"r{j}"].to_numpy()
-                rules[r.name] = pl.Series(r.name, flags)
+        for j, r in enumerate(self.rules):
+            flags = np.zeros(n, dtype=bool)
+            flags[np.flatnonzero(ruled)] = rule_flags[f"r{j}"].to_numpy()
+            if view_rules is not None:
+                flags[act[changed]] = view_rules[j]
+            rules[r.name] = pl.Series(r.name, flags)
 
         cands: dict[int, list[Candidate]] = {}
         py_views: dict[int, str] = {}  # rows already read into Python, shared by the scanners
@@ -439,31 +446,109 @@ class PiiMasker:
 
     # ------------------------------------------------------------------ internals
 
-    def _prefilter(self, strings: pl.Series) -> dict[int, np.ndarray]:
-        """Per scanner, the rows its prefilter flags.  Only non-null strings are read; the
-        literal prefilters run as one Aho-Corasick search first (then each on the rows it
-        hit), the regex ones each on their own (one alternation of them all is a far larger,
-        slower automaton)."""
-        if not self._scanners or strings.len() == 0:
-            return {}
-        idx = strings.is_not_null().arg_true().to_numpy()
-        if not len(idx):
-            return {}
-        sub = pl.DataFrame({"t": strings.gather(idx)})
-        out: dict[int, np.ndarray] = {}
-        regex_scanners = [i for i, s in enumerate(self._scanners) if not s.prefilter_literals]
-        if regex_scanners:
-            flags = sub.select([self._scanners[i].candidate_expr(pl.col("t")).fill_null(False).alias(f"s{i}") for i in regex_scanners])
-            out.update({i: idx[flags[f"s{i}"].to_numpy()] for i in regex_scanners})
-        literal_scanners = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
-        if literal_scanners:
-            hit = sub.select(_any_literal(pl.col("t"), [w for i in literal_scanners for w in self._scanners[i].prefilter_literals])).to_series().to_numpy()
-            if hit.any():
-                lit_idx = idx[hit]
-                lit_sub = sub.filter(pl.Series(hit))
-                flags = lit_sub.select([_any_literal(pl.col("t"), self._scanners[i].prefilter_literals).alias(f"s{i}") for i in literal_scanners])
-                out.update({i: lit_idx[flags[f"s{i}"].to_numpy()] for i in literal_scanners})
+    def _regex_prefilters(self, t: pl.Expr, only: pl.Expr | None = None) -> list[pl.Expr]:
+        """``s{i}``: scanner i's regex prefilter (False on null); with ``only``, evaluated (and
+        True) only where ``only`` holds (other rows read "", which costs next to nothing).
+        A scanner whose prefilter lies within another's (:attr:`Recognizer.prefilter_within`)
+        reads only the rows that one flags: ``s{i}`` needs the ``g{k}`` columns of
+        :meth:`_gates` (none without gated scanners)."""
+        gates = self._gates
+        out = []
+        for i, s in enumerate(self._scanners):
+            if s.prefilter_literals:
+                continue
+            if i in gates.values() and i not in gates:  # computed as g{i} already
+                out.append(pl.col(f"g{i}").alias(f"s{i}"))
+                continue
+            mask = only
+            if i in gates:
+                gate = pl.col(f"g{gates[i]}")
+                mask = gate if mask is None else mask & gate
+            src = t if mask is None else pl.when(mask).then(t).otherwise(pl.lit(""))
+            flag = s.candidate_expr(src).fill_null(False)
+            out.append((flag if mask is None else flag & mask).alias(f"s{i}"))
         return out
+
+    def _gate_exprs(self, t: pl.Expr, only: pl.Expr | None = None) -> list[pl.Expr]:
+        """``g{k}``: the prefilter of scanner k, which other scanners' prefilters lie within."""
+        src = t if only is None else pl.when(only).then(t).otherwise(pl.lit(""))
+        return [(self._scanners[k].candidate_expr(src).fill_null(False) & (only if only is not None else True)).alias(f"g{k}") for k in sorted(set(self._gates.values()))]
+
+    def _rule_exprs(self, t: pl.Expr, only: pl.Expr) -> list[pl.Expr]:
+        """``r{j}``: DLP rule j fired, evaluated only where ``only`` holds."""
+        src = pl.when(only).then(t).otherwise(pl.lit(""))
+        return [(src.str.contains(r.regex()).fill_null(False) & only).alias(f"r{j}") for j, r in enumerate(self.rules)]
+
+    def _first_flags(self, strings: pl.Series, ruled: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Per string that is not trivial (no recognizer can match it): ``row`` (its
+        position), ``view`` (needs a detection view), ``b64`` (may hold a Base64 run),
+        ``s{i}`` (scanner i's regex prefilter) and ``lit`` (one of the literal prefilters);
+        and per ``ruled`` string ``r{j}`` (DLP rule j).  All read from the strings themselves,
+        in one Polars call: the expressions run in parallel without the GIL."""
+        t = pl.col("t")
+        exprs = [
+            pl.col("row"),
+            t.str.contains(self._needs_view).fill_null(False).alias("view"),
+            t.str.contains(_B64_RUN).fill_null(False).alias("b64"),
+            *self._regex_prefilters(t),
+        ]
+        literals = [w for s in self._scanners for w in s.prefilter_literals]
+        if literals:
+            exprs.append(_any_literal(t, literals).alias("lit"))
+        flags = pl.LazyFrame({"t": strings}).with_row_index("row").filter(~t.str.contains(_TRIVIAL).fill_null(True))
+        gates = self._gate_exprs(t)
+        if gates:
+            flags = flags.with_columns(gates)
+        queries = [flags.select(exprs)]
+        if self.rules:
+            queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)))
+        found = pl.collect_all(queries)
+        return found[0], (found[1] if self.rules else pl.DataFrame())
+
+    def _view_flags(self, all_views: pl.Series, first: pl.DataFrame, act: np.ndarray, again: np.ndarray, ruled: np.ndarray) -> tuple[dict[int, np.ndarray], list[np.ndarray] | None]:
+        """Per scanner, the rows of ``all_views`` its prefilter flags, and the DLP rules of the
+        ``again`` rows read on their views.  ``first`` (:meth:`_first_flags`, rows ``act``)
+        holds the answer for a string that is its own view; strings whose view differs
+        (``again``) and decoded Base64 are tested here, and so are the literal prefilters of
+        each scanner, on the rows where their union hit (one query; null never matches)."""
+        m = len(act)
+        total = all_views.len()
+        fresh = np.zeros(total, dtype=bool)  # read on their view (or decoded Base64) here
+        fresh[:m] = again
+        fresh[m:] = True
+        literal = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
+        wanted = fresh.copy()
+        if literal:
+            wanted[:m] |= first["lit"].to_numpy()
+        rows = np.flatnonzero(wanted)
+        view_ruled = np.zeros(total, dtype=bool)
+        view_ruled[:m] = again & ruled[act]
+        t = pl.col("t")
+        exprs = [*self._regex_prefilters(t, pl.col("fresh")), *(_any_literal(t, self._scanners[i].prefilter_literals).alias(f"s{i}") for i in literal)]
+        if self.rules and view_ruled.any():
+            exprs += self._rule_exprs(t, pl.col("ruled"))
+        found = None
+        if len(rows) and exprs:
+            frame = pl.LazyFrame({"t": all_views.gather(rows), "fresh": fresh[rows], "ruled": view_ruled[rows]})
+            gates = self._gate_exprs(t, pl.col("fresh"))
+            found = (frame.with_columns(gates) if gates else frame).select(exprs).collect()
+        hits: dict[int, np.ndarray] = {}
+        keep = ~again
+        for i, s in enumerate(self._scanners):
+            flags = np.zeros(total, dtype=bool)
+            if not s.prefilter_literals:
+                flags[:m] = first[f"s{i}"].to_numpy() & keep
+            if found is not None:
+                flags[rows[found[f"s{i}"].to_numpy()]] = True
+            hits[i] = np.flatnonzero(flags)
+        view_rules = None
+        if self.rules and view_ruled.any() and found is not None:
+            changed = np.flatnonzero(again)
+            pos = np.searchsorted(rows, changed)
+            view_rules = [found[f"r{j}"].to_numpy()[pos] for j in range(len(self.rules))]
+        elif self.rules:
+            view_rules = [np.zeros(int(again.sum()), dtype=bool) for _ in self.rules]
+        return hits, view_rules
 
     def _locate_regex(self, strings: pl.Series, hits: dict[int, np.ndarray], slow: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Candidate spans of every scanner that locates by its pattern alone (the default
@@ -478,12 +563,13 @@ class PiiMasker:
         found = regex_spans_many(strings, [(rows, self._scanners[i].pattern) for i, rows in jobs.items()])
         return dict(zip(jobs, found))
 
-    def _views(self, scanned: pl.Series) -> tuple[pl.Series, dict[int, View], list[int]]:
-        """Detection views, their offset maps, and the rows over budget while building them."""
-        needs = scanned.str.contains(self._needs_view).fill_null(False)
+    def _views(self, scanned: pl.Series, needs: np.ndarray) -> tuple[pl.Series, dict[int, View], list[int], np.ndarray]:
+        """Detection views of the rows flagged by ``needs``, their offset maps, the rows over
+        budget while building them, and the rows whose view differs from the string (those
+        with a map, and those over budget, whose view is null)."""
         if not needs.any():
-            return scanned, {}, []
-        idx = needs.arg_true().to_list()
+            return scanned, {}, [], np.zeros(0, dtype=np.int64)
+        idx = np.flatnonzero(needs).tolist()
         maps: dict[int, View] = {}
         new: list[str | None] = []
         over: list[int] = []
@@ -497,17 +583,17 @@ class PiiMasker:
             if v.starts is not None:
                 maps[r] = v
             new.append(v.text)
-        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps, over  # scatter works in place
+        changed = np.asarray(sorted([*maps, *over]), dtype=np.int64)
+        return scanned.clone().scatter(idx, pl.Series(new, dtype=pl.Utf8)), maps, over, changed  # scatter works in place
 
     @staticmethod
-    def _base64_segments(views: pl.Series) -> tuple[list[str], list[tuple[int, int, int]]]:
-        """Decoded text of Base64 runs (one level deep): ``(texts, [(row, start, end)])``."""
-        # One pass: a row whose runs are all shorter than _B64_MIN ("iPhone") is flagged but
-        # yields nothing below (a second regex ruling such rows out cost a pass over every row).
-        flagged = views.str.contains(_B64_RUN).fill_null(False)
-        if not flagged.any():
+    def _base64_segments(views: pl.Series, idx: np.ndarray) -> tuple[list[str], list[tuple[int, int, int]]]:
+        """Decoded text of Base64 runs (one level deep) in rows ``idx`` of ``views`` (every row
+        that may hold one): ``(texts, [(row, start, end)])``."""
+        # A row whose runs are all shorter than _B64_MIN ("iPhone") is flagged but yields
+        # nothing below (a second regex ruling such rows out cost a pass over every row).
+        if not len(idx):
             return [], []
-        idx = flagged.arg_true().to_numpy()
         sub = views.gather(idx)
         r_arr, s_arr, e_arr = regex_spans(sub, idx, _B64_RUN)
         long_enough = (e_arr - s_arr) >= _B64_MIN
@@ -584,6 +670,17 @@ class PiiMasker:
 
     def _make_token(self, strategy: str, entity: str, value: str, normalized: str) -> str:
         return STRATEGIES[strategy](entity, value, normalized, self.ctx)
+
+
+def _prefilter_gates(scanners: Sequence[Recognizer]) -> dict[int, int]:
+    """Scanner index -> index of the scanner named by its ``prefilter_within``."""
+    by_name = {s.name: k for k, s in enumerate(scanners)}
+    out: dict[int, int] = {}
+    for i, s in enumerate(scanners):
+        k = by_name.get(s.prefilter_within or "")
+        if k is not None and k != i and not s.prefilter_literals and not scanners[k].prefilter_literals:
+            out[i] = k
+    return out
 
 
 def _python_strings(cache: dict[int, str], strings: pl.Series, rows: np.ndarray) -> dict[int, str]:

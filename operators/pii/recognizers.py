@@ -126,6 +126,10 @@ class Recognizer:
     #: match contains.  The masker runs the literals of all recognizers as one alternation
     #: first, then each recognizer's on the rows that alternation hit.
     prefilter_literals: ClassVar[tuple[str, ...]] = ()
+    #: Name of a recognizer whose regex prefilter matches every string this one's prefilter
+    #: matches (each match of this prefilter is also a match of that one): the masker then
+    #: runs this prefilter only on the strings that one flags.  Ignored when either is absent.
+    prefilter_within: ClassVar[str | None] = None
     #: Higher wins when two accepted spans overlap (then the longer, then the earlier).
     priority: ClassVar[int] = 50
     #: Reject spans glued to a larger token (letters/digits, or ``-./_#`` then letters/digits).
@@ -552,6 +556,8 @@ class CreditCard(Recognizer):
     level = "restricted"
     pattern = r"[0-9](?:[ .\-]?[0-9]){11,}"
     prefilter = r"(?:[0-9][ .\-]?){11}[0-9]"
+    # a match: 23 or fewer of [0-9 .-], a digit first and last, 12 or more characters
+    prefilter_within = "phone"
     priority = 75
 
     def _context_ok(self, text: str, start: int, end: int) -> bool:
@@ -586,6 +592,7 @@ class UsSsn(Recognizer):
     level = "restricted"
     pattern = r"[0-9]{3}[\- .][0-9]{2}[\- .][0-9]{4}"
     prefilter = None
+    prefilter_within = "phone"  # a match: 11 of [0-9 .-], a digit first and last
     priority = 70
     check_boundaries = True
 
@@ -643,6 +650,7 @@ class Ipv4(Recognizer):
     entity = "IP_ADDRESS"
     pattern = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
     prefilter = None
+    prefilter_within = "phone"  # a match: 7 or more of [0-9.], a digit first and last
     priority = 55
 
     def accept(self, text: str, start: int, end: int) -> Iterable[Span]:

@@ -278,3 +278,26 @@ def test_entity_is_one_registered_class() -> None:
 def test_recognizer_options_are_immutable_and_shared_safely() -> None:
     a, b = RecognizerOptions(), RecognizerOptions(phone_regions=("DE",))
     assert a.phone_regions == () and b.phone_regions == ("DE",)
+
+
+@pytest.mark.parametrize("disabled", [[], ["phone"]])
+@pytest.mark.parametrize(
+    ("text", "entity", "recognizer"),
+    [
+        ("card 4111 1111 1111 1111 ok", "CREDIT_CARD", "credit_card"),
+        ("card ４１１１ １１１１ １１１１ １１１１ ok", "CREDIT_CARD", "credit_card"),  # read on the view
+        ("ssn 884\u200b-08-1501 here", "US_SSN", "us_ssn"),
+        ("server 203&#46;0.113.9 down", "IP_ADDRESS", "ipv4"),
+        ("blob " + base64.b64encode(b"my card is 4111 1111 1111 1111").decode() + " end", "CREDIT_CARD", "base64:credit_card"),
+    ],
+)
+def test_numbers_under_a_shared_prefilter_are_found_with_or_without_it(text: str, entity: str, recognizer: str, disabled: list[str]) -> None:
+    """Cards, SSNs and IPv4 addresses are looked for only where the phone prefilter flags a
+    string (``prefilter_within``), on plain text, on views and in decoded Base64; with the
+    phone recognizer disabled their own prefilters run, and they are found all the same."""
+    m = masker(disabled_recognizers=disabled)
+    scan = m.scan(pl.Series(["nothing to see here", text, "a plain note, no numbers"]))
+    findings = scan.findings.to_list()
+    assert [(f["type"], f["recognizer"]) for f in findings[1]] == [(entity, recognizer)]
+    assert f"<{entity}:" in scan.masked[1]
+    assert findings[0] == [] and findings[2] == []

@@ -159,3 +159,42 @@ def test_register_rejects_bad_names() -> None:
 def test_patterns_compile_in_python() -> None:
     for name, cls in RECOGNIZERS.items():
         re.compile(cls.pattern)
+
+
+def _within_samples() -> list[str]:
+    """Strings over the characters the digit recognizers read (digits, their separators,
+    letters and brackets), random (seeded) plus the hand-written samples."""
+    import random
+
+    rnd = random.Random(7)
+    alphabet = "0123456789" * 3 + " .-/():+x_a"
+    out = list(SAMPLES)
+    for _ in range(10_000):
+        out.append("".join(rnd.choice(alphabet) for _ in range(rnd.randint(6, 40))))
+    for _ in range(10_000):  # groups of digits and separators, as numbers are written
+        groups = ["".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 4))) for _ in range(rnd.randint(2, 8))]
+        seps = rnd.choice([".", " ", "-", ". ", ".-", ["", " ", ".", "-", "/", "(", ")", ":", "  ", "a", ". "]])
+        out.append("".join(g + rnd.choice(seps) for g in groups))
+    out += ["1.2.3.4", "123-45-6789", "123 45 6789", "4111.1111.1111.1111", "411111111111", "1-2-3-4-5-6-7-8-9-0-1-2", "10.0.0.1:8080"]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in RECOGNIZERS.items() if c.prefilter_within))
+def test_prefilter_within_is_a_superset(name: str) -> None:
+    """A recognizer whose prefilter is declared ``prefilter_within`` another is only tested on
+    the strings that one flags: every match of its prefilter must also match that one (or a
+    candidate, hence PII, would be lost)."""
+    rec = RECOGNIZERS[name](None)
+    gate = RECOGNIZERS[rec.prefilter_within](None)
+    assert not rec.prefilter_literals and not gate.prefilter_literals
+    own, outer = re.compile(rec.candidate_pattern), re.compile(gate.candidate_pattern)
+    hits = 0
+    for text in _within_samples():
+        for m in own.finditer(text):
+            hits += 1
+            assert outer.search(m.group()), f"{name}: {m.group()!r} matches its prefilter but not {gate.name}'s"
+    assert hits > 100  # the samples do exercise the prefilter
+    # And as Polars runs them (Rust regex): every string flagged by the inner one is flagged by the outer one.
+    s = pl.Series(_within_samples())
+    inner_flags, outer_flags = s.str.contains(rec.candidate_pattern), s.str.contains(gate.candidate_pattern)
+    assert not (inner_flags & ~outer_flags).any()
