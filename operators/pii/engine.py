@@ -54,7 +54,7 @@ from driftline.config import ConfigError
 from driftline.config.privacy import CustomRecognizer, DlpRule, PrivacyConfig, entity_names
 from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
-from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions
+from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions, literal_alternation
 from driftline.operators.pii.spans import regex_spans, regex_spans_many
 from driftline.operators.batch import owned_array
 
@@ -196,6 +196,14 @@ class PiiMasker:
         #: scanner -> the scanner whose regex prefilter flags every row its own prefilter flags
         #: (:attr:`Recognizer.prefilter_within`, when both are present and neither is literal).
         self._gates: dict[int, int] = _prefilter_gates(self._scanners)
+        self._literals: list[str] = [w for s in self._scanners for w in s.prefilter_literals]
+        #: A regex matching wherever one of the first tests (needs a view, Base64, a regex
+        #: prefilter, a literal one) would: their alternation (a scanner under a gate is
+        #: covered by its gate's prefilter).  Strings it does not match skip every other test.
+        tests = [self._needs_view, _B64_RUN, *(s.candidate_pattern for i, s in enumerate(self._scanners) if not s.prefilter_literals and i not in self._gates)]
+        if self._literals:
+            tests.append(literal_alternation(self._literals))
+        self._any_test: str = "|".join(f"(?:{p})" for p in tests)
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
         #: entity -> value -> ``<ENTITY:token>`` of :meth:`pseudonymize_values` (user ids recur batch after batch).
@@ -275,14 +283,14 @@ class PiiMasker:
         # the DLP rules.  Strings whose view differs (few) are tested again on their view.
         # Everything below works on the m strings that are not trivial ("work"), indexed 0..m-1.
         first, rule_flags = self._first_flags(scanned, ruled)
-        act = first["row"].to_numpy().astype(np.int64)
+        act = first["row"]
         m = len(act)
         work = scanned.gather(act)
 
-        views, maps, over_views, changed = self._views(work, first["view"].to_numpy())
+        views, maps, over_views, changed = self._views(work, first["view"])
         again = np.zeros(m, dtype=bool)
         again[changed] = True
-        b64_rows = np.flatnonzero((first["b64"].to_numpy() & ~again) | again)
+        b64_rows = np.flatnonzero((first["b64"] & ~again) | again)
         extra, parents = self._base64_segments(views, b64_rows)
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
@@ -479,33 +487,44 @@ class PiiMasker:
         src = pl.when(only).then(t).otherwise(pl.lit(""))
         return [(src.str.contains(r.regex()).fill_null(False) & only).alias(f"r{j}") for j, r in enumerate(self.rules)]
 
-    def _first_flags(self, strings: pl.Series, ruled: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _first_flags(self, strings: pl.Series, ruled: np.ndarray) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
         """Per string that is not trivial (no recognizer can match it): ``row`` (its
         position), ``view`` (needs a detection view), ``b64`` (may hold a Base64 run),
         ``s{i}`` (scanner i's regex prefilter) and ``lit`` (one of the literal prefilters);
-        and per ``ruled`` string ``r{j}`` (DLP rule j).  All read from the strings themselves,
-        in one Polars call: the expressions run in parallel without the GIL."""
+        and per ``ruled`` string ``r{j}`` (DLP rule j).  All read from the strings themselves.
+
+        One regex, the alternation of all those tests (:attr:`_any_test`), runs first: most
+        strings (and most long ones) match none of them, so every other test reads only the
+        strings it flags.  Each query's expressions run in parallel without the GIL."""
         t = pl.col("t")
+        work = pl.LazyFrame({"t": strings}).with_row_index("row").filter(~t.str.contains(_TRIVIAL).fill_null(True)).select("row", t.str.contains(self._any_test).fill_null(False).alias("any"))
+        queries = [work]
+        if self.rules:
+            queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)))
+        found = pl.collect_all(queries)
+        rows = found[0]["row"].to_numpy().astype(np.int64)
+        hit = found[0]["any"].to_numpy()
         exprs = [
-            pl.col("row"),
             t.str.contains(self._needs_view).fill_null(False).alias("view"),
             t.str.contains(_B64_RUN).fill_null(False).alias("b64"),
             *self._regex_prefilters(t),
         ]
-        literals = [w for s in self._scanners for w in s.prefilter_literals]
-        if literals:
-            exprs.append(_any_literal(t, literals).alias("lit"))
-        flags = pl.LazyFrame({"t": strings}).with_row_index("row").filter(~t.str.contains(_TRIVIAL).fill_null(True))
-        gates = self._gate_exprs(t)
-        if gates:
-            flags = flags.with_columns(gates)
-        queries = [flags.select(exprs)]
-        if self.rules:
-            queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)))
-        found = pl.collect_all(queries)
-        return found[0], (found[1] if self.rules else pl.DataFrame())
+        if self._literals:
+            exprs.append(_any_literal(t, self._literals).alias("lit"))
+        first = {"row": rows}
+        names = ["view", "b64", *(f"s{i}" for i, s in enumerate(self._scanners) if not s.prefilter_literals), *(["lit"] if self._literals else [])]
+        for name in names:
+            first[name] = np.zeros(len(rows), dtype=bool)
+        sel = np.flatnonzero(hit)
+        if len(sel):
+            flags = pl.LazyFrame({"t": strings.gather(rows[sel])})
+            gates = self._gate_exprs(t)
+            flags = (flags.with_columns(gates) if gates else flags).select(exprs).collect()
+            for name in names:
+                first[name][sel] = flags[name].to_numpy()
+        return first, (found[1] if self.rules else pl.DataFrame())
 
-    def _view_flags(self, all_views: pl.Series, first: pl.DataFrame, act: np.ndarray, again: np.ndarray, ruled: np.ndarray) -> tuple[dict[int, np.ndarray], list[np.ndarray] | None]:
+    def _view_flags(self, all_views: pl.Series, first: dict[str, np.ndarray], act: np.ndarray, again: np.ndarray, ruled: np.ndarray) -> tuple[dict[int, np.ndarray], list[np.ndarray] | None]:
         """Per scanner, the rows of ``all_views`` its prefilter flags, and the DLP rules of the
         ``again`` rows read on their views.  ``first`` (:meth:`_first_flags`, rows ``act``)
         holds the answer for a string that is its own view; strings whose view differs
@@ -519,7 +538,7 @@ class PiiMasker:
         literal = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
         wanted = fresh.copy()
         if literal:
-            wanted[:m] |= first["lit"].to_numpy()
+            wanted[:m] |= first["lit"]
         rows = np.flatnonzero(wanted)
         view_ruled = np.zeros(total, dtype=bool)
         view_ruled[:m] = again & ruled[act]
@@ -537,7 +556,7 @@ class PiiMasker:
         for i, s in enumerate(self._scanners):
             flags = np.zeros(total, dtype=bool)
             if not s.prefilter_literals:
-                flags[:m] = first[f"s{i}"].to_numpy() & keep
+                flags[:m] = first[f"s{i}"] & keep
             if found is not None:
                 flags[rows[found[f"s{i}"].to_numpy()]] = True
             hits[i] = np.flatnonzero(flags)

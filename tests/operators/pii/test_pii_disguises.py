@@ -301,3 +301,19 @@ def test_numbers_under_a_shared_prefilter_are_found_with_or_without_it(text: str
     assert [(f["type"], f["recognizer"]) for f in findings[1]] == [(entity, recognizer)]
     assert f"<{entity}:" in scan.masked[1]
     assert findings[0] == [] and findings[2] == []
+
+
+def test_first_test_flags_every_string_another_test_would() -> None:
+    """Strings the masker's first regex (the alternation of all first tests) does not match
+    skip every other test: it must match wherever one of them does."""
+    from driftline.operators.pii.engine import _B64_RUN
+
+    m = masker(custom_recognizers=[{"name": "emp", "entity": "EMPLOYEE_ID", "pattern": r"(?i)\bemp-\d{6}\b"}])
+    samples = ["card 4111 1111 1111 1111 ssn 884-08-1501", "ip 203.0.113.9 2001:db8::1 postgres://a:b@h", "Dear Anna, thanks", "DE89 3704 0044 0532 0130 00", "ghp_x token=abc", "1.2.3.4"]
+    texts = pl.Series([*samples, f"ann{ZW}@x.org", "a&#64;b", "x%40y", "4111\t1111", "bXkgY2FyZA==", "emp-123456", "EMP-123456 ok", "iPhone", "plain words only"])
+    tests = [m._needs_view, _B64_RUN, *(s.candidate_pattern for s in m._scanners if not s.prefilter_literals)]
+    one = texts.str.contains_any(m._literals, ascii_case_insensitive=True)
+    for p in tests:
+        one = one | texts.str.contains(p)
+    assert one.any() and not (~one).all()
+    assert texts.str.contains(m._any_test).to_list() == one.to_list()

@@ -198,3 +198,18 @@ def test_prefilter_within_is_a_superset(name: str) -> None:
     s = pl.Series(_within_samples())
     inner_flags, outer_flags = s.str.contains(rec.candidate_pattern), s.str.contains(gate.candidate_pattern)
     assert not (inner_flags & ~outer_flags).any()
+
+
+def test_literal_alternation_reads_like_the_masker_literal_search() -> None:
+    """The masker's first test is a regex holding every literal prefilter as
+    :func:`literal_alternation`; its literal prefilters run as Aho-Corasick
+    (``contains_any``, ASCII case-insensitive).  Both must flag the same strings, or a
+    string could skip its literal prefilters."""
+    from driftline.operators.pii.recognizers import literal_alternation
+
+    literals = sorted({w for c in RECOGNIZERS.values() for w in c.prefilter_literals})
+    texts = [*SAMPLES, *literals, *(w.upper() for w in literals), *(w.title() for w in literals), *(w[:-1] for w in literals), "Kä @ X", "PRİVATE KEY-----", "toKEN", "ſk-", "bEaReR"]
+    s = pl.Series(texts)
+    regex = s.str.contains(literal_alternation(literals))
+    ac = s.str.contains_any(literals, ascii_case_insensitive=True)
+    assert regex.to_list() == ac.to_list()
