@@ -295,7 +295,7 @@ class PiiMasker:
         all_views = pl.concat([views, pl.Series(extra, dtype=pl.Utf8)]) if extra else views
         total = all_views.len()
 
-        hits, view_rules = self._view_flags(all_views, first, act, again, ruled)
+        hits, view_rules = self._view_flags(all_views, first, again, ruled, act)
         rules: dict[str, pl.Series] = {}
         for j, r in enumerate(self.rules):
             flags = np.zeros(n, dtype=bool)
@@ -454,33 +454,33 @@ class PiiMasker:
 
     # ------------------------------------------------------------------ internals
 
-    def _regex_prefilters(self, t: pl.Expr, only: pl.Expr | None = None) -> list[pl.Expr]:
-        """``s{i}``: scanner i's regex prefilter (False on null); with ``only``, evaluated (and
-        True) only where ``only`` holds (other rows read "", which costs next to nothing).
-        A scanner whose prefilter lies within another's (:attr:`Recognizer.prefilter_within`)
-        reads only the rows that one flags: ``s{i}`` needs the ``g{k}`` columns of
-        :meth:`_gates` (none without gated scanners)."""
-        gates = self._gates
+    def _regex_prefilters(self, t: pl.Expr) -> list[pl.Expr]:
+        """``s{i}``: scanner i's regex prefilter (False on null).  A scanner whose prefilter
+        lies within another's (:attr:`Recognizer.prefilter_within`) reads only the rows that
+        one flags (the others read "", which costs next to nothing): its ``s{i}`` needs the
+        ``g{k}`` columns of :meth:`_gate_exprs`."""
         out = []
         for i, s in enumerate(self._scanners):
             if s.prefilter_literals:
                 continue
-            if i in gates.values() and i not in gates:  # computed as g{i} already
+            if i in self._gates.values() and i not in self._gates:  # computed as g{i} already
                 out.append(pl.col(f"g{i}").alias(f"s{i}"))
-                continue
-            mask = only
-            if i in gates:
-                gate = pl.col(f"g{gates[i]}")
-                mask = gate if mask is None else mask & gate
-            src = t if mask is None else pl.when(mask).then(t).otherwise(pl.lit(""))
-            flag = s.candidate_expr(src).fill_null(False)
-            out.append((flag if mask is None else flag & mask).alias(f"s{i}"))
+            elif i in self._gates:
+                gate = pl.col(f"g{self._gates[i]}")
+                out.append((s.candidate_expr(pl.when(gate).then(t).otherwise(pl.lit(""))).fill_null(False) & gate).alias(f"s{i}"))
+            else:
+                out.append(s.candidate_expr(t).fill_null(False).alias(f"s{i}"))
         return out
 
-    def _gate_exprs(self, t: pl.Expr, only: pl.Expr | None = None) -> list[pl.Expr]:
+    def _gate_exprs(self, t: pl.Expr) -> list[pl.Expr]:
         """``g{k}``: the prefilter of scanner k, which other scanners' prefilters lie within."""
-        src = t if only is None else pl.when(only).then(t).otherwise(pl.lit(""))
-        return [(self._scanners[k].candidate_expr(src).fill_null(False) & (only if only is not None else True)).alias(f"g{k}") for k in sorted(set(self._gates.values()))]
+        return [self._scanners[k].candidate_expr(t).fill_null(False).alias(f"g{k}") for k in sorted(set(self._gates.values()))]
+
+    def _literal_prefilters(self, t: pl.Expr) -> list[pl.Expr]:
+        """``s{i}``: scanner i's literal prefilter, read only where the union of all literal
+        prefilters (column ``lit``) hit."""
+        src = pl.when(pl.col("lit")).then(t).otherwise(pl.lit(""))
+        return [(_any_literal(src, s.prefilter_literals) & pl.col("lit")).alias(f"s{i}") for i, s in enumerate(self._scanners) if s.prefilter_literals]
 
     def _rule_exprs(self, t: pl.Expr, only: pl.Expr) -> list[pl.Expr]:
         """``r{j}``: DLP rule j fired, evaluated only where ``only`` holds."""
@@ -508,65 +508,56 @@ class PiiMasker:
             t.str.contains(self._needs_view).fill_null(False).alias("view"),
             t.str.contains(_B64_RUN).fill_null(False).alias("b64"),
             *self._regex_prefilters(t),
+            *self._literal_prefilters(t),
         ]
-        if self._literals:
-            exprs.append(_any_literal(t, self._literals).alias("lit"))
         first = {"row": rows}
-        names = ["view", "b64", *(f"s{i}" for i, s in enumerate(self._scanners) if not s.prefilter_literals), *(["lit"] if self._literals else [])]
+        names = ["view", "b64", *(f"s{i}" for i in range(len(self._scanners)))]
         for name in names:
             first[name] = np.zeros(len(rows), dtype=bool)
         sel = np.flatnonzero(hit)
         if len(sel):
             flags = pl.LazyFrame({"t": strings.gather(rows[sel])})
-            gates = self._gate_exprs(t)
-            flags = (flags.with_columns(gates) if gates else flags).select(exprs).collect()
+            first_cols = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
+            flags = (flags.with_columns(first_cols) if first_cols else flags).select(exprs).collect()
             for name in names:
                 first[name][sel] = flags[name].to_numpy()
         return first, (found[1] if self.rules else pl.DataFrame())
 
-    def _view_flags(self, all_views: pl.Series, first: dict[str, np.ndarray], act: np.ndarray, again: np.ndarray, ruled: np.ndarray) -> tuple[dict[int, np.ndarray], list[np.ndarray] | None]:
+    def _view_flags(self, all_views: pl.Series, first: dict[str, np.ndarray], again: np.ndarray, ruled: np.ndarray, act: np.ndarray) -> tuple[dict[int, np.ndarray], list[np.ndarray] | None]:
         """Per scanner, the rows of ``all_views`` its prefilter flags, and the DLP rules of the
-        ``again`` rows read on their views.  ``first`` (:meth:`_first_flags`, rows ``act``)
+        ``again`` rows read on their views.  ``first`` (:meth:`_first_flags`, work rows)
         holds the answer for a string that is its own view; strings whose view differs
-        (``again``) and decoded Base64 are tested here, and so are the literal prefilters of
-        each scanner, on the rows where their union hit (one query; null never matches)."""
-        m = len(act)
+        (``again``) and decoded Base64 (rows from ``len(again)`` on) are tested here, in one
+        query (null never matches)."""
+        m = len(again)
         total = all_views.len()
-        fresh = np.zeros(total, dtype=bool)  # read on their view (or decoded Base64) here
-        fresh[:m] = again
-        fresh[m:] = True
-        literal = [i for i, s in enumerate(self._scanners) if s.prefilter_literals]
-        wanted = fresh.copy()
-        if literal:
-            wanted[:m] |= first["lit"]
-        rows = np.flatnonzero(wanted)
-        view_ruled = np.zeros(total, dtype=bool)
-        view_ruled[:m] = again & ruled[act]
+        rows = np.concatenate([np.flatnonzero(again), np.arange(m, total)])
+        view_ruled = np.zeros(len(rows), dtype=bool)
+        n_again = int(again.sum())
+        view_ruled[:n_again] = ruled[act[rows[:n_again]]]
         t = pl.col("t")
-        exprs = [*self._regex_prefilters(t, pl.col("fresh")), *(_any_literal(t, self._scanners[i].prefilter_literals).alias(f"s{i}") for i in literal)]
-        if self.rules and view_ruled.any():
-            exprs += self._rule_exprs(t, pl.col("ruled"))
         found = None
-        if len(rows) and exprs:
-            frame = pl.LazyFrame({"t": all_views.gather(rows), "fresh": fresh[rows], "ruled": view_ruled[rows]})
-            gates = self._gate_exprs(t, pl.col("fresh"))
-            found = (frame.with_columns(gates) if gates else frame).select(exprs).collect()
+        if len(rows):
+            exprs = [*self._regex_prefilters(t), *self._literal_prefilters(t)]
+            if self.rules and view_ruled.any():
+                exprs += self._rule_exprs(t, pl.col("ruled"))
+            first_cols = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
+            frame = pl.LazyFrame({"t": all_views.gather(rows), "ruled": view_ruled})
+            found = (frame.with_columns(first_cols) if first_cols else frame).select(exprs).collect()
         hits: dict[int, np.ndarray] = {}
         keep = ~again
-        for i, s in enumerate(self._scanners):
+        for i in range(len(self._scanners)):
             flags = np.zeros(total, dtype=bool)
-            if not s.prefilter_literals:
-                flags[:m] = first[f"s{i}"] & keep
+            flags[:m] = first[f"s{i}"] & keep
             if found is not None:
                 flags[rows[found[f"s{i}"].to_numpy()]] = True
             hits[i] = np.flatnonzero(flags)
         view_rules = None
-        if self.rules and view_ruled.any() and found is not None:
-            changed = np.flatnonzero(again)
-            pos = np.searchsorted(rows, changed)
-            view_rules = [found[f"r{j}"].to_numpy()[pos] for j in range(len(self.rules))]
-        elif self.rules:
-            view_rules = [np.zeros(int(again.sum()), dtype=bool) for _ in self.rules]
+        if self.rules:
+            if found is not None and view_ruled.any():
+                view_rules = [found[f"r{j}"].to_numpy()[:n_again] for j in range(len(self.rules))]
+            else:
+                view_rules = [np.zeros(n_again, dtype=bool) for _ in self.rules]
         return hits, view_rules
 
     def _locate_regex(self, strings: pl.Series, hits: dict[int, np.ndarray], slow: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
