@@ -9,10 +9,14 @@ How a batch is scanned (every step is linear in the size of the batch):
 2. **view**: strings that need it (one Rust regex, :func:`~.normalize.needs_view_regex`)
    get a normalised detection view with an offset map (:mod:`.normalize`); Base64 runs
    that decode to text are added as extra strings, scanned like the rest;
-3. **candidates**: one Polars ``select`` runs every recognizer's prefilter and every DLP
-   rule over the whole batch in Rust; for the flagged rows only, Polars' Rust regex finds
-   each recognizer's matches (``replace_all`` with markers, then ``split``: spans without
-   a backtracking engine);
+3. **candidates**: one regex, the alternation of every first test (needs a view, Base64,
+   each regex prefilter, the literal ones), reads every string once; only the strings it
+   matches (most do not) get the separate tests, in one Polars query whose expressions run
+   in parallel without the GIL (a prefilter declared within another's,
+   ``prefilter_within``, reads only the strings that one flags); the DLP rules run
+   alongside.  For the flagged rows only, Polars' Rust regex finds each recognizer's
+   matches, all recognizers in one parallel call (each match wrapped in markers by one
+   ``replace_all``, then ``split``: spans without a backtracking engine);
 4. **validation**: each candidate goes through its recognizer's ``accept`` (checksum,
    layout, boundary and context rules) in Python.  A string with more candidates than
    ``privacy.budget.max_candidates`` (counted with numpy before any is validated), or one a
