@@ -212,6 +212,16 @@ class PiiMasker:
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
         #: entity -> value -> ``<ENTITY:token>`` of :meth:`pseudonymize_values` (user ids recur batch after batch).
         self._pseudonyms: dict[str, dict[str, str]] = {}
+        # The Polars expressions of the tests, built once: building them for every batch
+        # cost as much as running some of them.
+        t = pl.col("t")
+        self._x_work = [pl.col("row"), t.str.contains(self._any_test).fill_null(False).alias("any")]
+        self._x_trivial = t.str.contains(_TRIVIAL).fill_null(True)
+        self._x_rules = [t.str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)]
+        self._x_before = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
+        self._x_prefilters = [*self._regex_prefilters(t), *self._literal_prefilters(t)]
+        self._x_first = [t.str.contains(self._needs_view).fill_null(False).alias("view"), t.str.contains(_B64_RUN).fill_null(False).alias("b64"), *self._x_prefilters]
+        self._x_view_rules = self._rule_exprs(t, pl.col("ruled"))
 
     # ------------------------------------------------------------------ construction
 
@@ -500,20 +510,13 @@ class PiiMasker:
         One regex, the alternation of all those tests (:attr:`_any_test`), runs first: most
         strings (and most long ones) match none of them, so every other test reads only the
         strings it flags.  Each query's expressions run in parallel without the GIL."""
-        t = pl.col("t")
-        work = pl.LazyFrame({"t": strings}).with_row_index("row").filter(~t.str.contains(_TRIVIAL).fill_null(True)).select("row", t.str.contains(self._any_test).fill_null(False).alias("any"))
+        work = pl.LazyFrame({"t": strings}).with_row_index("row").filter(~self._x_trivial).select(self._x_work)
         queries = [work]
         if self.rules:
-            queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(pl.col("t").str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)))
+            queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(self._x_rules))
         found = pl.collect_all(queries)
         rows = found[0]["row"].to_numpy().astype(np.int64)
         hit = found[0]["any"].to_numpy()
-        exprs = [
-            t.str.contains(self._needs_view).fill_null(False).alias("view"),
-            t.str.contains(_B64_RUN).fill_null(False).alias("b64"),
-            *self._regex_prefilters(t),
-            *self._literal_prefilters(t),
-        ]
         first = {"row": rows}
         names = ["view", "b64", *(f"s{i}" for i in range(len(self._scanners)))]
         for name in names:
@@ -521,8 +524,7 @@ class PiiMasker:
         sel = np.flatnonzero(hit)
         if len(sel):
             flags = pl.LazyFrame({"t": strings.gather(rows[sel])})
-            first_cols = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
-            flags = (flags.with_columns(first_cols) if first_cols else flags).select(exprs).collect()
+            flags = (flags.with_columns(self._x_before) if self._x_before else flags).select(self._x_first).collect()
             for name in names:
                 first[name][sel] = flags[name].to_numpy()
         return first, (found[1] if self.rules else pl.DataFrame())
@@ -539,15 +541,11 @@ class PiiMasker:
         view_ruled = np.zeros(len(rows), dtype=bool)
         n_again = int(again.sum())
         view_ruled[:n_again] = ruled[act[rows[:n_again]]]
-        t = pl.col("t")
         found = None
         if len(rows):
-            exprs = [*self._regex_prefilters(t), *self._literal_prefilters(t)]
-            if self.rules and view_ruled.any():
-                exprs += self._rule_exprs(t, pl.col("ruled"))
-            first_cols = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
+            exprs = self._x_prefilters + (self._x_view_rules if view_ruled.any() else [])
             frame = pl.LazyFrame({"t": all_views.gather(rows), "ruled": view_ruled})
-            found = (frame.with_columns(first_cols) if first_cols else frame).select(exprs).collect()
+            found = (frame.with_columns(self._x_before) if self._x_before else frame).select(exprs).collect()
         hits: dict[int, np.ndarray] = {}
         keep = ~again
         for i in range(len(self._scanners)):
