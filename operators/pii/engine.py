@@ -207,7 +207,7 @@ class PiiMasker:
         tests = [self._needs_view, _B64_RUN, *(s.candidate_pattern for i, s in enumerate(self._scanners) if not s.prefilter_literals and i not in self._gates)]
         if self._literals:
             tests.append(literal_alternation(self._literals))
-        self._any_test: str = "|".join(f"(?:{p})" for p in tests)
+        self._any_test: str | None = _compiles("|".join(f"(?:{p})" for p in tests))
         # Tokens of values seen before (user ids, repeated e-mails) are not recomputed.
         self._token = functools.lru_cache(maxsize=1 << 16)(self._make_token)
         #: entity -> value -> ``<ENTITY:token>`` of :meth:`pseudonymize_values` (user ids recur batch after batch).
@@ -215,7 +215,8 @@ class PiiMasker:
         # The Polars expressions of the tests, built once: building them for every batch
         # cost as much as running some of them.
         t = pl.col("t")
-        self._x_work = [pl.col("row"), t.str.contains(self._any_test).fill_null(False).alias("any")]
+        any_test = t.str.contains(self._any_test).fill_null(False) if self._any_test is not None else t.is_not_null()
+        self._x_work = [pl.col("row"), any_test.alias("any")]
         self._x_trivial = t.str.contains(_TRIVIAL).fill_null(True)
         self._x_rules = [t.str.contains(r.regex()).fill_null(False).alias(f"r{j}") for j, r in enumerate(self.rules)]
         self._x_before = [*self._gate_exprs(t), *([_any_literal(t, self._literals).alias("lit")] if self._literals else [])]
@@ -682,6 +683,17 @@ class PiiMasker:
 
     def _make_token(self, strategy: str, entity: str, value: str, normalized: str) -> str:
         return STRATEGIES[strategy](entity, value, normalized, self.ctx)
+
+
+def _compiles(pattern: str) -> str | None:
+    """``pattern`` when Polars' regex engine accepts it, else None: an alternation of many
+    large custom patterns may pass the engine's size limit (then every string that is not
+    trivial gets every test, as without the alternation)."""
+    try:
+        pl.Series("t", [""], dtype=pl.Utf8).str.contains(pattern)
+    except pl.exceptions.PolarsError:
+        return None
+    return pattern
 
 
 def _prefilter_gates(scanners: Sequence[Recognizer]) -> dict[int, int]:

@@ -317,3 +317,17 @@ def test_first_test_flags_every_string_another_test_would() -> None:
         one = one | texts.str.contains(p)
     assert one.any() and not (~one).all()
     assert texts.str.contains(m._any_test).to_list() == one.to_list()
+
+
+def test_a_first_test_alternation_too_large_for_the_regex_engine_falls_back() -> None:
+    """Custom patterns that each compile alone but together make the alternation of all
+    first tests exceed the regex engine's size limit: every string gets every test, and
+    nothing is lost."""
+    custom = [{"name": f"long_word_{k}", "entity": "LONG_WORD", "pattern": rf"{k}\w{{200}}"} for k in (1, 2)]
+    m = masker(custom_recognizers=custom)
+    assert m._any_test is None
+    scan = m.scan(pl.Series(["mail ann@example.org", "2" + "x" * 210, "nothing here at all"]))
+    findings = scan.findings.to_list()
+    assert [f["type"] for f in findings[0]] == ["EMAIL"]
+    assert [f["type"] for f in findings[1]] == ["LONG_WORD"]
+    assert findings[2] == []
