@@ -15,7 +15,7 @@ from driftline.sinks.parquet.spec import (
     schema_fingerprint,
 )
 from driftline.sinks.parquet.store import FsspecStore, LocalStore, Store, open_store
-from driftline.sinks.parquet.writer import DatasetWriter, WriterState
+from driftline.sinks.parquet.writer import DatasetWriter, SinkCommitError, WriterState
 
 __all__ = [
     "KAFKA_KEY",
@@ -30,6 +30,7 @@ __all__ = [
     "ParquetDatasetSink",
     "ParquetSinkPartition",
     "RunInfo",
+    "SinkCommitError",
     "SinkSchemaError",
     "Store",
     "WriterState",

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish", "kafka_before_commit", "kafka_after_commit")
 _counts: dict[tuple[str, str | None], int] = {}
+_lock = threading.Lock()  # the Parquet sink reaches its points on its commit thread
 
 
 def _plan() -> list[tuple[str, str | None, int]]:
@@ -58,8 +60,10 @@ def reached(point: str, dataset: str) -> None:
         if p != point or (ds is not None and ds != dataset):
             continue
         key = (p, ds)
-        _counts[key] = _counts.get(key, 0) + 1
-        if _counts[key] == n:
+        with _lock:
+            _counts[key] = _counts.get(key, 0) + 1
+            hit = _counts[key] == n
+        if hit:
             sys.stderr.write(f'{{"event": "fault_injected", "point": "{point}", "dataset": "{dataset}", "n": {n}}}\n')
             sys.stderr.flush()
             os._exit(137)

@@ -86,7 +86,13 @@ class CommitAfter:
 
 
 class ParquetSinkPartition(StatefulSinkPartition[pl.DataFrame, WriterState]):
-    """One sink partition: a :class:`DatasetWriter` driven by Bytewax."""
+    """One sink partition: a :class:`DatasetWriter` driven by Bytewax.
+
+    Its writer commits in the background unless the sink says otherwise (the worker
+    goes on while a file is encoded); ``snapshot`` waits for the pending commits, so
+    every row is committed or in the snapshot, and raises a failed commit at the latest
+    there.
+    """
 
     def __init__(self, writer: DatasetWriter, root: str = "") -> None:
         self.writer = writer
@@ -114,7 +120,8 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
     which keys micro-batches by Kafka topic-partition and fans idle ticks out.  Sink
     partition ``N`` writes as :func:`~driftline.sinks.parquet.spec.writer_id`
     ``(writer_name, N)``: give every pipeline writing under one root its own
-    ``writer_name`` (the flows use ``<flow>.<input topic>``).
+    ``writer_name`` (the flows use ``<flow>.<input topic>``).  ``background``: encode
+    and store commits on the commit thread (see :mod:`driftline.sinks.parquet.writer`).
 
     >>> import pyarrow as pa, tempfile
     >>> from driftline.config.sinks import SinksConfig
@@ -135,8 +142,10 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
         store: Store | None = None,
         writer_name: str | None = None,
         commit_after: CommitAfter | None = None,
+        background: bool = True,
     ) -> None:
         self.spec = spec
+        self.background = background
         self.writer_name = writer_name
         writer_id(writer_name, 0)  # a bad name fails here, at start-up
         self.settings = settings
@@ -170,6 +179,7 @@ class ParquetDatasetSink(FixedPartitionedSink[pl.DataFrame, WriterState]):
             step_id=step_id,
             resume=resume_state,
             gate=gate,
+            background=self.background,
         )
         _WRITERS[(self.settings.root, self.spec.name, wid)] = (writer, threading.get_ident())
         return ParquetSinkPartition(writer, self.settings.root)

@@ -13,6 +13,20 @@ Commit protocol (see docs/datasets.md for the failure analysis):
 3. publish each staged file under its final Hive path (atomic, never overwriting);
 4. remember the committed keys, so replayed rows are skipped and counted.
 
+With ``background=True`` (what the Bytewax sink uses) steps 1-3 of a commit (encoding,
+hashing, staging, manifest entry, publishing) run on one process-wide background
+thread while the caller goes on: most of that work runs without the GIL (pyarrow's
+encoder and zstd), so it overlaps the flow's next micro-batch on another core.  The
+guarantees stay those of the synchronous writer: the commits of one writer run in
+order, :meth:`DatasetWriter.snapshot`, :meth:`~DatasetWriter.close` and
+:meth:`~DatasetWriter.committed` first wait for every pending commit (so a snapshot
+never lacks a row whose commit is not finished), at most :data:`MAX_PENDING` commits
+per writer are pending (the next one waits), and a failed commit is raised, naming the
+step and dataset, by the writer's next call and at the latest by the next snapshot;
+after a failure the writer commits nothing more (a later commit could raise a
+watermark over the failed one's rows).  The files and manifest entries are the same
+bytes either way.
+
 On construction the writer reads the manifest, finishes its interrupted commits
 (roll forward), removes its uncommitted temps, learns the committed keys, and filters
 the restored buffer against them.
@@ -38,8 +52,11 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,7 +68,7 @@ from driftline.clock import Clock, SystemClock
 from driftline.config.sinks import SinksConfig
 from driftline.sinks.parquet import faults
 from driftline.sinks.parquet import metrics as m
-from driftline.sinks.parquet.format import conform, encode_parquet
+from driftline.sinks.parquet.format import SinkSchemaError, conform, encode_parquet
 from driftline.sinks.parquet.manifest import (
     STAGING_DIR,
     FileEntry,
@@ -129,8 +146,53 @@ def _increasing(offsets: pl.Series) -> bool:
     return offsets.len() < 2 or (offsets.null_count() == 0 and bool((offsets.diff().slice(1) > 0).all()))
 
 
+MAX_PENDING = 2
+"""Background commits a writer may have pending (one running, one queued); the next waits.
+
+Bounds the memory a writer holds beyond its buffer to about one commit's rows."""
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process-wide commit thread, started on first use.
+
+    One thread: the commits of a writer must run in order (a later commit raises its
+    topic-partition's watermark), one more core is what the flow's worker leaves idle,
+    and commits of several datasets then never hold their encoding buffers at once."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-parquet-commit")
+        return _EXECUTOR
+
+
+class SinkCommitError(RuntimeError):
+    """A commit failed (encoding, storage, manifest); the message names the step, dataset and commit."""
+
+
+@dataclass
+class _Commit:
+    """One commit decided on the caller's thread, to be encoded, staged, recorded and published."""
+
+    rows: pl.DataFrame
+    gk: str
+    cid: str
+    seq: int
+    created_at: str
+    coverage: dict[str, list[int]]
+    oldest_us: int
+    started: float = 0.0
+    files: list[FileEntry] = field(default_factory=list)
+
+
 class DatasetWriter:
-    """Exactly-once writer of one dataset for one sink partition (``writer_id``)."""
+    """Exactly-once writer of one dataset for one sink partition (``writer_id``).
+
+    ``background``: run the encoding and storage steps of commits on the commit thread
+    (see the module docstring); otherwise they run in the caller's thread.
+    """
 
     def __init__(
         self,
@@ -144,6 +206,7 @@ class DatasetWriter:
         step_id: str = "parquet",
         resume: WriterState | None = None,
         gate: Callable[[pl.DataFrame], pl.Series] | None = None,
+        background: bool = False,
     ) -> None:
         ds = settings.for_dataset(spec.name)
         if ds.partition_by is not None:
@@ -165,6 +228,9 @@ class DatasetWriter:
         self.rows_replayed = 0
         self.files_committed = 0
         self._groups: dict[str, _Group] = {}
+        self.background = background
+        self._pending: deque[tuple[Future[None], int]] = deque()  # (commit, its oldest arrival us), in commit order
+        self._failed: BaseException | None = None
         self._gauge_rows = 0
         self._labels = m.ROWS_WRITTEN.labels(spec.name), m.ROWS_REPLAYED.labels(spec.name), m.FILES_COMMITTED.labels(spec.name)
 
@@ -230,6 +296,7 @@ class DatasetWriter:
         (exact-key datasets only)."""
         if self._keys is None:
             raise TypeError(f"dataset {self.spec.name!r}: committed keys are tracked exactly for window-keyed datasets only")
+        self.wait()  # the keys of pending commits are recorded already: they count once committed
         cols = list(self.spec.key_columns)
         found = keys.select(cols).cast(self._key_schema()).with_row_index("__row").join(self._keys, on=cols, how="semi", nulls_equal=True)["__row"]  # type: ignore[arg-type]
         return pl.Series("committed", [False] * keys.height, dtype=pl.Boolean).scatter(found, True) if keys.height else pl.Series("committed", [], dtype=pl.Boolean)
@@ -249,15 +316,22 @@ class DatasetWriter:
         return sum(g.rows for g in self._groups.values())
 
     @property
+    def pending_commits(self) -> int:
+        """Background commits handed over and not finished yet."""
+        return sum(1 for fut, _us in list(self._pending) if not fut.done())
+
+    @property
     def oldest_buffered_us(self) -> int | None:
         """Arrival time (epoch microseconds) of the oldest row not yet committed; None when none is buffered."""
         oldest = [g.oldest_us for g in list(self._groups.values()) if g.rows and g.oldest_us is not None]
+        oldest += [us for fut, us in list(self._pending) if not fut.done()]  # rows of a pending commit are not committed yet
         return min(oldest) if oldest else None
 
     # -- public API ----------------------------------------------------------------
 
     def write(self, frame: pl.DataFrame) -> None:
         """Conform ``frame`` to the dataset schema and buffer its not-yet-committed rows."""
+        self._raise_failed()
         table = conform(frame, self.spec, self.step_id)
         if table.num_rows == 0:
             return
@@ -269,6 +343,7 @@ class DatasetWriter:
 
     def flush_due(self) -> None:
         """Commit every group that reached its row, byte or age threshold."""
+        self._raise_failed()
         now_us = int(self.clock.now().timestamp() * 1_000_000)
         for gk in list(self._groups):
             g = self._groups[gk]
@@ -283,24 +358,41 @@ class DatasetWriter:
         self._update_gauge()
 
     def flush_all(self) -> None:
-        """Commit everything buffered (end of a drained run)."""
+        """Commit everything buffered (end of a drained run); background commits may still be pending."""
+        self._raise_failed()
         for gk in list(self._groups):
             self._commit_group(gk, None)
         self._update_gauge()
 
     def close(self) -> None:
-        """Commit everything and log the run's totals (end of a drained run)."""
+        """Commit everything, wait for the commits, and log the run's totals (end of a drained run)."""
         self.flush_all()
+        self.wait()
         _jlog("sink_closed", dataset=self.spec.name, writer=self.writer_id, rows_written=self.rows_written, rows_replayed=self.rows_replayed, files=self.files_committed)
 
     def snapshot(self) -> WriterState:
-        """The uncommitted rows, so Bytewax's recovery covers them."""
+        """The uncommitted rows, so Bytewax's recovery covers them.
+
+        Waits for the pending commits first: their rows are no longer buffered, so the
+        snapshot may only be taken once they are committed."""
+        self.wait()
         out = {}
         for gk, g in self._groups.items():
             buf = io.BytesIO()
             g.frame().write_ipc(buf, compression="zstd")
             out[gk] = buf.getvalue()
         return WriterState(buffers=out)
+
+    def wait(self) -> None:
+        """Wait until every pending background commit is done; raise the first failure."""
+        while self._pending:
+            self._pending[0][0].result()  # a commit records its failure instead of raising it
+            self._pending.popleft()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     # -- committing ----------------------------------------------------------------
 
@@ -366,22 +458,64 @@ class DatasetWriter:
         return f"{stamp}+{cid}.parquet"
 
     def _commit(self, rows: pl.DataFrame, gk: str) -> None:
-        started = time.perf_counter()
+        """Commit ``rows`` of group ``gk``: now, or handed to the commit thread (``background``)."""
         before = rows.height
         if not (self.kafka and _increasing(rows[_OFFSET])):  # one topic-partition: increasing offsets are unique keys
             rows = rows.unique(subset=list(self.spec.key_columns), keep="first", maintain_order=True)
         self._count_replayed(before - rows.height)
         if rows.height == 0:
             return
-        name = self.spec.name
-        oldest_us = int(rows[ARRIVAL].min())  # type: ignore[arg-type]
-        cid = commit_id(self.writer_id, self._next_seq)
+        seq = self._next_seq
         self._next_seq += 1
-        parts = self._hive_parts(rows)
+        coverage = {gk: [int(rows[_OFFSET].min()), int(rows[_OFFSET].max())]} if self.kafka else {}  # type: ignore[arg-type]
+        c = _Commit(rows, gk, commit_id(self.writer_id, seq), seq, self.clock.now().isoformat(), coverage, int(rows[ARRIVAL].min()))  # type: ignore[arg-type]
+        if not self.background:
+            self._write_commit(c)
+            self._remember(c)
+            self._finish(c)
+            return
+        while len(self._pending) >= MAX_PENDING:  # bounded memory: wait for the oldest
+            self._pending[0][0].result()
+            self._pending.popleft()
+        self._raise_failed()
+        # Recorded before the files exist: a replayed row of a pending commit is skipped as
+        # it would be once committed; a failed commit stops the writer (every later call raises).
+        self._remember(c)
+        self._pending.append((_executor().submit(self._commit_in_background, c), c.oldest_us))
+
+    def _commit_in_background(self, c: _Commit) -> None:
+        """The commit thread's part: nothing after a failed commit of this writer; failures are recorded, not raised."""
+        if self._failed is not None:
+            return
+        try:
+            self._write_commit(c)
+            self._finish(c)
+        except Exception as exc:  # raised in the worker's thread by its next call (wait())
+            if isinstance(exc, SinkSchemaError):  # names the step and dataset already
+                self._failed = exc
+            else:
+                err = SinkCommitError(f"step {self.step_id!r}, dataset {self.spec.name!r}: commit {c.cid} of {c.rows.height} row(s) failed: {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                self._failed = err
+
+    def _remember(self, c: _Commit) -> None:
+        """Record the keys of a commit, so replayed rows are skipped."""
+        if self.kafka:
+            topic, _, part = c.gk.rpartition("+")
+            self._watermarks[(topic, int(part))] = max(self._watermarks.get((topic, int(part)), -1), c.coverage[c.gk][1])
+        else:
+            assert self._keys is not None
+            self._keys = pl.concat([self._keys, c.rows.select(self.spec.key_columns)], how="vertical")
+
+    def _write_commit(self, c: _Commit) -> None:
+        """Steps 1-3 of the protocol: stage every file durably, create the manifest entry, publish."""
+        c.started = time.perf_counter()
+        name = self.spec.name
+        parts = self._hive_parts(c.rows)
         files: list[FileEntry] = []
         for i, (pkey, sub) in enumerate(sorted(parts.items(), key=lambda kv: str(kv[0][0]))):
             pvalue = str(pkey[0])
-            key_ranges = {c: [_jsonable(sub[c].min()), _jsonable(sub[c].max())] for c in self.spec.key_columns}
+            key_ranges = {col: [_jsonable(sub[col].min()), _jsonable(sub[col].max())] for col in self.spec.key_columns}
             table = conform(sub, self.spec, self.step_id)
             data = encode_parquet(
                 table,
@@ -389,31 +523,33 @@ class DatasetWriter:
                 compression_level=self.compression_level,
                 metadata={
                     "driftline.dataset": name,
-                    "driftline.commit_id": cid,
+                    "driftline.commit_id": c.cid,
                     "driftline.schema_fingerprint": self.spec.fingerprint,
                     "driftline.key_ranges": json.dumps(key_ranges, sort_keys=True),
                     "driftline.pipeline_version": self.run_info.pipeline_version,
                     "driftline.config_hash": self.run_info.config_hash,
                 },
             )
-            staged = f"{STAGING_DIR}/{cid}-{i}.parquet.tmp"
-            fname = self._file_name(sub, cid)
+            num_rows = table.num_rows
+            del table
+            staged = f"{STAGING_DIR}/{c.cid}-{i}.parquet.tmp"
+            fname = self._file_name(sub, c.cid)
             path = f"{pvalue}/{fname}" if pvalue else fname
             if faults.armed("mid_write"):
                 self.store.write_durable(f"{name}/{staged}", data[: len(data) // 2])
                 faults.reached("mid_write", name)
             self.store.write_durable(f"{name}/{staged}", data)
             partition = dict(kv.split("=", 1) for kv in pvalue.split("/")) if pvalue else {}
-            files.append(FileEntry(path, staged, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), key_ranges, partition))
-        coverage = {gk: [int(rows[_OFFSET].min()), int(rows[_OFFSET].max())]} if self.kafka else {}  # type: ignore[arg-type]
+            files.append(FileEntry(path, staged, num_rows, len(data), hashlib.sha256(data).hexdigest(), key_ranges, partition))
+            del data
         entry = ManifestEntry(
             dataset=name,
-            commit_id=cid,
+            commit_id=c.cid,
             writer=self.writer_id,
-            seq=self._next_seq - 1,
-            created_at=self.clock.now().isoformat(),
+            seq=c.seq,
+            created_at=c.created_at,
             files=tuple(files),
-            coverage=coverage,
+            coverage=c.coverage,
             schema_fingerprint=self.spec.fingerprint,
             pipeline_version=self.run_info.pipeline_version,
             config_hash=self.run_info.config_hash,
@@ -424,22 +560,21 @@ class DatasetWriter:
         faults.reached("after_manifest", name)
         for f in files:
             self.store.publish(f"{name}/{f.staged}", f"{name}/{f.path}")
-        # committed: remember the keys before anything else can fail
-        if self.kafka:
-            topic, _, part = gk.rpartition("+")
-            self._watermarks[(topic, int(part))] = max(self._watermarks.get((topic, int(part)), -1), coverage[gk][1])
-        else:
-            assert self._keys is not None
-            self._keys = pl.concat([self._keys, rows.select(self.spec.key_columns)], how="vertical")
+        c.files = files
+
+    def _finish(self, c: _Commit) -> None:
+        """After the commit: the fault point, counters, metrics and the log record."""
+        name = self.spec.name
+        files = c.files
         faults.reached("after_publish", name)
         nbytes = sum(f.bytes for f in files)
-        self.rows_written += rows.height
+        self.rows_written += c.rows.height
         self.files_committed += len(files)
-        self._labels[0].inc(rows.height)
+        self._labels[0].inc(c.rows.height)
         self._labels[2].inc(len(files))
         m.BYTES_WRITTEN.labels(name).inc(nbytes)
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - c.started
         m.COMMIT_SECONDS.labels(name).observe(elapsed)
-        lag = self.clock.now().timestamp() - oldest_us / 1_000_000
+        lag = self.clock.now().timestamp() - c.oldest_us / 1_000_000
         m.COMMIT_LAG_SECONDS.labels(name).observe(max(lag, 0.0))
-        _jlog("sink_commit", logging.DEBUG, dataset=name, commit_id=cid, files=len(files), rows=rows.height, bytes=nbytes, seconds=round(elapsed, 4), oldest_wait_s=round(max(lag, 0.0), 3))
+        _jlog("sink_commit", logging.DEBUG, dataset=name, commit_id=c.cid, files=len(files), rows=c.rows.height, bytes=nbytes, seconds=round(elapsed, 4), oldest_wait_s=round(max(lag, 0.0), 3))

@@ -56,6 +56,7 @@ def test_an_alert_waits_for_its_metrics_row_and_then_commits_after_it(tmp_path: 
     metrics.write_batch([metrics_row(1), metrics_row(2)])  # buffered (flush_seconds 60)
     assert committed(tmp_path, "metrics") == 0
     alerts.write_batch([])  # the next tick: the metrics writer commits its rows first, then the alert
+    alerts.snapshot()  # the epoch's end: the background commits are done
     assert committed(tmp_path, "metrics") == 2 and committed(tmp_path, "alerts") == 1
     m_entry = load_entries(open_store(str(tmp_path)), "metrics")[0]
     a_entry = load_entries(open_store(str(tmp_path)), "alerts")[0]
@@ -78,12 +79,14 @@ def test_a_held_alert_survives_a_restart_and_finds_its_row_in_the_files(tmp_path
         part = m_sink.build_part("metrics_parquet", "0", None)
         part.write_batch([metrics_row(5)])
         part.writer.flush_all()
+        part.snapshot()  # its background commit is done by the epoch's end
 
     t = threading.Thread(target=other)
     t.start()
     t.join()
     resumed = a_sink.build_part("alerts_parquet", "0", state)
     resumed.write_batch([])
+    resumed.snapshot()
     done = pl.read_parquet(str(tmp_path / "alerts" / "**" / "*.parquet"))
     assert done["key"].to_list() == ["a"] and resumed.writer.buffered_rows == 1  # b waits for its row
     resumed.close()  # end of run: b stays uncommitted, never ahead of its metrics row
@@ -95,4 +98,5 @@ def test_datasets_without_an_order_commit_as_before(tmp_path: Path) -> None:
     settings = SinksConfig(root=str(tmp_path), flush_rows=1)
     part = ParquetDatasetSink(ALERTS, settings, run_info=RunInfo("0.1.0", "cfg"), clock=clock).build_part("alerts_parquet", "0", None)
     part.write_batch([alert_row(1)])
+    part.snapshot()
     assert committed(tmp_path, "alerts") == 1

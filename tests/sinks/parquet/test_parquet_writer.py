@@ -290,9 +290,11 @@ def test_object_store_without_rename(run_info, events_spec) -> None:
     assert committed_rows(root, "events")["src_offset"].to_list() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
 @pytest.mark.parametrize("point", ["mid_write", "before_manifest", "after_manifest", "after_publish"])
-def test_fault_hook_exits_like_sigkill_and_restart_recovers(tmp_path, point) -> None:
-    """A real process exit at each commit point, then a restart from the pre-crash snapshot."""
+def test_fault_hook_exits_like_sigkill_and_restart_recovers(tmp_path, point, background) -> None:
+    """A real process exit at each commit point (on the commit thread with ``background``),
+    then a restart from the pre-crash snapshot."""
     script = textwrap.dedent(
         f"""
         import pickle, sys
@@ -304,11 +306,12 @@ def test_fault_hook_exits_like_sigkill_and_restart_recovers(tmp_path, point) -> 
         from parquet_helpers import EVENTS_SCHEMA
         spec = DatasetSpec("events", EVENTS_SCHEMA, KAFKA_KEY, "event_time")
         cfg = SinksConfig(root={str(tmp_path)!r}, flush_rows=5)
-        w = DatasetWriter(spec, cfg, store=open_store(cfg.root), run_info=RunInfo("0.1.0", "x"), clock=FakeClock(T0))
+        w = DatasetWriter(spec, cfg, store=open_store(cfg.root), run_info=RunInfo("0.1.0", "x"), clock=FakeClock(T0), background={background!r})
         w.write(events(list(range(3))))
         open({str(tmp_path / "snap.pkl")!r}, "wb").write(pickle.dumps(w.snapshot()))
         w.write(events(list(range(3, 12))))
         w.flush_due()
+        w.snapshot()  # the epoch's end: waits for the background commits
         """
     )
     env = {**os.environ, "DRIFTLINE_FAULT": f"{point}:2"}
