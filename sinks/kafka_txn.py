@@ -408,7 +408,10 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._committing = None
         error, self._commit_error = self._commit_error, None
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:  # no cycle through this frame: the partition (and its producer) is freed without waiting for a collection
+                error = None
 
     def _covered_part(self, batch: KafkaBatch) -> Any:
         """Which records of ``batch`` a committed transaction already holds (None: none);
