@@ -354,6 +354,11 @@ def main() -> int:
             peak = lambda r: f", peak RSS {_mb(r['peak_rss_bytes'])}" if r.get("peak_rss_bytes") else ""  # noqa: E731
             print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event{peak(before)}"
                   + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event{peak(mine)}" if mine else ""))
+            if mine:  # the same events through both checkouts: the same datasets
+                from driftline.testing.datasets import dataset_differences
+
+                diff = dataset_differences(work / "driftline-out", work / "before" / "driftline-out")
+                print(f"  datasets of this checkout vs --before-python: {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
         report_scaling(scaled, work)
