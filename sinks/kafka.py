@@ -196,33 +196,6 @@ def _json_column(name: str, dtype: pl.DataType) -> pl.Expr | None:
     return col if _orjson_dtype_ok(dtype) else None
 
 
-#: Fewest rows in each slice of a frame whose JSON values are encoded on several threads.
-ENCODE_SLICE_ROWS = 1024
-
-
-def _encoded(frame: pl.DataFrame, value: pl.Expr) -> pl.Series:
-    """``value``, one JSON document per row, over ``frame``: in up to one row slice per
-    Polars thread (at least :data:`ENCODE_SLICE_ROWS` rows each), encoded side by side.
-
-    The encoding is the largest cost of the output records and runs without the
-    interpreter lock; on slices it takes about 10% more CPU in all but half the wall time
-    on two threads, while the flow's one worker leaves the other core mostly idle.  Each
-    slice's select has the value alone (beside other columns Polars would spread one
-    select over its threads, with more CPU still).
-
-    >>> f = pl.DataFrame({"n": range(5000)})
-    >>> _encoded(f, pl.struct("n").struct.json_encode()).to_list()[4998:]
-    ['{"n":4998}', '{"n":4999}']
-    """
-    parts = min(pl.thread_pool_size(), frame.height // ENCODE_SLICE_ROWS)
-    if parts < 2:
-        return frame.select(value).to_series()
-    step = -(-frame.height // parts)
-    lazy = frame.lazy()
-    slices = pl.collect_all([lazy.slice(start, step).select(value) for start in range(0, frame.height, step)])
-    return pl.concat([s.to_series() for s in slices], rechunk=False)
-
-
 def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None = None) -> KafkaBatch:
     """One JSON object per row with the given columns (binary columns are never sent).
 
@@ -249,8 +222,9 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
         value = pl.Series([orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in rows], dtype=pl.Binary)
     key = pl.col(key_column).cast(pl.Utf8).cast(pl.Binary) if key_column and key_column in schema else pl.repeat(None, frame.height, dtype=pl.Binary)
     has_src = set(_SRC_COLUMNS) <= schema.keys()
-    # the values in selects of their own (see _encoded), then the key and header columns
-    values_col = value if isinstance(value, pl.Series) else _encoded(frame, value.alias("value"))
+    # the values in a select of their own (beside other columns Polars would spread them over its
+    # threads, for more CPU in all), then the key and header columns
+    values_col = value if isinstance(value, pl.Series) else frame.select(value.alias("value")).to_series()
     out = frame.select(key.alias("key"), *(_src_header_exprs(frame) if has_src else ())).insert_column(1, values_col.alias("value"))
     keys, values = out.to_series(0).to_list(), out.to_series(1).to_list()
     if has_src:

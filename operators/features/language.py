@@ -22,14 +22,13 @@ give ``und`` with confidence 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import polars as pl
 
 from driftline.config.features import FeaturesConfig, LanguageConfig
 from driftline.operators.features.registry import FeatureKind, FeatureSpec, register_feature
-from driftline.operators.parallel import split_map
 
 UNDETERMINED = "und"
 # Characters CLD2 refuses (C0 controls other than \t \n \r, DEL, C1 controls) and lone surrogates.
@@ -58,10 +57,7 @@ def register_detector(name: str) -> Callable[[Callable[[LanguageConfig], Languag
 
 @register_detector("cld2")
 class Cld2Detector:
-    """CLD2 via pycld2 (one native call per text; about 10 us for 150 characters).
-
-    pycld2 releases the interpreter lock while CLD2 runs, so a long batch is detected in
-    two halves on two threads (:func:`~driftline.operators.parallel.split_map`)."""
+    """CLD2 via pycld2 (one native call per text; about 10 us for 150 characters)."""
 
     def __init__(self, cfg: LanguageConfig) -> None:
         import pycld2
@@ -84,11 +80,8 @@ class Cld2Detector:
                 return code, conf if reliable else conf / 2
         return UNDETERMINED, 0.0
 
-    def _pairs(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        return [self._one(t) for t in texts]
-
     def detect(self, texts: list[str]) -> tuple[list[str], list[float]]:
-        pairs = split_map(self._pairs, texts)
+        pairs = [self._one(t) for t in texts]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

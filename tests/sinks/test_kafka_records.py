@@ -88,27 +88,6 @@ def test_json_records_equal_orjson_byte_for_byte() -> None:
     assert json_records(frame.clear(), columns, "event_id") == []
 
 
-def test_json_records_encoded_in_slices_equal_orjson_and_one_select(monkeypatch) -> None:
-    """Frames large enough to be encoded in row slices on several threads: the same records
-    and sizes as one select gives, in row order (also for a slice of a larger frame)."""
-    import driftline.sinks.kafka as kafka
-
-    frame = tricky_frame(4000, seed=5)
-    columns = list(frame.columns)
-    collect_all, slices = pl.collect_all, []
-    monkeypatch.setattr(kafka, "ENCODE_SLICE_ROWS", 700)  # several slices even on two threads
-    monkeypatch.setattr(pl, "collect_all", lambda queries: slices.append(len(queries)) or collect_all(queries))
-    for part in (frame, frame.slice(17, 3500)):
-        sliced = json_records(part, columns, "event_id")
-        assert sliced == reference_json_records(part, columns, "event_id")
-        monkeypatch.setattr(kafka, "ENCODE_SLICE_ROWS", 10**9)  # one select
-        whole = json_records(part, columns, "event_id")
-        monkeypatch.setattr(kafka, "ENCODE_SLICE_ROWS", 700)
-        assert sliced == whole and (sliced.max_size, sliced.nbytes) == (whole.max_size, whole.nbytes)
-    n = min(pl.thread_pool_size(), 5)
-    assert slices == ([n, n] if n > 1 else [])
-
-
 def test_json_records_fall_back_to_orjson_for_types_polars_writes_differently() -> None:
     frame = pl.DataFrame(
         {
