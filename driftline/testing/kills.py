@@ -168,9 +168,11 @@ def remote_kill_run(
                             time.sleep(0.002)
                         time.sleep(rng.uniform(0.0, 0.5 if target == completed.count() == 0 else 0.03))
                         if flow.poll() is None:
-                            kill_times.append(time.time())
                             os.killpg(flow.pid, signal.SIGKILL)
                             flow.wait(timeout=60)
+                            # the kill's instant is the process's death: on a loaded machine it
+                            # could still start a request between the signal and its end
+                            kill_times.append(time.time())
                             durable_at_kill.append(recorded_events(recovery / "model_ledger.sqlite"))
                     flow.wait(timeout=300)
                 finally:
