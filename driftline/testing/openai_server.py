@@ -520,11 +520,13 @@ def _client_gone(sock: socket.socket) -> bool:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Entries of a JSON-lines request log written by ``--log``."""
+    """Entries of a JSON-lines request log written by ``--log``: its complete lines (a
+    server still running may be writing the last one; that one is read next time)."""
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
+    complete = p.read_text("utf-8").split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def start_subprocess(*args: str, python: str = sys.executable, timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
