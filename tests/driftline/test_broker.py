@@ -17,10 +17,7 @@ import pytest
 
 from driftline.broker import LocalKafka, bundled_brokers, free_port_pair, probe_kafka
 
-PORT = int(os.environ.get("DRIFTLINE_TEST_BROKER_CLI_PORT") or free_port_pair())
-
-
-def _cli(*args: str, home: Path, port: int | None = PORT) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, home: Path, port: int | None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DRIFTLINE_HOME": str(home)}
     port_args = ["--port", str(port)] if port is not None else []
     return subprocess.run([sys.executable, "-m", "driftline.cli", "kafka", *args, *port_args], capture_output=True, text=True, env=env, timeout=180)
@@ -33,27 +30,31 @@ def _broker_pids(home: Path) -> list[int]:
 
 @pytest.mark.kafka
 def test_start_twice_leaves_one_broker_and_stop_leaves_none(tmp_path: Path) -> None:
-    first = _cli("start", home=tmp_path)
+    # chosen now, not when the module is collected: minutes later another process of the
+    # suite may hold one of the pair (a fresh-clone CI run's broker exited during start-up,
+    # its log saying the controller port, port + 1, was already in use)
+    port = int(os.environ.get("DRIFTLINE_TEST_BROKER_CLI_PORT") or free_port_pair())
+    first = _cli("start", home=tmp_path, port=port)
     assert first.returncode == 0, first.stderr
     assert "started" in first.stdout
     try:
-        second = _cli("start", home=tmp_path)
+        second = _cli("start", home=tmp_path, port=port)
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
         assert len(_broker_pids(tmp_path)) == 1
-        status = _cli("status", home=tmp_path)
+        status = _cli("status", home=tmp_path, port=port)
         assert status.returncode == 0 and "running" in status.stdout
         listing = _cli("status", home=tmp_path, port=None)
         (pid,) = _broker_pids(tmp_path)
         assert listing.returncode == 0
-        assert [line.split()[:3] for line in listing.stdout.splitlines()[2:]] == [[str(PORT), str(pid), "running"]]
+        assert [line.split()[:3] for line in listing.stdout.splitlines()[2:]] == [[str(port), str(pid), "running"]]
     finally:
-        stop = _cli("stop", home=tmp_path)
+        stop = _cli("stop", home=tmp_path, port=port)
     assert stop.returncode == 0 and "stopped" in stop.stdout
     assert _broker_pids(tmp_path) == []
-    after = _cli("status", home=tmp_path)
+    after = _cli("status", home=tmp_path, port=port)
     assert after.returncode == 3 and "stopped" in after.stdout
-    assert _cli("stop", home=tmp_path).stdout.strip() == "kafka was not running"
+    assert _cli("stop", home=tmp_path, port=port).stdout.strip() == "kafka was not running"
 
 
 def test_start_refuses_a_port_taken_by_another_process(tmp_path: Path) -> None:
