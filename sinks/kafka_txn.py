@@ -14,9 +14,7 @@ How (see docs/reliability.md for the failure analysis):
   (``init_transactions``).  Batches are routed to partitions by what they cover.
 - **Transactions commit with Bytewax's epochs**: the first batch of an epoch begins one,
   ``snapshot()`` at the end of the epoch commits it (also earlier, when it holds
-  ``kafka.transactions.max_bytes``: that commit runs on a helper thread while the flow
-  goes on, and the batches that come before it is done wait for it, see
-  :meth:`TransactionalPartition.write_batch`).
+  ``kafka.transactions.max_bytes``).
 - **Each transaction records what it covers.**  Every batch covers positions of a *cover*
   (:class:`~driftline.sinks.kafka.KafkaBatch`): source offsets of an input partition
   (output and dead-letter records), window starts of a window key (metrics and alerts).
@@ -326,9 +324,6 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         self._timeout = timeout
         self._name = name  # metrics label, fault points, errors
         self._marker_offset: int | None = None
-        self._committing: threading.Thread | None = None  # an early commit under way (see write_batch)
-        self._commit_error: BaseException | None = None
-        self._held: list[KafkaBatch] = []  # batches that came while it was under way
         self.records_replayed = 0  # skipped: a committed transaction holds them
         self._replayed_logged = 0
         self._failed: str | None = None  # the error that stopped this partition (see close)
@@ -347,71 +342,25 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             raise
 
     def write_batch(self, items: list[KafkaBatch]) -> None:
-        """Send ``items`` in the open transaction (begun by the first of them).
-
-        Once the transaction holds ``max_bytes``, its commit starts on a helper thread and
-        this call returns: the commit mostly waits for librdkafka to compress and deliver
-        the records and for the broker's answers, which the flow's worker need not wait
-        for.  Batches that arrive before that commit is done are held (in order) and sent
-        in the next transaction by the next call, :meth:`snapshot` or :meth:`close`, which
-        first wait for the commit (and raise its error, if it failed).  Nothing else
-        touches the producer meanwhile."""
         with self._failing():
-            self._settle()
-            self._write(items, background=True)
-
-    def _write(self, items: list[KafkaBatch], *, background: bool) -> None:
-        """Send the held batches, then ``items``; a transaction that reaches ``max_bytes``
-        commits (``background``: on a helper thread, holding the batches left)."""
-        batches = [*self._held, *items] if self._held else items
-        self._held = []
-        for i, batch in enumerate(batches):
-            skip = self._covered_part(batch)
-            if skip is not None and skip.all():
-                continue
-            if not self._open:
-                self._producer.begin_transaction()
-                self._open = True
-            self._kept.append((batch, skip))
-            self._kept_bytes += batch.nbytes if batch.nbytes is not None else 1024 * len(batch)
-            try:
-                self._sender.send(batch, skip=skip)
-            except KafkaException as exc:  # the transaction broke (a refused record): again, in a new one
-                if not _broken(exc):
-                    raise
-                self._resend(time.monotonic() + self._timeout)
-            if self._kept_bytes >= self._max_bytes:
-                if background:
-                    self._held = list(batches[i + 1 :])
-                    self._commit_in_background()
-                    return
-                self._commit()
-        self._producer.poll(0)
-
-    def _commit_in_background(self) -> None:
-        """Commit the open transaction on a helper thread (see :meth:`write_batch`)."""
-
-        def run() -> None:
-            try:
-                self._commit()
-            except BaseException as exc:  # raised in the worker's thread by _settle
-                self._commit_error = exc
-
-        self._committing = threading.Thread(target=run, name="driftline-kafka-commit", daemon=True)
-        self._committing.start()
-
-    def _settle(self) -> None:
-        """Wait for the commit under way, if any; raise its error."""
-        if self._committing is None:
-            return
-        self._committing.join()
-        self._committing = None
-        error, self._commit_error = self._commit_error, None
-        if error is not None:
-            try:
-                raise error
-            finally:  # no cycle through this frame: the partition (and its producer) is freed without waiting for a collection
-                error = None
+            for batch in items:
+                skip = self._covered_part(batch)
+                if skip is not None and skip.all():
+                    continue
+                if not self._open:
+                    self._producer.begin_transaction()
+                    self._open = True
+                self._kept.append((batch, skip))
+                self._kept_bytes += batch.nbytes if batch.nbytes is not None else 1024 * len(batch)
+                try:
+                    self._sender.send(batch, skip=skip)
+                except KafkaException as exc:  # the transaction broke (a refused record): again, in a new one
+                    if not _broken(exc):
+                        raise
+                    self._resend(time.monotonic() + self._timeout)
+                if self._kept_bytes >= self._max_bytes:
+                    self._commit()
+            self._producer.poll(0)
 
     def _covered_part(self, batch: KafkaBatch) -> Any:
         """Which records of ``batch`` a committed transaction already holds (None: none);
@@ -431,11 +380,8 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         return skip
 
     def snapshot(self) -> SinkCoverage:
-        with self._failing():
-            self._settle()
-            if self._held:
-                self._write([], background=False)
-            if self._open:
+        if self._open:
+            with self._failing():
                 self._commit()
         if self.records_replayed > self._replayed_logged:
             _log.info("kafka_sink_replayed", extra={"fields": {"sink": self._store.txn_id, "records": self.records_replayed - self._replayed_logged}})
@@ -447,14 +393,9 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
         error) nothing is committed: as after a SIGKILL, the open transaction is aborted
         when the next producer of this transactional id starts, and the records are sent
         again from the last snapshot."""
-        if self._failed is None:
-            with self._failing():  # an early commit that failed: logged, and raised as the commit's own error would be
-                self._settle()
         if self._failed is not None:
             _log.warning("kafka_sink_closed_after_failure", extra={"fields": {"sink": self._store.txn_id, "error": self._failed}})
             return
-        if self._held:
-            self._write([], background=False)
         if self._open:
             self._commit()
         self._producer.flush(self._timeout)
