@@ -498,7 +498,6 @@ class _NumericReference:
     psi_shares: np.ndarray
     js_order: np.ndarray
     js_shares: np.ndarray
-    chi_shares: np.ndarray
     support: np.ndarray
     ecdf: np.ndarray
 
@@ -515,7 +514,7 @@ class _NumericReference:
         a, wa = a[oa], wa[oa]
         ca = np.concatenate([[0.0], np.cumsum(wa)]) / wa.sum()
         edges = np.asarray(ref.edges, dtype=np.float64)
-        return cls(edges, np.where(r > 0, r, epsilon), order, pv, np.where(pv > 0, pv, epsilon), a, ca)
+        return cls(edges, np.where(r > 0, r, epsilon), order, pv, a, ca)
 
     def psi(self, cur_counts: np.ndarray, epsilon: float) -> float:
         """:func:`psi` of ``cur_counts`` against the reference's bins."""
@@ -555,11 +554,7 @@ class _NumericReference:
         psi_value = float(_sum((c - self.psi_shares) * np.log(c / self.psi_shares)))
         ks, w = self._ks_w_sorted(b, wb, total, std)
         js = _js_of_shares(self.js_shares, shares[self.js_order])
-        chi = None
-        if chisquare:
-            observed = cur[self.js_order]
-            expected = self.chi_shares * total
-            chi = float(chdtrc(max(observed.size - 1, 1), float(_sum((observed - expected) ** 2 / expected))))
+        chi = self.chisquare(cur, epsilon) if chisquare else None
         return psi_value, ks, w, js, chi
 
     def _ks_w_sorted(self, b: np.ndarray, wb: np.ndarray, total: float, std: float) -> tuple[float, float]:

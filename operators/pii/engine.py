@@ -482,7 +482,7 @@ class PiiMasker:
                 out.append(pl.col(f"g{i}").alias(f"s{i}"))
             elif i in self._gates:
                 gate = pl.col(f"g{self._gates[i]}")
-                out.append((s.candidate_expr(pl.when(gate).then(t).otherwise(pl.lit(""))).fill_null(False) & gate).alias(f"s{i}"))
+                out.append((s.candidate_expr(_only_where(gate, t)).fill_null(False) & gate).alias(f"s{i}"))
             else:
                 out.append(s.candidate_expr(t).fill_null(False).alias(f"s{i}"))
         return out
@@ -494,12 +494,12 @@ class PiiMasker:
     def _literal_prefilters(self, t: pl.Expr) -> list[pl.Expr]:
         """``s{i}``: scanner i's literal prefilter, read only where the union of all literal
         prefilters (column ``lit``) hit."""
-        src = pl.when(pl.col("lit")).then(t).otherwise(pl.lit(""))
+        src = _only_where(pl.col("lit"), t)
         return [(_any_literal(src, s.prefilter_literals) & pl.col("lit")).alias(f"s{i}") for i, s in enumerate(self._scanners) if s.prefilter_literals]
 
     def _rule_exprs(self, t: pl.Expr, only: pl.Expr) -> list[pl.Expr]:
         """``r{j}``: DLP rule j fired, evaluated only where ``only`` holds."""
-        src = pl.when(only).then(t).otherwise(pl.lit(""))
+        src = _only_where(only, t)
         return [(src.str.contains(r.regex()).fill_null(False) & only).alias(f"r{j}") for j, r in enumerate(self.rules)]
 
     def _first_flags(self, strings: pl.Series, ruled: np.ndarray) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
@@ -683,6 +683,12 @@ class PiiMasker:
 
     def _make_token(self, strategy: str, entity: str, value: str, normalized: str) -> str:
         return STRATEGIES[strategy](entity, value, normalized, self.ctx)
+
+
+def _only_where(flag: pl.Expr, t: pl.Expr) -> pl.Expr:
+    """``t`` where ``flag`` holds, else "" (which a test reads at next to no cost): a test
+    run on the rows another test flagged."""
+    return pl.when(flag).then(t).otherwise(pl.lit(""))
 
 
 def _compiles(pattern: str) -> str | None:

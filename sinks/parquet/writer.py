@@ -386,9 +386,13 @@ class DatasetWriter:
     def wait(self) -> None:
         """Wait until every pending background commit is done; raise the first failure."""
         while self._pending:
-            self._pending[0][0].result()  # a commit records its failure instead of raising it
-            self._pending.popleft()
+            self._wait_oldest()
         self._raise_failed()
+
+    def _wait_oldest(self) -> None:
+        """Wait for the oldest pending commit (which records its failure instead of raising it)."""
+        self._pending[0][0].result()
+        self._pending.popleft()
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
@@ -475,8 +479,7 @@ class DatasetWriter:
             self._finish(c)
             return
         while len(self._pending) >= MAX_PENDING:  # bounded memory: wait for the oldest
-            self._pending[0][0].result()
-            self._pending.popleft()
+            self._wait_oldest()
         self._raise_failed()
         # Recorded before the files exist: a replayed row of a pending commit is skipped as
         # it would be once committed; a failed commit stops the writer (every later call raises).
