@@ -58,6 +58,11 @@ import numpy as np
 from scipy.special import chdtrc
 from scipy.stats import kstwo  # loaded with the module, at start-up: importing it at the first window cost about a second of the run
 
+try:  # the exact Kolmogorov CDF by the Durbin matrix (Marsaglia-Tsang-Wang), see _kolmogn_sf
+    from scipy.stats._ksstats import _kolmogn_DMTW
+except ImportError:  # a SciPy without it: kstwo.sf everywhere
+    _kolmogn_DMTW = None
+
 from driftline.config.monitoring import DriftConfig, DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.accumulator import WindowAccumulator
 from driftline.operators.aggregate.reference import ColumnScan
@@ -138,10 +143,34 @@ def ks_pvalue(statistic: float, n: float, m: float) -> float:
 
 def ks_pvalues(statistics: Sequence[float], n: Sequence[float], m: Sequence[float]) -> np.ndarray:
     """:func:`ks_pvalue` of several statistics in one call (scipy's per-call overhead, paid
-    once per window instead of once per feature, was as large as the computation)."""
+    once per window instead of once per feature, was as large as the computation).
+
+    The p-value is ``kstwo.sf(statistic, round(n*m/(n+m)))``, as SciPy's ``ks_2samp``
+    computes it asymptotically.  Where SciPy computes that exactly with Pomeranz's
+    recursion (effective n at most 140, ``n*d**2`` in (0.754693, 4]), it is computed
+    exactly by the Durbin matrix instead, which SciPy itself uses just below that range:
+    the same probability within 1e-13 (tests/operators/test_drift.py compares them on a
+    grid), at about a seventh of the time (Pomeranz's recursion took 2-3 ms per value,
+    most of the window step's time in the end-to-end bench).
+
+    >>> p = ks_pvalues([0.2, 0.05, 0.9], [60, 5000, 30], [90, 4000, 30])
+    >>> bool(np.allclose(p, kstwo.sf([0.2, 0.05, 0.9], [36, 2222, 15]), rtol=0, atol=1e-13))
+    True
+    """
     nn, mm = np.asarray(n, dtype=np.float64), np.asarray(m, dtype=np.float64)
     en = np.maximum(np.round(nn * mm / (nn + mm)), 1).astype(np.int64)
-    return np.atleast_1d(kstwo.sf(np.asarray(statistics, dtype=np.float64), en))
+    d, en = np.broadcast_arrays(np.atleast_1d(np.asarray(statistics, dtype=np.float64)), np.atleast_1d(en))
+    if _kolmogn_DMTW is None:
+        return np.atleast_1d(kstwo.sf(d, en))
+    t = en * d
+    pomeranz = (en <= 140) & (t > 1.0) & (t < en - 1) & (d < 0.5) & (t * d > 0.754693) & (t * d <= 4.0)
+    out = np.empty(d.shape, dtype=np.float64)
+    rest = ~pomeranz
+    if rest.any():
+        out[rest] = kstwo.sf(d[rest], en[rest])
+    for i in np.flatnonzero(pomeranz):
+        out[i] = min(max(1.0 - float(_kolmogn_DMTW(int(en[i]), float(d[i]), cdf=True)), 0.0), 1.0)
+    return np.atleast_1d(out)
 
 
 def wasserstein_normed(

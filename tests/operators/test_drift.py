@@ -150,6 +150,32 @@ def test_compare_through_profile_equals_references() -> None:
     assert sum(fp.counts) == 2 * n0
 
 
+def test_ks_pvalues_equal_scipys_kstwo_sf_on_every_branch() -> None:
+    """ks_pvalues computes SciPy's Pomeranz range (effective n <= 140, n*d**2 in
+    (0.754693, 4]) by the Durbin matrix: the same p-values as kstwo.sf within 1e-13 there,
+    and exactly kstwo.sf's everywhere else (small and large d, n above 140, NaN)."""
+    from scipy.stats import kstwo
+
+    from driftline.operators.drift import ks_pvalues
+
+    stats, n, m = [], [], []
+    for en in [*range(2, 160), 500, 3000]:
+        lo, hi = np.sqrt(0.754693 / en), np.sqrt(4 / en)
+        for d in [*np.linspace(0.0, 1.0, 41), *np.linspace(lo * 0.999, min(hi * 1.001, 0.6), 25)]:
+            stats.append(float(d))
+            n.append(2 * en)  # round(2en * 2en / 4en) = en
+            m.append(2 * en)
+    stats.append(float("nan")), n.append(40), m.append(40)
+    got = ks_pvalues(stats, n, m)
+    want = kstwo.sf(np.asarray(stats), np.asarray(n) // 2)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.max(np.abs(got[ok] - want[ok])) < 1e-13
+    en, d = np.asarray(n) // 2, np.asarray(stats)
+    pomeranz = (en <= 140) & (en * d > 1) & (en * d < en - 1) & (d < 0.5) & (en * d * d > 0.754693) & (en * d * d <= 4)
+    assert pomeranz.sum() > 1000 and np.array_equal(got[~pomeranz & ok], want[~pomeranz & ok])
+
+
 def test_pending_ks_pvalues_equal_the_per_window_ones() -> None:
     """compare(..., ks_pending=...) then fill_ks_pvalues over several windows gives the rows
     compare gives window by window (p-values, drifted flags, drifted_features); so do the
