@@ -113,6 +113,27 @@ def _broker_cpu() -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> float | None:
+    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``:
+    all but idle, iowait and the hypervisor's steal), None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4] - ticks[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_cores(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """Cores the machine kept busy between ``start`` and ``end`` (epoch seconds), from
+    ``(time, busy CPU seconds)`` samples taken every 0.2 s: the samples nearest each end."""
+    if len(samples) < 2 or end <= start:
+        return None
+    a = min(samples, key=lambda s: abs(s[0] - start))
+    b = min(samples, key=lambda s: abs(s[0] - end))
+    return (b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else None
+
+
 def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -172,10 +193,14 @@ def run_driftline(
         while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
             rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes")))
 
+    busy: list[tuple[float, float]] = []  # the machine's busy CPU seconds over time, for its load while the flow drained
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
         while proc.poll() is None:
             time.sleep(0.2)
+            now_busy = _machine_busy()
+            if now_busy is not None:
+                busy.append((time.time(), now_busy))
             try:
                 mark(_timers(timers))
             except (OSError, ValueError):
@@ -189,6 +214,7 @@ def run_driftline(
         return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
     mark(doc)  # the last mark when the run ended right on it
     doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
+    doc["machine_cores"] = _busy_cores(busy, doc["t_first"], doc["t_end"]) if doc["t_first"] is not None else None
     if profile:  # py-spy does not reap the flow as a child of ours: its CPU is not in RUSAGE_CHILDREN, only in its own timers
         doc["own_cpu_s"] = doc["cpu_s"]
     return doc
@@ -415,8 +441,8 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
     base = median(r["eps"] for r in runs["1 process"])
     base_cpu = median(_busiest_cpu(r) or 0.0 for r in runs["1 process"])
     print("\n## driftline scaling (same topic, same run; median of the rounds)\n")
-    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | broker cores | rows decoded per process | runs (events/s) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    print("| shape | events/s | vs 1 process | CPU µs/event (all processes) | busiest process CPU s | CPU-bound speed-up | broker cores | machine busy cores | rows decoded per process | runs (events/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for name, rs in runs.items():
         eps = median(r["eps"] for r in rs)
         cpu = median(1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs)
@@ -425,12 +451,17 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
         split = " / ".join(f"{p['events_in']:,}" for p in rs[0].get("per_process", []))
         brokers = [r["broker_cpu_s"] / max(r["wall_s"], 1e-9) for r in rs if "broker_cpu_s" in r]
         broker = f"{median(brokers):.2f}" if brokers else "n/a"
-        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {broker} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
+        machines = [r["machine_cores"] for r in rs if r.get("machine_cores") is not None]
+        machine = f"{median(machines):.2f}" if machines else "n/a"
+        print(f"| {name} | {eps:,.0f} | {eps / base:.2f}x | {cpu:,.1f} | {busiest:,.1f} | {speedup} | {broker} | {machine} | {split} | {', '.join(format(r['eps'], ',.0f') for r in rs)} |")
     print(
         "\nCPU-bound speed-up: the 1-process run's CPU seconds over the busiest process's (first event to"
         " end): the wall-clock speed-up when every process has a core of its own, whatever the machine's load."
         " Broker cores: the local broker's CPU seconds over the leg's wall time (start-up included), the share"
         f" of the machine's {os.cpu_count()} cores the broker took while the flow drained (n/a: an external broker)."
+        f" Machine busy cores: the cores of the whole machine (every process, the broker's and this bench's included) kept busy"
+        f" from the first event to the end, out of {os.cpu_count()}: at the machine's core count, a shape can only go faster"
+        " by using less CPU per event."
     )
     first = runs["1 process"][0]["root"]
     for name, rs in runs.items():
