@@ -4,6 +4,7 @@ that surface naming the step and dataset and stop the writer."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_at_most_max_pending_commits_per_writer(tmp_path, events_spec, run_info,
     assert w.rows_written == 10 * (writer_mod.MAX_PENDING + 2) and len(load_entries(w.store, "events")) == writer_mod.MAX_PENDING + 2
 
 
-def test_a_failed_commit_surfaces_by_the_snapshot_and_stops_the_writer(tmp_path, events_spec, run_info, monkeypatch) -> None:
+def test_a_failed_commit_surfaces_at_the_next_call_and_stops_the_writer(tmp_path, events_spec, run_info, monkeypatch) -> None:
     real = LocalStore.write_durable
 
     def full_disk(self, path, data):
@@ -110,10 +111,19 @@ def test_a_failed_commit_surfaces_by_the_snapshot_and_stops_the_writer(tmp_path,
     monkeypatch.setattr(LocalStore, "write_durable", full_disk)
     w = make(events_spec, tmp_path, run_info, background=True, flush_rows=10)
     w.write(events(list(range(20)), step_s=0.0))
-    w.flush_due()  # two commits handed over; the first fails, the second must not run
-    with pytest.raises(SinkCommitError, match=r"step 'parquet', dataset 'events': commit p0-000000000000 of 10 row\(s\) failed: OSError.*No space") as info:
-        w.snapshot()
-    assert isinstance(info.value.__cause__, OSError)
+    # two commits due; the first fails on the commit thread, and the second must not run.
+    # The failure surfaces at the writer's next call: the hand-over of the second commit
+    # when the first had already failed by then (a loaded machine), else the snapshot.
+    try:
+        w.flush_due()
+    except SinkCommitError as exc:
+        failed = exc
+    else:
+        with pytest.raises(SinkCommitError) as info:
+            w.snapshot()
+        failed = info.value
+    assert re.search(r"step 'parquet', dataset 'events': commit p0-000000000000 of 10 row\(s\) failed: OSError.*No space", str(failed))
+    assert isinstance(failed.__cause__, OSError)
     assert not load_entries(w.store, "events")  # the later commit would have raised the watermark over the lost rows
     with pytest.raises(SinkCommitError):
         w.write(events([20]))
