@@ -58,7 +58,7 @@ import numpy as np
 from scipy.special import chdtrc
 from scipy.stats import kstwo  # loaded with the module, at start-up: importing it at the first window cost about a second of the run
 
-try:  # the exact Kolmogorov CDF by the Durbin matrix (Marsaglia-Tsang-Wang), see _kolmogn_sf
+try:  # the exact Kolmogorov CDF by the Durbin matrix (Marsaglia-Tsang-Wang), see ks_pvalues
     from scipy.stats._ksstats import _kolmogn_DMTW
 except ImportError:  # a SciPy without it: kstwo.sf everywhere
     _kolmogn_DMTW = None
@@ -150,8 +150,8 @@ def ks_pvalues(statistics: Sequence[float], n: Sequence[float], m: Sequence[floa
     recursion (effective n at most 140, ``n*d**2`` in (0.754693, 4]), it is computed
     exactly by the Durbin matrix instead, which SciPy itself uses just below that range:
     the same probability within 1e-13 (tests/operators/test_drift.py compares them on a
-    grid), at about a seventh of the time (Pomeranz's recursion took 2-3 ms per value,
-    most of the window step's time in the end-to-end bench).
+    grid), at about a seventh of the time (Pomeranz's recursion took 2-3 ms per value, the
+    larger part of the monitor step's time in the end-to-end bench).
 
     >>> p = ks_pvalues([0.2, 0.05, 0.9], [60, 5000, 30], [90, 4000, 30])
     >>> bool(np.allclose(p, kstwo.sf([0.2, 0.05, 0.9], [36, 2222, 15]), rtol=0, atol=1e-13))

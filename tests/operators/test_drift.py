@@ -165,7 +165,9 @@ def test_ks_pvalues_equal_scipys_kstwo_sf_on_every_branch() -> None:
             stats.append(float(d))
             n.append(2 * en)  # round(2en * 2en / 4en) = en
             m.append(2 * en)
-    stats.append(float("nan")), n.append(40), m.append(40)
+    stats.append(float("nan"))
+    n.append(40)
+    m.append(40)
     got = ks_pvalues(stats, n, m)
     want = kstwo.sf(np.asarray(stats), np.asarray(n) // 2)
     assert np.array_equal(np.isnan(got), np.isnan(want))
