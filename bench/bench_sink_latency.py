@@ -27,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from driftline.config.sinks import SinksConfig
 from driftline.producer import produce
 from driftline.sinks.parquet import load_entries, open_store
 
@@ -78,7 +79,7 @@ def main() -> int:
     ap.add_argument("--flow", choices=("enrich", "sink"), default="enrich", help="enrich: the full enrich flow; sink: Kafka -> decode -> Parquet sinks only")
     ap.add_argument("--rate", type=float, default=100.0, help="events per second")
     ap.add_argument("--seconds", type=float, default=60.0, help="duration of the steady phase")
-    ap.add_argument("--flush-seconds", type=float, default=10.0, help="sinks.flush_seconds of the flow")
+    ap.add_argument("--flush-seconds", type=float, default=SinksConfig.model_fields["flush_seconds"].default, help="sinks.flush_seconds of the flow (default: the configuration's, %(default)s)")
     args = ap.parse_args()
 
     with ExitStack() as stack:

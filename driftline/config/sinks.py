@@ -71,7 +71,7 @@ class SinksConfig(BaseModel):
     )
     flush_rows: int = Field(50_000, ge=1, description="Commit a file once its topic-partition (or dataset) buffer holds this many rows.")
     flush_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Commit once the buffered rows reach this many bytes (in-memory Arrow size, before compression).")
-    flush_seconds: float = Field(10.0, gt=0, description="Commit once the oldest buffered row has waited this long, so Parquet lags Kafka by a bounded time.")
+    flush_seconds: float = Field(5.0, gt=0, description="Commit once the oldest buffered row has waited this long, so Parquet lags Kafka by a bounded time.")
     row_group_rows: int = Field(122_880, ge=1_024, description="Rows per Parquet row group (DuckDB's scan unit); files smaller than this hold one row group.")
     compression: Literal["zstd"] = Field("zstd", description="Parquet compression codec (zstd only: the datasets promise it).")
     compression_level: int = Field(3, ge=1, le=22, description="zstd level for Parquet pages.")

@@ -46,4 +46,4 @@ def test_config_rejects_bad_partitioning_naming_the_key() -> None:
         load_config(None, env={}, overrides={"sinks": {"datasets": {"enriched": {"flush_rowz": 3}}}})
     cfg = load_config(None, env={"DRIFTLINE__SINKS__DATASETS__ENRICHED__PARTITION_BY": "[date]"})
     assert cfg.sinks.for_dataset("enriched").partition_by == ["date"]
-    assert cfg.sinks.for_dataset("enriched").flush_seconds == cfg.sinks.flush_seconds == 10.0
+    assert cfg.sinks.for_dataset("enriched").flush_seconds == cfg.sinks.flush_seconds == 5.0
