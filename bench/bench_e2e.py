@@ -71,6 +71,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "poll-10k": ("driftline, kafka.poll_batch_size 10,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "10000"}),
     "poll-20k": ("driftline, kafka.poll_batch_size 20,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "20000"}),
     "no-heap-trim": ("driftline, --heap-trim-interval 0 (the C heap never trimmed)", {"DRIFTLINE_HEAP_TRIM_INTERVAL": "0"}),
+    "flush-10s": ("driftline, sinks.flush_seconds 10 (default 5)", {"DRIFTLINE__SINKS__FLUSH_SECONDS": "10"}),
     "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),
     "tracing-all": ("driftline, tracing on, every record traced", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "1.0"}),
     "tracing-1pct": ("driftline, tracing on, 1% of records traced (default ratio)", {"DRIFTLINE__TRACING__ENABLED": "true", "DRIFTLINE__TRACING__ENDPOINT": "{otlp}", "DRIFTLINE__TRACING__SAMPLE_RATIO": "0.01"}),
