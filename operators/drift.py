@@ -161,7 +161,7 @@ def ks_pvalues(statistics: Sequence[float], n: Sequence[float], m: Sequence[floa
     en = np.maximum(np.round(nn * mm / (nn + mm)), 1).astype(np.int64)
     d, en = np.broadcast_arrays(np.atleast_1d(np.asarray(statistics, dtype=np.float64)), np.atleast_1d(en))
     if _kolmogn_DMTW is None:
-        return np.atleast_1d(kstwo.sf(d, en))
+        return kstwo.sf(d, en)
     t = en * d
     pomeranz = (en <= 140) & (t > 1.0) & (t < en - 1) & (d < 0.5) & (t * d > 0.754693) & (t * d <= 4.0)
     out = np.empty(d.shape, dtype=np.float64)
@@ -170,7 +170,7 @@ def ks_pvalues(statistics: Sequence[float], n: Sequence[float], m: Sequence[floa
         out[rest] = kstwo.sf(d[rest], en[rest])
     for i in np.flatnonzero(pomeranz):
         out[i] = min(max(1.0 - float(_kolmogn_DMTW(int(en[i]), float(d[i]), cdf=True)), 0.0), 1.0)
-    return np.atleast_1d(out)
+    return out
 
 
 def wasserstein_normed(
