@@ -71,6 +71,10 @@ _MARKER_VERSION = 1
 #: Seconds a transactional call given a 30 s timeout may take before its producer is
 #: declared wedged and replaced (see :func:`_bounded`).
 CALL_BOUND_S = 35.0
+#: Seconds ``commit_transaction`` may keep timing out before its producer is replaced
+#: (see :meth:`TransactionalPartition._end_transaction`), and how long one call waits.
+COMMIT_BOUND_S = 30.0
+COMMIT_CALL_S = 10.0
 
 
 @dataclass
@@ -437,8 +441,7 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             send = lambda: self._producer.send_offsets_to_transaction(offsets, self._store.group_metadata, 30)  # noqa: E731
             _retrying(f"Kafka sink {self._name!r}: sending its coverage", lambda: _bounded("send_offsets_to_transaction", send, CALL_BOUND_S), deadline)
             faults.reached("kafka_before_commit", self._name)
-            _retrying(f"Kafka sink {self._name!r}: committing", lambda: self._producer.commit_transaction(30), deadline)
-            return True
+            return self._end_transaction(coverage, deadline)
         except Wedged as exc:
             self._renew(str(exc), deadline)
             return False
@@ -450,6 +453,46 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             if isinstance(exc.__cause__, KafkaException) and _broken(exc.__cause__):
                 return False
             raise
+
+    def _end_transaction(self, coverage: SinkCoverage, deadline: float) -> bool:
+        """``commit_transaction``, called again while it fails with a retriable error (a
+        broker outage) until ``deadline``.  True once committed, False when the transaction
+        was aborted and must be sent again.
+
+        librdkafka can go on answering ``_TIMED_OUT`` ("retry call to resume") after the
+        broker is back, never sending the commit again: the broker-outage test once saw
+        240 s of it, the broker back within 20 s.  After :data:`COMMIT_BOUND_S` of
+        timeouts the producer is replaced (:meth:`_renew`).  The new producer fences the
+        old one, and the broker then finishes the old transaction: committed if its commit
+        had reached the coordinator, else aborted.  Which one it was is read from Kafka:
+        the sink's consumer group points at the marker of its last committed transaction,
+        and that marker's sequence number is this transaction's when it committed.  The
+        records are sent again only when it was aborted, so none is committed twice."""
+        what = f"Kafka sink {self._name!r}: committing"
+        timed_out_since: float | None = None
+        while True:
+            called = time.monotonic()
+            try:
+                self._producer.commit_transaction(COMMIT_CALL_S)
+                return True
+            except KafkaException as exc:
+                err = exc.args[0]
+                now = time.monotonic()
+                if not (err.retriable() or err.code() in _COORDINATOR_ERRORS) or now >= deadline:
+                    raise RuntimeError(f"{what}: {err.name()}: {err.str()}") from exc
+                if err.code() != KafkaError._TIMED_OUT:
+                    timed_out_since = None
+                elif timed_out_since is None:
+                    timed_out_since = called
+                if timed_out_since is not None and now - timed_out_since >= COMMIT_BOUND_S:
+                    self._renew(f"commit_transaction timed out for {now - timed_out_since:.0f} s", deadline)
+                    found = self._store.read()
+                    committed = found is not None and found.seq >= coverage.seq
+                    _log.warning("kafka_commit_settled", extra={"fields": {"sink": self._store.txn_id, "committed": committed, "transaction": coverage.seq}})
+                    if committed:
+                        self._renewed = False  # the new producer has no transaction to abort, and none to send again
+                    return committed
+                time.sleep(0.2)
 
     def _renew(self, why: str, deadline: float) -> None:
         """Replace the wedged producer by a new one of the same transactional id."""
@@ -535,7 +578,7 @@ def _note_refusal(refused: dict[int, Any], where: int, err: Any, _msg: Any) -> N
 
 _REPLAYED = Counter("driftline_kafka_sink_records_replayed_total", "Records a transactional Kafka sink skipped because a committed transaction holds them (replays after a restart).", ["sink"])
 _COMMITS = Counter("driftline_kafka_sink_transactions_total", "Transactions committed by transactional Kafka sinks.", ["sink"])
-_WEDGED = Counter("driftline_kafka_sink_wedged_calls_total", "Transactional producer calls that did not return within their bound; each replaced its producer (librdkafka#5456).", ["sink"])
+_WEDGED = Counter("driftline_kafka_sink_wedged_calls_total", "Transactional producer calls that did not return within their bound, or commits that kept timing out; each replaced its producer (librdkafka#5456).", ["sink"])
 _COMMIT_SECONDS = Histogram(
     "driftline_kafka_sink_commit_seconds", "Time to commit one transaction (marker, coverage offsets, commit).", ["sink"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 )

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 
 import numpy as np
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from driftline.sinks.kafka import KafkaBatch
@@ -133,6 +134,53 @@ def test_a_wedged_producer_is_replaced_and_its_transaction_sent_again(kafka_boot
     assert sorted(seen) == list(range(100)) and set(seen.values()) == {1}
     # the wedged producer's transaction was aborted when the new one fenced it: sent twice, committed once
     assert offsets_in(kafka_bootstrap, topic, isolation="read_uncommitted")[10] == 2
+
+
+class CommitTimesOut:
+    """The real producer, except that ``commit_transaction`` answers ``_TIMED_OUT`` ("retry
+    call to resume") on every call, as librdkafka's did for 240 s after a broker restart in
+    the broker-outage test.  ``commits_first``: the first call commits for real and then
+    times out all the same (the commit reached the broker, its answer did not arrive)."""
+
+    def __init__(self, producer, *, commits_first: bool = False) -> None:
+        self._producer = producer
+        self.commits_first = commits_first
+        self.calls = 0
+
+    def commit_transaction(self, *args) -> None:
+        self.calls += 1
+        if self.calls == 1 and self.commits_first:
+            self._producer.commit_transaction(*args)
+        time.sleep(0.05)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for operation to finish, retry call to resume", retriable=True))
+
+    def __getattr__(self, name: str):
+        return getattr(self._producer, name)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["never-committed", "committed-answer-lost"])
+def test_a_commit_that_keeps_timing_out_is_settled_by_a_new_producer(kafka_bootstrap: str, unique_topic, monkeypatch, caplog: pytest.LogCaptureFixture, committed: bool) -> None:
+    topic = unique_topic("txn-commit-timeout")
+    monkeypatch.setattr(kafka_txn, "COMMIT_BOUND_S", 1.0)
+    monkeypatch.setattr(kafka_txn, "COMMIT_CALL_S", 0.1)
+    part = sink(kafka_bootstrap, topic).build_part("out", "0", None)
+    part.write_batch([batch(0, 49)])
+    stuck = CommitTimesOut(part._producer, commits_first=committed)
+    part._producer = stuck
+    with caplog.at_level("WARNING", logger="driftline.sinks.kafka"):
+        state = part.snapshot()  # the commit times out until a new producer settles it
+    assert stuck.calls >= 2 and part._producer is not stuck
+    settled = [r for r in caplog.records if r.getMessage() == "kafka_commit_settled"]
+    assert [r.fields["committed"] for r in settled] == [committed]
+    assert state.positions == {"in+0": 49} and state.seq == 1
+    part.write_batch([batch(50, 99)])
+    assert part.snapshot().positions == {"in+0": 99}
+    part.close()
+    seen = offsets_in(kafka_bootstrap, topic)
+    assert sorted(seen) == list(range(100)) and set(seen.values()) == {1}
+    # never committed: the fenced producer's transaction was aborted and its records sent
+    # again (twice for read_uncommitted); committed: nothing was sent again
+    assert offsets_in(kafka_bootstrap, topic, isolation="read_uncommitted")[10] == (1 if committed else 2)
 
 
 def test_record_refused_inside_a_transaction_is_sent_again_cut_down(kafka_bootstrap: str, unique_topic) -> None:
