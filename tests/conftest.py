@@ -68,3 +68,17 @@ def unique_topic() -> Callable[[str], str]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long test files run first: those holding a ``slow`` test, then those holding a
+    ``kafka`` one; each file's tests stay together and in their order (a stable sort).
+
+    pytest-xdist's ``--dist loadfile`` hands files to its processes in collection order;
+    a minute-long file handed out last kept one process busy while the others had
+    finished.  With the short files last, the processes finish at about the same time."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        r = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("kafka") else 2
+        rank[item.path] = min(r, rank.get(item.path, 2))
+    items.sort(key=lambda item: rank[item.path])
