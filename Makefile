@@ -11,7 +11,10 @@ PYTEST_ARGS ?=
 # time (its module fixtures and test order kept); each process starts its own broker.
 # Three on a 2-core machine: the Kafka tests spend much of their time waiting (brokers,
 # flow start-ups, kills, timeouts), so two kept the cores about 1.1 busy; with three the
-# suite took 8 min instead of 11.5 in one measurement on the same machine.
+# suite took 8 min instead of 11.5 in one measurement on the same machine.  Files are
+# handed out in the order tests/conftest.py gives them (the slow ones first, then by
+# number of tests), not re-sorted by pytest-xdist, whose order ran the minute-long
+# single-test files last.
 TEST_WORKERS ?= 3
 
 .PHONY: install demo test bench bench-e2e bench-ratelimit kafka-jars kafka-start kafka-stop lock clean chromium prometheus report-screenshot torture torture-compact
@@ -48,7 +51,7 @@ prometheus:
 
 ## The whole test suite (unit, Kafka end-to-end, crash recovery).
 test: install chromium prometheus
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"

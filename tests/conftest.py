@@ -71,14 +71,17 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long test files run first: those holding a ``slow`` test, then those holding a
-    ``kafka`` one; each file's tests stay together and in their order (a stable sort).
+    """The files holding a ``slow`` test run first; then the others, those with the most
+    tests first (pytest-xdist's own order for ``--dist loadfile``).  Each file's tests stay
+    together and in their order.
 
-    pytest-xdist's ``--dist loadfile`` hands files to its processes in collection order;
-    a minute-long file handed out last kept one process busy while the others had
-    finished.  With the short files last, the processes finish at about the same time."""
-    rank: dict[Path, int] = {}
+    pytest-xdist's order put the minute-long single-test files last, where one of them
+    kept a process busy while the others had finished; the Makefile passes
+    ``--no-loadscope-reorder`` so that this order is the one used."""
+    slow: set[Path] = set()
+    count: dict[Path, int] = {}
     for item in items:
-        r = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("kafka") else 2
-        rank[item.path] = min(r, rank.get(item.path, 2))
-    items.sort(key=lambda item: rank[item.path])
+        count[item.path] = count.get(item.path, 0) + 1
+        if item.get_closest_marker("slow") is not None:
+            slow.add(item.path)
+    items.sort(key=lambda item: (item.path not in slow, -count[item.path]))
