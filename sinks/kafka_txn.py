@@ -72,7 +72,7 @@ _MARKER_VERSION = 1
 #: declared wedged and replaced (see :func:`_bounded`).
 CALL_BOUND_S = 35.0
 #: Seconds ``commit_transaction`` may keep timing out before its producer is replaced
-#: (see :meth:`TransactionalPartition._end_transaction`), and how long one call waits.
+#: (see :meth:`TransactionalPartition._commit_call`), and how long one call waits.
 COMMIT_BOUND_S = 30.0
 COMMIT_CALL_S = 10.0
 
@@ -441,10 +441,10 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
             send = lambda: self._producer.send_offsets_to_transaction(offsets, self._store.group_metadata, 30)  # noqa: E731
             _retrying(f"Kafka sink {self._name!r}: sending its coverage", lambda: _bounded("send_offsets_to_transaction", send, CALL_BOUND_S), deadline)
             faults.reached("kafka_before_commit", self._name)
-            return self._end_transaction(coverage, deadline)
+            _retrying(f"Kafka sink {self._name!r}: committing", self._commit_call(deadline), deadline)
+            return True
         except Wedged as exc:
-            self._renew(str(exc), deadline)
-            return False
+            return self._settle(str(exc), coverage, deadline)
         except KafkaException as exc:
             if _broken(exc):
                 return False
@@ -454,45 +454,52 @@ class TransactionalPartition(StatefulSinkPartition[KafkaBatch, SinkCoverage]):
                 return False
             raise
 
-    def _end_transaction(self, coverage: SinkCoverage, deadline: float) -> bool:
-        """``commit_transaction``, called again while it fails with a retriable error (a
-        broker outage) until ``deadline``.  True once committed, False when the transaction
-        was aborted and must be sent again.
+    def _commit_call(self, deadline: float) -> Callable[[], None]:
+        """``commit_transaction`` for :func:`_retrying`: a call that raises :class:`Wedged`
+        once the calls have answered ``_TIMED_OUT`` for :data:`COMMIT_BOUND_S` in a row
+        (before ``deadline``).
 
         librdkafka can go on answering ``_TIMED_OUT`` ("retry call to resume") after the
         broker is back, never sending the commit again: the broker-outage test once saw
-        240 s of it, the broker back within 20 s.  After :data:`COMMIT_BOUND_S` of
-        timeouts the producer is replaced (:meth:`_renew`).  The new producer fences the
-        old one, and the broker then finishes the old transaction: committed if its commit
-        had reached the coordinator, else aborted.  Which one it was is read from Kafka:
-        the sink's consumer group points at the marker of its last committed transaction,
-        and that marker's sequence number is this transaction's when it committed.  The
-        records are sent again only when it was aborted, so none is committed twice."""
-        what = f"Kafka sink {self._name!r}: committing"
+        240 s of it, the broker back within 20 s."""
         timed_out_since: float | None = None
-        while True:
+
+        def commit() -> None:
+            nonlocal timed_out_since
             called = time.monotonic()
             try:
                 self._producer.commit_transaction(COMMIT_CALL_S)
-                return True
             except KafkaException as exc:
                 err = exc.args[0]
-                now = time.monotonic()
-                if not (err.retriable() or err.code() in _COORDINATOR_ERRORS) or now >= deadline:
-                    raise RuntimeError(f"{what}: {err.name()}: {err.str()}") from exc
-                if err.code() != KafkaError._TIMED_OUT:
+                if err.code() != KafkaError._TIMED_OUT or not err.retriable():
                     timed_out_since = None
-                elif timed_out_since is None:
-                    timed_out_since = called
-                if timed_out_since is not None and now - timed_out_since >= COMMIT_BOUND_S:
-                    self._renew(f"commit_transaction timed out for {now - timed_out_since:.0f} s", deadline)
-                    found = self._store.read()
-                    committed = found is not None and found.seq >= coverage.seq
-                    _log.warning("kafka_commit_settled", extra={"fields": {"sink": self._store.txn_id, "committed": committed, "transaction": coverage.seq}})
-                    if committed:
-                        self._renewed = False  # the new producer has no transaction to abort, and none to send again
-                    return committed
-                time.sleep(0.2)
+                    raise
+                timed_out_since = called if timed_out_since is None else timed_out_since
+                now = time.monotonic()
+                if now - timed_out_since >= COMMIT_BOUND_S and now < deadline:
+                    raise Wedged(f"commit_transaction: timed out for {now - timed_out_since:.0f} s") from exc
+                raise
+
+        return commit
+
+    def _settle(self, why: str, coverage: SinkCoverage, deadline: float) -> bool:
+        """Replace the wedged producer (:meth:`_renew`) and tell whether its transaction,
+        which was to cover ``coverage``, committed.
+
+        The new producer fences the old one, and the broker then finishes the old
+        transaction: committed if its commit had reached the coordinator, else aborted.
+        Which one it was is read from Kafka: the sink's consumer group points at the marker
+        of its last committed transaction, and that marker's sequence number is this
+        transaction's when it committed.  The records are sent again only when it was
+        aborted (always, when the wedged call came before the commit), so none is
+        committed twice."""
+        self._renew(why, deadline)
+        found = self._store.read()
+        committed = found is not None and found.seq >= coverage.seq
+        _log.warning("kafka_commit_settled", extra={"fields": {"sink": self._store.txn_id, "committed": committed, "transaction": coverage.seq}})
+        if committed:
+            self._renewed = False  # the new producer has no transaction to abort, and none to send again
+        return committed
 
     def _renew(self, why: str, deadline: float) -> None:
         """Replace the wedged producer by a new one of the same transactional id."""
