@@ -301,6 +301,12 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=0, help="also run the driftline leg as this many processes (driftline run --processes N) and compare with 1")
     ap.add_argument("--workers", type=int, default=0, help="also run the driftline leg with this many workers in one process (-w N) and compare with 1")
     ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="with --processes N, also start N independent 1-process runs at once, each draining the whole topic into its own root (no cluster, nothing exchanged):"
+        " N times the events over their common span is what N processes can reach on this machine at best",
+    )
+    ap.add_argument(
         "--sink-partitions",
         type=int,
         default=0,
@@ -397,7 +403,8 @@ def main() -> int:
 
 def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path, results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The driftline leg with 1 process, N workers in one process and N processes (and N
-    processes of ``--before-python``'s checkout), one after the other
+    processes of ``--before-python``'s checkout, and with ``--ceiling`` N independent
+    1-process runs at once: :func:`_independent_runs`), one after the other
     (``--scale-repeats`` rounds), each on the whole topic into its own root; returns each
     shape's runs."""
     python = args.driftline_python
@@ -408,6 +415,8 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
         shapes.append((f"{args.processes} processes", ("--processes", str(args.processes)), python))
         if args.before_python:  # the other checkout, scaled the same way, on the same topic
             shapes.append((f"{args.processes} processes, before", ("--processes", str(args.processes)), args.before_python))
+        if args.ceiling:
+            shapes.append((f"{args.processes} independent processes (ceiling)", (), python))
     if len(shapes) == 1:
         return {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in shapes}
@@ -420,15 +429,41 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 load = os.getloadavg()[0]
                 profile = f"{args.profile}.{name.replace(' ', '-').replace(',', '')}" if args.profile and rnd == 0 else None  # the scaled shapes' first round too
-                r = run_driftline(bootstrap, topic, leg_work, 0, python, args.events, profile, env=_driftline_env(args), scaling=scaling)
+                if name.endswith("(ceiling)"):
+                    r = _independent_runs(args.processes, bootstrap, topic, leg_work, python, args.events, _driftline_env(args))
+                else:
+                    r = run_driftline(bootstrap, topic, leg_work, 0, python, args.events, profile, env=_driftline_env(args), scaling=scaling)
                 broker_after = _broker_cpu()
-                r.update(cpu_s=r.pop("own_cpu_s", None) or _children_cpu() - cpu_before, load=load, root=str(leg_work / "driftline-out"))
+                r.update(cpu_s=r.pop("own_cpu_s", None) or _children_cpu() - cpu_before, load=load, root=str(Path(r.pop("root_of", leg_work)) / "driftline-out"))
                 if broker_before is not None and broker_after is not None:
                     r["broker_cpu_s"] = broker_after - broker_before
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
             runs[name].append(r)
             print(f"  driftline, {name} (round {rnd + 1}): {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
     return runs
+
+
+def _independent_runs(n: int, bootstrap: str, topic: str, work: Path, python: str, events: int, env: dict[str, str]) -> dict[str, Any]:
+    """``n`` one-process runs started at once, each draining the whole topic into its own
+    root and output topics: nothing is shared or exchanged between them, so their joint
+    rate (``n`` times the events over the span from the first event of any to the end of
+    the last) is the most ``n`` processes can drain on this machine.  The first run's root
+    stands for the shape in the datasets check (every run writes the 1-process datasets)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        docs = list(pool.map(lambda i: run_driftline(bootstrap, topic, work / f"run-{i}", 0, python, events, env=env), range(n)))
+    cores = [d["machine_cores"] for d in docs if d.get("machine_cores") is not None]
+    return {
+        "events": sum(d["events"] for d in docs),
+        "t_first": min(d["t_first"] for d in docs),
+        "t_end": max(d["t_end"] for d in docs),
+        "wall_s": max(d["wall_s"] for d in docs),
+        "machine_cores": sum(cores) / len(cores) if cores else None,
+        "per_process": [p for d in docs for p in d.get("per_process", [])],
+        "root_of": str(work / "run-0"),
+        "copies": n,
+    }
 
 
 def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
@@ -448,7 +483,7 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
         eps = median(r["eps"] for r in rs)
         cpu = median(1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs)
         busiest = median(_busiest_cpu(r) or 0.0 for r in rs)
-        speedup = f"{base_cpu / busiest:.2f}x" if busiest and base_cpu else "n/a"
+        speedup = f"{rs[0].get('copies', 1) * base_cpu / busiest:.2f}x" if busiest and base_cpu else "n/a"  # independent runs each drain the whole topic
         split = " / ".join(f"{p['events_in']:,}" for p in rs[0].get("per_process", []))
         brokers = [r["broker_cpu_s"] / max(r["wall_s"], 1e-9) for r in rs if "broker_cpu_s" in r]
         broker = f"{median(brokers):.2f}" if brokers else "n/a"
@@ -463,6 +498,8 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
         f" Machine busy cores: the cores of the whole machine (every process, the broker's and this bench's included) kept busy"
         f" from the first event to the end, out of {os.cpu_count()}: at the machine's core count, a shape can only go faster"
         " by using less CPU per event."
+        " Independent processes (--ceiling): N one-process runs at once, each on the whole topic, nothing exchanged: N times the events over their common span, the"
+        " most N processes can drain on this machine."
     )
     first = runs["1 process"][0]["root"]
     for name, rs in runs.items():

@@ -504,7 +504,6 @@ def _attributes(columns: _Columns) -> pl.Series:
     pairs = pl.DataFrame([pl.Series("key", columns.attr_keys, dtype=pl.Utf8), pl.Series("value", columns.attr_values, dtype=pl.Utf8)]).to_struct("pairs")
     offsets = owned_array(_offsets(np.asarray(columns.attr_lengths, dtype=np.int64)), pa.int32())
     return pl.Series("attributes", pa.ListArray.from_arrays(offsets, pairs.to_arrow(compat_level=pl.CompatLevel.newest()))).cast(ATTRIBUTES_DTYPE)
-    return batch
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

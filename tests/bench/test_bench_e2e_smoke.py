@@ -41,3 +41,25 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
         assert all(rss > heap > 0 and free >= 0 for _, rss, heap, free in results["driftline"]["rss_marks"])
     assert "| mask_pii |" in proc.stdout and "driftline vs it" in proc.stdout
     assert "exactly-once Kafka outputs (driftline) cost" in proc.stdout
+
+
+def test_bench_e2e_scaling_table_has_the_machine_ceiling(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``--processes 2 --ceiling``: the cluster and two independent one-process runs, each
+    run reading the whole topic and writing the 1-process datasets."""
+    out = tmp_path / "result.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "driftline", "--processes", "2", "--ceiling", "--rss-every", "0", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scaling = json.loads(out.read_text())["scaling"]
+    assert {shape: [r["events"] for r in runs] for shape, runs in scaling.items()} == {"1 process": [300], "2 processes": [300], "2 independent processes (ceiling)": [600]}
+    ceiling = scaling["2 independent processes (ceiling)"][0]
+    assert [p["events_in"] for p in ceiling["per_process"]] == [300, 300]
+    assert ceiling["copies"] == 2 and ceiling["cpu_s"] > 0
+    assert "| 2 independent processes (ceiling) |" in proc.stdout
+    assert proc.stdout.count("datasets of '2 independent processes (ceiling)' vs 1 process: equal") == 1, proc.stdout[-2000:]
