@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,18 +19,24 @@ pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, tmp_path: Path) -> None:
+def run_bench(kafka_bootstrap: str, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """bench/bench_e2e.py on 300 events of the session's broker with ``args``: the process and its ``--json`` document."""
     out = tmp_path / "result.json"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "floor,loop,driftline", "--variants", "tracing-all,at-least-once", "--rss-every", "100", "--json", str(out)],
+        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", *args, "--json", str(out)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())["results"]
+    return proc, json.loads(out.read_text())
+
+
+def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, tmp_path: Path) -> None:
+    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--variants", "tracing-all,at-least-once", "--rss-every", "100")
+    results = doc["results"]
     assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "tracing-all": 300, "at-least-once": 300}
     steps = results["driftline"]["steps"]
     assert {"decode", "validate", "mask_pii", "features", "model_call", "guardrails", "enriched_parquet", "output_topic_out"} <= set(steps)
@@ -46,17 +53,8 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
 def test_bench_e2e_scaling_table_has_the_machine_ceiling(kafka_bootstrap: str, tmp_path: Path) -> None:
     """``--processes 2 --ceiling``: the cluster and two independent one-process runs, each
     run reading the whole topic and writing the 1-process datasets."""
-    out = tmp_path / "result.json"
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_e2e.py"), "--events", "300", "--legs", "driftline", "--processes", "2", "--ceiling", "--rss-every", "0", "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    scaling = json.loads(out.read_text())["scaling"]
+    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "driftline", "--processes", "2", "--ceiling", "--rss-every", "0")
+    scaling = doc["scaling"]
     assert {shape: [r["events"] for r in runs] for shape, runs in scaling.items()} == {"1 process": [300], "2 processes": [300], "2 independent processes (ceiling)": [600]}
     ceiling = scaling["2 independent processes (ceiling)"][0]
     assert [p["events_in"] for p in ceiling["per_process"]] == [300, 300]
