@@ -326,6 +326,8 @@ def main() -> int:
     unknown = set(legs) - set(LEGS)
     if unknown:
         ap.error(f"unknown legs {sorted(unknown)}")
+    if args.ceiling and not args.processes:
+        ap.error("--ceiling compares N independent runs with --processes N: give --processes too")
     if "quix" in legs and not Path(args.quix_python).exists():
         ap.error(f"--quix-python {args.quix_python} does not exist: run `make bench-e2e` (it builds .venv-quix) or drop the quix leg")
 
