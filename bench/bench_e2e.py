@@ -410,20 +410,21 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
     (``--scale-repeats`` rounds), each on the whole topic into its own root; returns each
     shape's runs."""
     python = args.driftline_python
-    shapes: list[tuple[str, tuple[str, ...], str]] = [("1 process", (), python)]
+    # (name, driftline run's scaling options, interpreter, independent runs started at once)
+    shapes: list[tuple[str, tuple[str, ...], str, int]] = [("1 process", (), python, 1)]
     if args.workers:
-        shapes.append((f"{args.workers} workers, 1 process", ("--workers-per-process", str(args.workers)), python))
+        shapes.append((f"{args.workers} workers, 1 process", ("--workers-per-process", str(args.workers)), python, 1))
     if args.processes:
-        shapes.append((f"{args.processes} processes", ("--processes", str(args.processes)), python))
+        shapes.append((f"{args.processes} processes", ("--processes", str(args.processes)), python, 1))
         if args.before_python:  # the other checkout, scaled the same way, on the same topic
-            shapes.append((f"{args.processes} processes, before", ("--processes", str(args.processes)), args.before_python))
+            shapes.append((f"{args.processes} processes, before", ("--processes", str(args.processes)), args.before_python, 1))
         if args.ceiling:
-            shapes.append((f"{args.processes} independent processes (ceiling)", (), python))
+            shapes.append((f"{args.processes} independent processes (ceiling)", (), python, args.processes))
     if len(shapes) == 1:
         return {}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in shapes}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in shapes}
     for rnd in range(args.scale_repeats):
-        for i, (name, scaling, python) in enumerate(shapes):
+        for i, (name, scaling, python, copies) in enumerate(shapes):
             if rnd == 0 and i == 0 and "driftline" in results:
                 r = dict(results["driftline"], root=str(work / "driftline-out"))  # the driftline leg is the first 1-process run
             else:
@@ -431,12 +432,12 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 load = os.getloadavg()[0]
                 profile = f"{args.profile}.{name.replace(' ', '-').replace(',', '')}" if args.profile and rnd == 0 else None  # the scaled shapes' first round too
-                if name.endswith("(ceiling)"):
-                    r = _independent_runs(args.processes, bootstrap, topic, leg_work, python, args.events, _driftline_env(args))
+                if copies > 1:
+                    r = _independent_runs(copies, bootstrap, topic, leg_work, python, args.events, _driftline_env(args))
                 else:
                     r = run_driftline(bootstrap, topic, leg_work, 0, python, args.events, profile, env=_driftline_env(args), scaling=scaling)
                 broker_after = _broker_cpu()
-                r.update(cpu_s=r.pop("own_cpu_s", None) or _children_cpu() - cpu_before, load=load, root=str(Path(r.pop("root_of", leg_work)) / "driftline-out"))
+                r.update(cpu_s=r.pop("own_cpu_s", None) or _children_cpu() - cpu_before, load=load, root=r.get("root", str(leg_work / "driftline-out")))
                 if broker_before is not None and broker_after is not None:
                     r["broker_cpu_s"] = broker_after - broker_before
                 r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
@@ -463,7 +464,7 @@ def _independent_runs(n: int, bootstrap: str, topic: str, work: Path, python: st
         "wall_s": max(d["wall_s"] for d in docs),
         "machine_cores": sum(cores) / len(cores) if cores else None,
         "per_process": [p for d in docs for p in d.get("per_process", [])],
-        "root_of": str(work / "run-0"),
+        "root": str(work / "run-0" / "driftline-out"),
         "copies": n,
     }
 
