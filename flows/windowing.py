@@ -2,9 +2,10 @@
 
 How it works (the logic lives in :mod:`driftline.operators.aggregate.windows`):
 
-1. ``partitions``: each micro-batch (a Polars frame, or a :class:`MicroBatch` whose
-   ``valid`` rows are used) is split by input partition (``src_topic``/``src_partition``;
-   one partition when the columns are absent).
+1. ``frames`` and ``partitions``: each micro-batch (a Polars frame, or a :class:`MicroBatch`
+   whose ``valid`` rows are used) is cut down to the columns the windows read
+   (:func:`~driftline.operators.aggregate.accumulator.window_input_columns`) and split by
+   input partition (``src_topic``/``src_partition``; one partition when the columns are absent).
 2. ``event_time`` (keyed by input partition): decides which rows are late from the
    partition's own frontier, cuts the on-time rows into per-key, per-pane slices (one
    vectorized pass) and sends each slice to the shard of its window key, followed by the
@@ -53,6 +54,7 @@ from driftline.clock import Clock, SystemClock
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.logs import get_logger
 from driftline.operators.aggregate import key_string, late_schema
+from driftline.operators.aggregate.accumulator import window_input_columns
 from driftline.operators.aggregate.event_time import LateSlice, partition_id
 from driftline.operators.aggregate.windows import TICK, ClosedWindow, EventTimeLogic, MonitorLogic, WindowShardLogic, late_frame, shard_keys
 from driftline.operators.alerts import AlertEngine
@@ -76,12 +78,16 @@ class WindowStreams:
     late: Stream[pl.DataFrame]
 
 
-def _frame_of(item: pl.DataFrame | MicroBatch) -> pl.DataFrame:
+def _frame_of(item: pl.DataFrame | MicroBatch, keep: frozenset[str]) -> pl.DataFrame:
+    """The rows of ``item`` with the columns in ``keep`` only, in their order."""
     if isinstance(item, MicroBatch):
-        return item.valid
-    if isinstance(item, pl.DataFrame):
-        return item
-    raise TypeError(f"window_monitor: expected a Polars DataFrame or MicroBatch, got {type(item).__name__}")
+        frame = item.valid
+    elif isinstance(item, pl.DataFrame):
+        frame = item
+    else:
+        raise TypeError(f"window_monitor: expected a Polars DataFrame or MicroBatch, got {type(item).__name__}")
+    cols = [c for c in frame.columns if c in keep]
+    return frame if len(cols) == frame.width else frame.select(cols)
 
 
 def split_partitions(frame: pl.DataFrame) -> list[tuple[str, tuple[str, pl.DataFrame]]]:
@@ -159,7 +165,10 @@ def window_monitor(
     shards = shard_keys(cfg.window_shards)
     l_schema = late_schema(cfg)
 
-    frames = op.map("frames", up, _frame_of)
+    # only the columns the window steps read go on (the scored rows are about a hundred
+    # columns wide, and the keyed steps below may run on another worker: what crosses is pickled)
+    keep = window_input_columns(cfg, feats) | {TOPIC, PARTITION}
+    frames = op.map("frames", up, lambda item: _frame_of(item, keep))
     parts = op.flat_map("partitions", frames, split_partitions)
     timed = op.key_rm("event_time_out", op.stateful_batch("event_time", parts, lambda st: EventTimeLogic(cfg, feats, close, st)))
     late_rows = op.branch("late_rows", timed, lambda v: isinstance(v, LateSlice))

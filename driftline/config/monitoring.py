@@ -10,7 +10,7 @@ Every default below is documented on its field and in ``docs/monitoring.md``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -304,6 +304,8 @@ class ColumnsConfig(BaseModel):
     """Input column names read by the window aggregation (missing optional ones are tolerated)."""
 
     model_config = ConfigDict(extra="forbid")
+    #: The fields that hold a value, not a column name (every other field names an input column).
+    VALUE_FIELDS: ClassVar[frozenset[str]] = frozenset({"injection_threshold", "budget_error_class", "budget_fallback_reason", "primary_tier"})
 
     event_time: str = Field("event_time", description="Event-time column (Datetime UTC).")
     event_id: str = Field("event_id", description="Id column; the smallest id of a late slice names its late row.")
@@ -333,6 +335,14 @@ class ColumnsConfig(BaseModel):
         description="Tier name of the first choice; other tiers count as fallbacks. Unset: the first tier of models.chain "
         "(a name that is not in the chain fails at start-up). Without it (telemetry has no tier column) fallback_share is null.",
     )
+
+    def names(self) -> list[str]:
+        """The input columns these settings name (every field but :attr:`VALUE_FIELDS`).
+
+        >>> ColumnsConfig().names()[:3]
+        ['event_time', 'event_id', 'model_name']
+        """
+        return [getattr(self, f) for f in type(self).model_fields if f not in self.VALUE_FIELDS]
 
 
 class MonitoringConfig(BaseModel):

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
-from driftline.operators.aggregate.columns import window_sums
+from driftline.operators.aggregate.columns import window_columns, window_sums
 from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch, deepcopy_slots
 
 UNKNOWN = "unknown"
@@ -45,6 +45,31 @@ def align_origin(cfg: MonitoringConfig) -> datetime:
 def key_column(cfg: MonitoringConfig, dim: str) -> str:
     """Input column holding key dimension ``dim`` (``model`` maps to ``columns.model``)."""
     return cfg.columns.model if dim == "model" else dim
+
+
+def window_input_columns(cfg: MonitoringConfig, features: Sequence[DriftFeature] | None = None) -> frozenset[str]:
+    """Every input column the window aggregation reads: the ones ``monitoring.columns``
+    names, the key dimensions', the drift features' (``features``, default
+    ``cfg.drift.features``) and every column a registered window sum's expression reads
+    (:mod:`~driftline.operators.aggregate.columns`).
+
+    A frame cut down to these columns gives the same slices as the whole frame (the flows
+    cut the scored rows to them before the keyed window steps: a frame that crosses to
+    another worker is pickled, and the scored rows are about a hundred columns wide).
+
+    >>> cols = window_input_columns(MonitoringConfig())
+    >>> {"event_time", "source", "model_cost_usd", "guard_decision"} <= cols, "text" in cols
+    (True, False)
+    """
+    feats = cfg.drift.features if features is None else features
+    cols = set(cfg.columns.names())
+    cols.update(key_column(cfg, dim) for dim in cfg.key_dims)
+    cols.update(f.name for f in feats)
+    for column in window_columns().values():
+        for needs, expr in column.sums.values():
+            cols.add(needs)
+            cols.update(expr().meta.root_names())
+    return frozenset(cols)
 
 
 @dataclass(slots=True)

@@ -313,3 +313,54 @@ def test_after_a_closing_end_of_input_later_events_of_those_windows_are_late(tmp
     late = second[2]
     assert late.height and set(late["window_start"]) == {first[0]["window_start"].max()}
     assert metrics["events"].sum() + late["late_events"].sum() == ev.height
+
+
+def scored_rows(n: int = 3000) -> pl.DataFrame:
+    """The enrich flow's scored rows (the windows' input) for ``n`` synthetic events, run in memory."""
+    import tempfile
+
+    from driftline.config import load_config
+    from driftline.flows.enrich import EnrichIO, build_enrich_flow
+    from driftline.producer import SyntheticProducer
+    from driftline.testing import micro_batch_source, raw_batches
+
+    payloads = [e.payload for e in SyntheticProducer(7, pii_rate=0.2, invalid_rate=0.02).events(n)]
+    cfg = load_config(None, env={"DRIFTLINE__SINKS__ROOT": tempfile.mkdtemp()})
+    enriched = InMemorySink()
+    io = EnrichIO(micro_batch_source(raw_batches(payloads, batch_size=500, timestamp_ms=int(T0.timestamp() * 1000))), InMemorySink(), frames={"enriched": enriched})
+    run_main(build_enrich_flow(cfg, io=io, clock=FakeClock(T0), parquet=False))
+    return pl.concat([f for f in enriched.items if f.height], how="vertical")
+
+
+def test_the_window_columns_alone_give_the_windows_of_the_whole_scored_rows() -> None:
+    import pickle
+
+    from driftline.operators.aggregate import slice_frame
+    from driftline.operators.aggregate.accumulator import window_input_columns
+
+    cfg = MonitoringConfig()
+    rows = scored_rows()
+    keep = window_input_columns(cfg)
+    cut = rows.select([c for c in rows.columns if c in keep])
+    assert cut.width < rows.width / 2, f"the cut keeps {cut.width} of {rows.width} columns"
+    assert {"event_time", "model_cost_usd", "guard_decision", "f_lang", "source"} <= set(cut.columns)
+
+    def slices(frame: pl.DataFrame) -> list[tuple[Any, ...]]:
+        # every accumulator whole (counts, sums, sketches, drift features' values) by its pickled bytes
+        return [(s.key, s.pane, s.first_window, s.first_id, s.max_time, s.acc.events, pickle.dumps(s.acc)) for s in slice_frame(frame, cfg)]
+
+    whole = slices(rows)
+    assert whole and sum(s[5] for s in whole) == rows.height
+    assert slices(cut) == whole
+    assert slices(rows.drop("f_lang")) != whole  # the comparison sees a drift feature's column go
+
+
+def test_a_registered_window_sum_keeps_every_column_its_expression_reads() -> None:
+    from driftline.operators.aggregate.accumulator import window_input_columns
+    from driftline.operators.aggregate.columns import WINDOW_COLUMNS, register_window_column
+
+    register_window_column("test_weighted", pl.Float64, {"test_weighted": ("test_a", lambda: pl.col("test_a") * pl.col("test_b"))}, lambda s, _e: s.get("test_weighted"))
+    try:
+        assert {"test_a", "test_b"} <= window_input_columns(MonitoringConfig())
+    finally:
+        del WINDOW_COLUMNS["test_weighted"]
