@@ -29,7 +29,6 @@ send a piece to the worker chosen for it (Bytewax has no "send to worker" operat
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
@@ -144,14 +143,29 @@ def reorder_key(name: str) -> str:
 
 
 def cover_part(cover: str, parts: int) -> int:
-    """The sink partition of a cover (an input partition ``topic+partition``, or a window
-    key): the one routing rule of the Parquet datasets' and the transactional Kafka sink's
-    partitions (``crc32(cover) % parts``), which both call it.
+    """The sink partition of a cover: the one routing rule of the Parquet datasets' and the
+    transactional Kafka sink's partitions, which both call it.
 
-    >>> cover_part("events+2", 1), cover_part("events+2", 4)
-    (0, 1)
+    An input partition (``topic+partition``) goes where Bytewax would put its model-step
+    key (``topic:partition``, :func:`reorder_key`) among ``parts`` workers: the sink
+    partition at sorted position ``i`` runs on worker ``i % workers``
+    (:func:`sink_worker`), so whenever the worker count divides ``parts`` (the advice is
+    ``parts`` = the most workers you will run) a topic-partition's writers share a worker
+    with its model calls and its scored rows are written where they are made, instead of
+    crossing to another worker (another process: pickled) first.  Any other cover (a
+    window key) by the same hash of itself.  (CRC-32 modulo ``parts`` did this before; its
+    low bits are linear in the input's, so partitions 0 to 3 of a topic always shared one
+    writer of two.)
+
+    >>> cover_part("events+2", 1), [cover_part(f"events+{p}", 2) for p in range(4)]
+    (0, [0, 0, 1, 0])
+    >>> all(cover_part(f"t+{p}", 4) % 2 == state_worker(f"t:{p}", 2) for p in range(8))
+    True
     """
-    return zlib.crc32(cover.encode()) % parts if parts > 1 else 0
+    if parts <= 1:
+        return 0
+    topic, sep, part = cover.rpartition("+")
+    return state_worker(f"{topic}:{part}" if sep and part.isdigit() else cover, parts)
 
 
 def water_fill(fixed: Sequence[float], free: float) -> list[float]:

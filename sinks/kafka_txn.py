@@ -625,6 +625,8 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         self.coverage_topic = coverage_topic
         self.timeout_ms = timeout_ms
         self.max_bytes = max_bytes
+        self._siblings: dict[str, SinkCoverage] | None = None  # every partition's committed coverage at start-up (this process's first build_part)
+        self._siblings_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, kafka: KafkaConfig, topic: str, *, name: str, more_topics: Iterable[str] = ()) -> TransactionalKafkaSink:
@@ -646,6 +648,21 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.parts)]
+
+    def _siblings_coverage(self, for_part: str, timeout: float) -> dict[str, int]:
+        """What the other partitions of this output committed (each cover's highest
+        position), read from their markers once per process when its first partition is
+        built.  A partition skips those positions too: a cover that a routing change (or
+        a partition count change) moved here from another partition is not written twice
+        when the restart replays input that partition had already committed."""
+        with self._siblings_lock:
+            if self._siblings is None:
+                self._siblings = {}
+                for i in range(self.parts):
+                    found = CoverageStore(self._conf, self.coverage_topic, transactional_id(self.id_prefix, self.name, str(i)), timeout).read()
+                    if found is not None:
+                        self._siblings[str(i)] = found
+            return merge_coverage(*(c for part, c in self._siblings.items() if part != for_part)).positions
 
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
@@ -677,9 +694,20 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         store = CoverageStore(self._conf, self.coverage_topic, txn_id, timeout)
         found = store.read()
         coverage = merge_coverage(resume_state, found)
+        others = self._siblings_coverage(for_part, timeout)
+        moved_in = sum(1 for k, v in others.items() if v > coverage.positions.get(k, -1))
+        coverage = SinkCoverage(merge_coverage(coverage, SinkCoverage(others)).positions, coverage.seq)
         _log.info(
             "kafka_sink_resumed",
-            extra={"fields": {"sink": txn_id, "covers": len(coverage.positions), "transactions": coverage.seq, "after_snapshot": coverage.seq - (resume_state.seq if resume_state else 0)}},
+            extra={
+                "fields": {
+                    "sink": txn_id,
+                    "covers": len(coverage.positions),
+                    "transactions": coverage.seq,
+                    "after_snapshot": coverage.seq - (resume_state.seq if resume_state else 0),
+                    "covers_from_other_partitions": moved_in,
+                }
+            },
         )
         return TransactionalPartition(sender, store, coverage, fatal, max_bytes=self.max_bytes, timeout=timeout, name=self.name, renew=new_sender)
 

@@ -90,7 +90,7 @@ class TransactionsConfig(BaseModel):
 
     id_prefix: str = Field("driftline", min_length=1, description="Prefix of the transactional ids and coverage consumer groups: <prefix>.<flow>.<input topic>.<output>.<partition>.")
     coverage_topic: str = Field("driftline.sink-coverage", min_length=1, description="Compacted topic holding what each sink partition's last transaction covered (created on first use).")
-    partitions: int = Field(1, ge=1, le=256, description="Transactional producers per Kafka output (sink partitions), independent of the worker count; keep it while a recovery folder holds state.")
+    partitions: int = Field(1, ge=1, le=256, description="Transactional producers per Kafka output (sink partitions), independent of the worker count (a multiple of it sends a topic-partition's records from the worker of its model calls); keep it while a recovery folder holds state.")
     timeout_ms: int = Field(60_000, ge=1_000, le=900_000, description="transaction.timeout.ms: an open transaction of a vanished producer is aborted after this long; also how long a commit waits for an unreachable broker.")
     max_bytes: int = Field(32 * 2**20, ge=2**16, description="An open transaction is committed early once its records reach this many bytes (they are kept until the commit, to be sent again if it must be aborted).")
 

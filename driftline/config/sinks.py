@@ -76,7 +76,7 @@ class SinksConfig(BaseModel):
     compression: Literal["zstd"] = Field("zstd", description="Parquet compression codec (zstd only: the datasets promise it).")
     compression_level: int = Field(3, ge=1, le=22, description="zstd level for Parquet pages.")
     partitions: int = Field(
-        1, ge=1, le=256, description="Sink partitions per dataset (Kafka-keyed rows are routed by topic-partition). Do not change while a recovery folder holds state."
+        1, ge=1, le=256, description="Sink partitions per dataset (Kafka-keyed rows are routed by topic-partition: a multiple of the worker count writes them on the worker of their model calls). Do not change while a recovery folder holds state."
     )
     fsync: bool = Field(True, description="fsync files, manifest entries and folders on local disks (turning it off loses the crash guarantee on power loss).")
     datasets: dict[str, DatasetSinkConfig] = Field(default_factory=dict, description="Per-dataset overrides keyed by dataset name.")

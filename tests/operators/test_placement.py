@@ -223,3 +223,22 @@ def test_source_part_names_round_trip_and_refuse_other_names() -> None:
     for bad in ("events", "-events", "x-events", "2-", "events+2"):
         with pytest.raises(ValueError, match="partition-topic"):
             source_part_coordinates(bad)
+
+
+def test_a_topic_partitions_writers_share_the_worker_of_its_model_calls() -> None:
+    """With the worker count dividing the sink partitions, each input partition's sink
+    partition sits on the worker of its model-step key, whatever the topic's name."""
+    for topic in ("events", "bench-e2e-9b10c88f", "bench-e2e-83d95c8c", "t"):
+        for parts, workers in ((2, 2), (4, 2), (4, 4), (6, 3)):
+            for p in range(8):
+                name = f"{topic}+{p}"
+                assert sink_worker(cover_part(name, parts), parts, workers) == state_worker(f"{topic}:{p}", workers), (topic, parts, workers, p)
+
+
+def test_sink_partitions_spread_the_partitions_of_a_topic() -> None:
+    """CRC-32's low bits put partitions 0-3 of any topic on one writer of two; the hash
+    used now gives each topic's partitions out independently."""
+    import collections
+
+    spreads = collections.Counter(tuple(cover_part(f"topic-{i}+{p}", 2) for p in range(4)) for i in range(400))
+    assert len(spreads) == 16 and min(spreads.values()) > 400 / 16 / 2

@@ -76,6 +76,30 @@ def test_restart_without_any_snapshot_uses_the_coverage_in_kafka(kafka_bootstrap
     assert len(msgs) == 30
 
 
+def test_a_cover_moved_to_another_partition_is_not_written_twice(kafka_bootstrap: str, unique_topic) -> None:
+    """A routing change (a new version's, or another partition count) moves a cover to
+    another sink partition across a crash: the partition it moved to skips what the old
+    one committed after the snapshot the restart resumes from."""
+    topic = unique_topic("txn-moved")
+    s = sink(kafka_bootstrap, topic, partitions=2)
+    old = s.build_part("out", "0", None)
+    old.write_batch([batch(0, 49)])
+    durable = old.snapshot()  # the snapshot the restart resumes from
+    old.write_batch([batch(50, 99)])
+    old.snapshot()  # committed, but the crash loses this snapshot
+    # the restart: a new sink object (a new process) whose routing sends "in+0" to partition 1
+    again = TransactionalKafkaSink(kafka_bootstrap, topic, name=s.name, coverage_topic="driftline.test-coverage", partitions=2)
+    first = again.build_part("out", "0", durable)
+    moved = again.build_part("out", "1", None)
+    moved.write_batch([batch(50, 119)])  # the replay from offset 50, on partition 1 now
+    assert moved.records_replayed == 50
+    for part in (first, moved):
+        part.snapshot()
+        part.close()
+    seen = offsets_in(kafka_bootstrap, topic)
+    assert sorted(seen) == list(range(120)) and set(seen.values()) == {1}
+
+
 def test_a_zombie_is_fenced_and_its_open_transaction_aborted(kafka_bootstrap: str, unique_topic, caplog: pytest.LogCaptureFixture) -> None:
     topic = unique_topic("txn-zombie")
     s = sink(kafka_bootstrap, topic)
