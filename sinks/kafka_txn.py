@@ -655,6 +655,8 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         built.  A partition skips those positions too: a cover that a routing change (or
         a partition count change) moved here from another partition is not written twice
         when the restart replays input that partition had already committed."""
+        if self.parts == 1:
+            return {}
         with self._siblings_lock:
             if self._siblings is None:
                 self._siblings = {}
