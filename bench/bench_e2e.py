@@ -397,6 +397,9 @@ def main() -> int:
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
         report_scaling(scaled, work)
+        if scaled:
+            for workers in sorted({n for n in (args.processes, args.workers) if n > 1}):
+                print(placement_line(topic, args.partitions, workers, args.sink_partitions or 1))
         if args.json:
             doc = {"args": vars(args), "load": [load_before, load_after], "results": results, "scaling": scaled}
             Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
@@ -511,6 +514,31 @@ def report_scaling(runs: dict[str, list[dict[str, Any]]], work: Path) -> None:
                 continue
             diff = dataset_differences(first, r["root"])
             print(f"datasets of '{name}' vs 1 process: {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
+
+
+def placement_line(topic: str, partitions: int, workers: int, sink_parts: int) -> str:
+    """Where Bytewax puts each input partition's work on ``workers`` workers (predicted by
+    ``operators/placement.py``, from the topic's name): who reads it, runs its keyed steps
+    (reorder, model calls, guardrails, output records), its event-time clock and its
+    writers (``sink_parts`` dataset and Kafka output partitions), and the share of the
+    stateless rows each worker is planned to run.
+
+    >>> placement_line("bench-e2e-9b10c88f", 3, 2, 2)
+    'placement of bench-e2e-9b10c88f on 2 workers, input partitions 0-2: read by workers [0, 1, 0], keyed steps [1, 1, 1], event-time clocks [0, 0, 0], writers [1, 1, 1]; stateless rows planned 100% / 0%'
+    """
+    from driftline.operators.placement import cover_part, free_shares, reorder_key, sink_worker, source_part, source_worker, state_worker
+
+    names = [f"{topic}+{p}" for p in range(partitions)]
+    sources = [source_part(topic, p) for p in range(partitions)]
+    read = [source_worker(s, sources, workers) for s in sources]
+    keyed = [state_worker(reorder_key(n), workers) for n in names]
+    clocks = [state_worker(n, workers) for n in names]
+    writers = [sink_worker(cover_part(n, sink_parts), sink_parts, workers) for n in names]
+    shares = free_shares(names, workers, parquet_parts=sink_parts, kafka_parts=sink_parts)
+    return (
+        f"placement of {topic} on {workers} workers, input partitions 0-{partitions - 1}: read by workers {read}, keyed steps {keyed},"
+        f" event-time clocks {clocks}, writers {writers}; stateless rows planned {' / '.join(f'{s:.0%}' for s in shares)}"
+    )
 
 
 def _busiest_cpu(run: dict[str, Any]) -> float | None:

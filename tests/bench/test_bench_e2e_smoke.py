@@ -60,4 +60,5 @@ def test_bench_e2e_scaling_table_has_the_machine_ceiling(kafka_bootstrap: str, t
     assert [p["events_in"] for p in ceiling["per_process"]] == [300, 300]
     assert ceiling["copies"] == 2 and ceiling["cpu_s"] > 0
     assert "| 2 independent processes (ceiling) |" in proc.stdout
+    assert "on 2 workers, input partitions 0-2: read by workers [0, 1, 0], keyed steps [" in proc.stdout  # where each partition's work runs
     assert proc.stdout.count("datasets of '2 independent processes (ceiling)' vs 1 process: equal") == 1, proc.stdout[-2000:]
