@@ -61,8 +61,16 @@ class UniqueTexts(SyntheticProducer):
 
 def enrich_config(tmp_path: Path, bootstrap: str, topic: str, base_url: str, root: Path) -> Path:
     config = {
-        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "dead_letter_topic": f"{topic}.dlq", "output_topic": f"{topic}.out.{root.name}"},
-        "sinks": {"root": str(root), "flush_seconds": 0.5},
+        # two writers per dataset and Kafka output (the most workers these runs have): each
+        # topic-partition's rows are written by the sink partition on the worker of its model calls
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "input_topic": topic,
+            "dead_letter_topic": f"{topic}.dlq",
+            "output_topic": f"{topic}.out.{root.name}",
+            "transactions": {"partitions": 2},
+        },
+        "sinks": {"root": str(root), "flush_seconds": 0.5, "partitions": 2},
         "monitoring": {"end_of_input": "close"},
         "recovery": {"partitions": 4},
         "models": {
