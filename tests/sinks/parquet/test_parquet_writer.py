@@ -131,6 +131,23 @@ def test_restart_skips_replayed_rows_and_counts_them(tmp_path, events_spec, run_
     assert rows["src_offset"].sort().to_list() == list(range(150))
 
 
+def test_a_topic_partition_moved_to_another_writer_skips_what_the_first_committed(tmp_path, events_spec, run_info) -> None:
+    """A routing change (an upgrade, see operators/placement.py's cover_part) sends a
+    topic-partition's replay to another sink partition: the replay filter is the whole
+    dataset's committed offsets, not the writer's own."""
+    cfg = SinksConfig(root=str(tmp_path))
+    first = DatasetWriter(events_spec, cfg, store=open_store(cfg.root, fsync=cfg.fsync), run_info=run_info, clock=FakeClock(T0), writer_id="enrich.events-p0")
+    first.write(events(list(range(100))))
+    first.flush_all()
+    moved = DatasetWriter(events_spec, cfg, store=open_store(cfg.root, fsync=cfg.fsync), run_info=run_info, clock=FakeClock(T0), writer_id="enrich.events-p1")
+    moved.write(events(list(range(60, 130))))  # the restart replays from the snapshot at offset 60
+    moved.flush_all()
+    assert (moved.rows_replayed, moved.rows_written) == (40, 30)
+    rows = committed_rows(tmp_path, "events")
+    assert rows["src_offset"].sort().to_list() == list(range(130))
+    assert {e.writer for e in load_entries(open_store(str(tmp_path)), "events")} == {"enrich.events-p0", "enrich.events-p1"}
+
+
 def test_partitions_have_independent_watermarks(tmp_path, events_spec, run_info) -> None:
     w = make(events_spec, tmp_path, run_info)
     w.write(pl.concat([events([0, 1], partition=0), events([0, 1], partition=1), events([0], topic="u")]))
