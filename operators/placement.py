@@ -164,8 +164,8 @@ def cover_part(cover: str, parts: int) -> int:
     """
     if parts <= 1:
         return 0
-    topic, sep, part = cover.rpartition("+")
-    return state_worker(f"{topic}:{part}" if sep and part.isdigit() else cover, parts)
+    _, sep, part = cover.rpartition("+")
+    return state_worker(reorder_key(cover) if sep and part.isdigit() else cover, parts)
 
 
 def water_fill(fixed: Sequence[float], free: float) -> list[float]:

@@ -625,7 +625,7 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         self.coverage_topic = coverage_topic
         self.timeout_ms = timeout_ms
         self.max_bytes = max_bytes
-        self._siblings: dict[str, SinkCoverage] | None = None  # every partition's committed coverage at start-up (this process's first build_part)
+        self._markers: dict[str, SinkCoverage | None] = {}  # each partition's committed coverage, read once per process (see _siblings_coverage)
         self._siblings_lock = threading.Lock()
 
     @classmethod
@@ -649,22 +649,23 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.parts)]
 
-    def _siblings_coverage(self, for_part: str, timeout: float) -> dict[str, int]:
+    def _siblings_coverage(self, for_part: str, own: SinkCoverage | None, timeout: float) -> dict[str, int]:
         """What the other partitions of this output committed (each cover's highest
-        position), read from their markers once per process when its first partition is
-        built.  A partition skips those positions too: a cover that a routing change (or
-        a partition count change) moved here from another partition is not written twice
-        when the restart replays input that partition had already committed."""
+        position).  A partition skips those positions too: a cover that a routing change
+        (or a partition count change) moved here from another partition is not written
+        twice when the restart replays input that partition had already committed.
+
+        ``own`` is ``for_part``'s marker, just read after fencing its predecessor; each
+        other marker is read once per process, when the first partition that needs it is
+        built, so no marker is read twice."""
         if self.parts == 1:
             return {}
         with self._siblings_lock:
-            if self._siblings is None:
-                self._siblings = {}
-                for i in range(self.parts):
-                    found = CoverageStore(self._conf, self.coverage_topic, transactional_id(self.id_prefix, self.name, str(i)), timeout).read()
-                    if found is not None:
-                        self._siblings[str(i)] = found
-            return merge_coverage(*(c for part, c in self._siblings.items() if part != for_part)).positions
+            self._markers[for_part] = own
+            for part in self.list_parts():
+                if part not in self._markers:
+                    self._markers[part] = CoverageStore(self._conf, self.coverage_topic, transactional_id(self.id_prefix, self.name, part), timeout).read()
+            return merge_coverage(*(c for part, c in self._markers.items() if part != for_part)).positions
 
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
@@ -696,7 +697,7 @@ class TransactionalKafkaSink(FixedPartitionedSink[KafkaBatch, SinkCoverage]):
         store = CoverageStore(self._conf, self.coverage_topic, txn_id, timeout)
         found = store.read()
         coverage = merge_coverage(resume_state, found)
-        others = self._siblings_coverage(for_part, timeout)
+        others = self._siblings_coverage(for_part, found, timeout)
         moved_in = sum(1 for k, v in others.items() if v > coverage.positions.get(k, -1))
         coverage = SinkCoverage(merge_coverage(coverage, SinkCoverage(others)).positions, coverage.seq)
         _log.info(
