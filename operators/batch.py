@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -38,6 +38,13 @@ import pyarrow as pa
 
 ATTRIBUTES_DTYPE = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
 TIME_DTYPE = pl.Datetime("ms", "UTC")
+#: The Polars engine of the operators' lazy queries.  Polars 2's default (``"auto"``) may
+#: run a lazy query on its streaming engine (the window step's grouped counts went there),
+#: whose executor threads and per-query set-up cost more than a micro-batch of a few
+#: thousand rows gains: the enrich flow in memory, 100,000 events in 5,000-row batches,
+#: took 6.33 and 5.83 s of CPU against 6.88 and 6.29 s (the streaming executor's threads
+#: 0.05 s against 0.55 s), with the same results.
+ENGINE: Final = "in-memory"
 
 COORDINATE_SCHEMA: dict[str, pl.DataType] = {
     "src_key": pl.Binary,

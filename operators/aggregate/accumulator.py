@@ -32,6 +32,7 @@ import polars as pl
 
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.columns import window_columns, window_sums
+from driftline.operators.batch import ENGINE
 from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch, deepcopy_slots
 
 UNKNOWN = "unknown"
@@ -286,7 +287,7 @@ def _grouped_counts(df: pl.DataFrame, columns: list[tuple[str, str, bool]]) -> d
         if explode:
             lf = lf.explode(col)
         parts.append(lf.drop_nulls(col).select("__gid", pl.lit(i, pl.Int32).alias("__c"), pl.col(col).cast(pl.Utf8).alias("__v")))
-    counts = pl.concat(parts).group_by("__gid", "__c", "__v").len().collect()
+    counts = pl.concat(parts).group_by("__gid", "__c", "__v").len().collect(engine=ENGINE)
     out: dict[str, dict[int, dict[str, int]]] = {name: {} for name, _col, _explode in columns}
     names = [name for name, _col, _explode in columns]
     for g, i, v, n in zip(*(counts.to_series(k).to_list() for k in range(4))):

@@ -60,7 +60,7 @@ from driftline.operators.pii.masking import STRATEGIES, MaskContext
 from driftline.operators.pii.normalize import View, build_view, needs_view_regex
 from driftline.operators.pii.recognizers import RECOGNIZERS, BudgetExceeded, Recognizer, RecognizerOptions, literal_alternation
 from driftline.operators.pii.spans import regex_spans, regex_spans_many
-from driftline.operators.batch import owned_array
+from driftline.operators.batch import ENGINE, owned_array
 
 FINDING_DTYPE = pl.Struct({"type": pl.Utf8, "recognizer": pl.Utf8, "start": pl.Int32, "end": pl.Int32})
 _FINDING_ARROW = pa.struct([("type", pa.large_string()), ("recognizer", pa.large_string()), ("start", pa.int32()), ("end", pa.int32())])
@@ -515,7 +515,7 @@ class PiiMasker:
         queries = [work]
         if self.rules:
             queries.append(pl.LazyFrame({"t": strings.gather(np.flatnonzero(ruled))}).select(self._x_rules))
-        found = pl.collect_all(queries)
+        found = pl.collect_all(queries, engine=ENGINE)
         rows = found[0]["row"].to_numpy().astype(np.int64)
         hit = found[0]["any"].to_numpy()
         first = {"row": rows}
@@ -525,7 +525,7 @@ class PiiMasker:
         sel = np.flatnonzero(hit)
         if len(sel):
             flags = pl.LazyFrame({"t": strings.gather(rows[sel])})
-            flags = (flags.with_columns(self._x_before) if self._x_before else flags).select(self._x_first).collect()
+            flags = (flags.with_columns(self._x_before) if self._x_before else flags).select(self._x_first).collect(engine=ENGINE)
             for name in names:
                 first[name][sel] = flags[name].to_numpy()
         return first, (found[1] if self.rules else pl.DataFrame())
@@ -546,7 +546,7 @@ class PiiMasker:
         if len(rows):
             exprs = self._x_prefilters + (self._x_view_rules if view_ruled.any() else [])
             frame = pl.LazyFrame({"t": all_views.gather(rows), "ruled": view_ruled})
-            found = (frame.with_columns(self._x_before) if self._x_before else frame).select(exprs).collect()
+            found = (frame.with_columns(self._x_before) if self._x_before else frame).select(exprs).collect(engine=ENGINE)
         hits: dict[int, np.ndarray] = {}
         keep = ~again
         for i in range(len(self._scanners)):

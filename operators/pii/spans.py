@@ -7,6 +7,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from driftline.operators.batch import ENGINE
+
 _MARK = "\x00"  # never in a detection view: the view has no control characters
 
 
@@ -52,7 +54,7 @@ def regex_spans_many(texts: pl.Series, jobs: list[tuple[np.ndarray, str]]) -> li
     if not live:
         return out
     queries = [pl.LazyFrame({"t": texts.gather(jobs[j][0])}).select(_marked(pl.col("t"), jobs[j][1]).alias("g")) for j in live]
-    for j, frame in zip(live, pl.collect_all(queries)):
+    for j, frame in zip(live, pl.collect_all(queries, engine=ENGINE)):
         out[j] = _spans_of(frame["g"], np.asarray(jobs[j][0], dtype=np.int64))
     return out
 
