@@ -214,7 +214,7 @@ def run_driftline(
     except OSError:  # a driftline without step timers (--driftline-python of an older checkout): wall time
         return {"events": events, "t_first": started, "t_end": ended, "wall_s": ended - started, "rss_marks": [], "steps": {}, "peak_rss_bytes": 0}
     mark(doc)  # the last mark when the run ended right on it
-    doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks})
+    doc.update({"events": doc["events_in"], "t_first": doc["first_event_at"], "t_end": doc["written_at"], "wall_s": ended - started, "rss_marks": rss_marks, "outputs": out})
     doc["machine_cores"] = _busy_cores(busy, doc["t_first"], doc["t_end"]) if doc["t_first"] is not None else None
     if profile:  # py-spy does not reap the flow as a child of ours: its CPU is not in RUSAGE_CHILDREN, only in its own timers
         doc["own_cpu_s"] = doc["cpu_s"]
@@ -454,11 +454,13 @@ def _independent_runs(n: int, bootstrap: str, topic: str, work: Path, python: st
     root and output topics: nothing is shared or exchanged between them, so their joint
     rate (``n`` times the events over the span from the first event of any to the end of
     the last) is the most ``n`` processes can drain on this machine.  The first run's root
-    stands for the shape in the datasets check (every run writes the 1-process datasets)."""
+    stands for the shape in the datasets check (every run writes the 1-process datasets).
+    Each run's folder, and so its output topics, is named after ``work`` too: a later
+    round writing the same topics would find its records committed and skip them all."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(n) as pool:
-        docs = list(pool.map(lambda i: run_driftline(bootstrap, topic, work / f"run-{i}", 0, python, events, env=env), range(n)))
+        docs = list(pool.map(lambda i: run_driftline(bootstrap, topic, work / f"{work.name}-run-{i}", 0, python, events, env=env), range(n)))
     cores = [d["machine_cores"] for d in docs if d.get("machine_cores") is not None]
     return {
         "events": sum(d["events"] for d in docs),
@@ -467,8 +469,9 @@ def _independent_runs(n: int, bootstrap: str, topic: str, work: Path, python: st
         "wall_s": max(d["wall_s"] for d in docs),
         "machine_cores": sum(cores) / len(cores) if cores else None,
         "per_process": [p for d in docs for p in d.get("per_process", [])],
-        "root": str(work / "run-0" / "driftline-out"),
+        "root": str(work / f"{work.name}-run-0" / "driftline-out"),
         "copies": n,
+        "outputs": [d.get("outputs") for d in docs],
     }
 
 

@@ -53,12 +53,20 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
 def test_bench_e2e_scaling_table_has_the_machine_ceiling(kafka_bootstrap: str, tmp_path: Path) -> None:
     """``--processes 2 --ceiling``: the cluster and two independent one-process runs, each
     run reading the whole topic and writing the 1-process datasets."""
-    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "driftline", "--processes", "2", "--ceiling", "--rss-every", "0")
+    from driftline.testing.kafka import consume_all
+
+    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "driftline", "--processes", "2", "--ceiling", "--rss-every", "0", "--scale-repeats", "2")
     scaling = doc["scaling"]
-    assert {shape: [r["events"] for r in runs] for shape, runs in scaling.items()} == {"1 process": [300], "2 processes": [300], "2 independent processes (ceiling)": [600]}
+    assert {shape: [r["events"] for r in runs] for shape, runs in scaling.items()} == {"1 process": [300] * 2, "2 processes": [300] * 2, "2 independent processes (ceiling)": [600] * 2}
     ceiling = scaling["2 independent processes (ceiling)"][0]
     assert [p["events_in"] for p in ceiling["per_process"]] == [300, 300]
     assert ceiling["copies"] == 2 and ceiling["cpu_s"] > 0
+    # every independent run of every round writes output topics of its own, all its records in them
+    # (a round reusing a topic would find its records committed and skip them: a ceiling with less work)
+    outputs = [o for r in scaling["2 independent processes (ceiling)"] for o in r["outputs"]]
+    assert len(set(outputs)) == 4
+    rows = len(consume_all(kafka_bootstrap, f"{doc['results']['driftline']['outputs']}.enriched"))
+    assert rows > 250 and len(consume_all(kafka_bootstrap, f"{outputs[-1]}.enriched")) == rows
     assert "| 2 independent processes (ceiling) |" in proc.stdout
     assert "on 2 workers, input partitions 0-2: read by workers [0, 1, 0], keyed steps [" in proc.stdout  # where each partition's work runs
-    assert proc.stdout.count("datasets of '2 independent processes (ceiling)' vs 1 process: equal") == 1, proc.stdout[-2000:]
+    assert proc.stdout.count("datasets of '2 independent processes (ceiling)' vs 1 process: equal") == 2, proc.stdout[-2000:]
