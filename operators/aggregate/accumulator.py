@@ -32,8 +32,8 @@ import polars as pl
 
 from driftline.config.monitoring import DriftFeature, MonitoringConfig
 from driftline.operators.aggregate.columns import window_columns, window_sums
-from driftline.operators.batch import ENGINE
 from driftline.operators.aggregate.sketch import CategoryCounts, QuantileSketch, deepcopy_slots
+from driftline.operators.batch import ENGINE
 
 UNKNOWN = "unknown"
 
