@@ -78,17 +78,23 @@ def _same(p: pl.Series, q: pl.Series) -> bool:
     if p.dtype.is_float():
         close = ((p - q).abs() <= 1e-9 * (p.abs() + q.abs()).clip(lower_bound=1.0)).fill_null(False) | (p.is_null() & q.is_null())
         return bool(close.all())
-    return p.equals(q) or (p.dtype.is_nested() and _close_json(p.to_list(), q.to_list()))
+    return p.equals(q) or (p.dtype.is_nested() and close_values(p.to_list(), q.to_list()))
 
 
-def _close_json(a: object, b: object) -> bool:
+def close_values(a: object, b: object, *, floor: float = 1.0) -> bool:
+    """Equal JSON-like values (dicts, lists, scalars), floats up to summation order: within
+    1e-9 of the larger of the two magnitudes and ``floor``.
+
+    >>> close_values({"n": 2, "sum": [0.1 + 0.2]}, {"n": 2, "sum": [0.3]}), close_values([1e-6], [2e-6], floor=1e-3)
+    (True, False)
+    """
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(abs(a), abs(b), floor)
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close_json(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(close_values(a[k], b[k], floor=floor) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close_json(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(close_values(x, y, floor=floor) for x, y in zip(a, b))
     return a == b
 
 
-__all__ = ["NATURAL_KEYS", "PROCESSING_TIME", "dataset_differences", "dataset_frame"]
+__all__ = ["NATURAL_KEYS", "PROCESSING_TIME", "close_values", "dataset_differences", "dataset_frame"]

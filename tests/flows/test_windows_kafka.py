@@ -40,6 +40,7 @@ from driftline.flows.monitor import build_monitor_flow
 from driftline.kafka_io import ensure_topics
 from driftline.runner import run_flow
 from driftline.sinks.parquet import load_entries, open_store
+from driftline.testing.datasets import close_values
 from driftline.testing.kafka import consume_all
 from driftline.testing.kills import finish_flow_process, start_flow_process
 
@@ -187,17 +188,6 @@ def windows_of(root: Path) -> dict[str, pl.DataFrame]:
     return {name: dataset(root, name) for name in NATURAL_KEYS}
 
 
-def _close(a: Any, b: Any) -> bool:
-    """Equal JSON values; floats up to summation order (1e-9 relative)."""
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def topic_records(bootstrap: str, topic: str, kind: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
     """A topic's records by natural key (values without processing-time fields)."""
     out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -215,7 +205,7 @@ def assert_same_records(got: dict[tuple[Any, ...], list[dict[str, Any]]], want: 
     assert got.keys() == want.keys()
     for k, values in got.items():
         assert len(want[k]) == 1 and (len(values) == 1 or not once), (k, len(values))
-        assert all(_close(v, want[k][0]) for v in values), k
+        assert all(close_values(v, want[k][0]) for v in values), k
     return sum(len(v) for v in got.values())
 
 

@@ -17,7 +17,6 @@ def test_owned_array_copies_numpy_memory_that_pyarrow_would_wrap() -> None:
     assert owned_array([1, 2], pa.int32()).to_pylist() == [1, 2]
 
 
-
 def test_every_lazy_query_of_the_operators_sinks_and_flows_names_its_engine() -> None:
     """``collect`` and ``collect_all`` in operators/, sinks/ and flows/ pass ``engine=``
     (:data:`~driftline.operators.batch.ENGINE`): Polars' default may pick its streaming
