@@ -188,11 +188,15 @@ def run_driftline(
         cmd = [str(Path(python).with_name("py-spy")), "record", "--subprocesses", "--rate", "250", "--format", "raw", *shlex.split(os.environ.get("BENCH_PYSPY_ARGS", "")), "--output", profile, "--", *cmd]
     log = work / "driftline.log"
     started = time.time()
-    rss_marks: list[tuple[int, int, int | None, int | None]] = []
+    # (events, RSS, C heap in use, C heap free, highest RSS sampled since the previous mark)
+    rss_marks: list[tuple[int, int, int | None, int | None, int]] = []
+    window_peak = [0]  # RSS rises and falls by a few hundred MiB every few seconds: one sample can be a trough or a crest
 
     def mark(doc: dict[str, Any]) -> None:  # RSS each time another rss_every events were read
+        window_peak[0] = max(window_peak[0], doc["rss_bytes"])
         while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
-            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes")))
+            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes"), window_peak[0]))
+            window_peak[0] = doc["rss_bytes"]
 
     busy: list[tuple[float, float]] = []  # the machine's busy CPU seconds over time, for its load while the flow drained
     with open(log, "w") as fh:
@@ -571,14 +575,15 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         print("issue 11 targets: " + "; ".join(checks))
     print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
     if d["rss_marks"]:
-        print("\n| events read | driftline RSS | C heap in use | C heap free |")
-        print("| ---: | ---: | ---: | ---: |")
-        for n, rss, heap, free in d["rss_marks"]:
-            print(f"| {n:,} | {_mb(rss)} | {_mb(heap) if heap is not None else 'n/a'} | {_mb(free) if free is not None else 'n/a'} |")
+        print("\n| events read | driftline RSS | highest RSS since the previous mark | C heap in use | C heap free |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for n, rss, heap, free, peak in d["rss_marks"]:
+            print(f"| {n:,} | {_mb(rss)} | {_mb(peak)} | {_mb(heap) if heap is not None else 'n/a'} | {_mb(free) if free is not None else 'n/a'} |")
         print("\nC heap: glibc's malloc (driftline/heap.py c_heap); 'free' counts its free lists, pages already handed back by the trimming included.")
-        first, last = d["rss_marks"][0][1], d["rss_marks"][-1][1]
+        print("Highest RSS since the previous mark: the largest of the flow's samples (about one a second) over those events.")
         if len(d["rss_marks"]) > 1:
-            print(f"\nRSS at the last mark vs the first: {100 * (last - first) / first:+.1f}%")
+            (every, first, *_, first_peak), (_, last, *_, last_peak) = d["rss_marks"][0], d["rss_marks"][-1]
+            print(f"\nRSS at the last mark vs the first: {100 * (last - first) / first:+.1f}% (single samples); highest RSS over the last {every:,} events vs the first {every:,}: {100 * (last_peak - first_peak) / first_peak:+.1f}%")
     if not d["steps"]:
         return
     span = d["t_end"] - d["t_first"]

@@ -45,7 +45,10 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     assert all(s["seconds"] >= 0 for s in steps.values())
     assert [mark[0] for mark in results["driftline"]["rss_marks"]] == [100, 200, 300]
     if c_heap() is not None:  # glibc: the C heap's figures ride along with each RSS mark
-        assert all(rss > heap > 0 and free >= 0 for _, rss, heap, free in results["driftline"]["rss_marks"])
+        assert all(rss > heap > 0 and free >= 0 for _, rss, heap, free, _peak in results["driftline"]["rss_marks"])
+    # each mark's window peak is the highest sample since the previous mark: never below the mark's own sample
+    assert all(peak >= rss > 0 for _, rss, _heap, _free, peak in results["driftline"]["rss_marks"])
+    assert "highest RSS over the last 100 events vs the first 100:" in proc.stdout
     assert "| mask_pii |" in proc.stdout and "driftline vs it" in proc.stdout
     assert "exactly-once Kafka outputs (driftline) cost" in proc.stdout
 
