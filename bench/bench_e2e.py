@@ -190,13 +190,14 @@ def run_driftline(
     started = time.time()
     # (events, RSS, C heap in use, C heap free, highest RSS sampled since the previous mark)
     rss_marks: list[tuple[int, int, int | None, int | None, int]] = []
-    window_peak = [0]  # RSS rises and falls by a few hundred MiB every few seconds: one sample can be a trough or a crest
+    window_peak = 0  # RSS rises and falls by a few hundred MiB every few seconds: one sample can be a trough or a crest
 
     def mark(doc: dict[str, Any]) -> None:  # RSS each time another rss_every events were read
-        window_peak[0] = max(window_peak[0], doc["rss_bytes"])
+        nonlocal window_peak
+        window_peak = max(window_peak, doc["rss_bytes"])
         while rss_every and doc["events_in"] >= (len(rss_marks) + 1) * rss_every:
-            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes"), window_peak[0]))
-            window_peak[0] = doc["rss_bytes"]
+            rss_marks.append(((len(rss_marks) + 1) * rss_every, doc["rss_bytes"], doc.get("c_heap_bytes"), doc.get("c_heap_free_bytes"), window_peak))
+            window_peak = doc["rss_bytes"]
 
     busy: list[tuple[float, float]] = []  # the machine's busy CPU seconds over time, for its load while the flow drained
     with open(log, "w") as fh:
