@@ -188,6 +188,63 @@ def ensure_recovery_dir(path: str | Path, partitions: int = 1, *, create: bool =
     return p
 
 
+def resume_epoch(path: str | Path) -> int | None:
+    """The epoch Bytewax resumes the recovery folder from (``None``: nothing to resume),
+    computed as Bytewax computes it: the last execution's slowest worker's frontier
+    (the frontier of a worker that recorded none is the execution's own resume epoch).
+    Every partition of the store must be in the folder."""
+    exs: list[tuple[int, int, int]] = []
+    fronts: list[tuple[int, int, int]] = []
+    for f in sorted(Path(path).glob("part-*.sqlite3")):
+        with contextlib.closing(sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=30)) as con:
+            exs += con.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
+            fronts += con.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts").fetchall()
+    if not exs:
+        return None
+    ex, workers, start = max(exs)
+    frontier = dict.fromkeys(range(workers), start)
+    for num, worker, front in fronts:
+        if num == ex and worker in frontier:
+            frontier[worker] = max(frontier[worker], front)
+    return min(frontier.values())
+
+
+def purge_uncommitted_snapshots(path: str | Path) -> int:
+    """Delete the snapshots of epochs the store has not committed; returns how many.
+
+    A killed execution leaves the snapshots of the epochs it finished but did not commit
+    (it died before every worker recorded its frontier).  The next execution resumes from
+    the last committed epoch and rewrites the snapshots of the keys it touches, but
+    Bytewax keeps each key's snapshot of the newest epoch below the resume epoch, so a
+    key the next executions do not touch in that epoch keeps the killed execution's state:
+    a partition's window clock ahead of its Kafka offsets, say, which counted replayed
+    events late and twice (the monitor flow's SIGKILL test, once its partitions took turns
+    to poll).  Bytewax never reads a snapshot at or after the resume epoch before an
+    execution rewrites it, so deleting them before the run loses nothing.  Done by process
+    0 before it joins the cluster (no worker runs until every process has joined), and
+    only when the folder holds every partition of the store; otherwise the resume epoch
+    cannot be known here and nothing is deleted (logged).
+    """
+    p = Path(path)
+    found = recovery_partitions(p)
+    if not found:
+        return 0
+    count = next(iter(found.values()))
+    if set(found) != set(range(count)):
+        log.warning("recovery folder holds only some partitions: snapshots of uncommitted epochs are not purged", extra={"fields": {"path": str(p), "partitions": count, "present": len(found)}})
+        return 0
+    epoch = resume_epoch(p)
+    if epoch is None:
+        return 0
+    purged = 0
+    for f in sorted(p.glob("part-*.sqlite3")):
+        with contextlib.closing(sqlite3.connect(f, timeout=30)) as con, con:
+            purged += con.execute("DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)).rowcount
+    if purged:
+        log.info("snapshots of uncommitted epochs purged", extra={"fields": {"path": str(p), "resume_epoch": epoch, "snapshots": purged}})
+    return purged
+
+
 def run_flow(
     flow: Dataflow,
     *,
@@ -209,6 +266,8 @@ def run_flow(
     recovery = None
     if recovery_dir:
         recovery = RecoveryConfig(ensure_recovery_dir(recovery_dir, partitions, create=cluster.process_id == 0))
+        if cluster.process_id == 0:
+            purge_uncommitted_snapshots(recovery_dir)
     fields = {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval, "process_id": cluster.process_id, "processes": cluster.processes, "workers": cluster.workers}
     log.info("flow starting", extra={"fields": fields})
     spread.WORKERS = cluster.workers  # how finely the input batches are cut (operators/spread.py)

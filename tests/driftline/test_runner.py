@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import shutil
+import sqlite3
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +45,47 @@ def test_cluster_from_bytewax_environment(tmp_path: Path) -> None:
 def test_contradictory_cluster_options_fail_with_a_message(kwargs: dict, env: dict, message: str) -> None:
     with pytest.raises(ClusterError, match=message):
         Cluster.resolve(**kwargs, env=env)
+
+
+def _counting_flow(items: list, out: list) -> Any:
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource
+
+    flow = Dataflow("stale")
+    counts = op.stateful_map("count", op.key_on("key", op.input("in", flow, TestingSource(items)), lambda x: x), lambda n, _x: ((n or 0) + 1, (n or 0) + 1))
+    op.output("out", counts, TestingSink(out))
+    return flow
+
+
+def test_a_killed_executions_snapshots_of_uncommitted_epochs_are_never_resumed(tmp_path: Path) -> None:
+    """Bytewax resumes each key from its newest snapshot below the resume epoch; a killed
+    execution's snapshot of an epoch it did not commit survives the next execution when
+    that one does not touch the key in that epoch, and would be resumed after it."""
+    from bytewax.testing import TestingSource
+
+    from driftline.runner import purge_uncommitted_snapshots, resume_epoch, run_flow
+
+    rec = tmp_path / "rec"
+    items = ["a", "b", TestingSource.ABORT(), "a", "a", "a", TestingSource.ABORT(), "b"]
+    out: list = []
+    run_flow(_counting_flow(items, out), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
+    assert out == [("a", 1), ("b", 1)] and resume_epoch(rec) is not None
+    # what a killed execution that got further leaves: key b's state of the resume epoch,
+    # written, never committed (Bytewax's snapshots are pickled states)
+    epoch, step = resume_epoch(rec), "stale.count.stateful_flat_map.stateful.stateful_batch"
+    with contextlib.closing(sqlite3.connect(rec / "part-0.sqlite3")) as con, con:
+        assert con.execute("SELECT COUNT(*) FROM snaps WHERE step_id = ? AND state_key = 'b'", (step,)).fetchone() == (1,)
+        con.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, 'b', ?, ?)", (step, epoch, pickle.dumps(100)))
+    out.clear()
+    run_flow(_counting_flow(items, out), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)  # touches only key a
+    assert out == [("a", 2), ("a", 3), ("a", 4)]
+    with contextlib.closing(sqlite3.connect(rec / "part-0.sqlite3")) as con:
+        assert con.execute("SELECT COUNT(*) FROM snaps WHERE ser_change = ?", (pickle.dumps(100),)).fetchone() == (0,)  # purged before the run
+    out.clear()
+    run_flow(_counting_flow(items, out), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
+    assert ("b", 2) in out  # b resumed from its committed state (1), not from the killed execution's (100)
+    assert purge_uncommitted_snapshots(rec) == 0  # a finished execution left nothing uncommitted
 
 
 def test_recovery_folder_is_created_once_and_keeps_its_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
