@@ -68,8 +68,8 @@ LABELS = {
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "again": ("driftline, default configuration, run again (the first leg of a run is often slower)", {}),
     "at-least-once": ("driftline, kafka.delivery at_least_once (no transactions)", {"DRIFTLINE__KAFKA__DELIVERY": "at_least_once"}),
-    "poll-10k": ("driftline, kafka.poll_batch_size 10,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "10000"}),
-    "poll-20k": ("driftline, kafka.poll_batch_size 20,000 (default 5,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "20000"}),
+    "poll-10k": ("driftline, kafka.poll_batch_size 10,000 (default 8,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "10000"}),
+    "poll-20k": ("driftline, kafka.poll_batch_size 20,000 (default 8,000)", {"DRIFTLINE__KAFKA__POLL_BATCH_SIZE": "20000"}),
     "no-heap-trim": ("driftline, --heap-trim-interval 0 (the C heap never trimmed)", {"DRIFTLINE_HEAP_TRIM_INTERVAL": "0"}),
     "flush-10s": ("driftline, sinks.flush_seconds 10 (default 5)", {"DRIFTLINE__SINKS__FLUSH_SECONDS": "10"}),
     "guardrails-off": ("driftline, output guardrails off", {"DRIFTLINE__GUARDRAILS__ENABLED": "false"}),

@@ -6,12 +6,19 @@ The source emits one item per poll: a raw micro-batch, a Polars frame of
 each message, built column by column straight from the poll), and an empty frame every
 ``idle_tick_ms`` while the partitions are idle, so that time-based steps downstream (file
 flushes, model batching) keep moving.
+
+The partitions of one worker take turns (:class:`PollTurns`): Bytewax asks every
+partition for a batch each time it runs the source, and the stages then hold all those
+polls at once, so with three partitions a backlog put three polls in flight.  One poll per
+turn holds the memory a micro-batch needs to one poll, whatever the partition count.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
@@ -62,6 +69,67 @@ def ensure_topics(
         time.sleep(0.1)
 
 
+class PollTurns:
+    """The partitions of one worker take turns to poll while they have a backlog.
+
+    Bytewax's source operator asks each of its partitions for a batch every time it runs,
+    and the steps downstream then work on every batch it got before the source runs
+    again.  With one poll per turn the rows in flight are one poll, not one per partition.
+    A turn goes to the partition that polled least recently among those still to be
+    asked in this round (a round ends when a partition is asked again); a partition that
+    finds nothing still took its turn, and leaves the round open to the next one, so idle
+    partitions are polled as often as before.
+
+    >>> t = PollTurns()
+    >>> [p for _ in range(3) for p in "abc" if t.ask(p) and t.took(p, emitted=True) is None]
+    ['a', 'b', 'c']
+    >>> t.done("b"); [p for _ in range(2) for p in "ac" if t.ask(p) and t.took(p, emitted=True) is None]
+    ['a', 'c']
+    >>> t.ask("a"), t.took("a", emitted=False), t.ask("c")  # "a" found nothing: "c" may poll in the same round
+    (True, None, True)
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}  # the round in which each live partition last polled
+        self._round = 0
+        self._asked: set[str] = set()
+        self._taken = False  # a poll of this round returned messages
+
+    def ask(self, part: str) -> bool:
+        """May ``part`` poll now?  (False: it returns no batch and is asked again next time.)"""
+        if part in self._asked:  # asked again: a new round
+            self._round += 1
+            self._asked.clear()
+            self._taken = False
+        self._asked.add(part)
+        self._last.setdefault(part, -1)
+        if self._taken:
+            return False
+        waiting = [r for p, r in self._last.items() if p not in self._asked or p == part]
+        return self._last[part] <= min(waiting)
+
+    def took(self, part: str, *, emitted: bool) -> None:
+        """``part`` polled (``emitted``: and got messages)."""
+        self._last[part] = self._round
+        self._taken = self._taken or emitted
+
+    def done(self, part: str) -> None:
+        """``part`` reached its end: it no longer takes turns."""
+        self._last.pop(part, None)
+        self._asked.discard(part)
+
+
+_turns = threading.local()  # one PollTurns per Bytewax worker (a thread)
+
+
+def worker_turns() -> PollTurns:
+    """The calling worker thread's :class:`PollTurns`."""
+    turns = getattr(_turns, "turns", None)
+    if turns is None:
+        turns = _turns.turns = PollTurns()
+    return turns
+
+
 class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
     def __init__(
         self,
@@ -91,10 +159,17 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         self._last_emit = time.monotonic()
         self._commit = commit  # offsets also committed to conf's consumer group (lag tools)
         self._lag = CONSUMER_LAG.labels(topic, str(partition))
+        self._key = source_part(topic, partition)
+        self._waiting = False  # skipped its turn: ask again at once
 
     def next_batch(self) -> list[pl.DataFrame]:
+        turns = worker_turns()
         if self._eof or (self._stop is not None and self._offset >= self._stop):
+            turns.done(self._key)
             raise StopIteration()
+        self._waiting = not turns.ask(self._key)
+        if self._waiting:
+            return []
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout)
         if self._stop is not None:
             kept = [m for m in msgs if m.error() is not None or m.offset() < self._stop]
@@ -110,6 +185,7 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
                     self._eof = True
             msgs = [m for m in msgs if m.error() is None]
         values = list(map(Message.value, msgs))
+        turns.took(self._key, emitted=bool(values))
         offsets = list(map(Message.offset, msgs))
         headers = list(map(Message.headers, msgs))
         traceparents = [header_value(h, TRACEPARENT) if h else None for h in headers] if any(headers) else None
@@ -126,6 +202,11 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
             out.append(raw_frame([], [], self._topic, self._partition, [], []))
         self._observe_lag()
         return out
+
+    def next_awake(self) -> datetime | None:
+        """At once after a skipped turn; otherwise Bytewax's default (at once after a
+        batch, after a short cooldown after an empty one)."""
+        return datetime.now(timezone.utc) if self._waiting else None
 
     def _observe_lag(self) -> None:
         """Lag = high watermark (as of the last fetch, no broker round trip) minus the next offset to read."""

@@ -107,7 +107,7 @@ class KafkaConfig(BaseModel):
     output_topic: str = Field("events.enriched", description="Enriched, masked events as JSON.")
     metrics_topic: str = Field("driftline.metrics", description="Window results as JSON.")
     alerts_topic: str = Field("driftline.alerts", description="Alert and resolve events as JSON.")
-    poll_batch_size: int = Field(5000, ge=1, le=100_000, description="Most messages taken per poll: the micro-batch size (a poll takes what has arrived, so a larger size costs no latency).")
+    poll_batch_size: int = Field(8000, ge=1, le=100_000, description="Most messages taken per poll: the micro-batch size (a poll takes what has arrived, so a larger size costs no latency; the partitions of a worker take turns, so one poll is in flight).")
     poll_timeout_ms: int = Field(50, ge=1, le=10_000, description="How long one poll waits for messages.")
     idle_tick_ms: int = Field(500, ge=10, le=60_000, description="An empty micro-batch is emitted this often while idle so time-based flushes progress.")
     delivery: Literal["exactly_once", "at_least_once"] = Field(
