@@ -91,6 +91,7 @@ class PollTurns:
 
     def __init__(self) -> None:
         self._last: dict[str, int] = {}  # the round in which each live partition last polled
+        self._seen: dict[str, int] = {}  # the round in which each partition was last asked
         self._round = 0
         self._asked: set[str] = set()
         self._taken = False  # a poll of this round returned messages
@@ -102,10 +103,13 @@ class PollTurns:
             self._asked.clear()
             self._taken = False
         self._asked.add(part)
+        self._seen[part] = self._round
         self._last.setdefault(part, -1)
         if self._taken:
             return False
-        waiting = [r for p, r in self._last.items() if p not in self._asked or p == part]
+        # partitions still to be asked this round; one not asked in the last round is gone
+        # (closed, or a finished flow's on this thread) and never holds the turn
+        waiting = [r for p, r in self._last.items() if p == part or (p not in self._asked and self._seen[p] >= self._round - 1)]
         return self._last[part] <= min(waiting)
 
     def took(self, part: str, *, emitted: bool) -> None:
@@ -116,6 +120,7 @@ class PollTurns:
     def done(self, part: str) -> None:
         """``part`` reached its end: it no longer takes turns."""
         self._last.pop(part, None)
+        self._seen.pop(part, None)
         self._asked.discard(part)
 
 
@@ -233,6 +238,7 @@ class _MicroBatchPartition(StatefulSourcePartition[pl.DataFrame, int]):
         return self._offset
 
     def close(self) -> None:
+        worker_turns().done(self._key)
         self._consumer.close()
 
 

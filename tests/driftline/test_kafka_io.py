@@ -31,6 +31,17 @@ def test_an_idle_partition_leaves_its_turn_to_the_next() -> None:
     assert turns.ask("c")  # next round: "c" has waited longest
 
 
+def test_a_partition_that_is_no_longer_asked_never_holds_the_turn() -> None:
+    """A finished flow's partition (closed without reaching its end) left on this thread
+    must not stall the next flow's partitions."""
+    turns = PollTurns()
+    assert turns.ask("old+0") and turns.took("old+0", emitted=True) is None
+    assert not turns.ask("old+1")  # waited for its turn when its flow ended: it has waited longest of all
+    rounds = [[p for p in ("new+0", "new+1") if turns.ask(p) and turns.took(p, emitted=True) is None] for _ in range(8)]
+    # one round passes without a poll (the old partitions still count), then the new ones alternate
+    assert rounds == [[], *[["new+0"], ["new+1"]] * 3, ["new+0"]]
+
+
 def test_each_worker_thread_has_its_own_turns() -> None:
     seen: list[PollTurns] = []
     t = threading.Thread(target=lambda: seen.append(worker_turns()))
