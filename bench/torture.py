@@ -50,6 +50,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from driftline.testing.datasets import close_values
+
 PARQUET_POINTS = ("mid_write", "before_manifest", "after_manifest", "after_publish")
 KAFKA_POINTS = ("kafka_before_commit", "kafka_after_commit")
 # Datasets a Parquet fault point is aimed at, by how often they commit.
@@ -271,16 +273,6 @@ def topic_records(bootstrap: str, topic: str, kind: str, isolation: str = "read_
     return out
 
 
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and (a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0) or a != a and b != b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def compare_topic(kind: str, got: list[tuple[tuple[Any, ...], Any]], want: list[tuple[tuple[Any, ...], Any]]) -> Comparison:
     c = Comparison(f"{kind} topic (read_committed)", len(want), len(got))
     counts = Counter(i for i, _ in got)
@@ -291,7 +283,7 @@ def compare_topic(kind: str, got: list[tuple[tuple[Any, ...], Any]], want: list[
     c.extra = len(mine.keys() - ref.keys())
     if len(ref) != len(want):
         c.differing.append("duplicates in the reference")
-    bad = sum(1 for k in ref.keys() & mine.keys() if not _close(ref[k], mine[k]))
+    bad = sum(1 for k in ref.keys() & mine.keys() if not close_values(ref[k], mine[k], nan_equal=True))
     if bad:
         c.differing.append(f"{bad} records differ")
     return c

@@ -81,19 +81,27 @@ def _same(p: pl.Series, q: pl.Series) -> bool:
     return p.equals(q) or (p.dtype.is_nested() and close_values(p.to_list(), q.to_list()))
 
 
-def close_values(a: object, b: object, *, floor: float = 1.0) -> bool:
-    """Equal JSON-like values (dicts, lists, scalars), floats up to summation order: within
-    1e-9 of the larger of the two magnitudes and ``floor``.
+def close_values(a: object, b: object, *, floor: float = 1.0, nan_equal: bool = False, strict_types: bool = False) -> bool:
+    """Equal JSON-like values (dicts, lists, tuples, scalars), floats up to summation order:
+    within 1e-9 of the larger of the two magnitudes and ``floor``.  ``nan_equal``: NaN
+    equals NaN; ``strict_types``: values of different types never match (1 and 1.0, a
+    tuple and a list).
 
     >>> close_values({"n": 2, "sum": [0.1 + 0.2]}, {"n": 2, "sum": [0.3]}), close_values([1e-6], [2e-6], floor=1e-3)
     (True, False)
+    >>> close_values(float("nan"), float("nan"), nan_equal=True), close_values([1, (2,)], [1.0, [2]]), close_values([1, (2,)], [1.0, [2]], strict_types=True)
+    (True, True, False)
     """
+    if strict_types and type(a) is not type(b):
+        return False
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(abs(a), abs(b), floor)
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float))):
+            return False
+        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b), floor) or (nan_equal and a != a and b != b)
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(close_values(a[k], b[k], floor=floor) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close_values(x, y, floor=floor) for x, y in zip(a, b))
+        return a.keys() == b.keys() and all(close_values(a[k], b[k], floor=floor, nan_equal=nan_equal, strict_types=strict_types) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(close_values(x, y, floor=floor, nan_equal=nan_equal, strict_types=strict_types) for x, y in zip(a, b))
     return a == b
 
 

@@ -334,15 +334,17 @@ def scored_rows(n: int = 3000) -> pl.DataFrame:
 
 
 def plain(value: Any) -> Any:
-    """An accumulator's state as dicts, lists and scalars (slots dataclasses by field, arrays and tuples as lists)."""
+    """An accumulator's state as dicts, lists, tuples and scalars (slots dataclasses by field, arrays as lists)."""
     if hasattr(type(value), "__slots__") and not isinstance(value, (str, bytes)):
         return {n: plain(getattr(value, n)) for n in type(value).__slots__}
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
     return value
 
 
@@ -364,7 +366,7 @@ def test_the_window_columns_alone_give_the_windows_of_the_whole_scored_rows() ->
     def differing(a: dict[tuple[Any, ...], Any], b: dict[tuple[Any, ...], Any]) -> list[tuple[Any, ...]]:
         # the slices whose accumulators differ; floats to 1e-9 relative (1e-12 absolute), since Polars
         # may sum a group's floats in another order when its threads split the frame otherwise
-        return [k for k in a.keys() | b.keys() if k not in a or k not in b or not close_values(plain(a[k]), plain(b[k]), floor=1e-3)]
+        return [k for k in a.keys() | b.keys() if k not in a or k not in b or not close_values(plain(a[k]), plain(b[k]), floor=1e-3, strict_types=True)]
 
     whole = slices(rows)
     assert whole and sum(a.events for a in whole.values()) == rows.height
