@@ -80,7 +80,7 @@ def test_the_source_drains_a_backlog_one_poll_at_a_time(kafka_bootstrap: str) ->
                 offsets[key].extend(f["src_offset"].to_list())
         assert with_rows <= 1, f"round {rounds}: {with_rows} polls with rows"
     assert not live
-    assert {key: offs for key, offs in offsets.items()} == {key: list(range(100)) for key in parts}
+    assert offsets == {key: list(range(100)) for key in parts}
 
 
 @pytest.fixture(autouse=True)

@@ -70,10 +70,10 @@ def test_a_killed_executions_snapshots_of_uncommitted_epochs_are_never_resumed(t
     items = ["a", "b", TestingSource.ABORT(), "a", "a", "a", TestingSource.ABORT(), "b"]
     out: list = []
     run_flow(_counting_flow(items, out), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
-    assert out == [("a", 1), ("b", 1)] and resume_epoch(rec) is not None
+    epoch, step = resume_epoch(rec), "stale.count.stateful_flat_map.stateful.stateful_batch"
+    assert out == [("a", 1), ("b", 1)] and epoch is not None
     # what a killed execution that got further leaves: key b's state of the resume epoch,
     # written, never committed (Bytewax's snapshots are pickled states)
-    epoch, step = resume_epoch(rec), "stale.count.stateful_flat_map.stateful.stateful_batch"
     with contextlib.closing(sqlite3.connect(rec / "part-0.sqlite3")) as con, con:
         assert con.execute("SELECT COUNT(*) FROM snaps WHERE step_id = ? AND state_key = 'b'", (step,)).fetchone() == (1,)
         con.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, 'b', ?, ?)", (step, epoch, pickle.dumps(100)))
