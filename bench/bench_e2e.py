@@ -243,9 +243,10 @@ def _timers(path: Path) -> dict[str, Any]:
     steps: dict[str, dict[str, float]] = {}
     for d in docs:
         for name, s in d["steps"].items():
-            acc = steps.setdefault(name, {"seconds": 0.0, "calls": 0})
+            acc = steps.setdefault(name, {"seconds": 0.0, "calls": 0, "helper": False})
             acc["seconds"] += s["seconds"]
             acc["calls"] += s["calls"]
+            acc["helper"] = acc["helper"] or bool(s.get("helper"))
     firsts = [d["first_event_at"] for d in docs if d["first_event_at"] is not None]
     return {
         "processes": len(docs),
@@ -589,7 +590,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         return
     span = d["t_end"] - d["t_first"]
     n = max(d["events"], 1)
-    steps = sorted(d["steps"].items(), key=lambda kv: -kv[1]["seconds"])
+    ordered = sorted(d["steps"].items(), key=lambda kv: -kv[1]["seconds"])
+    steps = [(k, s) for k, s in ordered if not s.get("helper")]
+    helper = [(k, s) for k, s in ordered if s.get("helper")]
     timed_total = sum(s["seconds"] for _, s in steps)
     print(f"\n## driftline per-step cost ({n:,} input events, {span:.1f} s from first poll to exit)\n")
     print("| step | µs/event | share | calls |")
@@ -599,6 +602,13 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     other = span - timed_total
     print(f"| other (Bytewax, windows, routing, idle) | {1e6 * other / n:,.1f} | {100 * other / span:.1f}% | |")
     print(f"| total | {1e6 * span / n:,.1f} | 100% | |")
+    if helper:  # the stateless stages on the workers' helper threads (operators/ahead.py): beside the rows above, not in them
+        print("\nOn the workers' helper threads, overlapping the steps above (wall time, waits for the interpreter lock included):\n")
+        print("| step | µs/event | share | calls |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, s in helper:
+            print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {s['calls']:,} |")
+        print(f"| total | {1e6 * sum(s['seconds'] for _, s in helper) / n:,.1f} | {100 * sum(s['seconds'] for _, s in helper) / span:.1f}% | |")
     for name, r in [("driftline", d), *[(k, v) for k, v in results.items() if k in VARIANTS]]:
         g = r.get("steps", {}).get("guardrails")
         if g:

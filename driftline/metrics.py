@@ -604,6 +604,11 @@ def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
 TIMERS_ENV = "DRIFTLINE_STEP_TIMERS"
 
 
+#: The name prefix of the threads that run a worker's stages ahead of it (operators/ahead.py);
+#: the step timers list the steps timed on them apart (their time overlaps the worker's).
+HELPER_THREAD_PREFIX = "driftline-stages"
+
+
 class StepTimers:
     """Wall-clock seconds and calls per step id, plus input events, written as JSON to ``path``.
 
@@ -620,6 +625,9 @@ class StepTimers:
         self.path = path
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        #: steps that ran on a helper thread (operators/ahead.py): their time overlaps the worker's steps
+        self.helper: set[str] = set()
+        self._write_lock = threading.Lock()  # the worker and its helper thread both write
         self.events_in = 0
         self.first_event_at: float | None = None  # time.time() of the first rows this process saw (a poll or a step's input)
         self.first_event_cpu: float | None = None  # this process's CPU seconds then
@@ -641,6 +649,8 @@ class StepTimers:
                 if self.first_event_at is not None:  # waiting for the first records is start-up, not cost
                     self.seconds[step_id] += time.perf_counter() - t0
                     self.calls[step_id] += 1
+                    if step_id not in self.helper and threading.current_thread().name.startswith(HELPER_THREAD_PREFIX):
+                        self.helper.add(step_id)
                 if t0 - self._last_write > 1.0:
                     self.write()
 
@@ -657,6 +667,10 @@ class StepTimers:
         self.first_event_cpu = time.process_time()
 
     def write(self) -> None:
+        with self._write_lock:
+            self._write()
+
+    def _write(self) -> None:
         self._last_write = time.perf_counter()
         rss, hwm = _rss_bytes()
         self._peak_rss = max(self._peak_rss, hwm)
@@ -673,7 +687,7 @@ class StepTimers:
             "peak_rss_bytes": self._peak_rss,
             "c_heap_bytes": heap[0] if heap else None,  # see driftline/heap.py's c_heap
             "c_heap_free_bytes": heap[1] if heap else None,
-            "steps": {k: {"seconds": self.seconds[k], "calls": self.calls[k]} for k in self.seconds},
+            "steps": {k: {"seconds": self.seconds[k], "calls": self.calls[k], "helper": k in self.helper} for k in self.seconds},
         }
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as fh:

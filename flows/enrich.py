@@ -37,6 +37,7 @@ from driftline.config import ConfigError, PipelineConfig
 from driftline.flows.common import FlowBuilder, FlowIO
 from driftline.flows.common import kafka_io as flow_kafka_io
 from driftline.models import ModelService
+from driftline.operators.ahead import STAGE_THREADS, run_ahead
 from driftline.operators.batch import MicroBatch
 from driftline.operators.decode import RawBatch, decode_batch
 from driftline.operators.features import FeatureEngine, features_batch
@@ -68,6 +69,7 @@ def build_enrich_flow(
     clock: Clock | None = None,
     state_dir: str | Path | None = None,
     parquet: bool = True,
+    stage_thread: bool = True,
 ) -> Dataflow:
     """Wire the enrich dataflow.  Everything heavy (rule compilation, pattern
     compilation, model loading) happens here, at start-up, so bad configuration fails
@@ -77,6 +79,10 @@ def build_enrich_flow(
     model call ledger); pass the recovery folder so both travel together.  Without one
     the run has no recovery folder: windows still open when a drained input ends are
     emitted (``monitoring.end_of_input``).
+
+    ``stage_thread`` runs the stateless stages (decode to sanitize) on a helper thread per
+    worker, ahead of the model calls, windows and sinks (:mod:`driftline.operators.ahead`);
+    False runs them on the worker thread.  The outputs are the same either way.
     """
     clock = clock or SystemClock()
     cfg = resolve_state_paths(cfg, state_dir)
@@ -99,19 +105,17 @@ def build_enrich_flow(
     # per-step timers (on with $DRIFTLINE_STEP_TIMERS) and spans (tracing.enabled); the function itself otherwise
     t = tracing.step
     # The stateless stages (up to the model inputs) run on row ranges spread over every worker (Piece.map applies a
-    # stage to a piece's rows; each stage is timed and traced on the rows themselves);
-    # "reorder" brings each partition's rows back in offset order.
+    # stage to a piece's rows; each stage is timed and traced on the rows themselves), on each worker's helper
+    # thread ahead of the rest of the flow (operators/ahead.py); "reorder" brings each partition's rows back in
+    # offset order.
     decode = t("decode", lambda recs: _decoded(fb.counted(recs), cfg, clock))
     validate = t("validate", lambda b: validate_batch(b, validator, clock.now()))
     mask = t("mask_pii", lambda b: mask_batch_audited(b, masker))
     featured = t("features", lambda pair: (features_batch(pair[0], features), pair[1]))
     sanitized = t("sanitize", lambda pair: (dataclasses.replace(pair[0], valid=sanitize_frame(pair[0].valid, sanitizer)), pair[1]))
     pieces, headers = fb.spread()
-    pieces = op.map("decode", pieces, lambda pc: pc.map(decode))
-    pieces = op.map("validate", pieces, lambda pc: pc.map(validate))
-    pieces = op.map("mask_pii", pieces, lambda pc: pc.map(mask))
-    pieces = op.map("features", pieces, lambda pc: pc.map(featured))
-    pieces = op.map("sanitize", pieces, lambda pc: pc.map(sanitized))
+    stages = lambda pc: pc.map(decode).map(validate).map(mask).map(featured).map(sanitized)  # noqa: E731
+    pieces = run_ahead("stages", pieces, stages, threads=STAGE_THREADS if stage_thread else None)
     masked = fb.in_order(pieces, headers)
     audit = op.map("audit_rows", masked, lambda pair: pair[1])
     batches = op.map("masked_batch", masked, lambda pair: pair[0])

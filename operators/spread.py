@@ -14,9 +14,10 @@ headers, each batch's pieces in row order.
 Why the order is exact: the headers of one partition all leave the one worker that
 reads it, over one channel, so they arrive in the order they were sent; a batch is
 released once its header and all its pieces are in, and never before the batches whose
-headers came earlier.  All pieces of a batch carry the batch's epoch, so at every epoch
-end (Bytewax's snapshot) every batch is complete and released: the step's snapshot is
-empty, and a rescale or a restart never finds pieces in flight.
+headers came earlier.  A batch's pieces may come epochs after its header (the enrich flow
+runs its stages on a helper thread, :mod:`driftline.operators.ahead`, whose snapshot holds
+the pieces still in flight): the headers still waiting and the pieces that came early are
+the step's snapshot, so a rescale or a restart resumes them.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"src_topic": ["t"] * 6, "src_partition": [1] * 6, "src_offset": [10, 11, 12, 13, 14, 15]})

@@ -6,6 +6,9 @@ silently drops its state on the next start from an existing recovery folder.
 masked dead letters (the only options that add or remove steps besides the webhook,
 which is on here).  A change to this list must be deliberate: adding a step means adding
 its id to the file; renaming or removing one breaks every deployed recovery folder.
+The only exception is a step that never stored a snapshot (a stateless map): it may be
+retired by moving its id to the file's ``retired`` list (with why), and a retired id is
+never used again.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def test_step_ids_are_the_recovery_contract(mask: str, tmp_path: Path) -> None:
         f"enrich mask={mask}": step_ids(build_enrich_flow(cfg, io=enrich_io(cfg, drain=True))),
         f"monitor mask={mask}": step_ids(build_monitor_flow(cfg, io=monitor_io(cfg, drain=True))),
     }
+    retired = set(golden["retired"]["ids"])
     for name, ids in built.items():
+        assert not retired & set(ids), f"{name}: retired step ids used again: {sorted(retired & set(ids))}"
+        assert not retired & set(golden[name]), f"{name}: {GOLDEN.name} lists retired step ids as live: {sorted(retired & set(golden[name]))}"
         removed = sorted(set(golden[name]) - set(ids))
         added = sorted(set(ids) - set(golden[name]))
         assert not removed, f"{name}: step ids removed or renamed (breaks existing recovery folders): {removed}"
