@@ -624,6 +624,9 @@ class StepTimers:
     def __init__(self, path: str) -> None:
         self.path = path
         self.seconds: dict[str, float] = {}
+        #: CPU seconds of the calling thread (time.thread_time): without the waits for the
+        #: interpreter lock held by another thread, and without Polars' pool threads' work
+        self.cpu: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         #: steps that ran on a helper thread (operators/ahead.py): their time overlaps the worker's steps
         self.helper: set[str] = set()
@@ -637,17 +640,19 @@ class StepTimers:
 
     def wrap(self, step_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         self.seconds.setdefault(step_id, 0.0)
+        self.cpu.setdefault(step_id, 0.0)
         self.calls.setdefault(step_id, 0)
 
         def timed_step(*args: Any, **kwargs: Any) -> Any:
             if self.first_event_at is None and args and _has_rows(args[0]):
                 self._begin()  # a process that decodes nothing still works once rows reach it
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 if self.first_event_at is not None:  # waiting for the first records is start-up, not cost
                     self.seconds[step_id] += time.perf_counter() - t0
+                    self.cpu[step_id] += time.thread_time() - c0
                     self.calls[step_id] += 1
                     if step_id not in self.helper and threading.current_thread().name.startswith(HELPER_THREAD_PREFIX):
                         self.helper.add(step_id)
@@ -687,7 +692,7 @@ class StepTimers:
             "peak_rss_bytes": self._peak_rss,
             "c_heap_bytes": heap[0] if heap else None,  # see driftline/heap.py's c_heap
             "c_heap_free_bytes": heap[1] if heap else None,
-            "steps": {k: {"seconds": self.seconds[k], "calls": self.calls[k], "helper": k in self.helper} for k in self.seconds},
+            "steps": {k: {"seconds": self.seconds[k], "cpu_seconds": self.cpu[k], "calls": self.calls[k], "helper": k in self.helper} for k in self.seconds},
         }
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as fh:

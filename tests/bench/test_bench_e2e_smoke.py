@@ -42,7 +42,10 @@ def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, t
     assert {"decode", "validate", "mask_pii", "features", "model_call", "guardrails", "enriched_parquet", "output_topic_out"} <= set(steps)
     assert results["tracing-all"]["spans"] > 300 * 5  # every record traced: its receive span and its step spans
     assert "driftline: guardrails stage" in proc.stdout
-    assert all(s["seconds"] >= 0 for s in steps.values())
+    assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in steps.values())
+    # the stateless stages ran on the worker's helper thread (operators/ahead.py), the rest on the worker
+    assert {k for k, s in steps.items() if s["helper"]} == {"decode", "validate", "mask_pii", "features", "sanitize"}
+    assert "On the workers' helper threads" in proc.stdout
     assert [mark[0] for mark in results["driftline"]["rss_marks"]] == [100, 200, 300]
     if c_heap() is not None:  # glibc: the C heap's figures ride along with each RSS mark
         assert all(rss > heap > 0 and free >= 0 for _, rss, heap, free, _peak in results["driftline"]["rss_marks"])
