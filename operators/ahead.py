@@ -1,4 +1,4 @@
-"""Run a stateless stage on a helper thread, a micro-batch or two ahead of the rest of the flow.
+"""Run a stateless stage on a helper thread, a micro-batch ahead of the rest of the flow.
 
 One Bytewax worker is one thread: it runs every step of a micro-batch in turn, so while
 it masks, scores and writes batch *n* nothing else happens in its process.  A good part of
@@ -58,9 +58,11 @@ from driftline.operators import spread
 from driftline.operators.placement import worker_keys
 from driftline.operators.spread import Piece
 
-#: Pieces in flight per worker at most (measured on the enrich flow: 2 beat 1 thread at
-#: depth 1 and 2 threads at depth 3, see docs/performance.md, round 11).
-DEPTH = 2
+#: Pieces in flight per worker at most: the helper runs the next piece while the worker
+#: goes on with the one before.  On the enrich flow (bench_e2e, 200,000 events, 3
+#: alternating rounds) depth 2 was no faster (medians 7,466 and 7,590 events/s) and holds
+#: one more micro-batch; a second helper thread was slower (docs/performance.md, round 11).
+DEPTH = 1
 #: How soon the step looks again for finished pieces while some are in flight.  Bytewax
 #: schedules ``notify_at`` against the wall clock, so this is real time, not the flow's clock.
 POLL = timedelta(milliseconds=5)

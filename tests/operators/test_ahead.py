@@ -74,7 +74,7 @@ def test_a_piece_in_flight_at_a_snapshot_runs_again_after_a_resume() -> None:
         gate.wait(5)
         return pc.map(lambda v: -v)
 
-    logic = AheadLogic("s", stage, None, executor=threads.executor())
+    logic = AheadLogic("s", stage, None, executor=threads.executor(), depth=2)
     out, _ = logic.on_batch(_pieces(2))
     assert list(out) == []
     state = logic.snapshot()
