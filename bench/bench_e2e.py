@@ -611,7 +611,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, s in helper:
             print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {cpu(s)} | {s['calls']:,} |")
-        print(f"| total | {1e6 * sum(s['seconds'] for _, s in helper) / n:,.1f} | {100 * sum(s['seconds'] for _, s in helper) / span:.1f}% | | |")
+        helper_total = sum(s["seconds"] for _, s in helper)
+        print(f"| total | {1e6 * helper_total / n:,.1f} | {100 * helper_total / span:.1f}% | | |")
     for name, r in [("driftline", d), *[(k, v) for k, v in results.items() if k in VARIANTS]]:
         g = r.get("steps", {}).get("guardrails")
         if g:

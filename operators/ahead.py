@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -53,6 +53,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
+from driftline.clock import Clock, SystemClock
 from driftline.metrics import HELPER_THREAD_PREFIX
 from driftline.operators import spread
 from driftline.operators.placement import worker_keys
@@ -66,12 +67,6 @@ DEPTH = 1
 #: How soon the step looks again for finished pieces while some are in flight.  Bytewax
 #: schedules ``notify_at`` against the wall clock, so this is real time, not the flow's clock.
 POLL = timedelta(milliseconds=5)
-#: The helper threads' name prefix (the step timers tell their stages apart by it).
-THREAD_PREFIX = HELPER_THREAD_PREFIX
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class StageThreads:
@@ -96,7 +91,7 @@ class StageThreads:
         with self._lock:
             ex = self._executors.get(me)
             if ex is None:
-                ex = self._executors[me] = ThreadPoolExecutor(1, thread_name_prefix=f"{THREAD_PREFIX}-{len(self._executors)}")
+                ex = self._executors[me] = ThreadPoolExecutor(1, thread_name_prefix=f"{HELPER_THREAD_PREFIX}-{len(self._executors)}")
             return ex
 
     def shutdown(self) -> None:
@@ -155,7 +150,7 @@ class AheadState:
 class AheadLogic(StatefulBatchLogic[Piece[Any], Piece[Any], AheadState]):
     """Per worker: run ``fn`` on each piece on the worker's helper thread (``executor``;
     None runs it inline) and pass the results on in arrival order, ``depth`` in flight at
-    most; ``now`` is the wall clock Bytewax schedules ``notify_at`` against.  Built from a
+    most; ``wall`` is the clock Bytewax schedules ``notify_at`` against (the wall clock).  Built from a
     snapshot, it passes nothing on before a new piece or its worker's start marker
     (``start``) has come (see the module docstring)."""
 
@@ -168,7 +163,7 @@ class AheadLogic(StatefulBatchLogic[Piece[Any], Piece[Any], AheadState]):
         executor: ThreadPoolExecutor | None,
         start: StartMarkers | None = None,
         depth: int = DEPTH,
-        now: Callable[[], datetime] = _utc_now,
+        wall: Clock | None = None,
     ) -> None:
         if resume is not None and not isinstance(resume, AheadState):
             raise TypeError(f"step {step_id!r}: resume state is a {type(resume).__name__}, expected AheadState")
@@ -178,7 +173,7 @@ class AheadLogic(StatefulBatchLogic[Piece[Any], Piece[Any], AheadState]):
         self._fn = fn
         self._executor = executor
         self._depth = depth
-        self._now = now
+        self._wall = wall or SystemClock()
         self._start = start or StartMarkers()
         self._flight: deque[tuple[Piece[Any], Future[Piece[Any]]]] = deque()
         for piece in resume.pending if resume is not None else ():
@@ -230,7 +225,7 @@ class AheadLogic(StatefulBatchLogic[Piece[Any], Piece[Any], AheadState]):
         return out, not self._flight  # still held (no marker came): kept for the next execution
 
     def notify_at(self) -> datetime | None:
-        return self._now() + POLL if self._flight else None
+        return self._wall.now() + POLL if self._flight else None
 
     def snapshot(self) -> AheadState:
         return AheadState([piece for piece, _ in self._flight])
@@ -269,4 +264,4 @@ def run_ahead(
     return op.key_rm("unkey", op.stateful_batch("run", keyed, logic))
 
 
-__all__ = ["DEPTH", "POLL", "STAGE_THREADS", "START_SEQ", "THREAD_PREFIX", "AheadLogic", "AheadState", "StageThreads", "StartMarkers", "run_ahead"]
+__all__ = ["DEPTH", "POLL", "STAGE_THREADS", "START_SEQ", "AheadLogic", "AheadState", "StageThreads", "StartMarkers", "run_ahead"]

@@ -14,7 +14,8 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from driftline.operators.ahead import START_SEQ, AheadLogic, AheadState, StageThreads, StartMarkers, run_ahead
+from driftline.clock import FakeClock
+from driftline.operators.ahead import POLL, START_SEQ, AheadLogic, AheadState, StageThreads, StartMarkers, run_ahead
 from driftline.operators.spread import BatchHeader, Piece, ReorderLogic
 
 
@@ -53,10 +54,11 @@ def test_inline_runs_on_the_worker_thread_with_the_same_results() -> None:
 def test_at_most_depth_pieces_are_in_flight_and_the_oldest_is_waited_for() -> None:
     gate = threading.Event()
     threads = StageThreads()
-    logic = AheadLogic("s", lambda pc: gate.wait(5) and pc, None, executor=threads.executor(), depth=2)
+    wall = FakeClock()
+    logic = AheadLogic("s", lambda pc: gate.wait(5) and pc, None, executor=threads.executor(), depth=2, wall=wall)
     out, discard = logic.on_batch(_pieces(2))
     assert list(out) == [] and not discard  # both in flight
-    assert logic.notify_at() is not None  # and the step looks again soon
+    assert logic.notify_at() == wall.now() + POLL  # and the step looks again soon
     gate.set()
     out, _ = logic.on_batch([Piece("t:0", 2, 0, 1, 2)])  # a third: the oldest is waited for
     assert [p.value for p in out][:1] == [0]
