@@ -327,12 +327,15 @@ def main() -> int:
         " of names built from it, so with several workers the name decides how evenly the keyed work lands; it must not exist yet",
     )
     ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit; with --processes, also its scaled shape in the scaling table")
+    ap.add_argument("--rounds", type=int, default=1, help="run the legs this many times in turn on the same topic (floor, loop, quix, driftline, floor, ...): each leg's median round is reported, and the ratios are the medians of each round's ratios")
     ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = set(legs) - set(LEGS)
     if unknown:
         ap.error(f"unknown legs {sorted(unknown)}")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.ceiling and not args.processes:
         ap.error("--ceiling compares N independent runs with --processes N: give --processes too")
     if "quix" in legs and not Path(args.quix_python).exists():
@@ -356,20 +359,26 @@ def main() -> int:
         malformed, with_pii = produce_events(bootstrap, topic, args)
         print(f"produced {args.events:,} events to {topic} ({args.partitions} partitions, {malformed:,} malformed, {with_pii:,} with PII, seed {args.seed}) in {time.monotonic() - t0:.0f} s")
         load_before = os.getloadavg()
-        results: dict[str, dict[str, Any]] = {}
-        for leg in legs:
-            cpu_before, broker_before = _children_cpu(), _broker_cpu()
-            if leg == "driftline":
-                results[leg] = run_driftline(bootstrap, topic, work, args.rss_every, args.driftline_python, args.events, args.profile, env=_driftline_env(args))
-            else:
-                results[leg] = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, work)
-            r = results[leg]
-            r["cpu_s"] = r.pop("own_cpu_s", None) or _children_cpu() - cpu_before
-            broker_after = _broker_cpu()
-            if broker_before is not None and broker_after is not None:
-                r["broker_cpu_s"] = broker_after - broker_before
-            r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
-            print(f"  {leg}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        rounds: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs}
+        for rnd in range(args.rounds):  # the legs in turn, round after round: each round's legs ran under the same load
+            leg_work = work if rnd == 0 else work / f"round-{rnd + 1}"  # each round its own output topics and folders
+            for leg in legs:
+                cpu_before, broker_before = _children_cpu(), _broker_cpu()
+                if leg == "driftline":
+                    r = run_driftline(bootstrap, topic, leg_work, args.rss_every, args.driftline_python, args.events, args.profile if rnd == 0 else None, env=_driftline_env(args))
+                    r["root"] = str(leg_work / "driftline-out")
+                else:
+                    leg_work.mkdir(parents=True, exist_ok=True)
+                    r = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, leg_work)
+                r["cpu_s"] = r.pop("own_cpu_s", None) or _children_cpu() - cpu_before
+                broker_after = _broker_cpu()
+                if broker_before is not None and broker_after is not None:
+                    r["broker_cpu_s"] = broker_after - broker_before
+                r["eps"] = r["events"] / max(r["t_end"] - r["t_first"], 1e-9)
+                r["round"] = rnd + 1
+                rounds[leg].append(r)
+                print(f"  {leg}{f' (round {rnd + 1})' if args.rounds > 1 else ''}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s", flush=True)
+        results: dict[str, dict[str, Any]] = {leg: median_round(rs) for leg, rs in rounds.items()}
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         if variants:
             from driftline.testing.otlp_receiver import OtlpReceiver
@@ -436,7 +445,7 @@ def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path,
     for rnd in range(args.scale_repeats):
         for i, (name, scaling, python, copies) in enumerate(shapes):
             if rnd == 0 and i == 0 and "driftline" in results:
-                r = dict(results["driftline"], root=str(work / "driftline-out"))  # the driftline leg is the first 1-process run
+                r = dict(results["driftline"])  # the driftline leg is the first 1-process run
             else:
                 leg_work = work / f"scale-{rnd}-{i}"
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
@@ -557,23 +566,56 @@ def _busiest_cpu(run: dict[str, Any]) -> float | None:
     return max(cpus) if cpus else None
 
 
+def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median events/s among a leg's rounds (the lower of the middle two for an
+    even count), with every round's events/s in ``rounds_eps``, in round order.
+
+    >>> r = median_round([{"eps": 5.0}, {"eps": 9.0}, {"eps": 7.0}])
+    >>> r["eps"], r["rounds_eps"]
+    (7.0, [5.0, 9.0, 7.0])
+    """
+    chosen = sorted(runs, key=lambda r: r["eps"])[(len(runs) - 1) // 2]
+    return dict(chosen, rounds_eps=[r["eps"] for r in runs])
+
+
+def round_ratios(mine: dict[str, Any], other: dict[str, Any]) -> list[float]:
+    """``mine``'s events/s over ``other``'s, round by round (runs without rounds: one ratio).
+
+    >>> round_ratios({"eps": 6.0, "rounds_eps": [6.0, 9.0]}, {"eps": 3.0, "rounds_eps": [3.0, 2.0]})
+    [2.0, 4.5]
+    """
+    a, b = mine.get("rounds_eps") or [mine["eps"]], other.get("rounds_eps") or [other["eps"]]
+    if len(a) != len(b):  # a variant (one run) against a leg of several rounds: the medians
+        return [mine["eps"] / other["eps"]]
+    return [x / y for x, y in zip(a, b)]
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    from statistics import median
+
     print()
-    print(f"## {args.events:,} events, {os.cpu_count()} cpus, load average before {load_before[0]:.2f} / after {load_after[0]:.2f}")
+    several = getattr(args, "rounds", 1) > 1
+    print(f"## {args.events:,} events, {os.cpu_count()} cpus, load average before {load_before[0]:.2f} / after {load_after[0]:.2f}" + (f", {args.rounds} rounds (each leg's median round; ratios: the median of the rounds' ratios)" if several else ""))
     print()
     d = results.get("driftline")
-    print("| pipeline | events/s | driftline vs it | CPU µs/event (process, incl. start-up) | peak RSS |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| pipeline | events/s | driftline vs it | CPU µs/event (process, incl. start-up) | peak RSS |" + (" rounds (events/s) |" if several else ""))
+    print("| --- | ---: | ---: | ---: | ---: |" + (" --- |" if several else ""))
     for leg, r in results.items():
-        ratio = f"{d['eps'] / r['eps']:.2f}x" if d else "-"
+        ratio = f"{median(round_ratios(d, r)):.2f}x" if d else "-"
         label = LABELS.get(leg) or VARIANTS[leg][0]
-        print(f"| {leg}: {label} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |")
+        runs = f" {', '.join(format(e, ',.0f') for e in r.get('rounds_eps', [r['eps']]))} |" if several else ""
+        print(f"| {leg}: {label} | {r['eps']:,.0f} | {ratio} | {1e6 * r['cpu_s'] / max(r['events'], 1):,.1f} | {_mb(r.get('peak_rss_bytes', 0))} |{runs}")
     if d is None:
         return
     if "floor" in results:
-        print(f"\ndriftline = {100 * d['eps'] / results['floor']['eps']:.1f}% of the I/O floor")
+        print(f"\ndriftline = {100 * median(round_ratios(d, results['floor'])):.1f}% of the I/O floor")
     targets = [("loop", 1.0, "x the per-event loop"), ("quix", 3.0, "x Quix Streams"), ("floor", 0.12, " of the I/O floor")]
-    checks = [f"{d['eps'] / results[leg]['eps']:.2f}{what} (target {want:g}: {'met' if d['eps'] / results[leg]['eps'] >= want else 'NOT met'})" for leg, want, what in targets if leg in results]
+    checks = []
+    for leg, want, what in targets:
+        if leg in results:
+            ratios = round_ratios(d, results[leg])
+            each = f", rounds {' / '.join(format(x, '.2f') for x in ratios)}" if len(ratios) > 1 else ""
+            checks.append(f"{median(ratios):.2f}{what} (target {want:g}: {'met' if median(ratios) >= want else 'NOT met'}{each})")
     if checks:
         print("issue 11 targets: " + "; ".join(checks))
     print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
