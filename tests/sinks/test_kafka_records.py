@@ -13,7 +13,7 @@ import polars as pl
 from driftline.config import load_config
 from driftline.operators.batch import reject_rows
 from driftline.producer import SyntheticProducer
-from driftline.sinks.kafka import dead_letter_records, json_records
+from driftline.sinks.kafka import ENCODE_SLICE_ROWS, dead_letter_records, json_records, message_size
 
 
 def reference_json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None) -> list[tuple[Any, bytes, list[tuple[str, bytes]]]]:
@@ -86,6 +86,17 @@ def test_json_records_equal_orjson_byte_for_byte() -> None:
     bare = frame.select("event_id", "score")
     assert json_records(bare, ["event_id", "score"], "event_id") == reference_json_records(bare, ["event_id", "score"], "event_id")
     assert json_records(frame.clear(), columns, "event_id") == []
+
+
+def test_json_records_of_a_frame_cut_over_polars_threads_equal_orjson() -> None:
+    """A frame of several ``ENCODE_SLICE_ROWS`` is encoded in slices at once: the records
+    and their order are those of one encoding, byte for byte, and the batch's sizes still
+    bound its records' (the sink trusts them to skip measuring each record)."""
+    frame = tricky_frame(n=2 * ENCODE_SLICE_ROWS + 7, seed=5)
+    columns = list(frame.columns)
+    got = json_records(frame, columns, "event_id")
+    assert got == reference_json_records(frame, columns, "event_id")
+    assert got.max_size >= max(message_size(r) for r in got) and got.nbytes >= sum(message_size(r) for r in got)
 
 
 def test_json_records_fall_back_to_orjson_for_types_polars_writes_differently() -> None:
