@@ -222,8 +222,9 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
         value = pl.Series([orjson.dumps(row, option=orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY) for row in rows], dtype=pl.Binary)
     key = pl.col(key_column).cast(pl.Utf8).cast(pl.Binary) if key_column and key_column in schema else pl.repeat(None, frame.height, dtype=pl.Binary)
     has_src = set(_SRC_COLUMNS) <= schema.keys()
-    # the values in a select of their own (beside other columns Polars would spread them over its
-    # threads, for more CPU in all), then the key and header columns
+    # the values on their own (beside other columns Polars would spread the columns over its threads,
+    # for more CPU in all; a large frame is cut in slices over its threads instead: _encoded), then
+    # the key and header columns
     values_col = value if isinstance(value, pl.Series) else _encoded(frame, value.alias("value"))
     out = frame.select(key.alias("key"), *(_src_header_exprs(frame) if has_src else ())).insert_column(1, values_col.alias("value"))
     keys, values = out.to_series(0).to_list(), out.to_series(1).to_list()
