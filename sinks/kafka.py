@@ -237,19 +237,19 @@ def json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None
 ENCODE_SLICE_ROWS = 1_000
 
 
-def _encoded(frame: pl.DataFrame, value: pl.Expr) -> pl.Series:
+def _encoded(frame: pl.DataFrame, value: pl.Expr, slices: int | None = None) -> pl.Series:
     """``value`` (one expression) over ``frame``'s rows: a frame of several
-    :data:`ENCODE_SLICE_ROWS` is cut into one slice per Polars thread, encoded at once
-    (``collect_all``); one expression over one frame would run on one thread.
+    :data:`ENCODE_SLICE_ROWS` is cut into ``slices`` (default: one per Polars thread),
+    encoded at once (``collect_all``); one expression over one frame would run on one thread.
 
-    >>> f = pl.DataFrame({"n": range(2_500)})
-    >>> _encoded(f, pl.col("n") * 2).equals(f.select(pl.col("n") * 2).to_series())
+    >>> f = pl.DataFrame({"n": range(3_500)})
+    >>> _encoded(f, pl.col("n") * 2, slices=3).equals(f.select(pl.col("n") * 2).to_series())
     True
     """
-    threads = min(pl.thread_pool_size(), frame.height // ENCODE_SLICE_ROWS)
-    if threads < 2:
+    slices = min(slices or pl.thread_pool_size(), frame.height // ENCODE_SLICE_ROWS)
+    if slices < 2:
         return frame.select(value).to_series()
-    step = -(-frame.height // threads)
+    step = -(-frame.height // slices)
     parts = pl.collect_all([frame.lazy().slice(start, step).select(value) for start in range(0, frame.height, step)])
     return pl.concat([p.to_series() for p in parts], rechunk=False)
 

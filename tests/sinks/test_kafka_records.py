@@ -13,7 +13,7 @@ import polars as pl
 from driftline.config import load_config
 from driftline.operators.batch import reject_rows
 from driftline.producer import SyntheticProducer
-from driftline.sinks.kafka import ENCODE_SLICE_ROWS, dead_letter_records, json_records, message_size
+from driftline.sinks.kafka import ENCODE_SLICE_ROWS, _encoded, dead_letter_records, json_records, message_size
 
 
 def reference_json_records(frame: pl.DataFrame, columns: list[str], key_column: str | None) -> list[tuple[Any, bytes, list[tuple[str, bytes]]]]:
@@ -97,6 +97,9 @@ def test_json_records_of_a_frame_cut_over_polars_threads_equal_orjson() -> None:
     got = json_records(frame, columns, "event_id")
     assert got == reference_json_records(frame, columns, "event_id")
     assert got.max_size >= max(message_size(r) for r in got) and got.nbytes >= sum(message_size(r) for r in got)
+    # two slices (whatever the machine's thread count): the JSON of one encoding, in order
+    value = pl.struct(pl.col("event_id"), pl.col("text"), pl.col("tags")).struct.json_encode()
+    assert _encoded(frame, value, slices=2).equals(frame.select(value).to_series())
 
 
 def test_json_records_fall_back_to_orjson_for_types_polars_writes_differently() -> None:
