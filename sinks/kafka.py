@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from driftline.config.kafka import KafkaConfig
+from driftline.operators.batch import ENGINE
 
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -250,7 +251,7 @@ def _encoded(frame: pl.DataFrame, value: pl.Expr, slices: int | None = None) -> 
     if slices < 2:
         return frame.select(value).to_series()
     step = -(-frame.height // slices)
-    parts = pl.collect_all([frame.lazy().slice(start, step).select(value) for start in range(0, frame.height, step)])
+    parts = pl.collect_all([frame.lazy().slice(start, step).select(value) for start in range(0, frame.height, step)], engine=ENGINE)
     return pl.concat([p.to_series() for p in parts], rechunk=False)
 
 

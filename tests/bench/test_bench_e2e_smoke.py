@@ -35,9 +35,23 @@ def run_bench(kafka_bootstrap: str, tmp_path: Path, *args: str) -> tuple[subproc
 
 
 def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, tmp_path: Path) -> None:
-    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--variants", "tracing-all,at-least-once", "--rss-every", "100")
+    """Two rounds of the legs (``--rounds 2``: in turn, each leg's median round reported
+    with both rounds' figures, the targets as the median of the rounds' ratios) and two
+    variants, run once."""
+    from driftline.testing.kafka import consume_all
+
+    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--rounds", "2", "--variants", "tracing-all,at-least-once", "--rss-every", "100")
     results = doc["results"]
     assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "tracing-all": 300, "at-least-once": 300}
+    assert {leg: len(r["rounds_eps"]) for leg, r in results.items() if "rounds_eps" in r} == {"floor": 2, "loop": 2, "driftline": 2}
+    assert all(r["eps"] == min(r["rounds_eps"]) for r in results.values() if "rounds_eps" in r)  # of two rounds, the lower is the median
+    order = [line.split(":")[0].strip() for line in proc.stdout.splitlines() if "(round " in line and "events/s" in line]
+    assert order == ["floor (round 1)", "loop (round 1)", "driftline (round 1)", "floor (round 2)", "loop (round 2)", "driftline (round 2)"]
+    # each round writes output topics of its own: the median round's hold every output record, whichever round it was
+    assert len(consume_all(kafka_bootstrap, f"{results['driftline']['outputs']}.enriched")) > 250
+    assert "| rounds (events/s) |" in proc.stdout and "2 rounds (each leg's median round" in proc.stdout
+    targets = next(line for line in proc.stdout.splitlines() if line.startswith("issue 11 targets: "))
+    assert targets.count(", rounds ") == 2, targets  # the loop's and the floor's: each round's ratio beside the median
     steps = results["driftline"]["steps"]
     assert {"decode", "validate", "mask_pii", "features", "model_call", "guardrails", "enriched_parquet", "output_topic_out"} <= set(steps)
     assert results["tracing-all"]["spans"] > 300 * 5  # every record traced: its receive span and its step spans
@@ -76,25 +90,6 @@ def test_bench_e2e_scaling_table_has_the_machine_ceiling(kafka_bootstrap: str, t
     assert "| 2 independent processes (ceiling) |" in proc.stdout
     assert "on 2 workers, input partitions 0-2: read by workers [0, 1, 0], keyed steps [" in proc.stdout  # where each partition's work runs
     assert proc.stdout.count("datasets of '2 independent processes (ceiling)' vs 1 process: equal") == 2, proc.stdout[-2000:]
-
-
-def test_bench_e2e_rounds_run_the_legs_in_turn(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """``--rounds 2``: every leg twice, in turn; each leg's median round reported with both
-    rounds' figures, driftline's rounds into output topics of their own, and the targets
-    as the median of the rounds' ratios with each round's ratio."""
-    from driftline.testing.kafka import consume_all
-
-    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--rounds", "2", "--rss-every", "0")
-    results = doc["results"]
-    assert {leg: (r["events"], len(r["rounds_eps"])) for leg, r in results.items()} == {"floor": (300, 2), "loop": (300, 2), "driftline": (300, 2)}
-    assert all(r["eps"] == min(r["rounds_eps"]) for r in results.values())  # of two rounds, the lower is the median
-    order = [line.split(":")[0].strip() for line in proc.stdout.splitlines() if "(round " in line and "events/s" in line]
-    assert order == ["floor (round 1)", "loop (round 1)", "driftline (round 1)", "floor (round 2)", "loop (round 2)", "driftline (round 2)"]
-    # the median round's own output topics hold every output record, whichever round it was
-    assert len(consume_all(kafka_bootstrap, f"{results['driftline']['outputs']}.enriched")) > 250
-    assert "| rounds (events/s) |" in proc.stdout and "2 rounds (each leg's median round" in proc.stdout
-    targets = next(line for line in proc.stdout.splitlines() if line.startswith("issue 11 targets: "))
-    assert targets.count(", rounds ") == 2, targets  # the loop's and the floor's: each round's ratio beside the median
 
 
 def test_bench_e2e_helpers_examples() -> None:
