@@ -594,7 +594,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     from statistics import median
 
     print()
-    several = getattr(args, "rounds", 1) > 1
+    several = args.rounds > 1
     print(f"## {args.events:,} events, {os.cpu_count()} cpus, load average before {load_before[0]:.2f} / after {load_after[0]:.2f}" + (f", {args.rounds} rounds (each leg's median round; ratios: the median of the rounds' ratios)" if several else ""))
     print()
     d = results.get("driftline")
@@ -614,8 +614,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     for leg, want, what in targets:
         if leg in results:
             ratios = round_ratios(d, results[leg])
+            got = median(ratios)
             each = f", rounds {' / '.join(format(x, '.2f') for x in ratios)}" if len(ratios) > 1 else ""
-            checks.append(f"{median(ratios):.2f}{what} (target {want:g}: {'met' if median(ratios) >= want else 'NOT met'}{each})")
+            checks.append(f"{got:.2f}{what} (target {want:g}: {'met' if got >= want else 'NOT met'}{each})")
     if checks:
         print("issue 11 targets: " + "; ".join(checks))
     print(f"driftline: peak RSS {_mb(d['peak_rss_bytes'])}, wall time with start-up {d['wall_s']:.1f} s")
@@ -639,20 +640,21 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load_be
     timed_total = sum(s["seconds"] for _, s in steps)
     cpu = lambda s: f"{1e6 * s['cpu_seconds'] / n:,.1f}" if "cpu_seconds" in s else "n/a"  # noqa: E731
     print(f"\n## driftline per-step cost ({n:,} input events, {span:.1f} s from first poll to exit)\n")
+
+    def step_rows(rows: list[tuple[str, dict[str, Any]]]) -> None:  # the header and a row per step
+        print("| step | µs/event | share | CPU µs/event | calls |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name, s in rows:
+            print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {cpu(s)} | {s['calls']:,} |")
+
     print("Wall time per step (waits for the interpreter lock while the helper threads hold it included) and its thread's CPU time.\n")
-    print("| step | µs/event | share | CPU µs/event | calls |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, s in steps:
-        print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {cpu(s)} | {s['calls']:,} |")
+    step_rows(steps)
     other = span - timed_total
     print(f"| other (Bytewax, windows, routing, idle) | {1e6 * other / n:,.1f} | {100 * other / span:.1f}% | | |")
     print(f"| total | {1e6 * span / n:,.1f} | 100% | | |")
     if helper:  # the stateless stages on the workers' helper threads (operators/ahead.py): beside the rows above, not in them
         print("\nOn the workers' helper threads, overlapping the steps above:\n")
-        print("| step | µs/event | share | CPU µs/event | calls |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for name, s in helper:
-            print(f"| {name} | {1e6 * s['seconds'] / n:,.1f} | {100 * s['seconds'] / span:.1f}% | {cpu(s)} | {s['calls']:,} |")
+        step_rows(helper)
         helper_total = sum(s["seconds"] for _, s in helper)
         print(f"| total | {1e6 * helper_total / n:,.1f} | {100 * helper_total / span:.1f}% | | |")
     for name, r in [("driftline", d), *[(k, v) for k, v in results.items() if k in VARIANTS]]:
