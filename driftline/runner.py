@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -43,6 +44,7 @@ from driftline.config import PipelineConfig, state_home
 from driftline.heap import TRIM_INTERVAL_S, release_heap, settle_heap, start_heap_trimmer
 from driftline.logs import get_logger
 from driftline.operators import spread
+from driftline.threads import ENV_POLARS_THREADS, polars_threads
 
 log = get_logger("runner")
 
@@ -268,7 +270,7 @@ def run_flow(
         recovery = RecoveryConfig(ensure_recovery_dir(recovery_dir, partitions, create=cluster.process_id == 0))
         if cluster.process_id == 0:
             purge_uncommitted_snapshots(recovery_dir)
-    fields = {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval, "process_id": cluster.process_id, "processes": cluster.processes, "workers": cluster.workers}
+    fields = {"flow": flow.flow_id, "recovery": bool(recovery), "epoch_interval_s": epoch_interval, "process_id": cluster.process_id, "processes": cluster.processes, "workers": cluster.workers, "polars_threads": pl.thread_pool_size()}
     log.info("flow starting", extra={"fields": fields})
     spread.WORKERS = cluster.workers  # how finely the input batches are cut (operators/spread.py)
     thresholds = settle_heap()  # after the flow and its stages are built: see driftline/heap.py
@@ -296,24 +298,6 @@ def run_flow(
 ENV_SUPERVISED = "DRIFTLINE_SUPERVISED"
 #: driftline.metrics' step timers file; each supervised process writes ``<file>.<process id>``.
 ENV_STEP_TIMERS = "DRIFTLINE_STEP_TIMERS"
-#: The size of Polars' thread pool; :func:`supervise` gives each process its share of the cores.
-ENV_POLARS_THREADS = "POLARS_MAX_THREADS"
-
-
-def polars_threads(processes: int, cpus: int | None = None) -> int:
-    """Polars threads for each of ``processes`` processes on one host of ``cpus`` cores.
-
-    Every process has a pool as large as the host by default, so P processes run P times
-    as many compute threads as there are cores, and the spinning and switching cost CPU
-    that the flow needs (measured with ``bench/bench_e2e.py --processes 2`` on 2 cores:
-    the CPU-bound speed-up went from 1.18x to 1.41x on 30,000 events with one thread each).
-
-    >>> polars_threads(2, cpus=2), polars_threads(2, cpus=8), polars_threads(4, cpus=2)
-    (1, 4, 1)
-    """
-    return max(1, (cpus or os.cpu_count() or 1) // processes)
-
-
 def loopback_addresses(n: int) -> list[str]:
     """``n`` free TCP ports on 127.0.0.1 as Bytewax addresses (held open together while
     choosing, so they differ)."""

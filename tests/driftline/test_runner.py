@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from driftline.runner import Cluster, ClusterError, ensure_recovery_dir, polars_threads, recovery_partitions, supervise
+from driftline.runner import Cluster, ClusterError, ensure_recovery_dir, recovery_partitions, supervise
+from driftline.threads import polars_threads
 
 
 def test_cluster_from_bytewax_environment(tmp_path: Path) -> None:
