@@ -100,17 +100,10 @@ def console_main() -> NoReturn:
     executable runs the atexit handlers (log flush, metric timers, trace export) itself,
     flushes stdout and stderr, and ends with ``os._exit``.  Calling :func:`main` from Python
     (tests, embedders) keeps the ordinary exit.
-
-    Before anything imports Polars, it sizes Polars' thread pool for a flow
-    (:func:`driftline.threads.set_polars_threads`; ``POLARS_MAX_THREADS`` set in the
-    environment wins).
     """
     import atexit
     import os
 
-    from driftline.threads import set_polars_threads
-
-    set_polars_threads()
     code = 1
     try:
         code = main()

@@ -1,32 +1,23 @@
-"""The size of Polars' thread pool in a driftline process, decided before Polars is imported.
+"""The cores a driftline process may use, and its share of them for Polars' thread pool.
 
 Polars makes its pool once, when it is first imported, with ``POLARS_MAX_THREADS``
-threads (default: one per core).  So the ``driftline`` executable sets the variable
-first thing (:func:`set_polars_threads`, from :func:`driftline.cli.console_main`),
-unless the environment sets it already; nothing here imports Polars.
-
-- A process that runs a flow alone gets one thread more than its cores
-  (:func:`flow_polars_threads`).  Each worker submits Polars queries from two threads at
-  once, the worker thread and its helper thread (:mod:`driftline.operators.ahead`), and
-  many of those queries are one long task (a regex or a JSON encoding over a whole
-  column): with a pool as large as the cores, the worker thread's short queries wait
-  behind the helper's long ones; with one more thread the operating system shares the
-  cores among them.  Measured end to end (``bench/bench_e2e.py``'s driftline leg,
-  200,000 events on 2 cores, 12 alternating runs on one topic): 3 threads drained faster
-  than 2 in 8 of 12 pairs, median +11%, and their rates spread less
-  (docs/performance.md, round 13).
-- The processes of a cluster on one host (``driftline run --processes P``) share the
-  cores: :func:`polars_threads`, set by :func:`driftline.runner.supervise`.
+threads (default: one per core).  The processes of a cluster on one host
+(``driftline run --processes P``) share the cores, so :func:`driftline.runner.supervise`
+gives each its share (:func:`polars_threads`) unless the environment sets the variable;
+each flow's start log names the pool it got (``polars_threads``).
 
 The cores are the ones the process may run on: its CPU affinity, capped by a cgroup v2
 CPU quota (a container limited to 2 CPUs on a 64-core node gets 2, not 64).
+
+A pool of one thread more than the cores for a process running alone (the worker and
+its helper thread submit queries at once) was measured and not kept: no difference end to
+end (docs/performance.md, round 13).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import MutableMapping
 from pathlib import Path
 
 #: Read by Polars when it is imported.
@@ -81,25 +72,3 @@ def polars_threads(processes: int, cpus: int | None = None) -> int:
     (1, 4, 1)
     """
     return max(1, (cpus or host_cpus()) // processes)
-
-
-def flow_polars_threads(cpus: int | None = None) -> int:
-    """Polars threads for a process that has the host to itself: one more than its cores
-    (see the module docstring).
-
-    >>> flow_polars_threads(cpus=2), flow_polars_threads(cpus=16)
-    (3, 17)
-    """
-    return (cpus or host_cpus()) + 1
-
-
-def set_polars_threads(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Set ``POLARS_MAX_THREADS`` to :func:`flow_polars_threads` unless ``environ`` has it
-    (a user's setting, or a process of :func:`driftline.runner.supervise` given its
-    share); returns the value in force.  Takes effect only before Polars is imported.
-
-    >>> env = {}
-    >>> set_polars_threads(env) == str(flow_polars_threads()), set_polars_threads({"POLARS_MAX_THREADS": "1"})
-    (True, '1')
-    """
-    return environ.setdefault(ENV_POLARS_THREADS, str(flow_polars_threads()))
