@@ -118,9 +118,10 @@ def test_a_stage_error_reaches_the_worker_as_it_was_raised() -> None:
     threads.shutdown()
 
 
-def _flow(items: list[Any], out: list[Any], threads: StageThreads) -> Dataflow:
+def _flow(items: list[Any], out: list[Any], threads: StageThreads, gate: threading.Event) -> Dataflow:
     def stage(pc: Piece[int]) -> Piece[int]:
-        time.sleep(0.02)  # long enough for pieces to be in flight at every epoch's end
+        if pc.seq == 5:  # the last piece before the abort stays in flight until the test opens the gate
+            gate.wait(60)
         return pc.map(lambda v: v * 10)
 
     flow = Dataflow("ahead_abort")
@@ -132,13 +133,15 @@ def _flow(items: list[Any], out: list[Any], threads: StageThreads) -> Dataflow:
 def test_pieces_in_flight_when_an_execution_aborts_are_passed_on_after_the_resume(tmp_path: Path) -> None:
     from driftline.runner import run_flow
 
-    rec, threads = tmp_path / "rec", StageThreads()
+    rec, threads, gate = tmp_path / "rec", StageThreads(), threading.Event()
     items: list[Any] = [*_pieces(6), TestingSource.ABORT(), *[Piece("t:0", i, 0, 1, i) for i in range(6, 12)]]
     first: list[Any] = []
-    run_flow(_flow(items, first, threads), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
-    assert len(first) < 6  # the abort came while some were still in flight
+    run_flow(_flow(items, first, threads, gate), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
+    # depth 1: each new piece waits for the one before it, so pieces 0-4 were passed on and piece 5 was in flight
+    assert [p.value for p in first] == [0, 10, 20, 30, 40]
+    gate.set()  # the helper finishes the aborted execution's piece (its result is dropped) and is free for the next
     second: list[Any] = []
-    run_flow(_flow(items, second, threads), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
+    run_flow(_flow(items, second, threads, gate), recovery_dir=rec, epoch_interval=0, heap_trim_interval=0)
     threads.shutdown()
     values = [p.value for p in first + second]
     assert sorted(set(values)) == [10 * i for i in range(12)]  # none lost
