@@ -61,6 +61,7 @@ LABELS = {
     "loop": "per-event consumer loop, seed documents' work",
     "quix": "Quix Streams 3.x application, same per-event work",
     "driftline": "driftline run enrich --drain, default configuration",
+    "before": "--before-python's checkout, the same command",
 }
 
 
@@ -326,7 +327,7 @@ def main() -> int:
         help="the input topic's name (default: a new random one). Bytewax places each input partition's keyed steps by a hash"
         " of names built from it, so with several workers the name decides how evenly the keyed work lands; it must not exist yet",
     )
-    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, timed from process start to exit; with --processes, also its scaled shape in the scaling table")
+    ap.add_argument("--before-python", default=None, help="also run the driftline of another checkout (its .venv/bin/python) on the same topic, right after this checkout's in every round (alternating pairs: the table's 'before' row, and each pair's ratio); with --processes, also its scaled shape in the scaling table")
     ap.add_argument("--rounds", type=int, default=1, help="run the legs this many times in turn on the same topic (floor, loop, quix, driftline, floor, ...): each leg's median round is reported, and the ratios are the medians of each round's ratios")
     ap.add_argument("--variants", default="", help=f"comma-separated extra driftline legs: {', '.join(VARIANTS)}")
     args = ap.parse_args()
@@ -359,14 +360,19 @@ def main() -> int:
         malformed, with_pii = produce_events(bootstrap, topic, args)
         print(f"produced {args.events:,} events to {topic} ({args.partitions} partitions, {malformed:,} malformed, {with_pii:,} with PII, seed {args.seed}) in {time.monotonic() - t0:.0f} s")
         load_before = os.getloadavg()
-        rounds: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs}
+        # --before-python's driftline right after this checkout's in every round: alternating pairs on one topic
+        round_legs = [*legs, "before"] if args.before_python and "driftline" in legs else legs
+        rounds: dict[str, list[dict[str, Any]]] = {leg: [] for leg in round_legs}
         for rnd in range(args.rounds):  # the legs in turn, round after round: each round's legs ran under the same load
             leg_work = work if rnd == 0 else work / f"round-{rnd + 1}"  # each round its own output topics and folders
-            for leg in legs:
+            for leg in round_legs:
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 if leg == "driftline":
                     r = run_driftline(bootstrap, topic, leg_work, args.rss_every, args.driftline_python, args.events, args.profile if rnd == 0 else None, env=_driftline_env(args))
                     r["root"] = str(leg_work / "driftline-out")
+                elif leg == "before":
+                    r = run_driftline(bootstrap, topic, leg_work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
+                    r["root"] = str(leg_work / "before" / "driftline-out")
                 else:
                     leg_work.mkdir(parents=True, exist_ok=True)
                     r = run_leg(leg, args.quix_python if leg == "quix" else sys.executable, bootstrap, topic, leg_work)
@@ -397,19 +403,12 @@ def main() -> int:
                 results[name] = r
                 print(f"  {name}: {r['events']:,} events in {r['t_end'] - r['t_first']:.1f} s -> {r['eps']:,.0f} events/s" + (f", {r['spans']:,} spans received" if r["spans"] else ""), flush=True)
         scaled = scale_legs(args, bootstrap, topic, work, results)
-        if args.before_python:
-            cpu_before = _children_cpu()
-            before = run_driftline(bootstrap, topic, work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
-            cpu = _children_cpu() - cpu_before
-            mine = results.get("driftline")
-            peak = lambda r: f", peak RSS {_mb(r['peak_rss_bytes'])}" if r.get("peak_rss_bytes") else ""  # noqa: E731
-            print(f"  before (--before-python): {args.events:,} events in {before['wall_s']:.1f} s with start-up -> {args.events / before['wall_s']:,.0f} events/s, {1e6 * cpu / args.events:,.1f} CPU µs/event{peak(before)}"
-                  + (f"; this checkout: {mine['wall_s']:.1f} s with start-up -> {args.events / mine['wall_s']:,.0f} events/s, {1e6 * mine['cpu_s'] / args.events:,.1f} CPU µs/event{peak(mine)}" if mine else ""))
-            if mine:  # the same events through both checkouts: the same datasets
-                from driftline.testing.datasets import dataset_differences
+        if "before" in results:  # the same events through both checkouts: the same datasets
+            from driftline.testing.datasets import dataset_differences
 
-                diff = dataset_differences(work / "driftline-out", work / "before" / "driftline-out")
-                print(f"  datasets of this checkout vs --before-python: {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
+            print(pairs_line(rounds["driftline"], rounds["before"]))
+            diff = dataset_differences(work / "driftline-out", work / "before" / "driftline-out")
+            print(f"  datasets of this checkout vs --before-python (round 1): {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
         report_scaling(scaled, work)
@@ -420,6 +419,21 @@ def main() -> int:
             doc = {"args": vars(args), "load": [load_before, load_after], "results": results, "scaling": scaled}
             Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
     return 0
+
+
+def pairs_line(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> str:
+    """This checkout's driftline against ``--before-python``'s, round by round (each pair
+    ran one after the other on the same topic): the ratio of each pair, their median, and
+    how many pairs this checkout won.
+
+    >>> print(pairs_line([{"eps": 110.0}, {"eps": 90.0}, {"eps": 105.0}], [{"eps": 100.0}] * 3))
+      driftline vs --before-python, pair by pair: 1.10 / 0.90 / 1.05, median 1.05x, faster in 2 of 3
+    """
+    from statistics import median
+
+    ratios = [a["eps"] / max(b["eps"], 1e-9) for a, b in zip(after, before)]
+    each = " / ".join(f"{x:.2f}" for x in ratios)
+    return f"  driftline vs --before-python, pair by pair: {each}, median {median(ratios):.2f}x, faster in {sum(x > 1 for x in ratios)} of {len(ratios)}"
 
 
 def scale_legs(args: argparse.Namespace, bootstrap: str, topic: str, work: Path, results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,17 +37,24 @@ def run_bench(kafka_bootstrap: str, tmp_path: Path, *args: str) -> tuple[subproc
 
 def test_bench_e2e_runs_its_legs_on_a_few_hundred_events(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Two rounds of the legs (``--rounds 2``: in turn, each leg's median round reported
-    with both rounds' figures, the targets as the median of the rounds' ratios) and two
-    variants, run once."""
+    with both rounds' figures, the targets as the median of the rounds' ratios), another
+    checkout's driftline right after this one's in each round (``--before-python``, here
+    the same interpreter) and two variants, run once."""
     from driftline.testing.kafka import consume_all
 
-    proc, doc = run_bench(kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--rounds", "2", "--variants", "tracing-all,at-least-once", "--rss-every", "100")
+    proc, doc = run_bench(
+        kafka_bootstrap, tmp_path, "--legs", "floor,loop,driftline", "--rounds", "2", "--before-python", sys.executable, "--variants", "tracing-all,at-least-once", "--rss-every", "100"
+    )
     results = doc["results"]
-    assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "tracing-all": 300, "at-least-once": 300}
-    assert {leg: len(r["rounds_eps"]) for leg, r in results.items() if "rounds_eps" in r} == {"floor": 2, "loop": 2, "driftline": 2}
+    assert {leg: r["events"] for leg, r in results.items()} == {"floor": 300, "loop": 300, "driftline": 300, "before": 300, "tracing-all": 300, "at-least-once": 300}
+    assert {leg: len(r["rounds_eps"]) for leg, r in results.items() if "rounds_eps" in r} == {"floor": 2, "loop": 2, "driftline": 2, "before": 2}
     assert all(r["eps"] == min(r["rounds_eps"]) for r in results.values() if "rounds_eps" in r)  # of two rounds, the lower is the median
     order = [line.split(":")[0].strip() for line in proc.stdout.splitlines() if "(round " in line and "events/s" in line]
-    assert order == ["floor (round 1)", "loop (round 1)", "driftline (round 1)", "floor (round 2)", "loop (round 2)", "driftline (round 2)"]
+    assert order == ["floor (round 1)", "loop (round 1)", "driftline (round 1)", "before (round 1)", "floor (round 2)", "loop (round 2)", "driftline (round 2)", "before (round 2)"]
+    # the pairs: each round's ratio, their median and the wins; the same datasets from both checkouts
+    assert re.search(r"driftline vs --before-python, pair by pair: \d+\.\d\d / \d+\.\d\d, median \d+\.\d\dx, faster in [0-2] of 2", proc.stdout), proc.stdout
+    assert "| before: --before-python's checkout, the same command |" in proc.stdout
+    assert "datasets of this checkout vs --before-python (round 1): equal" in proc.stdout
     # each round writes output topics of its own: the median round's hold every output record, whichever round it was
     assert len(consume_all(kafka_bootstrap, f"{results['driftline']['outputs']}.enriched")) > 250
     assert "| rounds (events/s) |" in proc.stdout and "2 rounds (each leg's median round" in proc.stdout
