@@ -362,16 +362,18 @@ def main() -> int:
         load_before = os.getloadavg()
         # --before-python's driftline right after this checkout's in every round: alternating pairs on one topic
         round_legs = [*legs, "before"] if args.before_python and "driftline" in legs else legs
+        # both checkouts of a pair in the same environment (no .pyc written into either tree)
+        pair_env = {"PYTHONDONTWRITEBYTECODE": "1"} if "before" in round_legs else {}
         rounds: dict[str, list[dict[str, Any]]] = {leg: [] for leg in round_legs}
         for rnd in range(args.rounds):  # the legs in turn, round after round: each round's legs ran under the same load
             leg_work = work if rnd == 0 else work / f"round-{rnd + 1}"  # each round its own output topics and folders
             for leg in round_legs:
                 cpu_before, broker_before = _children_cpu(), _broker_cpu()
                 if leg == "driftline":
-                    r = run_driftline(bootstrap, topic, leg_work, args.rss_every, args.driftline_python, args.events, args.profile if rnd == 0 else None, env=_driftline_env(args))
+                    r = run_driftline(bootstrap, topic, leg_work, args.rss_every, args.driftline_python, args.events, args.profile if rnd == 0 else None, env=_driftline_env(args, **pair_env))
                     r["root"] = str(leg_work / "driftline-out")
                 elif leg == "before":
-                    r = run_driftline(bootstrap, topic, leg_work / "before", 0, args.before_python, args.events, env=_driftline_env(args, PYTHONDONTWRITEBYTECODE="1"))
+                    r = run_driftline(bootstrap, topic, leg_work / "before", 0, args.before_python, args.events, env=_driftline_env(args, **pair_env))
                     r["root"] = str(leg_work / "before" / "driftline-out")
                 else:
                     leg_work.mkdir(parents=True, exist_ok=True)
