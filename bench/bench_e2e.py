@@ -409,7 +409,7 @@ def main() -> int:
             from driftline.testing.datasets import dataset_differences
 
             print(pairs_line(rounds["driftline"], rounds["before"]))
-            diff = dataset_differences(work / "driftline-out", work / "before" / "driftline-out")
+            diff = dataset_differences(rounds["driftline"][0]["root"], rounds["before"][0]["root"])
             print(f"  datasets of this checkout vs --before-python (round 1): {'equal (rows by key; floats up to summation order; processing-time columns left out)' if not diff else diff}")
         load_after = os.getloadavg()
         report(results, args, load_before, load_after)
